@@ -1,0 +1,1 @@
+"""Data that crosses process boundaries: model cards, engine requests/outputs, KV events."""

@@ -1,0 +1,53 @@
+"""Token-level request and response frames between a frontend/router and an engine worker.
+
+These are plain dicts on the wire (msgpack); the TypedDicts document their shape.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+FinishReason = Literal["stop", "length", "cancelled", "error", "eos"]
+
+
+class StopConditions(TypedDict, total=False):
+    max_tokens: int | None
+    min_tokens: int | None
+    ignore_eos: bool
+    stop_token_ids: list[int]
+
+
+class SamplingOptions(TypedDict, total=False):
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    seed: int | None
+    logprobs: int | None
+
+
+class EngineRequest(TypedDict):
+    """`PreprocessedRequest`: what a worker's `generate` endpoint receives."""
+
+    request_id: str
+    model: str
+    token_ids: list[int]
+    stop_conditions: StopConditions
+    sampling_options: SamplingOptions
+    eos_token_ids: NotRequired[list[int]]
+    extra_args: NotRequired[dict[str, object]]
+
+
+class Usage(TypedDict, total=False):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+class EngineOutput(TypedDict, total=False):
+    """`LLMEngineOutput`: one streamed chunk; `token_ids` are the new tokens only."""
+
+    token_ids: list[int]
+    finish_reason: FinishReason | None
+    usage: Usage
+    log_probs: list[float]
+    error: str

@@ -1,0 +1,1 @@
+"""The distributed runtime: addressing, configuration, discovery, request and event planes."""

@@ -1,0 +1,1 @@
+"""Service discovery behind one interface: mem, file, etcd (and kubernetes later)."""

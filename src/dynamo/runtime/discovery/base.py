@@ -1,0 +1,50 @@
+"""The discovery interface every backend implements.
+
+Keys are `/`-separated paths; values are JSON-able dicts. Every key a process puts is tied to
+that process's lease: when the process dies (also on kill -9) or closes its discovery, its keys
+disappear and watchers receive `delete` events.
+
+Key layout used by the runtime:
+  v1/instances/{namespace}/{component}/{endpoint}/{instance_id:x}  -> InstanceInfo dict
+  v1/mdc/{namespace}/{component}/{endpoint}/{instance_id:x}        -> ModelCard dict
+  v1/events/{namespace}/{instance_id:x}                            -> event publisher address
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+INSTANCES_ROOT = "v1/instances"
+MODEL_CARDS_ROOT = "v1/mdc"
+EVENT_PUBLISHERS_ROOT = "v1/events"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    kind: Literal["put", "delete"]
+    key: str
+    value: dict[str, Any] | None  # None on delete
+
+
+class Discovery(Protocol):
+    """A key-value registry with per-process leases and prefix watches."""
+
+    async def start(self) -> None:
+        """Connect and grant this process's lease (keep-alive runs until `close`)."""
+
+    async def put(self, key: str, value: dict[str, Any]) -> None:
+        """Create or replace `key`, attached to this process's lease."""
+
+    async def delete(self, key: str) -> None:
+        """Remove `key` now (idempotent)."""
+
+    async def get_prefix(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every live key under `prefix` with its value."""
+
+    def watch_prefix(self, prefix: str) -> AsyncIterator[WatchEvent]:
+        """Yield a `put` for every existing key, then every change, until the iterator closes."""
+
+    async def close(self) -> None:
+        """Revoke the lease: every key of this process disappears."""

@@ -1,0 +1,1 @@
+"""Request plane (streamed request/response) and event plane (pub/sub) transports."""
