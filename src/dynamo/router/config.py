@@ -1,0 +1,103 @@
+"""Router configuration: Dynamo's router flags and `DYN_*` env vars from one frozen dataclass.
+
+The frontend and the standalone router embed these flags with
+`runtime.config.add_arguments(parser, RouterConfig)` and build it with `resolve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from dynamo.runtime.config import option
+from dynamo.runtime.errors import ConfigError
+
+ROUTER_MODES = ("round-robin", "random", "kv", "direct")
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterConfig:
+    """How requests are spread over the workers of one model."""
+
+    router_mode: str = option(
+        "round-robin", help="how to pick a worker for each request", choices=ROUTER_MODES
+    )
+    kv_overlap_score_weight: float = option(
+        1.0, help="weight of prefill blocks against active decode blocks in the KV cost"
+    )
+    router_temperature: float = option(
+        0.0, help="softmax sampling temperature over KV costs (0 = always the cheapest)"
+    )
+    kv_events: bool = option(
+        True, help="index KV events from workers (off = approximate mode from own decisions)"
+    )
+    kv_cache_block_size: int | None = option(
+        None, help="KV block size in tokens (default: from each worker's model card)"
+    )
+    router_ttl_s: float = option(
+        120.0,
+        flag="--router-ttl",
+        env="DYN_ROUTER_TTL",
+        help="approximate mode: seconds a routed block is assumed cached",
+    )
+    router_max_tree_size: int = option(
+        2**20, help="approximate mode: index size (worker blocks) that triggers pruning"
+    )
+    router_prune_target_ratio: float = option(
+        0.8, help="approximate mode: prune down to this fraction of the max tree size"
+    )
+    active_decode_blocks_threshold: float | None = option(
+        None, help="busy when a worker's active KV blocks exceed this fraction (0-1) of its total"
+    )
+    active_prefill_tokens_threshold: int | None = option(
+        None, help="busy when a worker's pending prefill tokens exceed this count"
+    )
+    router_replica_sync: bool = option(
+        False, help="share active-sequence state with other router replicas"
+    )
+    track_active_blocks: bool = option(
+        True, help="track each worker's active sequences for the decode-load term"
+    )
+    assume_kv_reuse: bool = option(
+        True, help="count shared prefix blocks of active requests once (off = no dedup)"
+    )
+
+    def __post_init__(self) -> None:
+        _check(
+            math.isfinite(self.kv_overlap_score_weight) and self.kv_overlap_score_weight >= 0,
+            f"--kv-overlap-score-weight must be >= 0, got {self.kv_overlap_score_weight}",
+        )
+        _check(
+            math.isfinite(self.router_temperature) and self.router_temperature >= 0,
+            f"--router-temperature must be >= 0, got {self.router_temperature}",
+        )
+        _check(
+            self.kv_cache_block_size is None or self.kv_cache_block_size > 1,
+            f"--kv-cache-block-size must be > 1, got {self.kv_cache_block_size}",
+        )
+        _check(self.router_ttl_s > 0, f"--router-ttl must be > 0, got {self.router_ttl_s}")
+        _check(
+            self.router_max_tree_size > 0,
+            f"--router-max-tree-size must be > 0, got {self.router_max_tree_size}",
+        )
+        _check(
+            0 < self.router_prune_target_ratio <= 1,
+            f"--router-prune-target-ratio must be in (0, 1], got {self.router_prune_target_ratio}",
+        )
+        _check(
+            self.active_decode_blocks_threshold is None
+            or 0 <= self.active_decode_blocks_threshold <= 1,
+            "--active-decode-blocks-threshold must be in [0, 1], "
+            f"got {self.active_decode_blocks_threshold}",
+        )
+        _check(
+            self.active_prefill_tokens_threshold is None
+            or self.active_prefill_tokens_threshold >= 0,
+            "--active-prefill-tokens-threshold must be >= 0, "
+            f"got {self.active_prefill_tokens_threshold}",
+        )
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

@@ -1,0 +1,86 @@
+import pytest
+
+from dynamo.router.config import RouterConfig
+from dynamo.runtime.config import parse, resolve
+from dynamo.runtime.errors import ConfigError
+
+
+def test_defaults_match_dynamo():
+    c = RouterConfig()
+    assert c.router_mode == "round-robin"
+    assert c.kv_overlap_score_weight == 1.0
+    assert c.router_temperature == 0.0
+    assert c.kv_events is True
+    assert c.kv_cache_block_size is None
+    assert c.router_ttl_s == 120.0
+    assert c.router_max_tree_size == 2**20
+    assert c.router_prune_target_ratio == 0.8
+    assert c.active_decode_blocks_threshold is None
+    assert c.active_prefill_tokens_threshold is None
+    assert c.router_replica_sync is False
+    assert c.track_active_blocks is True
+    assert c.assume_kv_reuse is True
+
+
+def test_flags():
+    c = parse(
+        RouterConfig,
+        [
+            "--router-mode",
+            "kv",
+            "--no-kv-events",
+            "--router-ttl",
+            "5",
+            "--kv-cache-block-size",
+            "64",
+            "--router-temperature",
+            "0.5",
+            "--active-decode-blocks-threshold",
+            "0.9",
+            "--no-track-active-blocks",
+            "--no-assume-kv-reuse",
+            "--router-replica-sync",
+        ],
+    )
+    assert (c.router_mode, c.kv_events, c.router_ttl_s, c.kv_cache_block_size) == (
+        "kv",
+        False,
+        5.0,
+        64,
+    )
+    assert c.router_temperature == 0.5
+    assert c.active_decode_blocks_threshold == 0.9
+    assert (c.track_active_blocks, c.assume_kv_reuse, c.router_replica_sync) == (
+        False,
+        False,
+        True,
+    )
+
+
+def test_env_and_flag_precedence():
+    env = {"DYN_ROUTER_MODE": "random", "DYN_KV_EVENTS": "false", "DYN_ROUTER_TTL": "7"}
+    c = resolve(RouterConfig, {"router_mode": "kv"}, env)
+    assert (c.router_mode, c.kv_events, c.router_ttl_s) == ("kv", False, 7.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kv_overlap_score_weight": -1.0}, "--kv-overlap-score-weight must be >= 0, got -1.0"),
+        ({"router_temperature": -0.1}, "--router-temperature must be >= 0, got -0.1"),
+        ({"kv_cache_block_size": 1}, "--kv-cache-block-size must be > 1, got 1"),
+        ({"router_ttl_s": 0.0}, "--router-ttl must be > 0, got 0.0"),
+        ({"router_prune_target_ratio": 1.5}, "--router-prune-target-ratio must be in (0, 1]"),
+        ({"active_decode_blocks_threshold": 2.0}, "--active-decode-blocks-threshold must be in"),
+        ({"active_prefill_tokens_threshold": -1}, "--active-prefill-tokens-threshold must be"),
+    ],
+)
+def test_invalid_values(kwargs, message):
+    with pytest.raises(ConfigError) as exc:
+        RouterConfig(**kwargs)
+    assert str(exc.value).startswith(message)
+
+
+def test_bad_mode():
+    with pytest.raises(ConfigError, match="--router-mode / DYN_ROUTER_MODE: 'fast' is not one of"):
+        resolve(RouterConfig, {"router_mode": "fast"}, {})
