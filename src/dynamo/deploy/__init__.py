@@ -1,1 +1,1 @@
-"""deploy."""
+"""Graph model (DGD/DGDR/DCD), graph builder and the local runner behind `dynamo serve`."""
