@@ -23,6 +23,10 @@ class SamplingOptions(TypedDict, total=False):
     top_k: int | None
     seed: int | None
     logprobs: int | None
+    min_p: float | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    repetition_penalty: float | None
 
 
 class EngineRequest(TypedDict):

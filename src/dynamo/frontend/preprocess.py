@@ -1,0 +1,202 @@
+"""Turn a validated OpenAI request into the `EngineRequest` a worker receives.
+
+One `Preprocessor` per model (cached by `PreprocessorCache`): chat template, tokenizer, context
+length. It checks the prompt against the context window, fills stop conditions and sampling
+options, and leaves routing to the engine client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from dynamo.frontend.chat_template import ChatTemplate, fallback_template
+from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
+from dynamo.frontend.tokenizer_files import TokenizerFiles, load_tokenizer_files
+from dynamo.protocols.engine import EngineRequest, SamplingOptions, StopConditions
+from dynamo.protocols.model_card import ModelCard
+from dynamo.runtime.errors import InvalidRequestError, PromptTooLongError
+
+_MESSAGE_KEYS = ("name", "tool_call_id", "tool_calls")
+
+
+class Preprocessor:
+    """Chat template + tokenizer + limits of one model."""
+
+    def __init__(self, card: ModelCard, files: TokenizerFiles) -> None:
+        self.model = card.name
+        self.tokenizer: Tokenizer = files.tokenizer
+        self.context_length = card.context_length
+        self.eos_token_ids = list(files.eos_token_ids)
+        self.vocab_size = files.tokenizer.get_vocab_size(with_added_tokens=True)
+        self._template = ChatTemplate(
+            files.chat_template or fallback_template(),
+            bos_token=files.bos_token,
+            eos_token=files.eos_token,
+        )
+
+    # --- prompts -----------------------------------------------------------------------
+    def chat_prompt_ids(self, req: ChatCompletionRequest) -> list[int]:
+        messages: list[dict[str, Any]] = []
+        for m in req.messages:
+            msg: dict[str, Any] = {"role": m.role, "content": m.text()}
+            for key in _MESSAGE_KEYS:
+                value = getattr(m, key)
+                if value is not None:
+                    msg[key] = value
+            messages.append(msg)
+        text = self._template.render(
+            messages,
+            add_generation_prompt=req.add_generation_prompt,
+            tools=req.tools,
+            extra=req.chat_template_kwargs,
+        )
+        # The template already holds the BOS token if the model wants one.
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def completion_prompt_ids(self, req: CompletionRequest) -> list[int]:
+        prompt = req.single_prompt()
+        if isinstance(prompt, str):
+            if not prompt:
+                raise InvalidRequestError("prompt: must not be empty", param="prompt")
+            return self.tokenizer.encode(prompt, add_special_tokens=True).ids
+        bad = next((t for t in prompt if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise InvalidRequestError(
+                f"prompt: token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})",
+                param="prompt",
+            )
+        return list(prompt)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=True).ids
+
+    # --- the engine request ------------------------------------------------------------
+    def check_length(self, n_prompt: int, max_tokens: int | None) -> int:
+        """The max new tokens to ask for; raises PromptTooLongError if it cannot fit."""
+        ctx = self.context_length
+        if n_prompt >= ctx:
+            raise PromptTooLongError(
+                f"This model's maximum context length is {ctx} tokens. However, your prompt "
+                f"has {n_prompt} tokens. Please reduce the length of the prompt.",
+                param="messages",
+            )
+        if max_tokens is None:
+            return ctx - n_prompt
+        if n_prompt + max_tokens > ctx:
+            raise PromptTooLongError(
+                f"This model's maximum context length is {ctx} tokens. However, you requested "
+                f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for "
+                "the completion). Please reduce the length of the prompt or of max_tokens.",
+                param="max_tokens",
+            )
+        return max_tokens
+
+    def engine_request(
+        self,
+        req: ChatCompletionRequest | CompletionRequest,
+        token_ids: list[int],
+        request_id: str,
+    ) -> EngineRequest:
+        max_tokens = self.check_length(len(token_ids), req.max_new_tokens())
+        stop: StopConditions = {"max_tokens": max_tokens}
+        min_tokens = req.effective_min_tokens()
+        if min_tokens is not None:
+            if min_tokens > max_tokens:
+                raise InvalidRequestError(
+                    f"min_tokens ({min_tokens}) must not exceed max_tokens ({max_tokens})",
+                    param="min_tokens",
+                )
+            stop["min_tokens"] = min_tokens
+        if req.effective_ignore_eos():
+            stop["ignore_eos"] = True
+        if req.stop_token_ids:
+            stop["stop_token_ids"] = list(req.stop_token_ids)
+        out: EngineRequest = {
+            "request_id": request_id,
+            "model": self.model,
+            "token_ids": token_ids,
+            "stop_conditions": stop,
+            "sampling_options": _sampling(req),
+        }
+        if self.eos_token_ids:
+            out["eos_token_ids"] = self.eos_token_ids
+        if req.extra_args:
+            out["extra_args"] = dict(req.extra_args)
+        return out
+
+
+def _sampling(req: _SamplingFields) -> SamplingOptions:
+    s: SamplingOptions = {}
+    if req.temperature is not None:
+        s["temperature"] = req.temperature
+    if req.top_p is not None:
+        s["top_p"] = req.top_p
+    top_k = req.effective_top_k()
+    if top_k is not None:
+        s["top_k"] = top_k
+    if req.seed is not None:
+        s["seed"] = req.seed
+    if req.min_p is not None:
+        s["min_p"] = req.min_p
+    if req.presence_penalty is not None:
+        s["presence_penalty"] = req.presence_penalty
+    if req.frequency_penalty is not None:
+        s["frequency_penalty"] = req.frequency_penalty
+    if req.repetition_penalty is not None:
+        s["repetition_penalty"] = req.repetition_penalty
+    n_logprobs = req.num_logprobs()  # type: ignore[attr-defined]
+    if n_logprobs is not None:
+        s["logprobs"] = n_logprobs
+    return s
+
+
+def _card_key(card: ModelCard) -> tuple[str, str]:
+    """Cards with the same name and tokenizer source share one preprocessor."""
+    src = card.tokenizer_json or f"path:{card.source_path}"
+    digest = hashlib.blake2b(src.encode(), digest_size=16).hexdigest()
+    extra = f"{card.chat_template}|{card.context_length}|{card.eos_token_ids}|{card.bos_token}"
+    return card.name, digest + hashlib.blake2b(extra.encode(), digest_size=8).hexdigest()
+
+
+class PreprocessorCache:
+    """Loads each model's tokenizer once (in a thread) and shares it between requests."""
+
+    def __init__(self) -> None:
+        self._ready: dict[tuple[str, str], Preprocessor] = {}
+        self._loading: dict[tuple[str, str], asyncio.Task[Preprocessor]] = {}
+
+    async def get(self, card: ModelCard) -> Preprocessor:
+        key = _card_key(card)
+        ready = self._ready.get(key)
+        if ready is not None:
+            return ready
+        task = self._loading.get(key)
+        if task is None:
+            # A task of its own: a client that disconnects does not cancel the load.
+            task = asyncio.ensure_future(asyncio.to_thread(_build, card))
+            self._loading[key] = task
+            task.add_done_callback(lambda t: self._loaded(key, t))
+        return await asyncio.shield(task)
+
+    def _loaded(self, key: tuple[str, str], task: asyncio.Task[Preprocessor]) -> None:
+        self._loading.pop(key, None)
+        if not task.cancelled() and task.exception() is None:
+            self._ready[key] = task.result()
+
+    def forget(self, model: str) -> None:
+        """Drop a model's cached tokenizer (its last worker left)."""
+        for key in [k for k in self._ready if k[0] == model]:
+            del self._ready[key]
+
+    async def close(self) -> None:
+        for task in list(self._loading.values()):
+            task.cancel()
+        self._loading.clear()
+
+
+def _build(card: ModelCard) -> Preprocessor:
+    return Preprocessor(card, load_tokenizer_files(card))
