@@ -1,0 +1,29 @@
+"""Build the discovery backend a `RuntimeConfig` names."""
+
+from __future__ import annotations
+
+from dynamo.runtime.config import RuntimeConfig
+from dynamo.runtime.discovery.base import Discovery
+from dynamo.runtime.errors import ConfigError
+
+
+def make_discovery(config: RuntimeConfig) -> Discovery:
+    """A not-yet-started `Discovery` for `config.discovery_backend`."""
+    backend = config.discovery_backend
+    if backend == "mem":
+        from dynamo.runtime.discovery.mem import MemoryDiscovery
+
+        return MemoryDiscovery()
+    if backend == "file":
+        from dynamo.runtime.discovery.file import FileDiscovery
+
+        return FileDiscovery(config.file_kv_root, ttl_s=config.lease_ttl_s)
+    if backend == "etcd":
+        from dynamo.runtime.discovery.etcd import EtcdDiscovery
+
+        return EtcdDiscovery(config.etcd_endpoints, ttl_s=config.lease_ttl_s)
+    if backend == "kubernetes":
+        raise ConfigError(
+            "--discovery-backend kubernetes is not available yet; use etcd, file or mem"
+        )
+    raise ConfigError(f"unknown discovery backend {backend!r}; expected mem, file or etcd")

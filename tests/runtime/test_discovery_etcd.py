@@ -1,0 +1,92 @@
+"""etcd discovery against a real etcd: registration, watch, lease expiry, etcd restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from _runtime_helpers import Spawn
+
+from dynamo.runtime.discovery.base import WatchEvent
+from dynamo.runtime.discovery.etcd import EtcdDiscovery
+from dynamo.testing.servers import EtcdServer
+
+TTL_S = 2.0
+
+
+async def next_event(it: object, timeout_s: float = 20.0) -> WatchEvent:
+    return await asyncio.wait_for(it.__anext__(), timeout_s)  # type: ignore[attr-defined]
+
+
+async def test_register_watch_and_close_removes_keys(etcd_server: EtcdServer) -> None:
+    owner = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    reader = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    await owner.start()
+    await reader.start()
+    await owner.put("t1/instances/a", {"n": 1})
+    assert await reader.get_prefix("t1/") == {"t1/instances/a": {"n": 1}}
+    watch = reader.watch_prefix("t1/instances/")
+    assert await next_event(watch) == WatchEvent("put", "t1/instances/a", {"n": 1})
+    await owner.put("t1/instances/b", {"n": 2})
+    assert await next_event(watch) == WatchEvent("put", "t1/instances/b", {"n": 2})
+    await owner.delete("t1/instances/a")
+    assert await next_event(watch) == WatchEvent("delete", "t1/instances/a", None)
+    await owner.close()  # revokes the lease
+    assert await next_event(watch) == WatchEvent("delete", "t1/instances/b", None)
+    await watch.aclose()
+    await reader.close()
+
+
+async def test_lease_expiry_removes_killed_process(etcd_server: EtcdServer, spawn: Spawn) -> None:
+    env = {
+        "DYN_DISCOVERY_BACKEND": "etcd",
+        "ETCD_ENDPOINTS": etcd_server.url,
+        "DYN_LEASE_TTL_S": str(TTL_S),
+    }
+    child = await spawn("register", "t2/instances/x", env=env)
+    reader = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    await reader.start()
+    watch = reader.watch_prefix("t2/")
+    assert await next_event(watch) == WatchEvent("put", "t2/instances/x", {"pid": child.proc.pid})
+    child.proc.send_signal(signal.SIGKILL)
+    await child.proc.wait()
+    # etcd's minimum lease TTL is a few seconds; the key must go once the lease lapses
+    assert await next_event(watch, 3 * TTL_S + 5) == WatchEvent("delete", "t2/instances/x", None)
+    await watch.aclose()
+    await reader.close()
+
+
+async def test_reregisters_after_etcd_restart_with_data_lost(etcd_server: EtcdServer) -> None:
+    owner = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    await owner.start()
+    await owner.put("t3/instances/a", {"n": 1})
+    first_lease = owner.lease_id
+    await asyncio.to_thread(etcd_server.restart, wipe=True)
+    reader = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    await reader.start()
+    watch = reader.watch_prefix("t3/")
+    # a fresh etcd knows nothing; the owner's keep-alive fails, it re-grants and re-puts
+    assert await next_event(watch, 30) == WatchEvent("put", "t3/instances/a", {"n": 1})
+    assert owner.lease_id != first_lease
+    await owner.close()
+    assert await next_event(watch) == WatchEvent("delete", "t3/instances/a", None)
+    await watch.aclose()
+    await reader.close()
+
+
+async def test_watch_survives_etcd_restart(etcd_server: EtcdServer) -> None:
+    owner = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    reader = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    await owner.start()
+    await reader.start()
+    watch = reader.watch_prefix("t4/")
+    await owner.put("t4/a", {"n": 1})
+    assert await next_event(watch) == WatchEvent("put", "t4/a", {"n": 1})
+    await asyncio.to_thread(etcd_server.restart)
+    await owner.put("t4/b", {"n": 2})
+    assert await next_event(watch, 30) == WatchEvent("put", "t4/b", {"n": 2})
+    await owner.close()
+    deleted = {await next_event(watch), await next_event(watch)}
+    assert deleted == {WatchEvent("delete", "t4/a", None), WatchEvent("delete", "t4/b", None)}
+    await watch.aclose()
+    await reader.close()
