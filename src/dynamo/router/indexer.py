@@ -1,0 +1,312 @@
+"""Prefix index of which worker holds which KV blocks, fed by the workers' KV events.
+
+Dynamo keeps a radix tree whose nodes are block-content hashes along a path from the root.
+A node is fully identified by the chained *sequence hash* of that path
+(`dynamo.protocols.hashing.sequence_hashes`), so the tree is stored flat here:
+
+* `_nodes[seq_hash] = [holders, parent_seq_hash, tokens_hash]`, where `holders` is a bitmask of
+  the workers holding that block (one bit per worker key);
+* per worker key, `_lookup[key][external_block_hash] = seq_hash` (the engine's own hash lets a
+  `stored` event name its parent and a `removed` event name its blocks) and
+  `_held[key][seq_hash] = refcount`.
+
+A lookup walks the request's sequence hashes with one dict probe and one integer AND per block,
+and a worker's score is the number of *leading* blocks of the request it holds, which is what
+an engine's prefix cache can reuse.
+
+Events are numbered per worker (and dp rank). A gap in the numbering means events were lost,
+a number that goes backwards means the worker restarted: either way the worker's blocks are
+dropped and rebuilt from the events that follow, so a lost `removed` event cannot leave stale
+blocks in the index for ever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dynamo.protocols.hashing import XXH3_SEED, block_hashes, sequence_hashes
+from dynamo.protocols.kv_events import (
+    KvCacheEvent,
+    KvCleared,
+    KvRemoved,
+    KvStored,
+    RouterEvent,
+    StoredBlock,
+)
+
+WorkerKey = tuple[int, int]
+"""(instance_id, dp_rank): the unit that holds a KV cache."""
+
+
+@dataclass(frozen=True, slots=True)
+class OverlapScores:
+    """Result of a lookup: leading blocks matched per worker, and blocks held per worker."""
+
+    scores: dict[WorkerKey, int]
+    tree_sizes: dict[WorkerKey, int]
+
+
+@dataclass(slots=True)
+class IndexerStats:
+    events_applied: int = 0
+    gaps: int = 0  # event ids jumped: events were lost, the worker's blocks were dropped
+    resets: int = 0  # event ids went backwards: the worker restarted, its blocks were dropped
+    missing_parents: int = 0  # `stored` events skipped because the parent block is unknown
+    unknown_removals: int = 0  # `removed` block hashes the index did not hold
+
+
+class KvIndexer:
+    """Flat radix index over (worker, block) pairs; see the module docstring."""
+
+    def __init__(self, *, seed: int = XXH3_SEED) -> None:
+        self._seed = seed
+        self._nodes: dict[int, list[int | None]] = {}
+        self._lookup: dict[WorkerKey, dict[int, int]] = {}
+        self._held: dict[WorkerKey, dict[int, int]] = {}
+        self._bit: dict[WorkerKey, int] = {}
+        self._key_of_bit: list[WorkerKey | None] = []
+        self._free_bits: list[int] = []
+        self._last_event_id: dict[WorkerKey, int] = {}
+        self._size = 0
+        self.stats = IndexerStats()
+
+    # --- queries ---------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of (worker, block) pairs indexed."""
+        return self._size
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of distinct blocks (tree nodes) held by at least one worker."""
+        return len(self._nodes)
+
+    def workers(self) -> list[WorkerKey]:
+        return list(self._held)
+
+    def tree_size(self, key: WorkerKey) -> int:
+        held = self._held.get(key)
+        return len(held) if held is not None else 0
+
+    def tree_sizes(self) -> dict[WorkerKey, int]:
+        return {key: len(held) for key, held in self._held.items()}
+
+    def find_matches_for_tokens(self, token_ids: Sequence[int], block_size: int) -> OverlapScores:
+        local = block_hashes(token_ids, block_size, seed=self._seed)
+        return self.find_matches(local)
+
+    def find_matches(self, local_hashes: Sequence[int]) -> OverlapScores:
+        """Per worker, the number of leading blocks of `local_hashes` it holds."""
+        return self.find_matches_seq(sequence_hashes(local_hashes, seed=self._seed))
+
+    def find_matches_seq(self, seq_hashes: Sequence[int]) -> OverlapScores:
+        """Like `find_matches`, from the request's chained sequence hashes."""
+        scores: dict[WorkerKey, int] = {}
+        nodes = self._nodes
+        active = -1  # every worker is still matching
+        for depth, seq in enumerate(seq_hashes):
+            node = nodes.get(seq)
+            holders: int = node[0] if node is not None else 0  # type: ignore[assignment]
+            still = active & holders
+            if still != active:
+                if depth:
+                    self._record(scores, active & ~holders, depth)
+                active = still
+                if not active:
+                    break
+        else:
+            if seq_hashes:
+                self._record(scores, active, len(seq_hashes))
+        return OverlapScores(scores, self.tree_sizes())
+
+    def _record(self, scores: dict[WorkerKey, int], mask: int, depth: int) -> None:
+        key_of_bit = self._key_of_bit
+        while mask:
+            low = mask & -mask
+            key = key_of_bit[low.bit_length() - 1]
+            if key is not None:
+                scores[key] = depth
+            mask ^= low
+
+    # --- events ----------------------------------------------------------------------------
+    def apply_event(self, event: RouterEvent) -> None:
+        """Apply one worker event, after checking its number against the last one seen."""
+        ev: KvCacheEvent = event.event
+        key = (event.worker_id, ev.dp_rank)
+        last = self._last_event_id.get(key)
+        if last is not None:
+            if ev.event_id <= last:
+                self.stats.resets += 1
+                self.clear_worker(key)
+            elif ev.event_id != last + 1:
+                self.stats.gaps += 1
+                self.clear_worker(key)
+        self._last_event_id[key] = ev.event_id
+        data = ev.data
+        if isinstance(data, KvStored):
+            self.store_blocks(key, data.parent_hash, data.blocks)
+        elif isinstance(data, KvRemoved):
+            self.remove_blocks(key, data.block_hashes)
+        elif isinstance(data, KvCleared):
+            self.clear_worker(key)
+        else:  # pragma: no cover - the union is closed
+            raise TypeError(f"unknown KV event data {data!r}")
+        self.stats.events_applied += 1
+
+    def store_blocks(
+        self, key: WorkerKey, parent_hash: int | None, blocks: Sequence[StoredBlock]
+    ) -> bool:
+        """Add `blocks` (a chain below the worker's block `parent_hash`, or the root).
+
+        Returns False, and changes nothing, when the parent block is unknown.
+        """
+        lookup = self._lookup.get(key)
+        if lookup is None:
+            lookup = self._add_key(key)
+        held = self._held[key]
+        tokens = [b.tokens_hash for b in blocks]
+        parent: int | None
+        if parent_hash is None:
+            parent = None
+            seqs = sequence_hashes(tokens, seed=self._seed)
+        else:
+            parent = lookup.get(parent_hash)
+            if parent is None:
+                self.stats.missing_parents += 1
+                return False
+            seqs = sequence_hashes([parent, *tokens], seed=self._seed)[1:]
+        bit = 1 << self._bit[key]
+        nodes = self._nodes
+        for block, tokens_hash, seq in zip(blocks, tokens, seqs, strict=True):
+            old = lookup.get(block.block_hash)
+            if old != seq:
+                if old is not None:
+                    self._release(held, old, bit)
+                lookup[block.block_hash] = seq
+                count = held.get(seq)
+                if count:
+                    held[seq] = count + 1
+                else:
+                    held[seq] = 1
+                    self._size += 1
+                    node = nodes.get(seq)
+                    if node is None:
+                        nodes[seq] = [bit, parent, tokens_hash]
+                    else:
+                        node[0] |= bit  # type: ignore[operator]
+            parent = seq
+        return True
+
+    def remove_blocks(self, key: WorkerKey, block_hashes: Iterable[int]) -> None:
+        lookup = self._lookup.get(key)
+        if lookup is None:
+            self.stats.unknown_removals += sum(1 for _ in block_hashes)
+            return
+        held = self._held[key]
+        bit = 1 << self._bit[key]
+        for block_hash in block_hashes:
+            seq = lookup.pop(block_hash, None)
+            if seq is None:
+                self.stats.unknown_removals += 1
+            else:
+                self._release(held, seq, bit)
+
+    def clear_worker(self, key: WorkerKey) -> None:
+        """Drop every block of one worker key (a `cleared` event, a gap, a restart)."""
+        held = self._held.get(key)
+        if held is None:
+            return
+        keep = ~(1 << self._bit[key])
+        nodes = self._nodes
+        for seq in held:
+            node = nodes[seq]
+            mask: int = node[0] & keep  # type: ignore[operator]
+            if mask:
+                node[0] = mask
+            else:
+                del nodes[seq]
+        self._size -= len(held)
+        held.clear()
+        self._lookup[key].clear()
+
+    def remove_worker(self, instance_id: int) -> None:
+        """Forget a worker (every dp rank) that left discovery."""
+        for key in [k for k in self._held if k[0] == instance_id]:
+            self.clear_worker(key)
+            bit = self._bit.pop(key)
+            self._key_of_bit[bit] = None
+            self._free_bits.append(bit)
+            del self._held[key], self._lookup[key]
+        for key in [k for k in self._last_event_id if k[0] == instance_id]:
+            del self._last_event_id[key]
+
+    def _add_key(self, key: WorkerKey) -> dict[int, int]:
+        if self._free_bits:
+            bit = self._free_bits.pop()
+            self._key_of_bit[bit] = key
+        else:
+            bit = len(self._key_of_bit)
+            self._key_of_bit.append(key)
+        self._bit[key] = bit
+        self._held[key] = {}
+        lookup: dict[int, int] = {}
+        self._lookup[key] = lookup
+        return lookup
+
+    def _release(self, held: dict[int, int], seq: int, bit: int) -> None:
+        count = held[seq]
+        if count > 1:
+            held[seq] = count - 1
+            return
+        del held[seq]
+        self._size -= 1
+        node = self._nodes[seq]
+        mask: int = node[0] & ~bit  # type: ignore[operator]
+        if mask:
+            node[0] = mask
+        else:
+            del self._nodes[seq]
+
+    # --- snapshots -------------------------------------------------------------------------
+    def dump_events(self) -> list[RouterEvent]:
+        """The index as `stored` events, one block each, parents first, per worker key.
+
+        Only blocks reachable from the root through the worker's own blocks are dumped
+        (the others can never match a request for that worker).
+        """
+        out: list[RouterEvent] = []
+        for key in sorted(self._held):
+            ext_of: dict[int, int] = {}
+            for ext, seq in self._lookup[key].items():
+                ext_of.setdefault(seq, ext)
+            for seq in self._reachable_in_order(key):
+                node = self._nodes[seq]
+                parent = node[1]
+                tokens_hash: int = node[2]  # type: ignore[assignment]
+                block = StoredBlock(ext_of[seq], tokens_hash)
+                stored = KvStored(None if parent is None else ext_of[parent], (block,))
+                out.append(RouterEvent(key[0], KvCacheEvent(len(out), stored, key[1])))
+        return out
+
+    def _reachable_in_order(self, key: WorkerKey) -> list[int]:
+        held = self._held[key]
+        depth: dict[int, int] = {}
+        for start in held:
+            path: list[int] = []
+            seq: int | None = start
+            base = 0
+            while seq is not None and seq not in depth:
+                if seq not in held:
+                    base = -1  # an ancestor is missing: unreachable
+                    break
+                path.append(seq)
+                seq = self._nodes[seq][1]
+            else:
+                base = depth[seq] if seq is not None else 0
+            for s in reversed(path):
+                base = base + 1 if base >= 0 else -1
+                depth[s] = base
+        reachable = [s for s, d in depth.items() if d > 0]
+        reachable.sort(key=depth.__getitem__)
+        return reachable
