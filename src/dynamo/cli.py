@@ -1,0 +1,127 @@
+"""The `dynamo` console script: `serve`, `ps`, `scale`, `check`, `version`.
+
+Subcommands import their implementation lazily, so `dynamo --help` stays fast and a missing
+optional part (e.g. the operator's checks) only fails the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dynamo.runtime.errors import DynamoError
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from dynamo.deploy.serve import ServeConfig, serve_main
+    from dynamo.runtime.config import resolve
+
+    return serve_main(resolve(ServeConfig, args))
+
+
+def _cmd_ps(args: argparse.Namespace) -> int:
+    from dynamo.deploy.serve import format_ps
+    from dynamo.deploy.state import live_runs, pid_alive, read_state, run_dir_for
+
+    if args.run_dir or args.graph:
+        run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(args.graph)
+        state = read_state(run_dir)
+        print(format_ps(state, alive=pid_alive(state.runner_pid)))
+        return 0
+    runs = live_runs()
+    if not runs:
+        print("no running `dynamo serve`")
+        return 0
+    print("\n\n".join(format_ps(state, alive=True) for _, state in runs))
+    return 0
+
+
+def _cmd_scale(args: argparse.Namespace) -> int:
+    from dynamo.deploy.connector import LocalConnector
+    from dynamo.deploy.state import find_run
+
+    run_dir = find_run(args.graph, Path(args.run_dir) if args.run_dir else None)
+    connector = LocalConnector(run_dir)
+    asyncio.run(connector.set_replicas(args.service, args.replicas))
+    print(f"{args.service} scaled to {args.replicas}")
+    return 0
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    import platform
+
+    import dynamo
+
+    print(f"pydynamo {dynamo.__version__} (python {platform.python_version()})")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module("dynamo.operator.check")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("dynamo.operator.check", "dynamo.operator"):
+            raise
+        print("dynamo check: the pre-deployment checks are not installed", file=sys.stderr)
+        return 2
+    result: int = module.main(list(args.check_args))
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dynamo.deploy.serve import ServeConfig
+    from dynamo.runtime.config import add_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="dynamo", description="pydynamo: distributed LLM inference serving."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a DynamoGraphDeployment on this machine",
+        description="Run every service x replica of a graph as child processes.",
+    )
+    add_arguments(serve, ServeConfig, title="serve options")
+    serve.set_defaults(func=_cmd_serve)
+
+    ps = sub.add_parser("ps", help="show the services, replicas and pids of running graphs")
+    ps.add_argument("graph", nargs="?", help="graph name (default: every running graph)")
+    ps.add_argument("--run-dir", help="run dir of the graph")
+    ps.set_defaults(func=_cmd_ps)
+
+    scale = sub.add_parser("scale", help="change a service's replicas in a running graph")
+    scale.add_argument("service", help="service name (key of spec.services)")
+    scale.add_argument("replicas", type=int, help="new replica count")
+    scale.add_argument("--graph", help="graph name (default: the only running graph)")
+    scale.add_argument("--run-dir", help="run dir of the graph")
+    scale.set_defaults(func=_cmd_scale)
+
+    check = sub.add_parser(
+        "check", help="pre-deployment checks of a Kubernetes cluster", add_help=False
+    )
+    check.add_argument("check_args", nargs=argparse.REMAINDER)
+    check.set_defaults(func=_cmd_check)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except DynamoError as exc:
+        print(f"dynamo {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
