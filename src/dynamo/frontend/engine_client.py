@@ -1,0 +1,189 @@
+"""The seam between the frontend and the workers: route, stream, migrate, cancel.
+
+`RoutedModel` owns one model's `RoutingPolicy` and the endpoint clients of its workers. Its
+`generate` picks a worker, streams `EngineOutput` dicts from it and, when the stream breaks
+(`StreamIncompleteError`, a failed connection or an engine shutting down), re-issues the
+request elsewhere with the tokens generated so far appended, up to `migration_limit` times.
+The policy hears `on_first_token` and always `on_finish`. Closing the stream closes the
+worker's stream, which cancels the work there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from dynamo.protocols.engine import EngineOutput, EngineRequest
+from dynamo.router.base import RouteRequest, RoutingDecision, RoutingPolicy, WorkerInfo
+from dynamo.runtime.errors import (
+    EngineShutdownError,
+    NotFoundError,
+    StreamIncompleteError,
+    TransportError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+# Failures after which the same request can run on another worker.
+MIGRATABLE = (StreamIncompleteError, TransportError, EngineShutdownError)
+
+
+class EndpointClient(Protocol):
+    """What the frontend needs of the runtime's client of one endpoint."""
+
+    def instance_ids(self) -> list[int]: ...
+
+    def generate(
+        self, request: dict[str, Any], *, instance_id: int, request_id: str
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class MigrationCounter(Protocol):
+    def __call__(self, migration_type: str) -> None: ...
+
+
+def worker_info(instance_id: int, card: Any) -> WorkerInfo:
+    return WorkerInfo(
+        instance_id=instance_id,
+        kv_block_size=card.kv_block_size,
+        total_kv_blocks=card.total_kv_blocks,
+        data_parallel_size=card.data_parallel_size,
+    )
+
+
+class RoutedModel:
+    """One model: its routing policy, its workers' clients, and request migration."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: RoutingPolicy,
+        *,
+        migration_limit: int = 0,
+        on_migration: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.migration_limit = migration_limit
+        self._on_migration = on_migration
+        self._clients: dict[int, EndpointClient] = {}
+
+    # --- membership (driven by discovery) ----------------------------------------------
+    def add_worker(self, info: WorkerInfo, client: EndpointClient) -> None:
+        if info.instance_id in self._clients:
+            return
+        self._clients[info.instance_id] = client
+        self.policy.add_worker(info)
+
+    def remove_worker(self, instance_id: int) -> None:
+        if self._clients.pop(instance_id, None) is not None:
+            self.policy.remove_worker(instance_id)
+
+    def has_worker(self, instance_id: int) -> bool:
+        return instance_id in self._clients
+
+    def worker_ids(self) -> list[int]:
+        return list(self._clients)
+
+    # --- requests ----------------------------------------------------------------------
+    def _select(
+        self, request: EngineRequest, backend_instance_id: int | None, exclude: set[int]
+    ) -> RoutingDecision:
+        if not self._clients:
+            raise UnavailableError(f"No worker of model {self.name!r} is ready")
+        if backend_instance_id is not None and backend_instance_id not in self._clients:
+            raise NotFoundError(
+                f"nvext.backend_instance_id {backend_instance_id} is not a worker of model "
+                f"{self.name!r}"
+            )
+        return self.policy.select(
+            RouteRequest(
+                request_id=request["request_id"],
+                token_ids=request["token_ids"],
+                backend_instance_id=backend_instance_id,
+                exclude=frozenset(exclude),
+            )
+        )
+
+    async def generate(
+        self, request: EngineRequest, *, backend_instance_id: int | None = None
+    ) -> AsyncIterator[EngineOutput]:
+        """Stream the outputs of `request`, migrating it when a worker's stream breaks."""
+        request_id = request["request_id"]
+        migrations_left = self.migration_limit
+        track = migrations_left > 0
+        generated: list[int] = []
+        exclude: set[int] = set()
+        current = request
+        while True:
+            decision = self._select(current, backend_instance_id, exclude)
+            instance_id = decision.instance_id
+            client = self._clients.get(instance_id)
+            try:
+                if client is None:  # the policy knew a worker that just left
+                    raise TransportError(f"worker {instance_id:x} left")
+                stream = client.generate(
+                    current,  # type: ignore[arg-type]
+                    instance_id=instance_id,
+                    request_id=request_id,
+                )
+                try:
+                    first = True
+                    async for out in stream:
+                        if first:
+                            self.policy.on_first_token(request_id)
+                            first = False
+                        if track:
+                            ids = out.get("token_ids")
+                            if ids:
+                                generated.extend(ids)
+                        yield out  # type: ignore[misc]
+                finally:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                return
+            except MIGRATABLE as exc:
+                if migrations_left <= 0 or backend_instance_id is not None:
+                    raise
+                migrations_left -= 1
+                exclude.add(instance_id)
+                kind = "ongoing_request" if generated else "new_request"
+                log.warning(
+                    "request %s: worker %x failed (%s); migrating (%s, %d left)",
+                    request_id,
+                    instance_id,
+                    exc,
+                    kind,
+                    migrations_left,
+                )
+                if self._on_migration is not None:
+                    self._on_migration(kind)
+                if generated:
+                    nxt = continued(request, generated)
+                    if nxt is None:  # every requested token already arrived
+                        yield {"token_ids": [], "finish_reason": "length"}
+                        return
+                    current = nxt
+            finally:
+                self.policy.on_finish(request_id)
+
+
+def continued(request: EngineRequest, generated: list[int]) -> EngineRequest | None:
+    """`request` with `generated` appended to the prompt and the budgets reduced by it."""
+    stop: dict[str, Any] = dict(request["stop_conditions"])
+    max_tokens = stop.get("max_tokens")
+    if max_tokens is not None:
+        left = max_tokens - len(generated)
+        if left <= 0:
+            return None
+        stop["max_tokens"] = left
+    min_tokens = stop.get("min_tokens")
+    if min_tokens:
+        stop["min_tokens"] = max(0, min_tokens - len(generated))
+    out = dict(request)
+    out["token_ids"] = [*request["token_ids"], *generated]
+    out["stop_conditions"] = stop
+    return out  # type: ignore[return-value]

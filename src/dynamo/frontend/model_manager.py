@@ -1,0 +1,253 @@
+"""Keeps the served models in step with discovery and feeds the routers their events.
+
+`ModelManager` watches model cards (through the runtime), keeps the `ModelRegistry`, one
+`RoutedModel` per model, one endpoint client per endpoint, and forwards KV events and load
+metrics from the event plane to the policy of the model whose worker sent them. A worker takes
+requests once both its card and its endpoint instance are known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from dynamo.frontend.engine_client import EndpointClient, RoutedModel, worker_info
+from dynamo.frontend.errors import ModelNotFoundError
+from dynamo.frontend.metrics import FrontendMetrics
+from dynamo.frontend.models import ModelEntry, ModelRegistry, RegistryChange, WorkerEntry
+from dynamo.protocols.kv_events import KV_EVENTS_TOPIC, KV_METRICS_TOPIC, LoadMetrics, RouterEvent
+from dynamo.protocols.model_card import ModelCard
+from dynamo.router.base import RoutingPolicy
+from dynamo.runtime.addressing import EndpointAddress
+from dynamo.runtime.discovery.base import WatchEvent
+
+log = logging.getLogger(__name__)
+
+PolicyFactory = Callable[[ModelCard], RoutingPolicy]
+
+
+class ManagedClient(EndpointClient, Protocol):
+    async def start(self) -> None: ...
+
+    def on_change(self, callback: Callable[[str, int], None]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class FrontendRuntime(Protocol):
+    """What the frontend uses of `DistributedRuntime`."""
+
+    def client(self, address: EndpointAddress) -> Any: ...
+
+    def watch_model_cards(self, namespace: str | None = None) -> AsyncIterator[WatchEvent]: ...
+
+    async def event_subscriber(self, topic_prefix: str) -> Any: ...
+
+
+class _ClientState:
+    __slots__ = ("client", "live", "refs")
+
+    def __init__(self, client: ManagedClient) -> None:
+        self.client = client
+        self.live: set[int] = set(client.instance_ids())
+        self.refs = 0
+
+
+class ModelManager:
+    def __init__(
+        self,
+        runtime: FrontendRuntime,
+        policy_factory: PolicyFactory,
+        *,
+        namespace: str | None,
+        migration_limit: int = 0,
+        metrics: FrontendMetrics | None = None,
+        on_model_removed: Callable[[str], None] | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._policy_factory = policy_factory
+        self._namespace = namespace
+        self._migration_limit = migration_limit
+        self._metrics = metrics
+        self._on_model_removed = on_model_removed
+        self.registry = ModelRegistry()
+        self._routed: dict[str, RoutedModel] = {}
+        self._clients: dict[EndpointAddress, _ClientState] = {}
+        self._model_of_worker: dict[int, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.synced = asyncio.Event()  # set once the first watch event was applied
+
+    # --- lookups (request path) --------------------------------------------------------
+    def lookup(self, name: str) -> tuple[ModelEntry, RoutedModel]:
+        entry = self.registry.get(name)
+        routed = self._routed.get(name)
+        if entry is None or routed is None:
+            raise ModelNotFoundError(name)
+        return entry, routed
+
+    def models(self) -> list[ModelEntry]:
+        return self.registry.entries()
+
+    def routed(self, name: str) -> RoutedModel | None:
+        return self._routed.get(name)
+
+    def ready_workers(self, name: str) -> int:
+        routed = self._routed.get(name)
+        return len(routed.worker_ids()) if routed else 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._watch(), name="model-card-watch"))
+        prefix = f"{self._namespace}." if self._namespace else ""
+        subscriber = await self._runtime.event_subscriber(prefix)
+        self._tasks.append(asyncio.create_task(self._events(subscriber), name="router-events"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for state in self._clients.values():
+            await state.client.close()
+        self._clients.clear()
+
+    async def _watch(self) -> None:
+        async for event in self._runtime.watch_model_cards(self._namespace):
+            try:
+                await self.apply(event)
+            except Exception:
+                log.exception("failed to apply model-card event for %s", event.key)
+            self.synced.set()
+
+    async def _events(self, subscriber: Any) -> None:
+        try:
+            async for topic, payload in subscriber:
+                try:
+                    self.dispatch_event(topic, payload)
+                except Exception:
+                    log.exception("bad router event on %s", topic)
+        finally:
+            close = getattr(subscriber, "close", None)
+            if close is not None:
+                await close()
+
+    def dispatch_event(self, topic: str, payload: dict[str, Any]) -> None:
+        """Hand a KV event or load report to the policy of the sender's model."""
+        kind = topic.rsplit(".", 1)[-1]
+        if kind == KV_EVENTS_TOPIC:
+            event = RouterEvent.from_wire(payload)
+            routed = self._routed_of(event.worker_id)
+            if routed is not None:
+                routed.policy.apply_kv_event(event)
+        elif kind == KV_METRICS_TOPIC:
+            load = LoadMetrics.from_wire(payload)
+            routed = self._routed_of(load.worker_id)
+            if routed is not None:
+                routed.policy.apply_load(load)
+
+    def _routed_of(self, instance_id: int) -> RoutedModel | None:
+        name = self._model_of_worker.get(instance_id)
+        return self._routed.get(name) if name is not None else None
+
+    # --- discovery changes -------------------------------------------------------------
+    async def apply(self, event: WatchEvent) -> None:
+        for change in self.registry.apply(event):
+            await self._apply_change(change)
+
+    async def _apply_change(self, change: RegistryChange) -> None:
+        name = change.model
+        if change.kind == "model_added":
+            entry = self.registry.get(name)
+            if entry is None:  # added and removed within one event
+                return
+            on_migration = None
+            if self._metrics is not None:
+                counters = self._metrics.for_model(name).migrations
+                on_migration = lambda kind: counters[kind].inc()  # noqa: E731
+            self._routed[name] = RoutedModel(
+                name,
+                self._policy_factory(entry.card),
+                migration_limit=max(self._migration_limit, entry.card.migration_limit),
+                on_migration=on_migration,
+            )
+        elif change.kind == "worker_added" and change.worker is not None:
+            await self._worker_added(change.worker)
+        elif change.kind == "worker_removed" and change.worker is not None:
+            await self._worker_removed(change.worker)
+        elif change.kind == "model_removed":
+            self._routed.pop(name, None)
+            if self._metrics:
+                self._metrics.remove_model(name)
+            if self._on_model_removed:
+                self._on_model_removed(name)
+            log.info("model %s removed: its last worker left", name)
+            return
+        self._update_gauges(name)
+
+    async def _worker_added(self, worker: WorkerEntry) -> None:
+        state = self._clients.get(worker.address)
+        if state is None:
+            client: ManagedClient = self._runtime.client(worker.address)
+            await client.start()
+            state = _ClientState(client)
+            address = worker.address
+            client.on_change(lambda kind, iid: self._on_instance(address, kind, iid))
+            self._clients[worker.address] = state
+        state.refs += 1
+        self._model_of_worker[worker.instance_id] = worker.card.name
+        if worker.is_prefill:
+            return  # prefill workers are routed by the disaggregation path, not here
+        state.live.update(state.client.instance_ids())
+        if worker.instance_id in state.live:
+            self._activate(worker, state.client)
+        log.info("model %s: worker %x registered", worker.card.name, worker.instance_id)
+
+    def _activate(self, worker: WorkerEntry, client: EndpointClient) -> None:
+        routed = self._routed.get(worker.card.name)
+        if routed is not None:
+            routed.add_worker(worker_info(worker.instance_id, worker.card), client)
+            self._update_gauges(worker.card.name)
+
+    async def _worker_removed(self, worker: WorkerEntry) -> None:
+        self._model_of_worker.pop(worker.instance_id, None)
+        routed = self._routed.get(worker.card.name)
+        if routed is not None:
+            routed.remove_worker(worker.instance_id)
+        state = self._clients.get(worker.address)
+        if state is not None:
+            state.refs -= 1
+            if state.refs <= 0:
+                del self._clients[worker.address]
+                await state.client.close()
+        log.info("model %s: worker %x left", worker.card.name, worker.instance_id)
+
+    def _on_instance(self, address: EndpointAddress, kind: str, instance_id: int) -> None:
+        state = self._clients.get(address)
+        if state is None:
+            return
+        name = self._model_of_worker.get(instance_id)
+        entry = self.registry.get(name) if name else None
+        if kind == "add":
+            state.live.add(instance_id)
+            worker = entry.workers.get(instance_id) if entry else None
+            if worker is not None and not worker.is_prefill:
+                self._activate(worker, state.client)
+        elif kind == "remove":
+            state.live.discard(instance_id)
+            routed = self._routed.get(name) if name else None
+            if routed is not None:
+                routed.remove_worker(instance_id)
+                self._update_gauges(routed.name)
+
+    def _update_gauges(self, name: str) -> None:
+        entry = self.registry.get(name)
+        if self._metrics is None or entry is None:
+            return
+        self._metrics.set_model_config(
+            entry.card, workers=self.ready_workers(name), migration_limit=self._migration_limit
+        )
