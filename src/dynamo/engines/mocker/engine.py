@@ -85,14 +85,11 @@ class MockerEngine:
         self.eos_token_ids = tuple(eos_token_ids)
         self.max_len = config.effective_max_model_len
         sampler = TokenSampler(vocab_size, (*self.eos_token_ids, *special_token_ids))
-        event_ids = itertools.count()  # one monotonic sequence for the whole worker
         self._events: list[KvCacheEvent] = []
         self._ranks = [
             _Rank(
                 r,
-                Scheduler(
-                    config, sampler, dp_rank=r, on_event=self._events.append, event_ids=event_ids
-                ),
+                Scheduler(config, sampler, dp_rank=r, on_event=self._events.append),
             )
             for r in range(config.data_parallel_size)
         ]
