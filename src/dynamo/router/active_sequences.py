@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from dynamo.runtime.errors import ConfigError
 
@@ -130,3 +131,54 @@ class ActiveSequences:
             self.free(rid)
         self._seen_at_last_check = set(self._requests)
         return stale
+
+
+ACTIVE_SEQUENCES_TOPIC = "active_sequences_events"
+SyncKind = Literal["add", "prefill_done", "free"]
+_SYNC_KINDS: tuple[SyncKind, ...] = ("add", "prefill_done", "free")
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSequenceEvent:
+    """One router's change to a worker's active sequences, for `--router-replica-sync`.
+
+    Replicas apply the events of other routers (by `router_id`) so every replica sees the
+    load that all of them put on each worker.
+    """
+
+    router_id: str
+    request_id: str
+    worker_id: int
+    dp_rank: int
+    kind: SyncKind
+    seq_hashes: tuple[int, ...] = ()
+    isl: int = 0
+    overlap_blocks: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "router_id": self.router_id,
+            "request_id": self.request_id,
+            "worker_id": self.worker_id,
+            "dp_rank": self.dp_rank,
+            "kind": self.kind,
+            "seq_hashes": list(self.seq_hashes),
+            "isl": self.isl,
+            "overlap_blocks": self.overlap_blocks,
+        }
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> ActiveSequenceEvent:
+        kind = obj.get("kind")
+        if kind not in _SYNC_KINDS:
+            raise ValueError(f"unknown active-sequence event kind {kind!r}")
+        return cls(
+            router_id=str(obj["router_id"]),
+            request_id=str(obj["request_id"]),
+            worker_id=int(obj["worker_id"]),
+            dp_rank=int(obj.get("dp_rank", 0)),
+            kind=kind,
+            seq_hashes=tuple(int(h) for h in obj.get("seq_hashes", ())),
+            isl=int(obj.get("isl", 0)),
+            overlap_blocks=int(obj.get("overlap_blocks", 0)),
+        )

@@ -1,0 +1,118 @@
+"""Pure worker selection: the KV cost function, tie-breaking, softmax sampling, busy filtering.
+
+cost = overlap_weight * prefill_blocks + decode_blocks, lower is better (Dynamo's
+`DefaultWorkerSelector`); `prefill_blocks` is the worker's pending prefill tokens (including
+this request's uncached part) in blocks, `decode_blocks` its active KV blocks with this request.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from dynamo.protocols.kv_events import LoadMetrics
+from dynamo.runtime.errors import OverloadedError
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One worker key's figures for one request."""
+
+    key: tuple[int, int]
+    block_size: int
+    overlap_blocks: int  # leading blocks of the request already cached there
+    prefill_tokens: int  # pending prefill tokens if the request went there
+    decode_blocks: int  # active KV blocks if the request went there
+    tree_size: int = 0  # blocks the worker holds in the index (tie-break)
+
+    def cost(self, overlap_weight: float) -> float:
+        return overlap_weight * (self.prefill_tokens / self.block_size) + self.decode_blocks
+
+
+def select_candidate(
+    candidates: Sequence[Candidate],
+    *,
+    overlap_weight: float,
+    temperature: float,
+    rng: random.Random,
+) -> Candidate:
+    """Pick the cheapest candidate (ties: smallest tree, then random), or softmax-sample."""
+    if not candidates:
+        raise ValueError("select_candidate needs at least one candidate")
+    costs = [c.cost(overlap_weight) for c in candidates]
+    if temperature > 0:
+        return candidates[softmax_sample(costs, temperature, rng)]
+    best = min(costs)
+    tied = [c for c, cost in zip(candidates, costs, strict=True) if cost == best]
+    if len(tied) > 1:
+        smallest = min(c.tree_size for c in tied)
+        tied = [c for c in tied if c.tree_size == smallest]
+    return tied[0] if len(tied) == 1 else rng.choice(tied)
+
+
+def softmax_probabilities(costs: Sequence[float], temperature: float) -> list[float]:
+    """P(i) ~ exp(-(cost_i / (max - min)) / T); uniform when all costs are equal."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    hi, lo = max(costs), min(costs)
+    if hi == lo:
+        return [1.0 / len(costs)] * len(costs)
+    span = hi - lo
+    scores = [-(c / span) / temperature for c in costs]
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def softmax_sample(costs: Sequence[float], temperature: float, rng: random.Random) -> int:
+    probs = softmax_probabilities(costs, temperature)
+    x = rng.random()
+    acc = 0.0
+    for i, p in enumerate(probs):
+        acc += p
+        if x < acc:
+            return i
+    return len(probs) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class BusyThresholds:
+    """Dynamo's busy filter; None disables a check."""
+
+    active_decode_blocks: float | None = None  # fraction (0-1) of the worker's KV blocks
+    active_prefill_tokens: int | None = None  # absolute token count
+
+    def is_busy(self, metrics: LoadMetrics | None, total_kv_blocks: int | None = None) -> bool:
+        """Busy by the worker's last pushed metrics; a worker with none is never busy."""
+        if metrics is None:
+            return False
+        if self.active_decode_blocks is not None:
+            total = metrics.kv_total_blocks or total_kv_blocks
+            if total and metrics.kv_active_blocks > self.active_decode_blocks * total:
+                return True
+        return (
+            self.active_prefill_tokens is not None
+            and metrics.active_prefill_tokens > self.active_prefill_tokens
+        )
+
+
+def drop_busy(
+    keys: Iterable[K],
+    thresholds: BusyThresholds,
+    metrics: Mapping[K, LoadMetrics],
+    total_kv_blocks: Mapping[K, int | None],
+) -> list[K]:
+    """The keys that are not busy; OverloadedError when there were some and all are busy."""
+    keys = list(keys)
+    if thresholds.active_decode_blocks is None and thresholds.active_prefill_tokens is None:
+        return keys
+    free = [k for k in keys if not thresholds.is_busy(metrics.get(k), total_kv_blocks.get(k))]
+    if keys and not free:
+        raise OverloadedError(f"all {len(keys)} candidate workers are over their busy thresholds")
+    return free

@@ -1,0 +1,133 @@
+"""Dynamo's `_test_router_decisions` vector and the KV policy's end-to-end bookkeeping."""
+
+import random
+
+import pytest
+
+from dynamo.protocols.hashing import block_hashes, sequence_hashes
+from dynamo.protocols.kv_events import KvCacheEvent, KvStored, RouterEvent, StoredBlock
+from dynamo.router.base import RouteRequest, WorkerInfo
+from dynamo.router.config import RouterConfig
+from dynamo.router.policies import KvPolicy
+
+BLOCK = 8
+A, B, C, D, E, F, G = ([random.Random(i).randrange(32000) for _ in range(BLOCK)] for i in range(7))
+WA, WB = 101, 202
+
+
+class EngineCache:
+    """What a worker publishes: stored events for the blocks of a prompt it did not hold."""
+
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.held: set[int] = set()
+        self.next_id = 0
+
+    def run(self, tokens: list[int]) -> list[RouterEvent]:
+        local = block_hashes(tokens, BLOCK)
+        seqs = sequence_hashes(local)
+        parent = None
+        new = []
+        for seq, h in zip(seqs, local, strict=True):
+            if seq in self.held:
+                parent = seq
+            else:
+                new.append(StoredBlock(seq, h))
+                self.held.add(seq)
+        if not new:
+            return []
+        ev = RouterEvent(self.worker_id, KvCacheEvent(self.next_id, KvStored(parent, tuple(new))))
+        self.next_id += 1
+        return [ev]
+
+
+def policy(**overrides) -> KvPolicy:
+    p = KvPolicy(RouterConfig(router_mode="kv", **overrides), random.Random(0))
+    p.add_worker(WorkerInfo(WA, BLOCK))
+    p.add_worker(WorkerInfo(WB, BLOCK))
+    return p
+
+
+def route(p, caches, rid, blocks, target=None):
+    tokens = [t for b in blocks for t in b]
+    decision = p.select(RouteRequest(rid, tokens, backend_instance_id=target))
+    p.on_first_token(rid)
+    if caches is not None:
+        for ev in caches[decision.instance_id].run(tokens):
+            p.apply_kv_event(ev)
+    p.on_finish(rid)
+    return decision
+
+
+def blocks_per_worker(p):
+    counts = {}
+    for ev in p.indexer.dump_events():
+        counts[ev.worker_id] = counts.get(ev.worker_id, 0) + len(ev.event.data.blocks)
+    return counts
+
+
+@pytest.mark.parametrize("kv_events", [True, False])
+def test_five_request_decisions(kv_events):
+    p = policy(kv_events=kv_events)
+    caches = {WA: EngineCache(WA), WB: EngineCache(WB)} if kv_events else None
+    assert route(p, caches, "r1", [A, B], target=WA).instance_id == WA
+    assert route(p, caches, "r2", [A, C, D], target=WA).instance_id == WA
+    assert route(p, caches, "r3", [A, C, E], target=WB).instance_id == WB
+    d4 = route(p, caches, "r4", [A, C, D, F])
+    assert (d4.instance_id, d4.overlap_blocks, d4.required_blocks) == (WA, 3, 4)
+    d5 = route(p, caches, "r5", [A, C, G])
+    assert (d5.instance_id, d5.overlap_blocks) == (WB, 2)  # tie on cost: b's tree is smaller
+    assert blocks_per_worker(p) == {WA: 5, WB: 4}
+
+
+def test_prefix_hit_beats_idle_worker_but_load_spreads():
+    p = policy(kv_events=False)
+    long = [list(range(i * BLOCK, (i + 1) * BLOCK)) for i in range(10)]
+    first = p.select(RouteRequest("x", [t for b in long for t in b]))
+    # while x's prefill is pending, an idle worker costs the same (20 = 10 + 10 each) ...
+    assert {c.key: c.cost(1.0) for c in p.potential_loads([t for b in long for t in b])} == {
+        (WA, 0): 20.0,
+        (WB, 0): 20.0,
+    }
+    # ... once x decodes, the same prompt again: its cached blocks win (cost 10 vs 20)
+    p.on_first_token("x")
+    again = p.select(RouteRequest("y", [t for b in long for t in b]))
+    assert again.instance_id == first.instance_id and again.overlap_blocks == 10
+    # an unrelated prompt goes to the idle worker
+    other = p.select(RouteRequest("z", list(range(5000, 5000 + 4 * BLOCK))))
+    assert other.instance_id != first.instance_id
+
+
+def test_active_load_accounting_and_stats():
+    p = policy(kv_events=False)
+    tokens = list(range(3 * BLOCK + 3))
+    d = p.select(RouteRequest("r", tokens, backend_instance_id=WA))
+    key = (WA, 0)
+    s = p.stats()
+    assert (s.active_decode_blocks[key], s.active_prefill_tokens[key]) == (3, 27)
+    assert (d.overlap_blocks, d.required_blocks) == (0, 4)
+    p.on_first_token("r")
+    assert p.stats().active_prefill_tokens[key] == 0
+    p.select(RouteRequest("r2", tokens, backend_instance_id=WA))
+    s = p.stats()
+    assert (s.active_decode_blocks[key], s.active_prefill_tokens[key]) == (3, 3)
+    assert (s.decisions, s.overlap_blocks_total, s.required_blocks_total) == (2, 3, 8)
+    assert (s.hit_rate, s.last_hit_rate) == (3 / 8, 3 / 4)
+    p.on_finish("r")
+    p.on_finish("r2")
+    p.on_finish("r2")  # twice is harmless
+    s = p.stats()
+    assert (s.active_decode_blocks[key], s.active_prefill_tokens[key]) == (0, 0)
+    assert s.index_size == 3  # approximate mode keeps the routed blocks until their TTL
+
+
+def test_potential_loads_do_not_book():
+    p = policy(kv_events=False)
+    tokens = list(range(2 * BLOCK))
+    p.select(RouteRequest("r", tokens, backend_instance_id=WA))
+    loads = {
+        c.key: (c.overlap_blocks, c.prefill_tokens, c.decode_blocks)
+        for c in p.potential_loads(tokens)
+    }
+    assert loads == {(WA, 0): (2, 16, 2), (WB, 0): (0, 16, 2)}
+    assert p.stats().decisions == 1

@@ -1,0 +1,117 @@
+import math
+import random
+
+import pytest
+
+from dynamo.protocols.kv_events import LoadMetrics
+from dynamo.router.selection import (
+    BusyThresholds,
+    Candidate,
+    drop_busy,
+    select_candidate,
+    softmax_probabilities,
+)
+from dynamo.runtime.errors import OverloadedError
+
+
+def cand(i, prefill_blocks, decode_blocks, tree_size=0, block_size=16):
+    return Candidate((i, 0), block_size, 0, prefill_blocks * block_size, decode_blocks, tree_size)
+
+
+def test_docs_cost_example_picks_worker_two():
+    """router_guide.md: (prefill 8, decode 10), (5, 5), (2, 9) cost 18, 10, 11."""
+    cands = [cand(1, 8, 10), cand(2, 5, 5), cand(3, 2, 9)]
+    assert [c.cost(1.0) for c in cands] == [18.0, 10.0, 11.0]
+    chosen = select_candidate(cands, overlap_weight=1.0, temperature=0.0, rng=random.Random(0))
+    assert chosen.key == (2, 0)
+
+
+def test_weight_shifts_the_choice_towards_prefill():
+    cands = [cand(1, 8, 10), cand(2, 5, 5), cand(3, 2, 9)]
+    chosen = select_candidate(cands, overlap_weight=3.0, temperature=0.0, rng=random.Random(0))
+    assert chosen.key == (3, 0)  # 33, 20, 15
+
+
+def test_fractional_prefill_blocks():
+    c = Candidate((1, 0), 16, 0, 24, 3)
+    assert c.cost(2.0) == 2 * 1.5 + 3
+
+
+def test_tie_broken_by_smallest_tree_then_random():
+    cands = [cand(1, 2, 2, tree_size=9), cand(2, 2, 2, tree_size=3), cand(3, 2, 2, tree_size=3)]
+    rng = random.Random(1)
+    picks = {
+        select_candidate(cands, overlap_weight=1, temperature=0, rng=rng).key for _ in range(50)
+    }
+    assert picks == {(2, 0), (3, 0)}
+
+
+def test_select_needs_candidates():
+    with pytest.raises(ValueError, match="at least one candidate"):
+        select_candidate([], overlap_weight=1, temperature=0, rng=random.Random())
+
+
+def test_softmax_probabilities_formula():
+    probs = softmax_probabilities([10.0, 12.0, 20.0], 0.5)
+    scores = [-(c / 10.0) / 0.5 for c in (10.0, 12.0, 20.0)]
+    z = sum(math.exp(s) for s in scores)
+    assert probs == pytest.approx([math.exp(s) / z for s in scores])
+    assert probs[0] > probs[1] > probs[2]
+    assert softmax_probabilities([4.0, 4.0], 1.0) == [0.5, 0.5]
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        softmax_probabilities([1.0], 0)
+
+
+def test_softmax_sampling_statistics():
+    """With a fixed seed the sample frequencies fit the softmax (chi-square, generous bound)."""
+    cands = [cand(1, 10, 0), cand(2, 12, 0), cand(3, 20, 0), cand(4, 15, 0)]
+    expected = softmax_probabilities([c.cost(1.0) for c in cands], 0.7)
+    rng = random.Random(1234)
+    n = 20_000
+    counts = {c.key: 0 for c in cands}
+    for _ in range(n):
+        counts[select_candidate(cands, overlap_weight=1.0, temperature=0.7, rng=rng).key] += 1
+    chi2 = sum((counts[c.key] - n * p) ** 2 / (n * p) for c, p in zip(cands, expected, strict=True))
+    assert chi2 < 25  # df=3: p(chi2 > 16.3) = 0.001
+    # the cheapest is picked most, but not always
+    assert counts[(1, 0)] == max(counts.values()) and counts[(1, 0)] < n
+
+
+def test_softmax_with_equal_costs_is_uniform():
+    cands = [cand(i, 3, 3) for i in range(4)]
+    rng = random.Random(7)
+    counts = {c.key: 0 for c in cands}
+    for _ in range(8000):
+        counts[select_candidate(cands, overlap_weight=1.0, temperature=2.0, rng=rng).key] += 1
+    assert all(1700 < v < 2300 for v in counts.values())
+
+
+def metrics(worker, active_blocks=0, total=100, prefill=0):
+    return LoadMetrics(
+        worker, kv_active_blocks=active_blocks, kv_total_blocks=total, active_prefill_tokens=prefill
+    )
+
+
+def test_busy_by_decode_blocks_fraction():
+    t = BusyThresholds(active_decode_blocks=0.9)
+    assert not t.is_busy(metrics(1, 90))
+    assert t.is_busy(metrics(1, 91))
+    assert not t.is_busy(None)
+    # total from the model card when the metrics lack it
+    assert t.is_busy(metrics(1, 50, total=0), total_kv_blocks=50)
+    assert not t.is_busy(metrics(1, 50, total=0))
+
+
+def test_busy_by_prefill_tokens():
+    t = BusyThresholds(active_prefill_tokens=1000)
+    assert not t.is_busy(metrics(1, prefill=1000))
+    assert t.is_busy(metrics(1, prefill=1001))
+
+
+def test_drop_busy_and_overload():
+    t = BusyThresholds(active_decode_blocks=0.5)
+    m = {(1, 0): metrics(1, 80), (2, 0): metrics(2, 10)}
+    assert drop_busy([(1, 0), (2, 0), (3, 0)], t, m, {}) == [(2, 0), (3, 0)]
+    with pytest.raises(OverloadedError, match="all 1 candidate workers are over their busy"):
+        drop_busy([(1, 0)], t, m, {})
+    assert drop_busy([(1, 0)], BusyThresholds(), m, {}) == [(1, 0)]
