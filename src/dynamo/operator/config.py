@@ -1,0 +1,67 @@
+"""Operator settings: one frozen dataclass; flags (`--namespace`) and `DYN_OPERATOR_*` env derive
+from it. The dynamo-platform chart sets the env through a ConfigMap."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from dynamo import __version__
+from dynamo.runtime.config import option
+
+DEFAULT_IMAGE = f"pydynamo/runtime:{__version__}"
+DISCOVERY_BACKENDS = ("kubernetes", "etcd")
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    """What the operator watches and what it injects into every graph it deploys."""
+
+    namespace: str | None = option(
+        None,
+        help="watch only this Kubernetes namespace (namespace-restricted mode); all when unset",
+        env="DYN_OPERATOR_NAMESPACE",
+    )
+    default_image: str = option(
+        DEFAULT_IMAGE,
+        help="image of graph services whose mainContainer names none",
+        env="DYN_OPERATOR_DEFAULT_IMAGE",
+    )
+    discovery_backend: str = option(
+        "kubernetes",
+        help="discovery injected into graph services (a DGD annotation may pick etcd)",
+        choices=DISCOVERY_BACKENDS,
+        env="DYN_OPERATOR_DISCOVERY_BACKEND",
+    )
+    etcd_address: str = option(
+        "",
+        help="etcd URL injected as ETCD_ENDPOINTS (none when empty)",
+        env="DYN_OPERATOR_ETCD_ADDRESS",
+    )
+    nats_address: str = option(
+        "",
+        help="NATS URL injected as NATS_SERVER (none when empty)",
+        env="DYN_OPERATOR_NATS_ADDRESS",
+    )
+    health_port: int = option(
+        8081,
+        help="port of the /healthz liveness endpoint (0: off)",
+        env="DYN_OPERATOR_HEALTH_PORT",
+    )
+    log_level: str = option(
+        "info",
+        help="log level",
+        choices=("debug", "info", "warning", "error"),
+        env="DYN_OPERATOR_LOG_LEVEL",
+    )
+
+    @property
+    def infrastructure_env(self) -> Mapping[str, str]:
+        """Env vars of the platform's etcd/NATS, set only when configured (a set NATS_SERVER
+        makes the runtime connect to NATS)."""
+        env: dict[str, str] = {}
+        if self.etcd_address:
+            env["ETCD_ENDPOINTS"] = self.etcd_address
+        if self.nats_address:
+            env["NATS_SERVER"] = self.nats_address
+        return env

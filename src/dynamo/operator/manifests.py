@@ -1,0 +1,123 @@
+"""Every Kubernetes object of one DynamoGraphDeployment, as a pure function of the DGD body
+and the operator config. The process-level parts (command, env, ports, resources) come from
+the shared graph builder that `dynamo serve` also uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dynamo.deploy.builder import DISCOVERY_ANNOTATION, ServiceSpec, build_graph
+from dynamo.deploy.graph import DynamoGraphDeployment, load_graph
+from dynamo.operator import rbac, workloads
+from dynamo.operator.config import DISCOVERY_BACKENDS, OperatorConfig
+from dynamo.operator.labels import GraphRef, is_dns_label, is_label_value
+from dynamo.operator.podspec import PodOptions
+from dynamo.operator.status import Workload
+from dynamo.runtime.errors import ConfigError
+
+# Server-set metadata that the graph model need not see.
+_SERVER_META = ("managedFields", "resourceVersion", "creationTimestamp", "selfLink")
+
+
+@dataclass(frozen=True)
+class GraphManifests:
+    """The desired objects of one graph and, per service, the workload that carries it."""
+
+    graph: GraphRef
+    dgd: DynamoGraphDeployment
+    services: tuple[ServiceSpec, ...]
+    objects: tuple[dict[str, Any], ...]
+    workloads: tuple[Workload, ...]
+    discovery_backend: str
+
+
+def parse_graph(body: Mapping[str, Any]) -> DynamoGraphDeployment:
+    """The DGD model of a live object (status and server fields ignored); a `ConfigError`
+    names the offending field, e.g. `spec.services.Frontend.replicas: ...`."""
+    doc = {k: v for k, v in body.items() if k != "status"}
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _SERVER_META}
+    doc["metadata"] = meta
+    return load_graph(doc)
+
+
+def discovery_backend(dgd: DynamoGraphDeployment, config: OperatorConfig) -> str:
+    chosen = dgd.metadata.annotations.get(DISCOVERY_ANNOTATION) or config.discovery_backend
+    if chosen not in DISCOVERY_BACKENDS:
+        raise ConfigError(
+            f"metadata.annotations[{DISCOVERY_ANNOTATION}]: {chosen!r} is not one of "
+            f"{list(DISCOVERY_BACKENDS)}"
+        )
+    return chosen
+
+
+def _check_names(services: list[ServiceSpec]) -> None:
+    for svc in services:
+        if not is_dns_label(svc.k8s_name):
+            raise ConfigError(
+                f"spec.services.{svc.name}: object name {svc.k8s_name!r} (graph name + '-' + "
+                "service name, lowercased) must be a DNS label: at most 63 characters of a-z, "
+                "0-9 and '-', starting with a letter"
+            )
+        for key, value in svc.labels.items():
+            if not is_label_value(value):
+                raise ConfigError(
+                    f"spec.services.{svc.name}: label {key}={value!r} is not a valid label "
+                    "value (at most 63 characters of A-Z, a-z, 0-9, '-', '_', '.')"
+                )
+
+
+def needs_service(svc: ServiceSpec, discovery: str) -> bool:
+    """Frontends always get a Service (port 8000); other components only when Kubernetes
+    discovery finds them through their Service's EndpointSlices."""
+    if not svc.ports:
+        return False
+    return svc.is_frontend or discovery == "kubernetes"
+
+
+def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphManifests:
+    """All objects for the DGD `body`, in creation order (PVCs, RBAC, workloads, Services)."""
+    dgd = parse_graph(body)
+    graph = GraphRef.from_body(body)
+    discovery = discovery_backend(dgd, config)
+    services = build_graph(
+        dgd,
+        k8s_namespace=graph.namespace,
+        mode="kubernetes",
+        discovery_backend=discovery,
+        infrastructure=config.infrastructure_env,
+    )
+    _check_names(services)
+    objects: list[dict[str, Any]] = [
+        workloads.persistent_volume_claim(graph, pvc) for pvc in dgd.spec.pvcs if pvc.create
+    ]
+    if discovery == "kubernetes":
+        objects += rbac.discovery_rbac(graph)
+    has_planner = any(s.component_type == "planner" for s in services)
+    if has_planner:
+        objects += rbac.planner_rbac(graph, with_discovery=discovery == "kubernetes")
+    expected: list[Workload] = []
+    for svc in services:
+        account = None
+        if svc.component_type == "planner":
+            account = rbac.planner_account_name(graph)
+        elif discovery == "kubernetes":
+            account = rbac.discovery_account_name(graph)
+        options = PodOptions(default_image=config.default_image, service_account=account)
+        if svc.node_count > 1:
+            objects.append(workloads.leader_worker_set(graph, dgd, svc, options))
+            expected.append(Workload(svc.name, "LeaderWorkerSet", svc.k8s_name, svc.replicas))
+        else:
+            objects.append(workloads.deployment(graph, dgd, svc, options))
+            expected.append(Workload(svc.name, "Deployment", svc.k8s_name, svc.replicas))
+        if needs_service(svc, discovery):
+            objects.append(workloads.service(graph, svc, discovery_backend=discovery))
+    return GraphManifests(
+        graph=graph,
+        dgd=dgd,
+        services=tuple(services),
+        objects=tuple(objects),
+        workloads=tuple(expected),
+        discovery_backend=discovery,
+    )
