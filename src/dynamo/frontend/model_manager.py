@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from dynamo.frontend.engine_client import EndpointClient, RoutedModel, worker_info
-from dynamo.frontend.errors import ModelNotFoundError
+from dynamo.frontend.errors import ModelNotFoundError, NotImplementedFeatureError
 from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.models import ModelEntry, ModelRegistry, RegistryChange, WorkerEntry
 from dynamo.protocols.kv_events import KV_EVENTS_TOPIC, KV_METRICS_TOPIC, LoadMetrics, RouterEvent
@@ -77,6 +77,7 @@ class ModelManager:
         self._routed: dict[str, RoutedModel] = {}
         self._clients: dict[EndpointAddress, _ClientState] = {}
         self._model_of_worker: dict[int, str] = {}
+        self._thresholds: dict[str, tuple[float | None, int | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = asyncio.Event()  # set once the first watch event was applied
 
@@ -97,6 +98,39 @@ class ModelManager:
     def ready_workers(self, name: str) -> int:
         routed = self._routed.get(name)
         return len(routed.worker_ids()) if routed else 0
+
+    def ready_workers_of(self, name: str) -> list[int]:
+        routed = self._routed.get(name)
+        return routed.worker_ids() if routed else []
+
+    # --- busy thresholds (`/busy_threshold`) -------------------------------------------
+    def busy_thresholds(self, name: str) -> dict[str, Any]:
+        _, routed = self.lookup(name)
+        current = getattr(routed.policy, "thresholds", None)
+        return {
+            "model": name,
+            "active_decode_blocks_threshold": getattr(current, "active_decode_blocks", None),
+            "active_prefill_tokens_threshold": getattr(current, "active_prefill_tokens", None),
+        }
+
+    def set_busy_thresholds(
+        self, name: str, active_decode_blocks: float | None, active_prefill_tokens: int | None
+    ) -> dict[str, Any]:
+        _, routed = self.lookup(name)
+        self._thresholds[name] = (active_decode_blocks, active_prefill_tokens)
+        self._apply_thresholds(routed)
+        return self.busy_thresholds(name)
+
+    def _apply_thresholds(self, routed: RoutedModel) -> None:
+        wanted = self._thresholds.get(routed.name)
+        setter = getattr(routed.policy, "set_busy_thresholds", None)
+        if wanted is None:
+            return
+        if setter is None:
+            raise NotImplementedFeatureError(
+                f"the routing policy of {routed.name!r} has no busy thresholds"
+            )
+        setter(*wanted)
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -175,6 +209,7 @@ class ModelManager:
                 migration_limit=max(self._migration_limit, entry.card.migration_limit),
                 on_migration=on_migration,
             )
+            self._apply_thresholds(self._routed[name])
         elif change.kind == "worker_added" and change.worker is not None:
             await self._worker_added(change.worker)
         elif change.kind == "worker_removed" and change.worker is not None:

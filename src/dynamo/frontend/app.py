@@ -1,0 +1,221 @@
+"""The aiohttp application: thin routes over `OpenAIServing`, health, metrics, thresholds.
+
+Routes read the body, call a serving method and write what it returns; SSE chunks are written
+as they come. Every error leaves as an OpenAI error body (unknown paths and methods too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from dynamo.frontend.embeddings import embed
+from dynamo.frontend.errors import HttpError, bad_request
+from dynamo.frontend.metrics import CONTENT_TYPE, FrontendMetrics
+from dynamo.frontend.model_manager import ModelManager
+from dynamo.frontend.openapi import openapi_document
+from dynamo.frontend.preprocess import PreprocessorCache
+from dynamo.frontend.protocol import EmbeddingRequest, parse_body
+from dynamo.frontend.serving import JsonReply, OpenAIServing, StreamReply
+from dynamo.runtime.errors import DynamoError
+
+log = logging.getLogger(__name__)
+
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+_JSON = "application/json"
+_LIVE = orjson.dumps({"status": "live", "message": "Service is live"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type=_JSON)
+
+
+def _error(err: HttpError) -> web.Response:
+    return _json(err.status, err.body())
+
+
+@web.middleware
+async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths, wrong methods, oversized bodies and bugs answer in OpenAI's shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = "not_found" if exc.status == 404 else "invalid_request"
+        message = exc.reason if exc.status != 404 else f"Not found: {request.method} {request.path}"
+        return _error(HttpError(exc.status, message, "invalid_request_error", None, kind))
+    except (ConnectionResetError, web.RequestPayloadError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(HttpError(500, "Internal server error", "internal_error"))
+
+
+class FrontendApp:
+    """Route handlers; the state they use is built by `dynamo.frontend.server`."""
+
+    def __init__(
+        self,
+        serving: OpenAIServing,
+        models: ModelManager,
+        preprocessors: PreprocessorCache,
+        metrics: FrontendMetrics,
+        *,
+        max_body_bytes: int,
+        version: str = "0",
+    ) -> None:
+        self.serving = serving
+        self.models = models
+        self.preprocessors = preprocessors
+        self.metrics = metrics
+        self._max_body = max_body_bytes
+        self._openapi = orjson.dumps(openapi_document(version))
+        self._started = int(time.time())
+
+    def build(self) -> web.Application:
+        app = web.Application(middlewares=[_openai_errors], client_max_size=self._max_body)
+        r = app.router
+        r.add_post("/v1/chat/completions", self.chat)
+        r.add_post("/v1/completions", self.completions)
+        r.add_post("/v1/embeddings", self.embeddings)
+        r.add_get("/v1/models", self.list_models)
+        r.add_get("/health", self.health)
+        r.add_get("/live", self.live)
+        r.add_get("/metrics", self.prometheus)
+        r.add_get("/busy_threshold", self.busy_threshold)
+        r.add_post("/busy_threshold", self.busy_threshold)
+        r.add_get("/openapi.json", self.openapi)
+        return app
+
+    # --- OpenAI --------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._reply(request, await self.serving.chat(await request.read()))
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._reply(request, await self.serving.completions(await request.read()))
+
+    async def _reply(
+        self, request: web.Request, reply: JsonReply | StreamReply
+    ) -> web.StreamResponse:
+        if isinstance(reply, JsonReply):
+            return _json(reply.status, reply.body)
+        resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+        try:
+            await resp.prepare(request)
+            await resp.write(reply.first)
+            async for chunk in reply.rest:
+                await resp.write(chunk)
+        except ConnectionResetError:
+            log.debug("client went away mid-stream")
+        finally:
+            await reply.rest.aclose()
+        return resp
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        try:
+            req = parse_body(EmbeddingRequest, await request.read())
+            return _json(200, await embed(req, self.models, self.preprocessors))
+        except DynamoError as exc:
+            return _error(self.serving.error(exc))
+
+    async def list_models(self, request: web.Request) -> web.StreamResponse:
+        data = [
+            {"id": e.name, "object": "model", "created": self._started, "owned_by": "nvidia"}
+            for e in self.models.models()
+        ]
+        return _json(200, orjson.dumps({"object": "list", "data": data}))
+
+    # --- operations ----------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        instances: list[dict[str, Any]] = []
+        endpoints: set[str] = set()
+        for entry in self.models.models():
+            ready = set(self.models.ready_workers_of(entry.name))
+            for w in entry.workers.values():
+                if w.instance_id in ready:
+                    endpoints.add(str(w.address))
+                    instances.append(
+                        {
+                            "model": entry.name,
+                            "endpoint": str(w.address),
+                            "instance_id": w.instance_id,
+                        }
+                    )
+        if instances:
+            body = {"status": "healthy", "endpoints": sorted(endpoints), "instances": instances}
+            return _json(200, orjson.dumps(body))
+        body = {
+            "status": "unhealthy",
+            "message": "No endpoints available",
+            "endpoints": [],
+            "instances": [],
+        }
+        return _json(503, orjson.dumps(body))
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        return _json(200, _LIVE)
+
+    async def prometheus(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return _json(200, self._openapi)
+
+    async def busy_threshold(self, request: web.Request) -> web.StreamResponse:
+        """GET: every model's thresholds. POST {"model", thresholds?}: set (or read) one."""
+        if request.method == "GET":
+            rows = [self.models.busy_thresholds(e.name) for e in self.models.models()]
+            return _json(200, orjson.dumps({"thresholds": rows}))
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _error(bad_request(f"Invalid JSON body: {exc}"))
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return _error(bad_request('expected {"model": str, ...}', param="model"))
+        decode = body.get("active_decode_blocks_threshold")
+        prefill = body.get("active_prefill_tokens_threshold")
+        bad = _threshold_error(decode, prefill)
+        if bad is not None:
+            return _error(bad)
+        try:
+            if (
+                "active_decode_blocks_threshold" in body
+                or "active_prefill_tokens_threshold" in body
+            ):
+                row = self.models.set_busy_thresholds(body["model"], decode, prefill)
+            else:
+                row = self.models.busy_thresholds(body["model"])
+        except DynamoError as exc:
+            return _error(self.serving.error(exc))
+        return _json(200, orjson.dumps(row))
+
+
+def _threshold_error(decode: Any, prefill: Any) -> HttpError | None:
+    if decode is not None and (
+        isinstance(decode, bool) or not isinstance(decode, int | float) or not 0 <= decode <= 1
+    ):
+        return bad_request(
+            "active_decode_blocks_threshold must be a number in [0, 1] or null",
+            param="active_decode_blocks_threshold",
+        )
+    if prefill is not None and (
+        isinstance(prefill, bool) or not isinstance(prefill, int) or prefill < 0
+    ):
+        return bad_request(
+            "active_prefill_tokens_threshold must be an integer >= 0 or null",
+            param="active_prefill_tokens_threshold",
+        )
+    return None

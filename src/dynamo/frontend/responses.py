@@ -1,0 +1,176 @@
+"""OpenAI response bodies and SSE chunks, built as bytes.
+
+Streaming chunks come from per-response byte templates: everything but the text is rendered
+once, so a token costs one `orjson.dumps` of its text and two concatenations.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+_NULL_TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
+
+# OpenAI has no "eos"/"cancelled": they read as "stop".
+_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
+
+
+def finish_reason(engine_reason: str | None) -> str | None:
+    if engine_reason is None:
+        return None
+    return _FINISH.get(engine_reason, engine_reason)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def usage_dict(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached or 0},
+    }
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+class ChunkTemplates:
+    """The SSE chunks of one streamed response (chat or completion)."""
+
+    __slots__ = ("_head", "_mid", "_obj", "created", "id", "is_chat", "model")
+
+    def __init__(self, *, chat: bool, request_id: str, model: str) -> None:
+        self.is_chat = chat
+        self.id = request_id
+        self.model = model
+        self.created = int(time.time())
+        self._obj = "chat.completion.chunk" if chat else "text_completion"
+        self._head = (
+            b'data: {"id":'
+            + orjson.dumps(request_id)
+            + b',"object":"'
+            + self._obj.encode()
+            + b'","created":'
+            + str(self.created).encode()
+            + b',"model":'
+            + orjson.dumps(model)
+            + b',"choices":[{"index":0,'
+        )
+        self._mid = b'"delta":{"content":' if chat else b'"text":'
+
+    def text(self, text: str) -> bytes:
+        """A chunk carrying `text` and no finish reason (the hot path)."""
+        if self.is_chat:
+            return self._head + self._mid + orjson.dumps(text) + b"}" + _NULL_TAIL
+        return self._head + self._mid + orjson.dumps(text) + _NULL_TAIL
+
+    def role(self) -> bytes:
+        """The first chat chunk: the assistant role, empty content."""
+        return self._head + b'"delta":{"role":"assistant","content":""}' + _NULL_TAIL
+
+    def _choice(self, text: str | None, finish: str | None, logprobs: Any) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0}
+        if self.is_chat:
+            choice["delta"] = {} if text is None else {"content": text}
+        else:
+            choice["text"] = text or ""
+        choice["logprobs"] = logprobs
+        choice["finish_reason"] = finish
+        return choice
+
+    def chunk(
+        self,
+        text: str | None,
+        *,
+        finish: str | None = None,
+        logprobs: Any = None,
+        usage: dict[str, Any] | None = None,
+    ) -> bytes:
+        """A general chunk: the finish chunk, logprobs, or continuous usage."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": self._obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [self._choice(text, finish, logprobs)],
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return sse(body)
+
+    def usage(self, usage: dict[str, Any]) -> bytes:
+        """The final usage chunk of `stream_options.include_usage` (no choices)."""
+        return sse(
+            {
+                "id": self.id,
+                "object": self._obj,
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage,
+            }
+        )
+
+
+def chat_completion(
+    *,
+    request_id: str,
+    model: str,
+    created: int,
+    text: str,
+    finish: str | None,
+    usage: dict[str, Any],
+    logprobs: Any = None,
+) -> bytes:
+    return orjson.dumps(
+        {
+            "id": request_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": usage,
+        }
+    )
+
+
+def completion(
+    *,
+    request_id: str,
+    model: str,
+    created: int,
+    text: str,
+    finish: str | None,
+    usage: dict[str, Any],
+    logprobs: Any = None,
+) -> bytes:
+    return orjson.dumps(
+        {
+            "id": request_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+            "usage": usage,
+        }
+    )
+
+
+def error_event(body: bytes) -> bytes:
+    """An error inside a stream that already started (followed by `DONE`)."""
+    return b"data: " + body + b"\n\n"

@@ -1,0 +1,99 @@
+"""Assemble and run the frontend: model manager, serving, HTTP server; start and stop them.
+
+`Frontend` takes a runtime (the real `DistributedRuntime` or a test double with the same
+surface) and a policy factory, so the same code serves production and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from aiohttp import web
+
+from dynamo.frontend.app import FrontendApp
+from dynamo.frontend.config import FrontendConfig
+from dynamo.frontend.metrics import FrontendMetrics
+from dynamo.frontend.model_manager import FrontendRuntime, ModelManager, PolicyFactory
+from dynamo.frontend.preprocess import PreprocessorCache
+from dynamo.frontend.serving import OpenAIServing
+
+log = logging.getLogger(__name__)
+
+
+class Frontend:
+    """One OpenAI-compatible HTTP frontend over the models found through `runtime`."""
+
+    def __init__(
+        self,
+        runtime: FrontendRuntime,
+        config: FrontendConfig,
+        policy_factory: PolicyFactory,
+        *,
+        namespace: str | None,
+        version: str = "0",
+    ) -> None:
+        self.config = config
+        self.metrics = FrontendMetrics(config.metrics_prefix)
+        self.preprocessors = PreprocessorCache()
+        self.models = ModelManager(
+            runtime,
+            policy_factory,
+            namespace=namespace,
+            migration_limit=config.migration_limit,
+            metrics=self.metrics,
+            on_model_removed=self.preprocessors.forget,
+        )
+        self.serving = OpenAIServing(
+            self.models,
+            self.preprocessors,
+            self.metrics,
+            overload_status=config.overload_status_code,
+        )
+        self.app = FrontendApp(
+            self.serving,
+            self.models,
+            self.preprocessors,
+            self.metrics,
+            max_body_bytes=config.max_request_body_bytes,
+            version=version,
+        )
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.config.http_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        scheme = "https" if self.config.tls_cert_path else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> int:
+        """Start watching discovery and serving HTTP; return the bound port."""
+        await self.models.start()
+        runner = web.AppRunner(self.app.build(), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        self._runner = runner
+        ssl_context = None
+        if self.config.tls_cert_path and self.config.tls_key_path:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(self.config.tls_cert_path, self.config.tls_key_path)
+        site = web.TCPSite(
+            runner,
+            self.config.http_host,
+            self.config.http_port,
+            ssl_context=ssl_context,
+            backlog=1024,
+        )
+        await site.start()
+        addresses = runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self.config.http_port
+        log.info("frontend listening on %s", self.url)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.models.close()
+        await self.preprocessors.close()
