@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.discovery.factory import make_discovery
+from dynamo.runtime.transport.base import RequestContext
+from dynamo.runtime.transport.tcp import TcpRequestServer
 
 
 async def register(key: str) -> None:
@@ -22,10 +26,34 @@ async def register(key: str) -> None:
     await asyncio.Event().wait()
 
 
+async def count_handler(
+    request: dict[str, Any], ctx: RequestContext
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield `n` items, `delay_s` apart; report on stdout if cancelled."""
+    try:
+        for i in range(int(request.get("n", 3))):
+            if request.get("delay_s"):
+                await asyncio.sleep(float(request["delay_s"]))
+            yield {"i": i, "pid": os.getpid()}
+    except asyncio.CancelledError:
+        print("CANCELLED", ctx.request_id, f"stopped={ctx.is_stopped()}", flush=True)
+        raise
+
+
+async def serve_tcp() -> None:
+    """A bare TCP request-plane server with the `count` handler."""
+    server = TcpRequestServer()
+    server.register("count", count_handler)
+    print("READY", await server.start(), flush=True)
+    await asyncio.Event().wait()
+
+
 def main() -> None:
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "register":
         asyncio.run(register(*args))
+    elif mode == "serve-tcp":
+        asyncio.run(serve_tcp())
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
