@@ -197,6 +197,10 @@ class KvBlockManager:
         if self._on_event is not None:
             self._on_event(KvCacheEvent(next(self._event_ids), data, self._dp_rank))
 
+    def cached_block_hashes(self) -> set[int]:
+        """Every full block hash held or cached (O(cache); for tests and debugging)."""
+        return set(self._active) | set(self._inactive)
+
     # --- checking --------------------------------------------------------------------
     def consistency_errors(self) -> list[str]:
         """Violated invariants (O(cache); for tests and debugging)."""
