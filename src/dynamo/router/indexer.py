@@ -178,24 +178,26 @@ class KvIndexer:
             seqs = sequence_hashes([parent, *tokens], seed=self._seed)[1:]
         bit = 1 << self._bit[key]
         nodes = self._nodes
+        lookup_get, held_get, nodes_get = lookup.get, held.get, nodes.get
+        added = 0
         for block, tokens_hash, seq in zip(blocks, tokens, seqs, strict=True):
-            old = lookup.get(block.block_hash)
+            ext = block.block_hash
+            old = lookup_get(ext)
             if old != seq:
                 if old is not None:
                     self._release(held, old, bit)
-                lookup[block.block_hash] = seq
-                count = held.get(seq)
-                if count:
-                    held[seq] = count + 1
-                else:
-                    held[seq] = 1
-                    self._size += 1
-                    node = nodes.get(seq)
+                lookup[ext] = seq
+                count = held_get(seq, 0)
+                held[seq] = count + 1
+                if not count:
+                    added += 1
+                    node = nodes_get(seq)
                     if node is None:
                         nodes[seq] = [bit, parent, tokens_hash]
                     else:
                         node[0] |= bit  # type: ignore[operator]
             parent = seq
+        self._size += added
         return True
 
     def remove_blocks(self, key: WorkerKey, block_hashes: Iterable[int]) -> None:

@@ -241,8 +241,10 @@ class KvPolicy(PolicyBase):
         track, reuse = self.config.track_active_blocks, self.config.assume_kv_reuse
         hashes: dict[int, _Hashes] = {}
         cands: list[Candidate] = []
+        active_of = self._active
         for key in keys:
-            bs = self.block_size(key[0])
+            active = active_of[key]
+            bs = active.block_size
             h = hashes.get(bs)
             if h is None:
                 local = block_hashes(token_ids, bs)
@@ -250,15 +252,15 @@ class KvPolicy(PolicyBase):
                 match = self.indexer.find_matches_seq(seqs)
                 h = hashes[bs] = _Hashes(local, seqs, match.scores, match.tree_sizes)
             overlap = h.scores.get(key, 0)
-            new_tokens = max(0, isl - overlap * bs)
-            active = self._active[key]
-            if not track:
-                blocks, tokens = len(h.seqs), new_tokens
-            elif reuse:
-                blocks, tokens = active.potential_blocks_and_tokens(h.seqs, isl, overlap)
-            else:
-                blocks = len(h.seqs) + active.active_blocks
-                tokens = new_tokens + active.active_tokens
+            tokens = isl - overlap * bs
+            if tokens < 0:
+                tokens = 0
+            blocks = len(h.seqs)
+            if track:
+                if reuse:
+                    blocks -= active.active_prefix(h.seqs)
+                blocks += active.active_blocks
+                tokens += active.active_tokens
             cands.append(Candidate(key, bs, overlap, tokens, blocks, h.tree_sizes.get(key, 0)))
         return cands, hashes
 

@@ -19,9 +19,9 @@ from dynamo.runtime.errors import OverloadedError
 K = TypeVar("K", bound=Hashable)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
-    """One worker key's figures for one request."""
+    """One worker key's figures for one request (not frozen: built 64 times per decision)."""
 
     key: tuple[int, int]
     block_size: int
