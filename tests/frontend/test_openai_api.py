@@ -113,9 +113,7 @@ async def test_completion_unary_and_stream(
     assert all(c.usage is None for c in chunks)
 
 
-async def test_max_tokens_ends_with_length(
-    harness: Harness, client: openai.AsyncOpenAI
-) -> None:
+async def test_max_tokens_ends_with_length(harness: Harness, client: openai.AsyncOpenAI) -> None:
     worker = await harness.add(FakeWorker(tiny_card()))
     resp = await client.completions.create(model=MODEL, prompt="a b c d e f g", max_tokens=3)
     assert resp.choices[0].finish_reason == "length"

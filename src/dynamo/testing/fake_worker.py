@@ -76,6 +76,15 @@ class FakeWorker:
 
     async def _outputs(self, request: dict[str, Any]) -> AsyncIterator[dict]:
         prompt = list(request["token_ids"])
+        if (request.get("extra_args") or {}).get("task") == "embedding":
+            # a deterministic 4-dimensional "embedding" of the prompt
+            vector = [float(len(prompt)), float(sum(prompt) % 97), 0.5, -1.0]
+            yield {
+                "embedding": vector,
+                "finish_reason": "stop",
+                "usage": {"prompt_tokens": len(prompt)},
+            }
+            return
         stop = request.get("stop_conditions", {})
         max_tokens = stop.get("max_tokens") or 16
         min_tokens = stop.get("min_tokens") or 0

@@ -45,18 +45,25 @@ class Harness:
     async def add(self, worker: FakeWorker) -> FakeWorker:
         self.runtime.add_worker(worker)
         name = worker.card.name
-        await wait_until(
-            lambda: worker.instance_id in self.frontend.models.ready_workers_of(name)
-            or not worker.alive,
-            what=f"worker {worker.instance_id:x} of {name}",
-        )
+        registry = self.frontend.models.registry
+
+        def registered() -> bool:
+            entry = registry.get(name)
+            return entry is not None and worker.instance_id in entry.workers
+
+        def ready() -> bool:
+            return worker.instance_id in self.frontend.models.ready_workers_of(name)
+
+        # A worker that is not alive registers its card but never becomes ready.
+        await wait_until(ready if worker.alive else registered, what=f"worker of {name}")
         return worker
 
     async def remove(self, worker: FakeWorker) -> None:
         self.runtime.remove_worker(worker)
         await wait_until(
-            lambda: worker.instance_id
-            not in self.frontend.models.ready_workers_of(worker.card.name),
+            lambda: (
+                worker.instance_id not in self.frontend.models.ready_workers_of(worker.card.name)
+            ),
             what="worker removal",
         )
 
@@ -73,5 +80,3 @@ async def start_frontend(
     frontend = Frontend(runtime, cfg, lambda card: make_policy(router), namespace="dynamo")
     await frontend.start()
     return frontend
-
-
