@@ -144,13 +144,14 @@ def print_dry_run(p: ServePlan, out: TextIO, environ: Mapping[str, str] | None =
 
 def prepare_run_dir(p: ServePlan) -> None:
     """Claim the run dir: refuse a live runner there, reset file discovery, write shims."""
+    previous: RunState | None = None
     with contextlib.suppress(ConfigError):
         previous = read_state(p.run_dir)
-        if previous.state != "stopped" and pid_alive(previous.runner_pid):
-            raise ConfigError(
-                f"graph {p.graph.name!r} is already running (runner pid "
-                f"{previous.runner_pid}, run dir {p.run_dir}); stop it or pass --run-dir"
-            )
+    if previous and previous.state != "stopped" and pid_alive(previous.runner_pid):
+        raise ConfigError(
+            f"graph {p.graph.name!r} is already running (runner pid "
+            f"{previous.runner_pid}, run dir {p.run_dir}); stop it or pass --run-dir"
+        )
     p.run_dir.mkdir(parents=True, exist_ok=True)
     kv = p.run_dir / "kv"
     if p.extra_env["DYN_FILE_KV"] == str(kv):  # ours: start with no stale registrations
