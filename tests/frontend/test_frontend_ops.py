@@ -180,9 +180,10 @@ async def test_embeddings(harness: Harness, client: openai.AsyncOpenAI) -> None:
     # a chat model does not serve embeddings, and an embedding model does not chat
     await harness.add(FakeWorker(tiny_card()))
     status, body = await post_json(harness, "/v1/embeddings", {"model": MODEL, "input": "x"})
-    assert status == 501 and "does not serve embeddings" in body["error"]["message"]
+    assert status == 400 and "does not serve embeddings" in body["error"]["message"]
+    assert body["error"]["param"] == "model"
     status, body = await post_json(harness, "/v1/completions", {"model": "embedder", "prompt": "x"})
-    assert status == 501
+    assert status == 400 and "does not serve completions" in body["error"]["message"]
     status, body = await post_json(harness, "/v1/embeddings", {"model": "embedder", "input": []})
     assert status == 400 and body["error"]["param"] == "input"
 

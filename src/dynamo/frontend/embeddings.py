@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 
 from dynamo.frontend import responses as rs
-from dynamo.frontend.errors import NotImplementedFeatureError
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.preprocess import PreprocessorCache
 from dynamo.frontend.protocol import EmbeddingRequest
@@ -28,9 +27,10 @@ async def embed(
     """The response body for `req`; raises DynamoError subclasses for the HTTP error."""
     entry, routed = models.lookup(req.model)
     if not entry.serves("embedding"):
-        raise NotImplementedFeatureError(
+        raise InvalidRequestError(
             f"The model `{req.model}` does not serve embeddings (no worker registered the "
-            "`embedding` model type)"
+            "`embedding` model type)",
+            param="model",
         )
     if not routed.worker_ids():
         raise UnavailableError(f"No worker of model `{req.model}` is ready; retry later")

@@ -16,13 +16,18 @@ from typing import Any
 from dynamo.frontend import logprobs as lp
 from dynamo.frontend import responses as rs
 from dynamo.frontend.detokenize import TextStream
-from dynamo.frontend.errors import HttpError, NotImplementedFeatureError, to_http_error
+from dynamo.frontend.errors import HttpError, to_http_error
 from dynamo.frontend.metrics import FrontendMetrics, ModelMetrics
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.preprocess import Preprocessor, PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
 from dynamo.protocols.engine import EngineOutput
-from dynamo.runtime.errors import ConfigError, DynamoError, UnavailableError
+from dynamo.runtime.errors import (
+    ConfigError,
+    DynamoError,
+    InvalidRequestError,
+    UnavailableError,
+)
 
 
 @dataclass(slots=True)
@@ -127,7 +132,7 @@ class OpenAIServing:
     async def _prepare(self, model: str, kind: str) -> tuple[Preprocessor, Any]:
         entry, routed = self._models.lookup(model)
         if not entry.serves(kind):
-            raise NotImplementedFeatureError(f"The model `{model}` does not serve {kind}")
+            raise InvalidRequestError(f"The model `{model}` does not serve {kind}", param="model")
         if not routed.worker_ids():
             raise UnavailableError(f"No worker of model `{model}` is ready; retry later")
         try:
