@@ -1,1 +1,1 @@
-"""worker."""
+"""The generic worker: wraps one engine, registers it, serves it, publishes its events."""
