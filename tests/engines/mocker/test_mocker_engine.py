@@ -30,7 +30,7 @@ from dynamo.testing.tinymodel import (
 )
 
 VOCAB = TINY_MODEL_VOCAB_SIZE
-FAST = {"num_gpu_blocks": 256, "block_size": 16, "speedup_ratio": 100.0}
+FAST: dict[str, Any] = {"num_gpu_blocks": 256, "block_size": 16, "speedup_ratio": 100.0}
 
 Factory = Callable[..., Awaitable[tuple[MockerEngine, RecordingEngineSink]]]
 
@@ -128,7 +128,7 @@ async def test_a_too_long_prompt_fails_alone_and_the_engine_keeps_serving(
 ) -> None:
     engine, _ = await make_engine(max_model_len=100)
     ok = asyncio.create_task(collect(engine, request("ok", [5] * 50, max_tokens=30)))
-    with pytest.raises(PromptTooLongError, match="101 tokens.*at most 100") as info:
+    with pytest.raises(PromptTooLongError, match=r"101 tokens.*at most 100") as info:
         await collect(engine, request("long", [5] * 101))
     assert info.value.param == "token_ids"
     assert tokens_of(await ok) == expected_tokens("ok", 30)
@@ -212,8 +212,8 @@ async def test_a_stopped_waiting_request_is_dropped_from_the_queue(make_engine: 
 async def test_the_sink_gets_kv_events_and_load_changes(make_engine: Factory) -> None:
     engine, sink = await make_engine()
     await collect(engine, request("s", list(range(10, 74)), max_tokens=3))
-    stored = [e for e in sink.kv_events if isinstance(e.data, KvStored)]
-    assert stored and stored[0].data.parent_hash is None
+    stored = [e.data for e in sink.kv_events if isinstance(e.data, KvStored)]
+    assert stored and stored[0].parent_hash is None
     assert [e.event_id for e in sink.kv_events] == list(range(len(sink.kv_events)))
     assert sink.load_changes >= 2  # busy, then idle
 
