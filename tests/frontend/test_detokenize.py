@@ -1,0 +1,77 @@
+"""Stop-string matching and incremental detokenization."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+from dynamo.frontend.detokenize import StopMatcher, TextStream
+
+_alphabet = st.sampled_from("ab c")
+
+
+def run(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
+    m = StopMatcher(stops)
+    out = []
+    for p in pieces:
+        text, stopped = m.feed(p)
+        out.append(text)
+        if stopped:
+            return "".join(out), True
+    return "".join(out) + m.flush(), False
+
+
+@given(
+    stops=st.lists(st.text(_alphabet, min_size=1, max_size=4), min_size=1, max_size=3),
+    pieces=st.lists(st.text(_alphabet, max_size=5), max_size=12),
+)
+def test_output_is_the_text_up_to_the_first_stop(stops: list[str], pieces: list[str]) -> None:
+    full = "".join(pieces)
+    hits = [i for i in (full.find(s) for s in stops) if i != -1]
+    out, stopped = run(stops, pieces)
+    if hits:
+        assert stopped and out == full[: min(hits)]
+    else:
+        assert not stopped and out == full
+
+
+@given(
+    stops=st.lists(st.text(_alphabet, min_size=1, max_size=4), min_size=1, max_size=3),
+    pieces=st.lists(st.text(_alphabet, max_size=5), max_size=12),
+)
+def test_emitted_text_never_contains_a_stop(stops: list[str], pieces: list[str]) -> None:
+    m = StopMatcher(stops)
+    emitted = ""
+    for p in pieces:
+        text, stopped = m.feed(p)
+        emitted += text
+        assert not any(s in emitted for s in stops)
+        if stopped:
+            break
+
+
+def test_held_prefix_is_released_when_it_is_not_a_stop() -> None:
+    m = StopMatcher(["STOP"])
+    assert m.feed("go ST") == ("go ", False)
+    assert m.feed("ay") == ("STay", False)
+    assert m.feed("ST") == ("", False)
+    assert m.flush() == "ST"
+
+
+def test_text_stream_never_splits_characters(tokenizer: Tokenizer) -> None:
+    text = "naïve 😀 日本語 ok"
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    stream = TextStream(tokenizer)
+    deltas = [stream.push([i]) for i in ids]
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) + stream.finish() == text
+
+
+def test_text_stream_stops_and_skips_special_tokens(tokenizer: Tokenizer) -> None:
+    ids = tokenizer.encode("hello world. bye", add_special_tokens=False).ids
+    stream = TextStream(tokenizer, stop=["."])
+    out = stream.push([1, *ids[:2]]) + "".join(stream.push([i]) for i in ids[2:])
+    assert stream.stopped
+    assert out == "hello world"
+    assert stream.push(ids) == "" and stream.finish() == ""
