@@ -177,7 +177,7 @@ async def test_missing_command_is_reported_and_retried(
     )
     await sup.start()
     assert await async_wait_for(lambda: "restart 2 in" in out.getvalue())
-    assert (
-        "Broken-0 cannot start '/nonexistent/binary': No such file or directory" in out.getvalue()
+    assert "Broken-0  | cannot start '/nonexistent/binary': No such file or directory" in (
+        out.getvalue()
     )
     assert "Broken-0 exited with code 127; restart 1 in 0.05s" in out.getvalue()

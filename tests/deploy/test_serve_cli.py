@@ -135,10 +135,13 @@ def test_children_die_when_the_runner_is_killed(tmp_path: Path, runners: list[Ru
         service("Frontend", "serve", kind="frontend"),
         service("Worker", "serve", replicas=2),
         service("Stubborn", "stubborn"),
+        service("Family", "family"),
     )
     runner = Runner(tmp_path, graph)
     runners.append(runner)
-    pids = runner.wait_running(4)
+    runner.wait_running(5)
+    pids = descendants(runner.proc.pid)  # guards, services and the family's grandchild
+    assert len(pids) >= 11
     runner.proc.kill()
     runner.proc.wait()
     assert wait_for(lambda: all(gone(p) for p in pids)), [p for p in pids if not gone(p)]

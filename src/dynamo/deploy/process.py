@@ -62,6 +62,13 @@ def local_argv(spec: ServiceSpec, python: str = sys.executable) -> tuple[str, ..
     return argv
 
 
+def guarded(argv: tuple[str, ...], python: str = sys.executable) -> tuple[str, ...]:
+    """`argv` under `dynamo.deploy.guard`, which takes the child's helpers down with the runner."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    return (python, "-m", "dynamo.deploy.guard", *argv)
+
+
 def child_env(
     base: Mapping[str, str], spec_env: Mapping[str, str], extra: Mapping[str, str]
 ) -> dict[str, str]:

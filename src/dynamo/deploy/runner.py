@@ -22,6 +22,7 @@ from dynamo.deploy.connector import start_control_server
 from dynamo.deploy.logs import LogPrinter, pump_lines, replica_label
 from dynamo.deploy.process import (
     child_env,
+    guarded,
     local_argv,
     signal_group,
     spawn,
@@ -60,9 +61,12 @@ class _Replica:
 
 
 class _Service:
-    def __init__(self, spec: ServiceSpec, argv: tuple[str, ...], cwd: str | None) -> None:
+    def __init__(
+        self, spec: ServiceSpec, argv: tuple[str, ...], cwd: str | None, python: str
+    ) -> None:
         self.spec = spec
         self.argv = argv
+        self.launch = guarded(argv, python)
         self.cwd = cwd
         self.desired = spec.replicas
         self.replicas: list[_Replica] = []
@@ -95,7 +99,7 @@ class Supervisor:
         self.services: dict[str, _Service] = {}
         for spec in specs:
             cwd = spec.working_dir if spec.working_dir and os.path.isdir(spec.working_dir) else None
-            self.services[spec.name] = _Service(spec, local_argv(spec, python), cwd)
+            self.services[spec.name] = _Service(spec, local_argv(spec, python), cwd, python)
         self._state = RunState(
             graph=graph,
             runner_pid=os.getpid(),
@@ -232,7 +236,7 @@ class Supervisor:
         replica.state.state = "starting"
         env = child_env(self.env, svc.spec.env, self.extra_env)
         try:
-            proc = await spawn(svc.argv, env=env, cwd=svc.cwd)
+            proc = await spawn(svc.launch, env=env, cwd=svc.cwd)
         except OSError as exc:
             self.printer.runner(f"{label} cannot start {svc.argv[0]!r}: {exc.strerror or exc}")
             return 127
