@@ -53,9 +53,9 @@ def main(argv: list[str]) -> int:
         os._exit(127)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):  # die the same way, so the runner sees the same status
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+        died_of = os.WTERMSIG(status)
+        signal.signal(died_of, signal.SIG_DFL)
+        os.kill(os.getpid(), died_of)
     return os.waitstatus_to_exitcode(status)
 
 
