@@ -1,0 +1,110 @@
+"""`python -m dynamo.frontend`: one parser over the runtime, router and frontend configs.
+
+Every flag also reads its `DYN_*` env var (flag beats env beats default). The process serves
+until SIGINT/SIGTERM, then stops taking requests and shuts the runtime down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from dynamo import __version__
+from dynamo.frontend.config import FrontendConfig
+from dynamo.frontend.server import Frontend
+from dynamo.router.config import RouterConfig
+from dynamo.router.policies import make_policy
+from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
+from dynamo.runtime.errors import ConfigError
+
+log = logging.getLogger("dynamo.frontend")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dynamo.frontend",
+        description="OpenAI-compatible HTTP frontend: discovers models, routes, streams.",
+    )
+    add_arguments(parser, FrontendConfig, title="HTTP frontend")
+    add_arguments(parser, RouterConfig, title="router")
+    add_arguments(parser, RuntimeConfig, title="runtime (discovery and transports)")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING... [env DYN_LOG; default INFO]"
+    )
+    return parser
+
+
+def parse_configs(
+    argv: Sequence[str] | None = None,
+) -> tuple[RuntimeConfig, FrontendConfig, RouterConfig, str]:
+    import os
+
+    args = build_parser().parse_args(argv)
+    level = (args.log_level or os.environ.get("DYN_LOG") or "INFO").upper()
+    return (
+        resolve(RuntimeConfig, args),
+        resolve(FrontendConfig, args),
+        resolve(RouterConfig, args),
+        level,
+    )
+
+
+async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: RouterConfig) -> None:
+    from dynamo.runtime.distributed import DistributedRuntime
+
+    runtime = await DistributedRuntime.create(runtime_cfg)
+    frontend = Frontend(
+        runtime,
+        cfg,
+        lambda card: make_policy(router_cfg),
+        namespace=runtime_cfg.namespace,
+        version=__version__,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await frontend.start()
+        log.info(
+            "serving namespace %r with router mode %s on %s",
+            runtime_cfg.namespace,
+            router_cfg.router_mode,
+            frontend.url,
+        )
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await frontend.stop()
+        await runtime.shutdown()
+
+
+def _event_loop_policy() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        runtime_cfg, cfg, router_cfg, level = parse_configs(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _event_loop_policy()
+    try:
+        asyncio.run(serve(runtime_cfg, cfg, router_cfg))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0

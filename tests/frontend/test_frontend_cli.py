@@ -1,0 +1,62 @@
+"""`python -m dynamo.frontend`: one parser over runtime, router and frontend flags and env."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dynamo.frontend.main import main, parse_configs
+
+
+def test_flags_beat_env_beat_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYN_HTTP_PORT", "9001")
+    monkeypatch.setenv("DYN_ROUTER_MODE", "random")
+    monkeypatch.setenv("DYN_HTTP_OVERLOAD_STATUS_CODE", "529")
+    runtime, frontend, router, level = parse_configs(["--migration-limit", "3", "--namespace", "x"])
+    assert frontend.http_port == 9001 and frontend.http_host == "0.0.0.0"
+    assert frontend.migration_limit == 3 and frontend.overload_status_code == 529
+    assert router.router_mode == "random" and runtime.namespace == "x"
+    assert level == "INFO"
+    _, frontend, router, _ = parse_configs(["--http-port", "8123", "--router-mode", "kv"])
+    assert frontend.http_port == 8123 and router.router_mode == "kv"
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DYN_NAMESPACE", raising=False)
+    runtime, frontend, router, _ = parse_configs([])
+    assert runtime.namespace == "dynamo"
+    assert (frontend.http_port, frontend.migration_limit, frontend.overload_status_code) == (
+        8000,
+        0,
+        503,
+    )
+    assert frontend.metrics_prefix == "dynamo_frontend"
+    assert router.router_mode == "round-robin"
+
+
+def test_bad_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--http-port", "70000"]) == 2
+    assert "--http-port" in capsys.readouterr().err
+    assert main(["--tls-cert-path", "x"]) == 2
+
+
+def test_help_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dynamo.frontend", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for flag in (
+        "--http-port",
+        "--router-mode",
+        "--migration-limit",
+        "--discovery-backend",
+        "--active-decode-blocks-threshold",
+        "--kv-cache-block-size",
+        "--namespace",
+    ):
+        assert flag in out
