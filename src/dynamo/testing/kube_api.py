@@ -1,0 +1,168 @@
+"""An in-memory Kubernetes API server over real HTTP for operator tests (kmock underneath).
+
+kmock's emulator stores objects and serves list/watch/get/create/merge-patch/delete. This
+subclass adds what the operator relies on from a real API server: `uid`, `generation` (bumped
+when `spec` changes), `creationTimestamp`, and the garbage collector that deletes objects whose
+controller owner was deleted. It also declares every resource the operator and `dynamo check`
+use. It is a test double: nothing in the product imports it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import aiohttp.web
+import kmock
+from typing_extensions import override
+
+_ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+# (group/version/plural, kind, namespaced, subresources)
+RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
+    ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, set()),
+    ("v1/namespaces", "Namespace", False, set()),
+    ("v1/nodes", "Node", False, {"status"}),
+    ("storage.k8s.io/v1/storageclasses", "StorageClass", False, set()),
+    ("v1/events", "Event", True, set()),
+    ("v1/services", "Service", True, {"status"}),
+    ("v1/serviceaccounts", "ServiceAccount", True, set()),
+    ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}),
+    ("v1/pods", "Pod", True, {"status"}),
+    ("apps/v1/deployments", "Deployment", True, {"status", "scale"}),
+    ("rbac.authorization.k8s.io/v1/roles", "Role", True, set()),
+    ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding", True, set()),
+    ("leaderworkerset.x-k8s.io/v1/leaderworkersets", "LeaderWorkerSet", True, {"status"}),
+)
+DYNAMO_RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
+    ("nvidia.com/v1alpha1/dynamographdeployments", "DynamoGraphDeployment", True, {"status"}),
+    (
+        "nvidia.com/v1alpha1/dynamographdeploymentrequests",
+        "DynamoGraphDeploymentRequest",
+        True,
+        {"status"},
+    ),
+    (
+        "nvidia.com/v1alpha1/dynamocomponentdeployments",
+        "DynamoComponentDeployment",
+        True,
+        {"status", "scale"},
+    ),
+)
+
+
+def object_path(api_version: str, plural: str, namespace: str | None, name: str = "") -> str:
+    """The REST path of an object (or of its collection when `name` is empty)."""
+    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    ns = f"/namespaces/{namespace}" if namespace else ""
+    return f"{root}{ns}/{plural}" + (f"/{name}" if name else "")
+
+
+class FakeKubeApi(kmock.KubernetesEmulator):
+    """kmock's emulator plus server-side metadata and owner-reference garbage collection."""
+
+    _versions = itertools.count(1)
+
+    @override
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and isinstance(request.data, dict):
+            if request.action == kmock.action.CREATE:
+                self._stamp_new(request.data)
+            elif request.action == kmock.action.UPDATE and request.subresource is None:
+                self._bump_generation(request)
+        response = await super()._handle(request)
+        if request.action == kmock.action.DELETE and response.status < 300:
+            await self._collect_garbage()
+        return response
+
+    def _stamp_new(self, obj: dict[str, Any]) -> None:
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        meta["generation"] = 1
+        meta["resourceVersion"] = str(next(self._versions))
+
+    def _bump_generation(self, request: kmock.Request) -> None:
+        meta = request.data.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._versions))
+        if request.resource is None or request.name is None:
+            return
+        key = (request.resource, request.namespace, request.name)
+        if "spec" not in request.data or key not in self.objects:
+            return
+        current = self.objects[key]
+        if current.deleted:
+            return
+        meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
+
+    def live_objects(self) -> list[tuple[Any, str | None, str, dict[str, Any]]]:
+        """(resource, namespace, name, body) of every object that exists now."""
+        out = []
+        for (resource, namespace, name), obj in self.objects.items():
+            if not obj.deleted:
+                out.append((resource, namespace, name, obj.raw))
+        return out
+
+    async def _collect_garbage(self) -> None:
+        """Delete, over HTTP (so watchers see it), every object whose owners are all gone."""
+        while True:
+            live = self.live_objects()
+            uids = {body.get("metadata", {}).get("uid") for *_, body in live}
+            orphans = []
+            for resource, namespace, name, body in live:
+                owners = body.get("metadata", {}).get("ownerReferences") or []
+                if owners and not any(o.get("uid") in uids for o in owners):
+                    version = f"{resource.group}/{resource.version}".lstrip("/")
+                    orphans.append(object_path(version, resource.plural, namespace, name))
+            if not orphans:
+                return
+            async with aiohttp.ClientSession(base_url=str(self.url)) as session:
+                for path in orphans:
+                    async with session.delete(path) as response:
+                        await response.read()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def declare_resources(api: kmock.KubernetesEmulator, *, with_dynamo_crds: bool = True) -> None:
+    """Declare the built-in resources (and, unless told otherwise, Dynamo's CRDs)."""
+    table = RESOURCES + (DYNAMO_RESOURCES if with_dynamo_crds else ())
+    for key, kind, namespaced, subresources in table:
+        api.resources[key] = kmock.ResourceInfo(
+            kind=kind, namespaced=namespaced, verbs=set(_ALL_VERBS), subresources=subresources
+        )
+
+
+@asynccontextmanager
+async def fake_kube_api(*, with_dynamo_crds: bool = True) -> AsyncIterator[FakeKubeApi]:
+    """A running fake API server; its URL is `str(api.url)`."""
+    async with FakeKubeApi() as api, kmock.Server(api):
+        declare_resources(api, with_dynamo_crds=with_dynamo_crds)
+        yield api
+
+
+class KubeHttp:
+    """`kubectl`-like calls against the fake (create, get, patch, delete), for tests."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with self._session.request(method, path, json=body, headers=headers) as response:
+            payload = await response.json(content_type=None)
+            return response.status, payload
+
+    async def create(self, obj: Mapping[str, Any], plural: str) -> dict[str, Any]:
+        meta = obj["metadata"]
+        path = object_path(obj["apiVersion"], plural, meta.get("namespace"))
+        status, payload = await self.request("POST", path, dict(obj))
+        if status >= 300:
+            raise AssertionError(f"create {path}: {status} {payload}")
+        return dict(payload)
