@@ -11,8 +11,11 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.discovery.factory import make_discovery
+from dynamo.runtime.distributed import DistributedRuntime
+from dynamo.runtime.lifecycle import run_until_signal
 from dynamo.runtime.transport.base import RequestContext
 from dynamo.runtime.transport.tcp import TcpRequestServer
 
@@ -48,10 +51,26 @@ async def serve_tcp() -> None:
     await asyncio.Event().wait()
 
 
+def serve_runtime() -> None:
+    """A worker: serve `count` on dyn://$DYN_NAMESPACE.worker.generate until SIGTERM."""
+    config = resolve(RuntimeConfig)
+
+    async def setup(runtime: DistributedRuntime) -> None:
+        address = EndpointAddress(config.namespace, "worker", "generate")
+        served = await runtime.serve_endpoint(address, count_handler)
+        print("READY", f"{served.instance_id:x}", runtime.server_address, flush=True)
+
+    code = run_until_signal(setup, config)
+    print("EXIT", code, flush=True)
+    raise SystemExit(code)
+
+
 def main() -> None:
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "register":
         asyncio.run(register(*args))
+    elif mode == "serve-runtime":
+        serve_runtime()
     elif mode == "serve-tcp":
         asyncio.run(serve_tcp())
     else:

@@ -1,0 +1,249 @@
+"""The distributed runtime: the one object a process uses to serve, call and publish.
+
+It owns the process's discovery lease, its request-plane server (started on first
+`serve_endpoint`) and client, and its event publisher; `shutdown` releases all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from dynamo.runtime.addressing import EndpointAddress, new_instance_id
+from dynamo.runtime.config import RuntimeConfig
+from dynamo.runtime.discovery.base import (
+    EVENT_PUBLISHERS_ROOT,
+    INSTANCES_ROOT,
+    MODEL_CARDS_ROOT,
+    Discovery,
+    WatchEvent,
+)
+from dynamo.runtime.discovery.factory import make_discovery
+from dynamo.runtime.endpoint_client import EndpointClient
+from dynamo.runtime.errors import ConfigError, DynamoError, UnavailableError
+from dynamo.runtime.event_subscription import subscribe_events
+from dynamo.runtime.transport.base import EventPublisher, EventSubscriber, RequestHandler
+from dynamo.runtime.transport.events import event_topic
+from dynamo.runtime.transport.tcp import TcpRequestClient, TcpRequestServer
+
+__all__ = ["DistributedRuntime", "EndpointClient", "ServedEndpoint", "event_topic"]
+log = logging.getLogger(__name__)
+
+
+class ModelCardLike(Protocol):
+    """What `serve_endpoint` needs of a model card (pydantic's `model_dump`)."""
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+class ServedEndpoint:
+    """One endpoint instance this process serves; `unregister` withdraws it."""
+
+    def __init__(
+        self, runtime: DistributedRuntime, address: EndpointAddress, instance_id: int
+    ) -> None:
+        self.address = address
+        self.instance_id = instance_id
+        self.name = f"{address.path}/{instance_id:x}"
+        self.instance_key = f"{INSTANCES_ROOT}/{self.name}"
+        self.model_card_key: str | None = None
+        self._runtime = runtime
+        self._registered = True
+
+    async def unregister(self) -> None:
+        """Remove the discovery keys (routers stop sending), then refuse new requests."""
+        if not self._registered:
+            return
+        self._registered = False
+        discovery = self._runtime.discovery
+        try:
+            if self.model_card_key is not None:
+                await discovery.delete(self.model_card_key)
+            await discovery.delete(self.instance_key)
+        finally:
+            self._runtime._withdraw(self)
+
+
+class DistributedRuntime:
+    """Discovery + request plane + event plane of one process."""
+
+    def __init__(self, config: RuntimeConfig, discovery: Discovery) -> None:
+        self.config = config
+        self.discovery = discovery
+        self.instance_id = new_instance_id()
+        self._server: TcpRequestServer | None = None
+        self._server_lock = asyncio.Lock()
+        self._request_client: TcpRequestClient | None = None
+        self._served: dict[str, ServedEndpoint] = {}
+        self._clients: list[EndpointClient] = []
+        self._publisher: EventPublisher | None = None
+        self._publisher_lock = asyncio.Lock()
+        self._subscribers: list[EventSubscriber] = []
+        self._shutdown: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def create(cls, config: RuntimeConfig) -> DistributedRuntime:
+        """Check the config, start discovery (grants this process's lease)."""
+        if config.request_plane != "tcp":
+            raise ConfigError(
+                f"--request-plane {config.request_plane} is not available yet; use tcp"
+            )
+        discovery = make_discovery(config)
+        await discovery.start()
+        return cls(config, discovery)
+
+    # ------------------------------------------------------------------ request plane
+    @property
+    def request_client(self) -> TcpRequestClient:
+        """The process's request-plane client (one connection pool per peer)."""
+        if self._request_client is None:
+            self._request_client = TcpRequestClient()
+        return self._request_client
+
+    @property
+    def server_address(self) -> str | None:
+        """`tcp://host:port` of this process's request-plane server, once started."""
+        return self._server.address if self._server is not None else None
+
+    def served_endpoints(self) -> list[ServedEndpoint]:
+        return list(self._served.values())
+
+    def inflight(self) -> int:
+        return self._server.inflight() if self._server is not None else 0
+
+    async def _ensure_server(self) -> TcpRequestServer:
+        async with self._server_lock:
+            if self._server is None:
+                server = TcpRequestServer(self.config.tcp_host, self.config.tcp_port)
+                await server.start()
+                self._server = server
+            return self._server
+
+    async def serve_endpoint(
+        self,
+        address: EndpointAddress,
+        handler: RequestHandler,
+        *,
+        model_card: ModelCardLike | None = None,
+        instance_id: int | None = None,
+    ) -> ServedEndpoint:
+        """Serve `handler` and register the instance (and its model card) in discovery."""
+        if self._shutdown is not None:
+            raise UnavailableError("runtime is shutting down")
+        served = ServedEndpoint(
+            self, address, self.instance_id if instance_id is None else instance_id
+        )
+        if served.name in self._served:
+            raise ConfigError(f"{address} instance {served.instance_id:x} is already served")
+        server = await self._ensure_server()
+        server.register(served.name, handler)
+        self._served[served.name] = served
+        info = {
+            "namespace": address.namespace,
+            "component": address.component,
+            "endpoint": address.endpoint,
+            "instance_id": served.instance_id,
+            "transport": {"tcp": server.address.removeprefix("tcp://")},
+        }
+        try:
+            await self.discovery.put(served.instance_key, info)
+            if model_card is not None:
+                served.model_card_key = f"{MODEL_CARDS_ROOT}/{served.name}"
+                await self.discovery.put(served.model_card_key, model_card.model_dump(mode="json"))
+        except BaseException:
+            with contextlib.suppress(DynamoError):
+                await served.unregister()
+            raise
+        log.info("serving %s as instance %x at %s", address, served.instance_id, server.address)
+        return served
+
+    def _withdraw(self, served: ServedEndpoint) -> None:
+        self._served.pop(served.name, None)
+        if self._server is not None:
+            self._server.unregister(served.name)
+
+    def client(self, address: EndpointAddress) -> EndpointClient:
+        """A (not yet started) view of `address`'s instances; `await client.start()`."""
+        endpoint_client = EndpointClient(self, address)
+        self._clients.append(endpoint_client)
+        return endpoint_client
+
+    def _forget_client(self, endpoint_client: EndpointClient) -> None:
+        with contextlib.suppress(ValueError):
+            self._clients.remove(endpoint_client)
+
+    # ------------------------------------------------------------------ event plane
+    async def event_publisher(self) -> EventPublisher:
+        """The process's publisher (ZMQ ones are registered under `v1/events/<ns>/<id>`)."""
+        async with self._publisher_lock:
+            if self._publisher is None:
+                if self.config.event_plane == "zmq":
+                    from dynamo.runtime.transport.zmq_events import ZmqEventPublisher
+
+                    zmq_pub = ZmqEventPublisher(self.config.tcp_host)
+                    address = await zmq_pub.start()
+                    key = f"{EVENT_PUBLISHERS_ROOT}/{self.config.namespace}/{self.instance_id:x}"
+                    try:
+                        await self.discovery.put(key, {"address": address})
+                    except BaseException:
+                        await zmq_pub.close()
+                        raise
+                    self._publisher = zmq_pub
+                else:
+                    from dynamo.runtime.transport.nats_events import NatsEventPublisher
+
+                    nats_pub = NatsEventPublisher(self.config.nats_server)
+                    await nats_pub.start()
+                    self._publisher = nats_pub
+            return self._publisher
+
+    async def event_subscriber(self, topic_prefix: str) -> EventSubscriber:
+        """A subscriber to `topic_prefix` from every publisher of this namespace."""
+        subscriber = await subscribe_events(self.config, self.discovery, topic_prefix)
+        self._subscribers.append(subscriber)
+        return subscriber
+
+    def watch_model_cards(self, namespace: str | None = None) -> AsyncIterator[WatchEvent]:
+        """put/delete of model cards under `v1/mdc/` (of one namespace if given)."""
+        prefix = f"{MODEL_CARDS_ROOT}/{namespace}/" if namespace else f"{MODEL_CARDS_ROOT}/"
+        return self.discovery.watch_prefix(prefix)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Unregister, drain in-flight requests for up to `grace_s`, close everything."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._do_shutdown(grace_s))
+        await asyncio.shield(self._shutdown)
+
+    @property
+    def is_shutting_down(self) -> bool:
+        return self._shutdown is not None
+
+    async def _do_shutdown(self, grace_s: float | None) -> None:
+        grace = self.config.graceful_shutdown_grace_period_s if grace_s is None else grace_s
+        for served in list(self._served.values()):
+            try:
+                await served.unregister()
+            except DynamoError as exc:
+                log.warning("unregistering %s failed: %s", served.address, exc)
+        if self._server is not None:
+            await self._server.stop(grace)
+        for endpoint_client in list(self._clients):
+            await endpoint_client.close()
+        for subscriber in self._subscribers:
+            await _close_quietly(subscriber.close(), "event subscriber")
+        if self._publisher is not None:
+            await _close_quietly(self._publisher.close(), "event publisher")
+        if self._request_client is not None:
+            await self._request_client.close()
+        await _close_quietly(self.discovery.close(), "discovery")
+
+
+async def _close_quietly(closing: Any, what: str) -> None:
+    try:
+        await closing
+    except (DynamoError, OSError) as exc:
+        log.warning("closing %s failed: %s", what, exc)

@@ -1,0 +1,135 @@
+"""A caller's live view of one endpoint's instances, and direct requests to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from dynamo.runtime.addressing import EndpointAddress
+from dynamo.runtime.discovery.base import INSTANCES_ROOT, WatchEvent
+from dynamo.runtime.errors import NotFoundError, UnavailableError
+
+if TYPE_CHECKING:
+    from dynamo.runtime.distributed import DistributedRuntime
+
+log = logging.getLogger(__name__)
+_SYNC_TIMEOUT_S = 10.0
+
+
+class EndpointClient:
+    """Watches `v1/instances/<path>/` and keeps `instance_id → transport address`."""
+
+    def __init__(self, runtime: DistributedRuntime, address: EndpointAddress) -> None:
+        self.address = address
+        self._runtime = runtime
+        self._prefix = f"{INSTANCES_ROOT}/{address.path}/"
+        self._instances: dict[int, str] = {}
+        self._callbacks: list[Callable[[str, int], None]] = []
+        self._seen: set[str] = set()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the current instances and follow changes (idempotent)."""
+        if self._task is not None:
+            return
+        self._task = asyncio.create_task(self._watch(), name=f"instances {self.address}")
+        # Wait until the watch has reported every key that exists now, so the view is
+        # complete when start() returns and no add/remove between the two is missed.
+        expected = set(await self._runtime.discovery.get_prefix(self._prefix))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SYNC_TIMEOUT_S
+        while not expected <= self._seen and not self._task.done():
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), max(0.0, deadline - loop.time()))
+            if loop.time() >= deadline:
+                log.warning("instances of %s: discovery watch slow to sync", self.address)
+                break
+        if self._task.done() and not self._task.cancelled() and self._task.exception():
+            raise UnavailableError(f"watching {self.address} failed: {self._task.exception()}")
+
+    def instance_ids(self) -> list[int]:
+        return sorted(self._instances)
+
+    def transport_address(self, instance_id: int) -> str | None:
+        return self._instances.get(instance_id)
+
+    async def wait_for_instances(self, timeout_s: float) -> list[int]:
+        """The instance ids once there is at least one; UnavailableError after `timeout_s`."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._instances:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise UnavailableError(f"no instance of {self.address} within {timeout_s}s")
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        return self.instance_ids()
+
+    def generate(
+        self, request: dict[str, Any], *, instance_id: int, request_id: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream the responses of `instance_id` to `request` (NotFoundError if unknown)."""
+        target = self._instances.get(instance_id)
+        if target is None:
+            raise NotFoundError(f"instance {instance_id:x} of {self.address} is not registered")
+        name = f"{self.address.path}/{instance_id:x}"
+        return self._runtime.request_client.stream(target, name, request, request_id=request_id)
+
+    def on_change(self, callback: Callable[[str, int], None]) -> None:
+        """Call `callback("add" | "remove", instance_id)` on every change from now on."""
+        self._callbacks.append(callback)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._runtime._forget_client(self)
+
+    async def _watch(self) -> None:
+        watch = self._runtime.discovery.watch_prefix(self._prefix)
+        try:
+            async for event in watch:
+                self._apply(event)
+                self._seen.add(event.key)
+                self._progress.set()
+        finally:
+            aclose = getattr(watch, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _apply(self, event: WatchEvent) -> None:
+        suffix = event.key[len(self._prefix) :]
+        try:
+            instance_id = int(suffix, 16)
+        except ValueError:
+            log.warning("ignoring instance key with a non-hex id: %s", event.key)
+            return
+        if event.kind == "delete":
+            if self._instances.pop(instance_id, None) is not None:
+                self._notify("remove", instance_id)
+            return
+        transport = (event.value or {}).get("transport") or {}
+        target = transport.get("tcp") if isinstance(transport, dict) else None
+        if not isinstance(target, str):
+            log.warning("instance %s has no tcp transport (%r); skipped", event.key, transport)
+            return
+        known = instance_id in self._instances
+        self._instances[instance_id] = target
+        if not known:
+            self._notify("add", instance_id)
+
+    def _notify(self, change: str, instance_id: int) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(change, instance_id)
+            except Exception:
+                log.exception("instance %s callback failed", change)
