@@ -4,8 +4,9 @@ Dynamo keeps a radix tree whose nodes are block-content hashes along a path from
 A node is fully identified by the chained *sequence hash* of that path
 (`dynamo.protocols.hashing.sequence_hashes`), so the tree is stored flat here:
 
-* `_nodes[seq_hash] = [holders, parent_seq_hash, tokens_hash]`, where `holders` is a bitmask of
-  the workers holding that block (one bit per worker key);
+* `_holders[seq_hash]` is a bitmask of the workers holding that block (one bit per worker key),
+  `_parent[seq_hash]` its parent's sequence hash (`_ROOT` at the root) and `_tokens[seq_hash]`
+  its content hash (both for snapshots);
 * per worker key, `_lookup[key][external_block_hash] = seq_hash` (the engine's own hash lets a
   `stored` event name its parent and a `removed` event name its blocks) and
   `_held[key][seq_hash] = refcount`.
@@ -35,6 +36,8 @@ from dynamo.protocols.kv_events import (
     StoredBlock,
 )
 
+_ROOT = -1  # parent of a first block (sequence hashes are unsigned)
+
 WorkerKey = tuple[int, int]
 """(instance_id, dp_rank): the unit that holds a KV cache."""
 
@@ -61,7 +64,10 @@ class KvIndexer:
 
     def __init__(self, *, seed: int = XXH3_SEED) -> None:
         self._seed = seed
-        self._nodes: dict[int, list[int | None]] = {}
+        # Only int -> int dicts: the garbage collector never scans the million nodes.
+        self._holders: dict[int, int] = {}
+        self._parent: dict[int, int] = {}
+        self._tokens: dict[int, int] = {}
         self._lookup: dict[WorkerKey, dict[int, int]] = {}
         self._held: dict[WorkerKey, dict[int, int]] = {}
         self._bit: dict[WorkerKey, int] = {}
@@ -80,7 +86,7 @@ class KvIndexer:
     @property
     def num_nodes(self) -> int:
         """Number of distinct blocks (tree nodes) held by at least one worker."""
-        return len(self._nodes)
+        return len(self._holders)
 
     def workers(self) -> list[WorkerKey]:
         return list(self._held)
@@ -103,11 +109,10 @@ class KvIndexer:
     def find_matches_seq(self, seq_hashes: Sequence[int]) -> OverlapScores:
         """Like `find_matches`, from the request's chained sequence hashes."""
         scores: dict[WorkerKey, int] = {}
-        nodes = self._nodes
+        holders_get = self._holders.get
         active = -1  # every worker is still matching
         for depth, seq in enumerate(seq_hashes):
-            node = nodes.get(seq)
-            holders: int = node[0] if node is not None else 0  # type: ignore[assignment]
+            holders = holders_get(seq, 0)
             still = active & holders
             if still != active:
                 if depth:
@@ -177,8 +182,9 @@ class KvIndexer:
                 return False
             seqs = sequence_hashes([parent, *tokens], seed=self._seed)[1:]
         bit = 1 << self._bit[key]
-        nodes = self._nodes
-        lookup_get, held_get, nodes_get = lookup.get, held.get, nodes.get
+        masks, parents, contents = self._holders, self._parent, self._tokens
+        lookup_get, held_get, masks_get = lookup.get, held.get, masks.get
+        node_parent = _ROOT if parent is None else parent
         added = 0
         for block, tokens_hash, seq in zip(blocks, tokens, seqs, strict=True):
             ext = block.block_hash
@@ -191,12 +197,14 @@ class KvIndexer:
                 held[seq] = count + 1
                 if not count:
                     added += 1
-                    node = nodes_get(seq)
-                    if node is None:
-                        nodes[seq] = [bit, parent, tokens_hash]
+                    mask = masks_get(seq)
+                    if mask is None:
+                        masks[seq] = bit
+                        parents[seq] = node_parent
+                        contents[seq] = tokens_hash
                     else:
-                        node[0] |= bit  # type: ignore[operator]
-            parent = seq
+                        masks[seq] = mask | bit
+            node_parent = seq
         self._size += added
         return True
 
@@ -220,14 +228,13 @@ class KvIndexer:
         if held is None:
             return
         keep = ~(1 << self._bit[key])
-        nodes = self._nodes
+        masks = self._holders
         for seq in held:
-            node = nodes[seq]
-            mask: int = node[0] & keep  # type: ignore[operator]
+            mask = masks[seq] & keep
             if mask:
-                node[0] = mask
+                masks[seq] = mask
             else:
-                del nodes[seq]
+                del masks[seq], self._parent[seq], self._tokens[seq]
         self._size -= len(held)
         held.clear()
         self._lookup[key].clear()
@@ -263,12 +270,11 @@ class KvIndexer:
             return
         del held[seq]
         self._size -= 1
-        node = self._nodes[seq]
-        mask: int = node[0] & ~bit  # type: ignore[operator]
+        mask = self._holders[seq] & ~bit
         if mask:
-            node[0] = mask
+            self._holders[seq] = mask
         else:
-            del self._nodes[seq]
+            del self._holders[seq], self._parent[seq], self._tokens[seq]
 
     # --- snapshots -------------------------------------------------------------------------
     def dump_events(self) -> list[RouterEvent]:
@@ -283,11 +289,9 @@ class KvIndexer:
             for ext, seq in self._lookup[key].items():
                 ext_of.setdefault(seq, ext)
             for seq in self._reachable_in_order(key):
-                node = self._nodes[seq]
-                parent = node[1]
-                tokens_hash: int = node[2]  # type: ignore[assignment]
+                parent, tokens_hash = self._parent[seq], self._tokens[seq]
                 block = StoredBlock(ext_of[seq], tokens_hash)
-                stored = KvStored(None if parent is None else ext_of[parent], (block,))
+                stored = KvStored(None if parent == _ROOT else ext_of[parent], (block,))
                 out.append(RouterEvent(key[0], KvCacheEvent(len(out), stored, key[1])))
         return out
 
@@ -296,16 +300,16 @@ class KvIndexer:
         depth: dict[int, int] = {}
         for start in held:
             path: list[int] = []
-            seq: int | None = start
+            seq = start
             base = 0
-            while seq is not None and seq not in depth:
+            while seq != _ROOT and seq not in depth:
                 if seq not in held:
                     base = -1  # an ancestor is missing: unreachable
                     break
                 path.append(seq)
-                seq = self._nodes[seq][1]
+                seq = self._parent[seq]
             else:
-                base = depth[seq] if seq is not None else 0
+                base = depth[seq] if seq != _ROOT else 0
             for s in reversed(path):
                 base = base + 1 if base >= 0 else -1
                 depth[s] = base
