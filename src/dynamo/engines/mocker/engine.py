@@ -128,6 +128,11 @@ class MockerEngine:
             rank.task = None
             self._fail_streams(rank, EngineShutdownError("mocker engine is shutting down"))
 
+    @property
+    def schedulers(self) -> list[Scheduler]:
+        """Each rank's scheduler (read it, do not drive it: the step loops own them)."""
+        return [r.scheduler for r in self._ranks]
+
     def metrics(self) -> list[EngineMetrics]:
         return [
             EngineMetrics(

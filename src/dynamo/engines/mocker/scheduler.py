@@ -153,6 +153,7 @@ class Scheduler:
         self._pending_prefill = 0
         self._admitted_prompt_tokens = 0
         self._admitted_cached_tokens = 0
+        self.simulated_time_s = 0.0  # sum of all step durations
 
     # --- queries ---------------------------------------------------------------------
     @property
@@ -263,6 +264,8 @@ class Scheduler:
             self._pending_prefill += self._pending_of(req)
         if finished:
             self._running = [r for r in self._running if r.state == RUNNING]
+        duration_s = self._timing.step_s(prefill_tokens, bool(emitted), kv_usage)
+        self.simulated_time_s += duration_s
         return StepResult(
             batch=[(r.key, n) for r, n in scheduled.items()],
             emitted=emitted,
@@ -270,7 +273,7 @@ class Scheduler:
             preempted=preempted,
             prefill_tokens=prefill_tokens,
             kv_usage=kv_usage,
-            duration_s=self._timing.step_s(prefill_tokens, bool(emitted), kv_usage),
+            duration_s=duration_s,
         )
 
     def _schedule_running(
