@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import kubernetes_validate
 import yaml
 
 from dynamo.operator.config import OperatorConfig
@@ -183,3 +184,20 @@ async def running_operator(
         yield thread
     finally:
         await thread.stop()
+
+
+def validate_k8s(obj: Mapping[str, Any]) -> None:
+    """Check `obj` against Kubernetes 1.33's own schemas (strict: unknown fields fail). A
+    LeaderWorkerSet (a CRD) is checked through its pod templates."""
+    if obj["kind"] == "LeaderWorkerSet":
+        lws = obj["spec"]["leaderWorkerTemplate"]
+        for key in ("leaderTemplate", "workerTemplate"):
+            template = {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": f"{obj['metadata']['name']}-{key}"},
+                "template": lws[key],
+            }
+            kubernetes_validate.validate(template, "1.33", strict=True)
+        return
+    kubernetes_validate.validate(dict(obj), "1.33", strict=True)
