@@ -60,7 +60,7 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
+def _cmd_check(argv: list[str]) -> int:
     try:
         module = importlib.import_module("dynamo.operator.check")
     except ModuleNotFoundError as exc:
@@ -68,7 +68,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             raise
         print("dynamo check: the pre-deployment checks are not installed", file=sys.stderr)
         return 2
-    result: int = module.main(list(args.check_args))
+    result: int = module.main(argv)
     return result
 
 
@@ -101,11 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--run-dir", help="run dir of the graph")
     scale.set_defaults(func=_cmd_scale)
 
-    check = sub.add_parser(
-        "check", help="pre-deployment checks of a Kubernetes cluster", add_help=False
-    )
-    check.add_argument("check_args", nargs=argparse.REMAINDER)
-    check.set_defaults(func=_cmd_check)
+    # `dynamo check ARGS...` is handed over unparsed (see `main`); listed here for --help.
+    sub.add_parser("check", help="pre-deployment checks of a Kubernetes cluster", add_help=False)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
@@ -113,8 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["check"]:
+        try:
+            return _cmd_check(args_list[1:])
+        except DynamoError as exc:
+            print(f"dynamo check: {exc}", file=sys.stderr)
+            return 1
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     try:
         result: int = args.func(args)
         return result

@@ -15,7 +15,7 @@ from dynamo.deploy.logs import LogPrinter
 from dynamo.deploy.runner import RestartPolicy, Supervisor
 from dynamo.deploy.serve import ServeConfig, plan, prepare_run_dir
 from dynamo.deploy.state import CONTROL_SOCKET, read_state
-from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.errors import ConfigError, TransportError
 
 Factory = Callable[..., Supervisor]
 
@@ -181,3 +181,26 @@ async def test_missing_command_is_reported_and_retried(
         out.getvalue()
     )
     assert "Broken-0 exited with code 127; restart 1 in 0.05s" in out.getvalue()
+
+
+async def test_planner_style_connector_calls(supervisors: tuple[Factory, io.StringIO]) -> None:
+    make, _ = supervisors
+    sup = make(service("Prefill", "serve"), service("Decode", "serve"))
+    await sup.start()
+    connector = LocalConnector(sup.run_dir)
+    await connector.set_component_replicas({"Prefill": 2, "Decode": 0})
+    await connector.add_component("Decode")
+    await connector.remove_component("Prefill")
+    await connector.remove_component("Prefill")
+    await connector.remove_component("Prefill")  # already 0: stays 0
+    assert await connector.replica_counts() == {"Prefill": 0, "Decode": 1}
+    assert await async_wait_for(lambda: len(_running(sup, "Decode")) == 1)
+
+
+async def test_connector_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DYN_SERVE_CONTROL", raising=False)
+    with pytest.raises(ConfigError, match="DYN_SERVE_CONTROL is not set"):
+        LocalConnector.from_env()
+    monkeypatch.setenv("DYN_SERVE_CONTROL", "/nonexistent/control.sock")
+    with pytest.raises(TransportError, match="cannot reach dynamo serve"):
+        await LocalConnector.from_env().replica_counts()

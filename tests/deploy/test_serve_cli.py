@@ -265,3 +265,14 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "version"], capture_output=True, text=True, check=True)
     assert json.dumps(result.stdout).startswith('"pydynamo ')
     assert os.access(script, os.X_OK)
+
+
+def test_check_delegates_to_the_operator_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    seen: list[list[str]] = []
+    fake = types.ModuleType("dynamo.operator.check")
+    fake.main = lambda argv: seen.append(argv) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dynamo.operator.check", fake)
+    assert main(["check", "--namespace", "x"]) == 7
+    assert seen == [["--namespace", "x"]]

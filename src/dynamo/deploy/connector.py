@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +60,21 @@ class LocalConnector:
             await self._controller.set_replicas(service, replicas)
             return
         await self._call({"op": "scale", "service": service, "replicas": replicas})
+
+    async def set_component_replicas(self, targets: Mapping[str, int]) -> None:
+        """Scale several services (Dynamo's planner connector call)."""
+        for service, replicas in targets.items():
+            await self.set_replicas(service, replicas)
+
+    async def add_component(self, service: str) -> None:
+        """One more replica of `service`."""
+        await self.set_replicas(service, await self.get_replicas(service) + 1)
+
+    async def remove_component(self, service: str) -> None:
+        """One replica fewer of `service` (never below 0)."""
+        current = await self.get_replicas(service)
+        if current > 0:
+            await self.set_replicas(service, current - 1)
 
     async def replica_counts(self) -> dict[str, int]:
         if self._controller is not None:
