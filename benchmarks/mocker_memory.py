@@ -4,7 +4,8 @@ Phase 1 fills every engine's cache (default 4 engines x 16,384 blocks of 64 toke
 distinct prompts, so every block is an entry of the prefix cache. Phase 2 submits 1,000
 requests at once (prompts of 512..2,048 tokens, 128 output tokens, spread over the engines)
 and samples the process RSS until they have all finished. Also compares the
-wall time of a short run at speedup 1 against its simulated time.
+wall time of a short run at speedup 1 against its simulated time, and measures the CPU cost
+of a decode step with 256 running requests for several cache sizes.
 
     .venv/bin/python benchmarks/mocker_memory.py [--engines 4] [--blocks 16384] [--requests 1000]
 """
@@ -21,6 +22,8 @@ import psutil
 
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
+from dynamo.engines.mocker.sampling import TokenSampler
+from dynamo.engines.mocker.scheduler import Scheduler
 from dynamo.protocols.engine import EngineRequest
 from dynamo.protocols.kv_events import KvCacheEvent
 from dynamo.runtime.transport.base import RequestContext
@@ -164,6 +167,28 @@ async def main(args: argparse.Namespace) -> None:
         f"timing fidelity               : simulated {simulated:.3f} s, wall {wall:.3f} s "
         f"(32 requests x 512+100 tokens, speedup {args.fidelity_speedup:g})"
     )
+    for blocks in (4096, 16384, 65536):
+        cost = decode_step_cost_ms(blocks)
+        print(f"decode step, 256 running      : {cost:.2f} ms CPU with {blocks} blocks")
+
+
+def decode_step_cost_ms(num_blocks: int) -> float:
+    """Mean CPU time of a scheduler decode step with >= 200 running requests."""
+    sched = Scheduler(MockerConfig(num_gpu_blocks=num_blocks), TokenSampler(2048, [2]))
+    rng = random.Random(1)
+    for key in range(1000):
+        prompt = [rng.randrange(3, 2048) for _ in range(1000)]
+        sched.add_request(key, prompt, seed=key, max_tokens=200)
+    total = 0.0
+    steps = 0
+    while sched.has_work():
+        t0 = time.process_time()
+        result = sched.step()
+        dt = time.process_time() - t0
+        if result.prefill_tokens == 0 and len(result.batch) >= 200:
+            total += dt
+            steps += 1
+    return total / max(steps, 1) * 1000
 
 
 async def timing_fidelity(speedup: float) -> tuple[float, float]:
