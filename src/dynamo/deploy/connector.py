@@ -155,6 +155,11 @@ def _remove_stale(path: Path) -> None:
 async def start_control_server(path: Path, controller: ReplicaController) -> asyncio.Server:
     """Listen on the unix socket `path` for connector requests."""
     _remove_stale(path)
-    return await asyncio.start_unix_server(
-        lambda r, w: _handle(controller, r, w), path=str(path), limit=MAX_MESSAGE_BYTES
-    )
+    try:
+        return await asyncio.start_unix_server(
+            lambda r, w: _handle(controller, r, w), path=str(path), limit=MAX_MESSAGE_BYTES
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {path}: {exc.strerror or exc} (a shorter --run-dir may help)"
+        ) from exc

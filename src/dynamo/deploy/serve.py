@@ -103,7 +103,7 @@ def plan(config: ServeConfig, environ: Mapping[str, str] | None = None) -> Serve
         http_port=config.http_port,
         discovery_backend=env.get("DYN_DISCOVERY_BACKEND") or None,
     )
-    run_dir = Path(config.run_dir) if config.run_dir else run_dir_for(graph.name)
+    run_dir = (Path(config.run_dir) if config.run_dir else run_dir_for(graph.name)).absolute()
     extra = {
         "PATH": f"{run_dir / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}",
         "PYTHONUNBUFFERED": "1",
