@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -266,3 +267,34 @@ async def test_zero_speedup_runs_without_delays(make_engine: Factory) -> None:
     engine, _ = await make_engine(speedup_ratio=0.0)
     outputs = await collect(engine, request("z", [5] * 30, max_tokens=200))
     assert len(tokens_of(outputs)) == 200
+
+
+async def test_random_cancellations_leave_no_blocks_behind(make_engine: Factory) -> None:
+    engine, _ = await make_engine(num_gpu_blocks=64, block_size=8, speedup_ratio=0.0)
+    rng = random.Random(3)
+
+    async def client(i: int) -> None:
+        ctx = RequestContext(f"r{i}")
+        prompt = [rng.randrange(3, 40) for _ in range(rng.randint(1, 120))]
+        stream = engine.generate(request(f"r{i}", prompt, max_tokens=rng.randint(1, 60)), ctx)
+        how, after = rng.choice(["stop", "close", "cancel", "none"]), rng.randint(0, 5)
+        seen = 0
+        async for out in stream:
+            seen += 1
+            if seen > after and how == "stop":
+                ctx.stop()
+            elif seen > after and how == "close":
+                await stream.aclose()  # type: ignore[attr-defined]
+                return
+            elif seen > after and how == "cancel":
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+            if out.get("finish_reason"):
+                assert out["usage"]["completion_tokens"] <= 60
+
+    tasks = [asyncio.create_task(client(i)) for i in range(60)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(r is None or isinstance(r, asyncio.CancelledError) for r in results), results
+    (scheduler,) = engine.schedulers
+    assert scheduler.consistency_errors() == []
+    assert (scheduler.kv.active_blocks, scheduler.num_running, scheduler.num_waiting) == (0, 0, 0)
