@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
-from dynamo.engines.mocker.scheduler import Finished, SchedRequest, Scheduler, StepResult
+from dynamo.engines.mocker.scheduler import Scheduler
+from dynamo.engines.mocker.sequence import Finished, SchedRequest, StepResult
 from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason, Usage
 from dynamo.protocols.kv_events import KvCacheEvent
 from dynamo.runtime.errors import (
@@ -157,6 +158,8 @@ class MockerEngine:
         if not self._started:
             raise UnavailableError("mocker engine is not started")
         rank = self._ranks[self._pick_rank(request)]
+        if rank.task is None or rank.task.done():
+            raise UnavailableError(f"mocker rank {rank.dp_rank} is not running")
         req = self._enqueue(rank, request)
         stream = _Stream(req)
         rank.streams[req.key] = stream
