@@ -238,5 +238,6 @@ async def test_peer_vanishing_mid_stream_is_stream_incomplete(
     with pytest.raises(StreamIncompleteError, match="before the final frame"):
         async for _ in it:
             pass
+    await child.proc.wait()  # fully gone: its listening socket is closed too
     with pytest.raises(TransportError, match="cannot connect"):
         await collect(client.stream(address, "count", {"n": 1}, request_id="w"))

@@ -1,0 +1,77 @@
+"""The worker's status server: `/live`, `/health` (ready once endpoints serve), `/metrics`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from dynamo.runtime.errors import TransportError
+
+
+class SystemServer:
+    """aiohttp app on `port` (0 = any free port); `endpoints()` lists what serves now."""
+
+    def __init__(
+        self,
+        port: int,
+        endpoints: Callable[[], list[str]],
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        host: str = "0.0.0.0",
+    ) -> None:
+        self._host, self._port = host, port
+        self._endpoints = endpoints
+        self._registry = registry
+        self._started = time.monotonic()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/live", self._live)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self) -> int:
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise TransportError(
+                f"cannot serve status on {self._host}:{self._port}: {exc}"
+            ) from exc
+        self._runner = runner
+        addresses = runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self._port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _live(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "live"})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        endpoints = self._endpoints()
+        uptime_s = round(time.monotonic() - self._started, 3)
+        if endpoints:
+            return web.json_response(
+                {"status": "ready", "endpoints": endpoints, "uptime_s": uptime_s}
+            )
+        return web.json_response(
+            {"status": "notready", "endpoints": [], "uptime_s": uptime_s}, status=503
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
