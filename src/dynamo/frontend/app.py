@@ -21,6 +21,7 @@ from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.openapi import openapi_document
 from dynamo.frontend.preprocess import PreprocessorCache
 from dynamo.frontend.protocol import EmbeddingRequest, parse_body
+from dynamo.frontend.responses import DONE
 from dynamo.frontend.serving import JsonReply, OpenAIServing, StreamReply
 from dynamo.runtime.errors import DynamoError
 
@@ -115,9 +116,18 @@ class FrontendApp:
         resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
         try:
             await resp.prepare(request)
-            await resp.write(reply.first)
+            # The last chunk (it ends with `data: [DONE]`) goes out with the end of the body
+            # in one write.
+            chunk = reply.first
+            if chunk.endswith(DONE):
+                await resp.write_eof(chunk)
+                return resp
+            await resp.write(chunk)
             async for chunk in reply.rest:
-                await resp.write(chunk)
+                if chunk.endswith(DONE):
+                    await resp.write_eof(chunk)
+                else:
+                    await resp.write(chunk)
         except ConnectionResetError:
             log.debug("client went away mid-stream")
         finally:

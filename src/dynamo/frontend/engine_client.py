@@ -124,11 +124,14 @@ class RoutedModel:
             try:
                 if client is None:  # the policy knew a worker that just left
                     raise TransportError(f"worker {instance_id:x} left")
-                stream = client.generate(
-                    current,  # type: ignore[arg-type]
-                    instance_id=instance_id,
-                    request_id=request_id,
-                )
+                try:
+                    stream = client.generate(
+                        current,  # type: ignore[arg-type]
+                        instance_id=instance_id,
+                        request_id=request_id,
+                    )
+                except NotFoundError as exc:  # the client forgot it first: it left
+                    raise TransportError(str(exc)) from exc
                 try:
                     first = True
                     async for out in stream:

@@ -55,8 +55,8 @@ class ModelEntry:
         return next(iter(self.workers.values())).card
 
     def serves(self, model_type: str) -> bool:
-        """Whether any worker registered `model_type` (chat, completions, embedding)."""
-        return any(model_type in w.card.model_types for w in self.workers.values())
+        """Whether the model's card lists `model_type` (chat, completions, embedding)."""
+        return model_type in self.card.model_types
 
     def decode_workers(self) -> list[WorkerEntry]:
         return [w for w in self.workers.values() if not w.is_prefill]

@@ -168,11 +168,17 @@ class PreprocessorCache:
     def __init__(self) -> None:
         self._ready: dict[tuple[str, str], Preprocessor] = {}
         self._loading: dict[tuple[str, str], asyncio.Task[Preprocessor]] = {}
+        self._by_card: dict[str, tuple[ModelCard, Preprocessor]] = {}  # last card per model
 
     async def get(self, card: ModelCard) -> Preprocessor:
+        # Hot path: the same card object as last time (a model's card is its first worker's).
+        last = self._by_card.get(card.name)
+        if last is not None and last[0] is card:
+            return last[1]
         key = _card_key(card)
         ready = self._ready.get(key)
         if ready is not None:
+            self._by_card[card.name] = (card, ready)
             return ready
         task = self._loading.get(key)
         if task is None:
@@ -191,6 +197,7 @@ class PreprocessorCache:
         """Drop a model's cached tokenizer (its last worker left)."""
         for key in [k for k in self._ready if k[0] == model]:
             del self._ready[key]
+        self._by_card.pop(model, None)
 
     async def close(self) -> None:
         for task in list(self._loading.values()):
