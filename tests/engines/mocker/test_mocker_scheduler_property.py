@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dynamo.protocols.hashing import block_hashes, sequence_hashes
 from dynamo.protocols.kv_events import KvRemoved, KvStored
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -79,9 +79,16 @@ def run(cfg: Any, ops: list[tuple[Any, ...]]) -> tuple[Driver, dict[int, tuple[l
 
 @SETTINGS
 @given(scenarios())
-def test_random_mixes_finish_every_request_completely_and_leak_nothing(scenario: Any) -> None:
+def test_random_mixes(scenario: Any) -> None:
     cfg, ops = scenario
     d, requests = run(cfg, ops)
+    check_every_request_finished_completely_and_nothing_leaked(cfg, ops, d, requests)
+    check_kv_events_describe_the_cache_exactly(cfg, d, requests)
+
+
+def check_every_request_finished_completely_and_nothing_leaked(
+    cfg: Any, ops: list[tuple[Any, ...]], d: Driver, requests: dict[int, tuple[list[int], int]]
+) -> None:
     s = d.scheduler
     assert s.kv.active_blocks == 0 and s.kv.private_blocks == 0
     assert s.num_running == 0 and s.num_waiting == 0 and s.pending_prefill_tokens == 0
@@ -102,11 +109,9 @@ def _seed_of(ops: list[tuple[Any, ...]], key: int) -> int:
     return int(adds[key][5])
 
 
-@SETTINGS
-@given(scenarios())
-def test_kv_events_describe_the_cache_exactly(scenario: Any) -> None:
-    cfg, ops = scenario
-    d, requests = run(cfg, ops)
+def check_kv_events_describe_the_cache_exactly(
+    cfg: Any, d: Driver, requests: dict[int, tuple[list[int], int]]
+) -> None:
     assert [e.event_id for e in d.events] == list(range(len(d.events)))
     if not cfg.enable_prefix_caching:
         assert d.events == []
