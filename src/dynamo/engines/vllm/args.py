@@ -1,0 +1,103 @@
+"""Command line of `python -m dynamo.vllm`: our worker flags plus every vLLM engine argument.
+
+One parser carries both, so `--help` lists everything; our flags (and `DYN_*` env vars) become a
+`VllmWorkerConfig`, the rest goes through vLLM's own `AsyncEngineArgs.from_cli_args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from dynamo.engines.model_resolution import resolve_model
+from dynamo.engines.vllm.engine import describe_error, import_vllm
+from dynamo.protocols.model_card import WorkerRole
+from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
+from dynamo.runtime.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class VllmWorkerConfig:
+    """Dynamo's own flags of a vLLM worker (vLLM's flags are in the engine args)."""
+
+    endpoint: str | None = option(
+        None,
+        help="dyn://namespace.component.endpoint to serve (default dyn://<ns>.backend.generate, "
+        "prefill workers dyn://<ns>.prefill.generate)",
+    )
+    is_prefill_worker: bool = option(False, help="register as a prefill worker (disaggregation)")
+    is_decode_worker: bool = option(False, help="register as a decode worker (disaggregation)")
+    publish_kv_events: bool = option(
+        True,
+        help="forward vLLM's KV cache events to the router (vLLM publishes on a free local "
+        "ZMQ port unless --kv-events-config names one)",
+    )
+    migration_limit: int = option(
+        0, help="times a request broken by this worker's death may move to another worker"
+    )
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if self.is_prefill_worker and self.is_decode_worker:
+            raise ConfigError("--is-prefill-worker and --is-decode-worker exclude each other")
+        if self.migration_limit < 0:
+            raise ConfigError("--migration-limit must be >= 0")
+
+    @property
+    def role(self) -> WorkerRole:
+        if self.is_prefill_worker:
+            return WorkerRole.PREFILL
+        if self.is_decode_worker:
+            return WorkerRole.DECODE
+        return WorkerRole.AGGREGATED
+
+
+def build_parser(prog: str = "python -m dynamo.vllm") -> argparse.ArgumentParser:
+    """vLLM's `FlexibleArgumentParser` with vLLM's engine arguments and ours (imports vLLM)."""
+    import_vllm()
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    class _Parser(FlexibleArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise ConfigError(f"{self.prog}: {message}")
+
+    parser = _Parser(prog=prog, description="A Dynamo worker serving a vLLM engine.")
+    add_arguments(parser, VllmWorkerConfig, title="Dynamo worker")
+    add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
+    AsyncEngineArgs.add_cli_args(parser)
+    return parser
+
+
+def parse_vllm_args(
+    argv: Sequence[str] | None = None, *, resolve_model_path: bool = True
+) -> tuple[VllmWorkerConfig, Any]:
+    """(our config, `vllm.engine.arg_utils.AsyncEngineArgs`) from a command line.
+
+    `--model` is resolved first (directory, GGUF file or hub id; see `resolve_model`): vLLM's
+    engine args look hub ids up as soon as they are built. The served model name defaults to
+    the `--model` given. Bad flags raise ConfigError with argparse's / vLLM's message; `--help`
+    prints and exits as usual.
+    """
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    parser = build_parser()
+    ns = parser.parse_args(list(argv) if argv is not None else None)
+    worker = resolve(VllmWorkerConfig, ns)
+    runtime = resolve(RuntimeConfig, ns)
+    config = dataclasses.replace(worker, runtime=runtime)
+    if resolve_model_path:
+        requested = str(ns.model)
+        resolved = resolve_model(requested)
+        if ns.tokenizer in (None, requested):
+            ns.tokenizer = resolved.path
+        ns.model = resolved.path
+        if not ns.served_model_name:
+            ns.served_model_name = [requested]
+    try:
+        engine_args = AsyncEngineArgs.from_cli_args(ns)
+    except Exception as exc:  # vLLM validates some arguments in __post_init__
+        raise ConfigError(f"vLLM rejected the engine arguments: {describe_error(exc)}") from exc
+    return config, engine_args
