@@ -23,8 +23,11 @@ blocks in the index for ever.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import xxhash
 
 from dynamo.protocols.hashing import XXH3_SEED, block_hashes, sequence_hashes
 from dynamo.protocols.kv_events import (
@@ -37,6 +40,7 @@ from dynamo.protocols.kv_events import (
 )
 
 _ROOT = -1  # parent of a first block (sequence hashes are unsigned)
+_PAIR = struct.Struct("<QQ")
 
 WorkerKey = tuple[int, int]
 """(instance_id, dp_rank): the unit that holds a KV cache."""
@@ -170,23 +174,21 @@ class KvIndexer:
         if lookup is None:
             lookup = self._add_key(key)
         held = self._held[key]
-        tokens = [b.tokens_hash for b in blocks]
-        parent: int | None
-        if parent_hash is None:
-            parent = None
-            seqs = sequence_hashes(tokens, seed=self._seed)
-        else:
+        parent: int | None = None
+        if parent_hash is not None:
             parent = lookup.get(parent_hash)
             if parent is None:
                 self.stats.missing_parents += 1
                 return False
-            seqs = sequence_hashes([parent, *tokens], seed=self._seed)[1:]
         bit = 1 << self._bit[key]
         masks, parents, contents = self._holders, self._parent, self._tokens
         lookup_get, held_get, masks_get = lookup.get, held.get, masks.get
-        node_parent = _ROOT if parent is None else parent
+        pack, xxh3, seed = _PAIR.pack, xxhash.xxh3_64_intdigest, self._seed
         added = 0
-        for block, tokens_hash, seq in zip(blocks, tokens, seqs, strict=True):
+        for block in blocks:
+            tokens_hash = block.tokens_hash
+            # the chaining of `hashing.sequence_hashes`, inlined: this loop is the hot path
+            seq = tokens_hash if parent is None else xxh3(pack(parent, tokens_hash), seed)
             ext = block.block_hash
             old = lookup_get(ext)
             if old != seq:
@@ -200,11 +202,11 @@ class KvIndexer:
                     mask = masks_get(seq)
                     if mask is None:
                         masks[seq] = bit
-                        parents[seq] = node_parent
+                        parents[seq] = _ROOT if parent is None else parent
                         contents[seq] = tokens_hash
                     else:
                         masks[seq] = mask | bit
-            node_parent = seq
+            parent = seq
         self._size += added
         return True
 
