@@ -38,11 +38,35 @@ async def serve() -> None:
     server.register("one", one)
     server.register("many", many)
     print(await server.start(), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until parent exits
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):  # until parent exits
+        if line.strip() == "cpu":
+            print(time.process_time(), flush=True)
     await server.stop(0)
 
 
-async def bench(address: str, args: argparse.Namespace) -> dict[str, float]:
+class CpuMeter:
+    """CPU seconds used by this process and by the server (robust on a busy machine)."""
+
+    def __init__(self, server: subprocess.Popen[str]) -> None:
+        self._server = server
+
+    def _server_cpu(self) -> float:
+        assert self._server.stdin is not None and self._server.stdout is not None
+        self._server.stdin.write("cpu\n")
+        self._server.stdin.flush()
+        return float(self._server.stdout.readline())
+
+    def start(self) -> None:
+        self._t0, self._c0, self._s0 = time.perf_counter(), time.process_time(), self._server_cpu()
+
+    def stop(self) -> tuple[float, float, float]:
+        """(wall, client cpu, server cpu) seconds since start()."""
+        wall, client = time.perf_counter() - self._t0, time.process_time() - self._c0
+        return wall, client, self._server_cpu() - self._s0
+
+
+async def bench(address: str, args: argparse.Namespace, meter: CpuMeter) -> dict[str, float]:
     client = TcpRequestClient()
     remaining = args.streams
 
@@ -62,14 +86,24 @@ async def bench(address: str, args: argparse.Namespace) -> dict[str, float]:
 
     await asyncio.gather(*(worker() for _ in range(8)))  # warm up connections
     remaining = args.streams
-    t0 = time.perf_counter()
+    meter.start()
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    streams_s = args.streams / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    counts = await asyncio.gather(*(long_stream() for _ in range(args.long_streams)))
-    frames_s = sum(counts) / (time.perf_counter() - t0)
+    wall, ccpu, scpu = meter.stop()
+    out = {
+        "streams_per_s": args.streams / wall,
+        "stream_client_cpu_us": 1e6 * ccpu / args.streams,
+        "stream_server_cpu_us": 1e6 * scpu / args.streams,
+    }
+    meter.start()
+    frames = sum(await asyncio.gather(*(long_stream() for _ in range(args.long_streams))))
+    wall, ccpu, scpu = meter.stop()
+    out |= {
+        "frames_per_s": frames / wall,
+        "frame_client_cpu_us": 1e6 * ccpu / frames,
+        "frame_server_cpu_us": 1e6 * scpu / frames,
+    }
     await client.close()
-    return {"streams_per_s": streams_s, "frames_per_s": frames_s}
+    return out
 
 
 def run(main: Any, use_uvloop: bool) -> Any:
@@ -100,16 +134,21 @@ def main() -> None:
     try:
         assert server.stdout is not None
         address = server.stdout.readline().strip()
-        result = run(bench(address, args), not args.no_uvloop)
+        result = run(bench(address, args, CpuMeter(server)), not args.no_uvloop)
     finally:
         server.kill()
         server.wait()
     loop = "asyncio" if args.no_uvloop else "uvloop"
     print(
-        f"request plane (tcp, {loop}, {os.cpu_count()} cpus): "
-        f"{result['streams_per_s']:,.0f} streams/s (1 frame, concurrency {args.concurrency}); "
-        f"{result['frames_per_s']:,.0f} frames/s ({args.long_streams} streams x "
-        f"{args.frames_per_stream} frames)"
+        f"request plane (tcp, {loop}, {os.cpu_count()} cpus)\n"
+        f"  1-frame streams, concurrency {args.concurrency}: "
+        f"{result['streams_per_s']:,.0f} streams/s; CPU per stream: "
+        f"client {result['stream_client_cpu_us']:.1f} us, "
+        f"server {result['stream_server_cpu_us']:.1f} us\n"
+        f"  {args.long_streams} streams x {args.frames_per_stream} frames: "
+        f"{result['frames_per_s']:,.0f} frames/s; CPU per frame: "
+        f"client {result['frame_client_cpu_us']:.2f} us, "
+        f"server {result['frame_server_cpu_us']:.2f} us"
     )
 
 
