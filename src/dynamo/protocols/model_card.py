@@ -25,7 +25,7 @@ class ModelCard(BaseModel):
 
     name: str = Field(description="served model name (what clients put in `model`)")
     source_path: str | None = Field(None, description="local dir or hub id of tokenizer files")
-    tokenizer_json: str | None = Field(None, description="inline HF tokenizer.json")
+    tokenizer_json: str | None = Field(None, description="inline HF tokenizer.json", repr=False)
     chat_template: str | None = Field(None, description="Jinja chat template")
     bos_token: str | None = None
     eos_token: str | None = None

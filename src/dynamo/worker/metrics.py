@@ -1,4 +1,4 @@
-"""`dynamo_component_*` Prometheus metrics of a worker (names are an API: the planner reads them)."""
+"""`dynamo_component_*` Prometheus metrics of a worker (the planner reads them: keep the names)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dynamo.engines.base import EngineInfo
 from dynamo.protocols.model_card import ModelCard, WorkerRole
@@ -71,7 +72,7 @@ def read_tokenizer_facts(directory: str | Path) -> TokenizerFacts:
     )
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -106,4 +107,5 @@ def build_model_card(
         max_num_batched_tokens=info.max_num_batched_tokens,
         role=role,
         data_parallel_size=info.data_parallel_size,
+        migration_limit=0,
     )

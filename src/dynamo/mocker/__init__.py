@@ -1,0 +1,1 @@
+"""`python -m dynamo.mocker`: simulated vLLM workers (no GPU) registered like real ones."""
