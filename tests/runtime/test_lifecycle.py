@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import NotFoundError, TransportError, UnavailableError
+from dynamo.runtime.lifecycle import serve_until_signal
 from dynamo.runtime.system_server import SystemServer
 
 
@@ -98,3 +102,28 @@ async def test_system_server_port_in_use_is_a_clear_error() -> None:
     with pytest.raises(TransportError, match=f"cannot serve status on 127.0.0.1:{port}"):
         await second.start()
     await first.stop()
+
+
+async def test_serve_until_signal_exit_codes(tmp_path: Path) -> None:
+    config = RuntimeConfig(namespace=f"ns{uuid.uuid4().hex[:8]}", discovery_backend="mem")
+    served: list[str] = []
+
+    async def ok(runtime: DistributedRuntime) -> None:
+        address = EndpointAddress(config.namespace, "worker", "generate")
+        await runtime.serve_endpoint(address, _never)
+        served.append(str(address))
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    async def broken(runtime: DistributedRuntime) -> None:
+        raise RuntimeError("engine failed to load")
+
+    assert await serve_until_signal(ok, config, signals=(signal.SIGUSR1,)) == 0
+    assert served == [f"dyn://{config.namespace}.worker.generate"]
+    assert await serve_until_signal(broken, config, signals=(signal.SIGUSR1,)) == 1
+    bad = dataclasses.replace(config, discovery_backend="kubernetes")
+    assert await serve_until_signal(ok, bad, signals=(signal.SIGUSR1,)) == 1
+
+
+async def _never(request: dict[str, Any], ctx: Any) -> AsyncIterator[dict[str, Any]]:
+    await ctx.stopped()
+    yield {}

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.distributed import DistributedRuntime
+from dynamo.runtime.errors import DynamoError
 from dynamo.runtime.system_server import SystemServer
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,11 @@ async def serve_until_signal(
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
     """The async body of `run_until_signal` (for callers that own the loop)."""
-    runtime = await DistributedRuntime.create(config)
+    try:
+        runtime = await DistributedRuntime.create(config)
+    except DynamoError as exc:
+        log.error("cannot start the runtime: %s", exc)
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

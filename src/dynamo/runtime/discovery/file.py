@@ -241,7 +241,11 @@ class FileDiscovery:
         while True:
             await asyncio.sleep(self._ttl_s / 3)
             names = list(self._owned.values())
-            missing = set(await asyncio.to_thread(self._scanner.touch, names))
+            try:
+                missing = set(await asyncio.to_thread(self._scanner.touch, names))
+            except OSError as exc:
+                log.warning("file discovery heartbeat in %s failed: %s", self.root, exc)
+                continue
             if missing:
                 log.warning("file discovery: %d entries removed by another process", len(missing))
                 self._owned = {k: n for k, n in self._owned.items() if n not in missing}
