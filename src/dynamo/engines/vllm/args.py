@@ -81,9 +81,9 @@ def parse_vllm_args(
     the `--model` given. Bad flags raise ConfigError with argparse's / vLLM's message; `--help`
     prints and exits as usual.
     """
+    parser = build_parser()  # imports vLLM, or says how to install it
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    parser = build_parser()
     ns = parser.parse_args(list(argv) if argv is not None else None)
     worker = resolve(VllmWorkerConfig, ns)
     runtime = resolve(RuntimeConfig, ns)
