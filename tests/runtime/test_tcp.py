@@ -126,6 +126,31 @@ async def test_cancel_reaches_the_handler(client: TcpRequestClient) -> None:
     await srv.stop(0)
 
 
+async def test_breaking_out_of_the_loop_cancels_the_handler(client: TcpRequestClient) -> None:
+    finished = asyncio.Event()
+    seen_stopped: list[bool] = []
+
+    async def endless(
+        request: dict[str, Any], ctx: RequestContext
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                yield {"tick": 1}
+                await asyncio.sleep(0.01)
+        finally:
+            seen_stopped.append(ctx.is_stopped())
+            finished.set()
+
+    srv = TcpRequestServer()
+    srv.register("endless", endless)
+    await srv.start()
+    async for _ in client.stream(srv.address, "endless", {}, request_id="b"):
+        break  # no aclose(): the dropped generator is finalized, which cancels
+    await asyncio.wait_for(finished.wait(), 10)
+    assert seen_stopped == [True]
+    await srv.stop(0)
+
+
 async def test_cancelled_caller_task_cancels_the_handler(client: TcpRequestClient) -> None:
     started, finished = asyncio.Event(), asyncio.Event()
 

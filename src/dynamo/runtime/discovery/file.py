@@ -3,8 +3,8 @@
 One JSON file per key holds the value plus its owner (host, pid, process start time). The
 owner touches its files every TTL/3 (heartbeat). Readers treat an entry as gone when its
 owner process is dead (checked by pid, also after kill -9) or its heartbeat is older than the
-TTL, and delete entries of dead owners on this host. Watches poll the directory (~0.2 s) and
-diff it, so no inotify is needed.
+TTL, and delete entries of dead owners that share their host and PID namespace. Watches poll
+the directory (~0.2 s) and diff it, so no inotify is needed.
 """
 
 from __future__ import annotations
@@ -39,6 +39,15 @@ def entry_name(key: str) -> str:
     if len(quoted) > _MAX_NAME:
         quoted = "h-" + hashlib.sha256(key.encode()).hexdigest()
     return quoted + _SUFFIX
+
+
+def _host_identity() -> str:
+    """This host and PID namespace: pids are only comparable within one of these."""
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = ""
+    return f"{socket.gethostname()}|{pid_ns}"
 
 
 def _process_start(pid: int) -> float | None:
@@ -132,7 +141,7 @@ class FileDiscovery:
     def __init__(self, root: str | Path, *, ttl_s: float = 10.0, poll_s: float = 0.2) -> None:
         if ttl_s <= 0:
             raise ConfigError(f"file discovery ttl must be > 0, got {ttl_s}")
-        self._scanner = _Scanner(Path(root), ttl_s, socket.gethostname())
+        self._scanner = _Scanner(Path(root), ttl_s, _host_identity())
         self._ttl_s, self._poll_s = ttl_s, poll_s
         self._owner = uuid.uuid4().hex
         self._started_at = psutil.Process().create_time()
