@@ -1,0 +1,97 @@
+"""Child processes for integration tests: spawn `python -m ...`, wait for a line, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+
+import aiohttp
+
+FRONTEND_LISTENING = re.compile(rb"frontend listening on (http://\S+)")
+
+
+class Procs:
+    """Children started by one test; `stop_all` terminates them (SIGKILL after 15 s)."""
+
+    def __init__(self) -> None:
+        self.children: list[asyncio.subprocess.Process] = []
+        self._drains: list[asyncio.Task[None]] = []
+
+    async def spawn(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.children.append(proc)
+        return proc
+
+    def drain(self, proc: asyncio.subprocess.Process) -> None:
+        """Keep reading a child's output so it never blocks on a full pipe."""
+        self._drains.append(asyncio.get_running_loop().create_task(_drain(proc)))
+
+    async def frontend(self, *args: str) -> str:
+        """Start `python -m dynamo.frontend` on a free port; return its base URL."""
+        proc = await self.spawn(
+            "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", "0", *args
+        )
+        url = (await read_until(proc, FRONTEND_LISTENING)).decode()
+        self.drain(proc)
+        return url
+
+    async def stop_all(self) -> None:
+        for proc in self.children:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.children:
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        for task in self._drains:
+            task.cancel()
+        await asyncio.gather(*self._drains, return_exceptions=True)
+
+
+async def read_until(
+    proc: asyncio.subprocess.Process, pattern: re.Pattern[bytes], timeout_s: float = 60
+) -> bytes:
+    """Read the child's output until `pattern` matches a line; return its first group."""
+    assert proc.stdout is not None
+    seen = b""
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+        if not line:
+            raise AssertionError(f"process exited before {pattern.pattern!r}:\n{seen.decode()}")
+        seen += line
+        match = pattern.search(line)
+        if match:
+            return match.group(1)
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None
+    while await proc.stdout.read(65536):
+        pass
+
+
+async def wait_for_instances(url: str, n: int, timeout_s: float = 60) -> list[object]:
+    """Poll the frontend's /health until it lists `n` worker instances."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(int(timeout_s / 0.05)):
+            async with session.get(url + "/health") as resp:
+                body = await resp.json()
+                instances = body.get("instances", [])
+                if len(instances) == n:
+                    return list(instances)
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the frontend never saw {n} instances")

@@ -1,0 +1,107 @@
+"""`python -m dynamo.mocker` behind `python -m dynamo.frontend`, as real processes.
+
+File discovery, the TCP request plane and ZMQ KV events, driven by the official openai client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import openai
+import pytest
+
+from dynamo.testing.processes import Procs, wait_for_instances
+
+pytestmark = pytest.mark.slow
+
+MOCKER = (
+    "dynamo.mocker",
+    "--model-path",
+    "dynamo:tinymodel",
+    "--model-name",
+    "tinymodel",
+    "--block-size",
+    "16",
+    "--speedup-ratio",
+    "20",
+)
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[Procs]:
+    p = Procs()
+    yield p
+    await p.stop_all()
+
+
+async def start(procs: Procs, *frontend_args: str, workers: int = 2) -> openai.AsyncOpenAI:
+    url = await procs.frontend(*frontend_args)
+    mocker = await procs.spawn(*MOCKER, "--num-workers", str(workers))
+    procs.drain(mocker)
+    await wait_for_instances(url, workers)
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+async def test_two_mocker_instances_in_one_process_serve_chat_and_streams(procs: Procs) -> None:
+    client = await start(procs, "--router-mode", "round-robin", workers=2)
+    async with client:
+        models = await client.models.list()
+        assert [m.id for m in models.data] == ["tinymodel"]
+
+        chat = await client.chat.completions.create(
+            model="tinymodel",
+            messages=[{"role": "user", "content": "Hello there"}],
+            max_tokens=7,
+        )
+        assert chat.choices[0].finish_reason == "length"
+        assert chat.usage is not None and chat.usage.completion_tokens == 7
+
+        stream = await client.completions.create(
+            model="tinymodel",
+            prompt="one two three",
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        texts, usage = [], None
+        async for chunk in stream:
+            texts.extend(c.text for c in chunk.choices)
+            usage = chunk.usage or usage
+        assert usage is not None and usage.completion_tokens == 5
+        assert "".join(texts)
+
+
+async def test_kv_router_sends_a_shared_prefix_to_the_worker_that_caches_it(
+    procs: Procs,
+) -> None:
+    client = await start(procs, "--router-mode", "kv", workers=4)
+    async with client:
+        for topic in ("apples", "rivers", "engines"):
+            prompt = f"{topic}: " + " ".join(f"{topic} number {i}" for i in range(80))
+            first = await client.completions.create(model="tinymodel", prompt=prompt, max_tokens=2)
+            again = await client.completions.create(
+                model="tinymodel", prompt=prompt + " and more", max_tokens=2
+            )
+            assert first.usage is not None and again.usage is not None
+            details = again.usage.prompt_tokens_details
+            assert details is not None
+            # every full 16-token block of the shared prompt is served from the cache
+            assert details.cached_tokens == (first.usage.prompt_tokens // 16) * 16
+
+
+async def test_a_prompt_longer_than_the_model_fits_is_rejected_and_serving_goes_on(
+    procs: Procs,
+) -> None:
+    url = await procs.frontend("--router-mode", "round-robin")
+    mocker = await procs.spawn(*MOCKER, "--max-model-len", "64", "--num-gpu-blocks-override", "64")
+    procs.drain(mocker)
+    await wait_for_instances(url, 1)
+    async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as err:
+            await client.completions.create(model="tinymodel", prompt="word " * 200, max_tokens=4)
+        assert err.value.status_code == 400
+        ok = await client.completions.create(model="tinymodel", prompt="short", max_tokens=3)
+        assert ok.usage is not None and ok.usage.completion_tokens == 3
+    async with aiohttp.ClientSession() as s, s.get(url + "/health") as r:
+        assert r.status == 200
