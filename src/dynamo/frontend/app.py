@@ -21,8 +21,8 @@ from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.openapi import openapi_document
 from dynamo.frontend.preprocess import PreprocessorCache
 from dynamo.frontend.protocol import EmbeddingRequest, parse_body
-from dynamo.frontend.responses import DONE
 from dynamo.frontend.serving import JsonReply, OpenAIServing, StreamReply
+from dynamo.frontend.sse import write_sse
 from dynamo.runtime.errors import DynamoError
 
 log = logging.getLogger(__name__)
@@ -116,18 +116,7 @@ class FrontendApp:
         resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
         try:
             await resp.prepare(request)
-            # The last chunk (it ends with `data: [DONE]`) goes out with the end of the body
-            # in one write.
-            chunk = reply.first
-            if chunk.endswith(DONE):
-                await resp.write_eof(chunk)
-                return resp
-            await resp.write(chunk)
-            async for chunk in reply.rest:
-                if chunk.endswith(DONE):
-                    await resp.write_eof(chunk)
-                else:
-                    await resp.write(chunk)
+            await write_sse(request, resp, reply.first, reply.rest)
         except ConnectionResetError:
             log.debug("client went away mid-stream")
         finally:

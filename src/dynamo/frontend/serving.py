@@ -216,6 +216,9 @@ class OpenAIServing:
                     break
             parts.append(text.finish())
             error_type = None
+        except asyncio.CancelledError:
+            self._metrics.disconnected.inc()  # the client went away (handler cancelled)
+            raise
         except Exception as exc:
             err = self.error(exc)
             error_type = err.error_type
@@ -311,7 +314,8 @@ class OpenAIServing:
                 if out.get("token_ids"):
                     acct.more_tokens(len(out["token_ids"]))
         except (GeneratorExit, asyncio.CancelledError):
-            self._metrics.disconnected.inc()
+            if error_type is not None:  # closed before its last chunk: the client left
+                self._metrics.disconnected.inc()
             raise
         except Exception as exc:
             if not started:
