@@ -1,0 +1,233 @@
+"""Process helpers shared by the end-to-end benchmarks.
+
+A `Stack` is the server side of one measurement (a frontend and its workers, ours or the
+real Dynamo's) started as subprocesses in a fresh file-discovery directory and stopped,
+directory included, when the `with` block ends, on error and on SIGTERM too. The
+benchmark clients themselves live in `../shared/bench` and are run by path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FALLBACK_BENCH_DIR = Path("/work/shared/bench")
+DEFAULT_PEER_VENV = Path("/work/peer-venv")
+MODEL_NAME = "tiny"
+
+
+class BenchError(RuntimeError):
+    """A server would not start or a client failed: the message says which and why."""
+
+
+def bench_dir(arg: str | None) -> Path:
+    """The shared benchmark clients: `arg`, else `../shared/bench` beside the repo, else /work."""
+    candidates = [Path(arg)] if arg else [REPO.parent / "shared" / "bench", FALLBACK_BENCH_DIR]
+    for path in candidates:
+        if (path / "load.py").is_file():
+            return path.resolve()
+    raise BenchError(f"no benchmark clients (load.py) in {', '.join(map(str, candidates))}")
+
+
+def tiny_model_dir() -> str:
+    """Our packaged tiny model directory (a real path, so the peer can read it too)."""
+    from dynamo.testing.tinymodel import tiny_model_path
+
+    return str(tiny_model_path())
+
+
+def peer_python(venv: Path) -> Path | None:
+    """The peer venv's python if the real Dynamo is installed there, else None."""
+    python = venv / "bin" / "python"
+    if not python.is_file():
+        return None
+    probe = subprocess.run(
+        [str(python), "-c", "import dynamo.frontend, dynamo.mocker"], capture_output=True
+    )
+    return python if probe.returncode == 0 else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _raise_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `with Stack(...)` blocks clean up when killed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class Stack:
+    """Subprocesses of one server under test, each in its own process group."""
+
+    def __init__(self, name: str, *, log_level: str = "warn") -> None:
+        _raise_on_sigterm()
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.env = {**os.environ, "DYN_FILE_KV": str(self.dir / "kv"), "DYN_LOG": log_level}
+        self._procs: list[tuple[str, subprocess.Popen[bytes], bool]] = []
+
+    def spawn(self, label: str, argv: list[str], *, exits: bool = False) -> subprocess.Popen[bytes]:
+        """Start `argv`; `exits` marks a launcher that returns while its children run on."""
+        log = open(self.dir / f"{label}.log", "wb")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        self._procs.append((label, proc, exits))
+        return proc
+
+    def log_tail(self, label: str, lines: int = 20) -> str:
+        path = self.dir / f"{label}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        for label, proc, exits in self._procs:
+            code = proc.poll()
+            if code is not None and (code != 0 or not exits):
+                raise BenchError(
+                    f"{self.name}: {label} exited with {code}:\n{self.log_tail(label)}"
+                )
+
+    def pid(self, label: str) -> int:
+        """The process id of `label`: a spawned process, or one `run_peer.sh` reported."""
+        for name, proc, _ in self._procs:
+            if name == label:
+                return proc.pid
+        mocker, frontend = map(int, self.log_tail("run_peer", 1).split())
+        return {"mocker": mocker, "frontend": frontend}[label]
+
+    def wait_ready(self, url: str, model: str = MODEL_NAME, timeout_s: float = 120.0) -> None:
+        """Until `model` is listed and a one-token completion succeeds (a worker is serving)."""
+        deadline = time.monotonic() + timeout_s
+        body = json.dumps({"model": model, "prompt": "hi", "max_tokens": 1}).encode()
+        last = "no answer"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                req = urllib.request.Request(
+                    url + "/v1/completions", body, {"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    if r.status == 200:
+                        return
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}: {e.read()[:200]!r}"
+            except (urllib.error.URLError, OSError) as e:
+                last = repr(e)
+            time.sleep(0.5)
+        raise BenchError(f"{self.name}: not ready at {url} after {timeout_s:.0f} s ({last})")
+
+    def close(self) -> None:
+        for _, proc, _ in self._procs:
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, proc, _ in self._procs:
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self._procs.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # a group of only zombies (our own unreaped children) counts as gone
+    out = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True)
+    return any(
+        int(g) == pgid and not s.startswith("Z")
+        for g, s in (line.split() for line in out.stdout.splitlines())
+    )
+
+
+def run_client(argv: list[str], timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Run a benchmark client and return the JSON object it prints on stdout."""
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout_s
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(argv[:1])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    start = done.stdout.find("{")
+    if start < 0:
+        raise BenchError(f"no JSON in the output of {argv[0]}:\n{done.stdout[-2000:]}")
+    result, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
+    return dict(result)
+
+
+def our_stack(
+    name: str, model_dir: str, port: int, router_mode: str, *, workers: int, block_size: int,
+    blocks: int, speedup: float,
+) -> Stack:  # fmt: skip
+    """Our mocker (`workers` engines in one process) and our frontend on `port`."""
+    stack = Stack(name)
+    py = sys.executable
+    try:
+        stack.spawn("mocker", [
+            py, "-m", "dynamo.mocker", "--model-path", model_dir, "--model-name", MODEL_NAME,
+            "--num-workers", str(workers), "--block-size", str(block_size),
+            "--num-gpu-blocks-override", str(blocks), "--speedup-ratio", f"{speedup:g}",
+        ])  # fmt: skip
+        stack.spawn("frontend", [
+            py, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
+            "--router-mode", router_mode, "--kv-cache-block-size", str(block_size),
+        ])  # fmt: skip
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def peer_stack(
+    name: str, python: Path, bench: Path, model_dir: str, port: int, router_mode: str, *,
+    workers: int, block_size: int, blocks: int, speedup: float,
+) -> Stack:  # fmt: skip
+    """The real Dynamo via `run_peer.sh` (its mocker and frontend, file discovery, TCP, ZMQ)."""
+    stack = Stack(name)
+    venv = python.parent.parent
+    try:
+        stack.spawn("run_peer", [
+            "bash", str(bench / "run_peer.sh"), str(venv), model_dir, str(port), router_mode,
+            str(workers), str(block_size), str(blocks), f"{speedup:g}",
+        ], exits=True)  # fmt: skip
+    except BaseException:
+        stack.close()
+        raise
+    return stack
