@@ -5,6 +5,8 @@ File discovery, the TCP request plane and ZMQ KV events, driven by the official 
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -105,3 +107,63 @@ async def test_a_prompt_longer_than_the_model_fits_is_rejected_and_serving_goes_
         assert ok.usage is not None and ok.usage.completion_tokens == 3
     async with aiohttp.ClientSession() as s, s.get(url + "/health") as r:
         assert r.status == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _component_gauge(session: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with session.get(url) as resp:
+        text = await resp.text()
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    ]
+    return sum(values)
+
+
+async def test_a_client_that_disconnects_frees_its_slot_on_the_worker(procs: Procs) -> None:
+    system_port = _free_port()
+    url = await procs.frontend("--router-mode", "round-robin")
+    mocker = await procs.spawn(
+        "dynamo.mocker",
+        "--model-path",
+        "dynamo:tinymodel",
+        "--model-name",
+        "tinymodel",
+        "--block-size",
+        "16",
+        env={"DYN_SYSTEM_PORT": str(system_port)},
+    )
+    procs.drain(mocker)
+    await wait_for_instances(url, 1)
+    metrics_url = f"http://127.0.0.1:{system_port}/metrics"
+    body = {
+        "model": "tinymodel",
+        "prompt": "a long story " * 40,
+        "max_tokens": 20000,  # about two minutes of simulated decode at speedup 1
+        "stream": True,
+    }
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + "/v1/completions", json=body) as resp:
+            assert resp.status == 200
+            for _ in range(3):
+                await resp.content.readline()
+            busy = await _component_gauge(
+                session, metrics_url, "dynamo_component_inflight_requests"
+            )
+            assert busy == 1
+            resp.close()  # drop the connection mid-stream
+        for _ in range(600):
+            inflight = await _component_gauge(
+                session, metrics_url, "dynamo_component_inflight_requests"
+            )
+            blocks = await _component_gauge(
+                session, metrics_url, "dynamo_component_kvstats_active_blocks"
+            )
+            if inflight == 0 and blocks == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (inflight, blocks) == (0, 0)

@@ -9,6 +9,7 @@ from typing import Any
 
 from dynamo.engines.base import Engine, EngineInfo
 from dynamo.protocols.engine import EngineRequest
+from dynamo.protocols.kv_events import LoadMetrics
 from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.addressing import EndpointAddress, new_instance_id
 from dynamo.runtime.distributed import DistributedRuntime, ServedEndpoint, event_topic
@@ -54,6 +55,7 @@ class Worker:
             publisher,
             event_topic(self.address.namespace, self.address.component, "")[:-1],
             publish_kv_events=self._publish_kv_events,
+            on_metrics=self._observe_load,
         )
         info = await self.engine.start(self._forwarder)
         self.card = self._make_card(info)
@@ -64,6 +66,10 @@ class Worker:
         await self._forwarder.publish_metrics()
         log.info("worker %x serving %s (%s)", self.instance_id, self.address, self.card.name)
         return self._served
+
+    def _observe_load(self, load: LoadMetrics) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_load(self._labels, load)
 
     async def generate(
         self, request: dict[str, Any], context: RequestContext

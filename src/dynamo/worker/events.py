@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from dynamo.engines.base import Engine, EngineMetrics
 from dynamo.protocols.kv_events import (
@@ -48,6 +49,7 @@ class EventForwarder:
         *,
         publish_kv_events: bool = True,
         interval_s: float = 1.0,
+        on_metrics: Callable[[LoadMetrics], None] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self._publisher = publisher
@@ -55,6 +57,7 @@ class EventForwarder:
         self._metrics_topic = f"{topic_base}.{KV_METRICS_TOPIC}"
         self._publish_kv = publish_kv_events
         self._interval_s = interval_s
+        self._on_metrics = on_metrics
         self._events: asyncio.Queue[KvCacheEvent] = asyncio.Queue()
         self._load_dirty = asyncio.Event()
         self._engine: Engine | None = None
@@ -108,6 +111,8 @@ class EventForwarder:
         metrics = tuple(to_load_metrics(self.worker_id, m) for m in self._engine.metrics())
         self._last_metrics = metrics
         for m in metrics:
+            if self._on_metrics is not None:
+                self._on_metrics(m)
             try:
                 await self._publisher.publish(self._metrics_topic, m.to_wire())
             except Exception:
