@@ -1,0 +1,191 @@
+"""Routing quality: prefix-cache hit rate and TTFT of a Mooncake trace replay, kv vs round-robin.
+
+    python benchmarks/routing_quality.py [--time-scales 0.1 0.05] [--modes kv round-robin]
+        [--peer] [--limit 1000 --block 64 --max-output 32] [--bench-dir ../shared/bench]
+
+For each time scale and router mode: four mocker workers (8,192 blocks of 16 tokens each,
+speedup 1) and a frontend in that mode, in a fresh file-discovery directory; the shared
+`replay.py` streams the first LIMIT requests of the conversation trace on their (scaled)
+timestamps and reports the `cached_tokens` hit rate and TTFT. `--peer` does the same against
+the real NVIDIA Dynamo. `lru_bound.py` gives the hit rate of one shared LRU cache of the same
+total size, the bound a perfect router approaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _procs import (
+    DEFAULT_PEER_VENV,
+    MODEL_NAME,
+    BenchError,
+    Stack,
+    bench_dir,
+    free_port,
+    our_stack,
+    peer_python,
+    peer_stack,
+    run_client,
+    tiny_model_dir,
+)
+
+
+def pct(xs: list[float], p: float) -> float | None:
+    """Nearest-rank percentile, the same rule as replay.py's."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else None
+
+
+def check_vocab(tokenizer_json: Path) -> None:
+    """replay.py builds prompts from single-token words starting with the byte-level space."""
+    vocab = json.loads(tokenizer_json.read_text())["model"]["vocab"]
+    words = [w for w in vocab if w.startswith("\u0120") and w[1:].isalpha() and len(w) > 2]
+    if len(words) < 256:
+        raise BenchError(
+            f"{tokenizer_json} has only {len(words)} whole-word tokens; make a model directory "
+            "with mk_tinymodel.py DIR and pass --model-dir DIR"
+        )
+
+
+def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> dict[str, Any]:
+    stack.wait_ready(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "replay.json"
+        argv = [str(args.bench / "replay.py"), url, MODEL_NAME, str(args.trace)]
+        argv += ["--vocab", str(Path(args.model_dir) / "tokenizer.json")]
+        argv += ["--limit", str(args.limit), "--block", str(args.block)]
+        argv += ["--max-output", str(args.max_output), "--time-scale", f"{scale:g}"]
+        argv += ["--out", str(out)]
+        summary = run_client(argv)
+        requests = json.loads(out.read_text())["requests"]
+    stack.check_alive()
+    ttft = [r["ttft"] for r in requests if not r["error"] and r["ttft"] is not None]
+    return {
+        "hit_rate": summary["hit_rate"],
+        "ttft_p50": pct(ttft, 50),
+        "ttft_p90": pct(ttft, 90),
+        "ttft_p99": pct(ttft, 99),
+        "ttft_mean": statistics.mean(ttft) if ttft else None,
+        "itl_mean": summary["itl_mean"],
+        "requests": summary["requests"],
+        "errors": summary["errors"],
+        "first_errors": summary["first_errors"],
+        "wall_s": summary["wall_s"],
+    }
+
+
+def run_one(args: argparse.Namespace, system: str, mode: str, scale: float) -> dict[str, Any]:
+    port = free_port()
+    shape = {"workers": args.workers, "block_size": args.block_size, "blocks": args.blocks}
+    name = f"{system}-{mode}-{scale:g}"
+    if system == "ours":
+        stack = our_stack(name, args.model_dir, port, mode, speedup=args.speedup, **shape)
+    else:
+        stack = peer_stack(
+            name, args.peer_python, args.bench, args.model_dir, port, mode,
+            speedup=args.speedup, **shape,
+        )  # fmt: skip
+    with stack:
+        result = replay(stack, f"http://127.0.0.1:{port}", args, scale)
+    print(f"  {name}: {json.dumps(result)}", flush=True)
+    return {"system": system, "mode": mode, "time_scale": scale, **result}
+
+
+def lru_bound(args: argparse.Namespace) -> float:
+    capacity = args.workers * args.blocks
+    argv = [str(args.bench / "lru_bound.py"), str(args.trace), str(args.limit)]
+    argv += [str(args.block), str(args.block_size), str(capacity)]
+    return float(run_client(argv)["hit_rate_bound"])
+
+
+def ms(x: float | None) -> str:
+    return f"{1000 * x:8.0f}" if x is not None else "       -"
+
+
+def table(results: list[dict[str, Any]], bound: float) -> str:
+    lines = [
+        "system  mode         scale  hit rate  TTFT p50  TTFT p99 TTFT mean (ms)  errors",
+    ]
+    for r in results:
+        lines.append(
+            f"{r['system']:<7} {r['mode']:<12} {r['time_scale']:>5g}  {r['hit_rate'] or 0:8.3f}"
+            f"  {ms(r['ttft_p50'])}  {ms(r['ttft_p99'])}  {ms(r['ttft_mean'])}"
+            f"       {r['errors']:>5}"
+        )
+    lines.append(f"single shared LRU cache bound: {bound:.3f}")
+    by_key = {(r["system"], r["mode"], r["time_scale"]): r for r in results}
+    for (system, mode, scale), kv in by_key.items():
+        rr = by_key.get((system, "round-robin", scale))
+        if mode != "kv" or rr is None or not rr["hit_rate"] or not rr["ttft_p50"]:
+            continue
+        lines.append(
+            f"{system} kv/round-robin at scale {scale:g}: "
+            f"hit rate x{kv['hit_rate'] / rr['hit_rate']:.2f}"
+            f", TTFT p50 x{kv['ttft_p50'] / rr['ttft_p50']:.2f}"
+            f", p99 x{kv['ttft_p99'] / rr['ttft_p99']:.2f}"
+            f", mean x{kv['ttft_mean'] / rr['ttft_mean']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-scales", type=float, nargs="+", default=[0.1, 0.05])
+    parser.add_argument("--modes", nargs="+", default=["kv", "round-robin"])
+    parser.add_argument("--limit", type=int, default=1000, help="trace requests replayed")
+    parser.add_argument("--block", type=int, default=64, help="prompt tokens per trace hash id")
+    parser.add_argument("--max-output", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--blocks", type=int, default=8192, help="KV blocks per worker")
+    parser.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    parser.add_argument("--speedup", type=float, default=1.0)
+    parser.add_argument("--trace", type=Path, help="default: ../traces/ beside the clients")
+    parser.add_argument("--model-dir", help="model directory (default: dynamo:tinymodel)")
+    parser.add_argument("--bench-dir", help="shared clients (default ../shared/bench)")
+    parser.add_argument("--peer", action="store_true", help="also measure the real Dynamo")
+    parser.add_argument("--no-ours", action="store_true", help="measure the peer only")
+    parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
+    parser.add_argument("--json-out", help="write every result here")
+    args = parser.parse_args()
+
+    try:
+        args.bench = bench_dir(args.bench_dir)
+        args.trace = args.trace or args.bench.parent / "traces/mooncake_conversation_trace.jsonl"
+        args.model_dir = args.model_dir or tiny_model_dir()
+        check_vocab(Path(args.model_dir) / "tokenizer.json")
+        systems = [] if args.no_ours else ["ours"]
+        if args.peer:
+            args.peer_python = peer_python(args.peer_venv)
+            if args.peer_python is None:
+                print(f"note: no real Dynamo in {args.peer_venv} (see setup_peer.sh): peer skipped")
+            else:
+                systems.append("peer")
+        bound = lru_bound(args)
+        print(
+            f"routing quality: first {args.limit} requests of {args.trace.name}, "
+            f"{args.block} tokens a hash id, max output {args.max_output}; "
+            f"{args.workers} mocker workers x {args.blocks} blocks of {args.block_size} tokens, "
+            f"speedup {args.speedup:g}",
+            flush=True,
+        )
+        results = [
+            run_one(args, system, mode, scale)
+            for scale in args.time_scales
+            for system in systems
+            for mode in args.modes
+        ]
+    except BenchError as e:
+        sys.exit(f"error: {e}")
+    print(table(results, bound))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"lru_bound": bound, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
