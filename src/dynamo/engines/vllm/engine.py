@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
+from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import ResolvedModel, resolve_model
 from dynamo.engines.vllm.kv_subscriber import (
     ZmqKvEventSubscriber,
@@ -297,29 +298,20 @@ class VllmEngine:
         vllm_id = f"{request.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
         stream = llm.generate(TokensPrompt(prompt_token_ids=prompt), params, vllm_id)
         usage: Usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "cached_tokens": 0}
-        stopped = asyncio.ensure_future(context.stopped())
         try:
-            while True:
-                step = asyncio.ensure_future(anext(stream))
-                done, _ = await asyncio.wait({step, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                if step not in done:  # the caller went away: abort in vLLM
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await step
-                    yield {"token_ids": [], "finish_reason": "cancelled", "usage": usage}
-                    return
-                try:
-                    out = step.result()
-                except StopAsyncIteration:
-                    raise UnavailableError("vLLM ended the stream without a final output") from None
-                chunk = self._chunk(out, usage, eos_ids)
-                yield chunk
-                if chunk.get("finish_reason") is not None:
-                    return
+            async with contextlib.aclosing(until_stopped(stream, context)) as outputs:
+                async for out in outputs:
+                    if out is STOPPED:  # the caller went away; vLLM aborted the request
+                        yield {"token_ids": [], "finish_reason": "cancelled", "usage": usage}
+                        return
+                    chunk = self._chunk(out, usage, eos_ids)
+                    yield chunk
+                    if chunk.get("finish_reason") is not None:
+                        return
+            raise UnavailableError("vLLM ended the stream without a final output")
         except Exception as exc:
             raise _translate(exc) from exc
         finally:
-            stopped.cancel()
             await stream.aclose()  # aborts the request in vLLM if it is still running
 
     @staticmethod

@@ -1,0 +1,350 @@
+"""`SglangEngine`: SGLang's offline `sgl.Engine` behind our `Engine` interface, token ids in/out.
+
+Built on SGLang's public async API: `Engine(server_args=...)`,
+`await engine.async_generate(input_ids=..., sampling_params=..., stream=True, rid=...)`,
+`engine.tokenizer_manager.abort_request(rid)`. KV events come from SGLang's ZMQ publisher
+(`--kv-events-config`, the vLLM wire format). Tested against fakes of that API
+(`dynamo.testing.fake_engines`); not yet exercised on a real SGLang engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
+from dynamo.engines.cancellable import STOPPED, until_stopped
+from dynamo.engines.model_resolution import resolve_model
+from dynamo.engines.vllm.kv_subscriber import (
+    ZmqKvEventSubscriber,
+    free_tcp_port,
+    publisher_binds,
+    subscriber_address,
+)
+from dynamo.engines.vllm.requests import validate_prompt
+from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason, Usage
+from dynamo.protocols.model_card import WorkerRole
+from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
+from dynamo.runtime.errors import (
+    ConfigError,
+    DynamoError,
+    EngineShutdownError,
+    InvalidRequestError,
+    UnavailableError,
+)
+from dynamo.runtime.transport.base import RequestContext
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'sglang[all]' (NVIDIA GPU)"
+KV_EVENTS_TOPIC = "kv-events"
+
+
+def import_sglang() -> Any:
+    try:
+        import sglang
+    except ImportError as exc:
+        raise ConfigError(
+            f"SGLang is not installed in this Python environment: {INSTALL_HINT} ({exc})"
+        ) from exc
+    return sglang
+
+
+def sampling_params(request: EngineRequest, context_length: int) -> dict[str, Any]:
+    """SGLang's sampling-params dict for `request` (`sglang.srt.sampling` SamplingParams keys)."""
+    prompt_len = len(request["token_ids"])
+    stop = request.get("stop_conditions") or {}
+    sampling = request.get("sampling_options") or {}
+    room = context_length - prompt_len
+    max_tokens = stop.get("max_tokens")
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise InvalidRequestError("max_tokens must be an integer >= 1", param="max_tokens")
+    params: dict[str, Any] = {
+        "max_new_tokens": room if max_tokens is None else min(max_tokens, room),
+        "ignore_eos": bool(stop.get("ignore_eos", False)),
+    }
+    min_tokens = stop.get("min_tokens")
+    if min_tokens:
+        params["min_new_tokens"] = int(min_tokens)
+    stop_ids = list(stop.get("stop_token_ids") or [])
+    if stop_ids:
+        params["stop_token_ids"] = stop_ids
+    for key in ("temperature", "top_p"):
+        if sampling.get(key) is not None:
+            params[key] = sampling[key]
+    top_k = sampling.get("top_k")
+    if top_k is not None:
+        params["top_k"] = -1 if top_k <= 0 else top_k  # -1: disabled
+    return params
+
+
+def finish_reason(raw: Any, eos_token_ids: Collection[int]) -> FinishReason | None:
+    """Ours for SGLang's `meta_info["finish_reason"]` (`{"type": ..., "matched": ...}`)."""
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, dict) else raw
+    if kind == "stop":
+        matched = raw.get("matched") if isinstance(raw, dict) else None
+        if matched is None or (isinstance(matched, int) and matched in eos_token_ids):
+            return "eos"
+        return "stop"
+    if kind == "length":
+        return "length"
+    if kind == "abort":
+        return "cancelled"
+    return "error"
+
+
+class SglangEngine:
+    """One `sgl.Engine` in this process.
+
+    `server_args` is an `sglang.srt.server_args.ServerArgs` (see `parse_sglang_args`); the
+    engine runs with `skip_tokenizer_init=True` (token ids in and out). `engine_factory`
+    replaces `sglang.Engine` (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        server_args: Any,
+        *,
+        publish_kv_events: bool = True,
+        engine_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.server_args = server_args
+        self.publish_kv_events = publish_kv_events
+        self._factory = engine_factory
+        self._engine: Any = None
+        self._subscriber: ZmqKvEventSubscriber | None = None
+        self._info: EngineInfo | None = None
+        self._eos_ids: frozenset[int] = frozenset()
+        self._inflight = 0
+        self._closing = False
+
+    @property
+    def served_model_name(self) -> str:
+        return str(self.server_args.served_model_name or self.server_args.model_path)
+
+    @property
+    def model_dir(self) -> str:
+        return str(self.server_args.model_path)
+
+    async def start(self, sink: EngineEventSink) -> EngineInfo:
+        if self._engine is not None:
+            raise RuntimeError("SglangEngine.start called twice")
+        factory = self._factory or import_sglang().Engine
+        args = dataclasses.replace(self.server_args, skip_tokenizer_init=True)
+        subscriber = None
+        if self.publish_kv_events:
+            args, subscriber = self._kv_events(args, sink)
+        self.server_args = args
+        if subscriber is not None:
+            subscriber.start()
+            self._subscriber = subscriber
+        try:
+            self._engine = factory(server_args=args)
+        except Exception as exc:  # SGLang reports bad arguments as many exception types
+            await self._stop_subscriber()
+            raise ConfigError(f"SGLang engine failed to start: {exc}") from exc
+        self._info = self._engine_info()
+        self._eos_ids = frozenset(_eos_ids(self._engine))
+        return self._info
+
+    def _kv_events(self, args: Any, sink: EngineEventSink) -> tuple[Any, ZmqKvEventSubscriber]:
+        raw = args.kv_events_config
+        if raw:
+            cfg = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        else:
+            # A wildcard endpoint: SGLang's publisher binds it; we connect on loopback.
+            cfg = {
+                "publisher": "zmq",
+                "endpoint": f"tcp://*:{free_tcp_port()}",
+                "topic": KV_EVENTS_TOPIC,
+            }
+            args = dataclasses.replace(args, kv_events_config=json.dumps(cfg))
+        endpoint = str(cfg.get("endpoint", "tcp://*:5557"))
+        dp = int(getattr(args, "dp_size", 1) or 1)
+        addresses = [subscriber_address(endpoint, r) for r in range(dp)]
+        subscriber = ZmqKvEventSubscriber(
+            addresses, sink, topic=str(cfg.get("topic", "")), bind=not publisher_binds(endpoint)
+        )
+        return args, subscriber
+
+    def _engine_info(self) -> EngineInfo:
+        engine, args = self._engine, self.server_args
+        info = getattr(engine, "scheduler_info", None)
+        if not info:
+            result = getattr(engine, "_scheduler_init_result", None)
+            infos = getattr(result, "scheduler_infos", None) or [{}]
+            info = infos[0]
+        page = int(args.page_size or 1)
+        total_tokens = info.get("max_total_num_tokens")
+        if not total_tokens:
+            raise UnavailableError("SGLang did not report max_total_num_tokens")
+        context = getattr(engine.tokenizer_manager, "context_len", None) or info.get(
+            "max_req_input_len"
+        )
+        return EngineInfo(
+            kv_block_size=page,
+            total_kv_blocks=int(total_tokens) // page,
+            context_length=int(context),
+            max_num_seqs=info.get("max_running_requests") or args.max_running_requests,
+            max_num_batched_tokens=args.chunked_prefill_size,
+            data_parallel_size=int(getattr(args, "dp_size", 1) or 1),
+        )
+
+    async def _stop_subscriber(self) -> None:
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+            self._subscriber = None
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        await self._stop_subscriber()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+
+    def metrics(self) -> list[EngineMetrics]:
+        """Best effort: requests in flight through this adapter (SGLang's scheduler load is not
+        exposed by its offline API)."""
+        if self._info is None:
+            return []
+        return [
+            EngineMetrics(
+                active_kv_blocks=0,
+                total_kv_blocks=self._info.total_kv_blocks,
+                running_requests=self._inflight,
+                waiting_requests=0,
+                max_num_seqs=self._info.max_num_seqs or 0,
+            )
+        ]
+
+    async def generate(
+        self, request: EngineRequest, context: RequestContext
+    ) -> AsyncIterator[EngineOutput]:
+        engine, info = self._engine, self._info
+        if self._closing:
+            raise EngineShutdownError("SGLang engine is shutting down")
+        if engine is None or info is None:
+            raise UnavailableError("SGLang engine is not started")
+        prompt = validate_prompt(request, info.context_length)
+        params = sampling_params(request, info.context_length)
+        eos = self._eos_ids | frozenset(request.get("eos_token_ids") or ())
+        rid = f"{request.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
+        incremental = bool(getattr(self.server_args, "incremental_streaming_output", False))
+        usage: Usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "cached_tokens": 0}
+        self._inflight += 1
+        finished = False
+        try:
+            stream = await engine.async_generate(
+                input_ids=prompt, sampling_params=params, stream=True, rid=rid
+            )
+            sent = 0
+            async with contextlib.aclosing(until_stopped(stream, context)) as chunks:
+                async for chunk in chunks:
+                    if chunk is STOPPED:
+                        yield {"token_ids": [], "finish_reason": "cancelled", "usage": usage}
+                        return
+                    ids = list(chunk.get("output_ids") or [])
+                    new = ids if incremental else ids[sent:]
+                    sent = sent + len(new) if incremental else len(ids)
+                    meta = chunk.get("meta_info") or {}
+                    usage["completion_tokens"] = sent
+                    usage["cached_tokens"] = int(meta.get("cached_tokens") or 0)
+                    out: EngineOutput = {"token_ids": new}
+                    reason = finish_reason(meta.get("finish_reason"), eos)
+                    if reason is not None:
+                        out["finish_reason"] = reason
+                        out["usage"] = dict(usage)  # type: ignore[typeddict-item]
+                        finished = True
+                    yield out
+                    if finished:
+                        return
+            raise UnavailableError("SGLang ended the stream without a finish reason")
+        except DynamoError:
+            raise
+        except ValueError as exc:
+            raise InvalidRequestError(f"SGLang rejected the request: {exc}") from exc
+        except Exception as exc:
+            raise UnavailableError(
+                f"SGLang failed the request: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            self._inflight -= 1
+            if not finished:
+                with contextlib.suppress(Exception):
+                    engine.tokenizer_manager.abort_request(rid)
+
+
+def _eos_ids(engine: Any) -> list[int]:
+    ids = getattr(getattr(engine, "tokenizer_manager", None), "eos_token_ids", None)
+    return [int(i) for i in ids] if ids else []
+
+
+@dataclasses.dataclass(frozen=True)
+class SglangWorkerConfig:
+    """Dynamo's own flags of an SGLang worker (SGLang's are in its ServerArgs)."""
+
+    endpoint: str | None = option(None, help="dyn://namespace.component.endpoint to serve")
+    publish_kv_events: bool = option(True, help="forward SGLang's KV cache events to the router")
+    migration_limit: int = option(0, help="times a broken request may move to another worker")
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+
+def parse_sglang_args(
+    argv: Sequence[str] | None = None,
+    *,
+    server_args_cls: Any = None,
+    resolve_model_path: bool = True,
+) -> tuple[SglangWorkerConfig, Any, WorkerRole]:
+    """(our config, SGLang `ServerArgs`, role) from `python -m dynamo.sglang` flags.
+
+    Role comes from SGLang's own `--disaggregation-mode prefill|decode|null`.
+    """
+    if server_args_cls is None:
+        import_sglang()
+        from sglang.srt.server_args import ServerArgs
+
+        server_args_cls = ServerArgs
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise ConfigError(f"{self.prog}: {message}")
+
+    parser = _Parser(prog="python -m dynamo.sglang", allow_abbrev=False)
+    add_arguments(parser, SglangWorkerConfig, title="Dynamo worker")
+    add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
+    server_args_cls.add_cli_args(parser)
+    ns = parser.parse_args(list(argv) if argv is not None else None)
+    config = dataclasses.replace(
+        resolve(SglangWorkerConfig, ns), runtime=resolve(RuntimeConfig, ns)
+    )
+    if resolve_model_path:
+        requested = str(ns.model_path)
+        resolved = resolve_model(requested)
+        if getattr(ns, "tokenizer_path", None) in (None, requested):
+            ns.tokenizer_path = resolved.path
+        ns.model_path = resolved.path
+        if not getattr(ns, "served_model_name", None):
+            ns.served_model_name = requested
+    try:
+        server_args = server_args_cls.from_cli_args(ns)
+    except Exception as exc:
+        raise ConfigError(f"SGLang rejected the server arguments: {exc}") from exc
+    mode = getattr(server_args, "disaggregation_mode", "null")
+    role = {"prefill": WorkerRole.PREFILL, "decode": WorkerRole.DECODE}.get(
+        mode, WorkerRole.AGGREGATED
+    )
+    return config, server_args, role
+
+
+if TYPE_CHECKING:
+
+    def _conforms(engine: SglangEngine) -> Engine:
+        return engine
