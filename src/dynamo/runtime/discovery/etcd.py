@@ -93,12 +93,20 @@ class EtcdDiscovery:
         if self._keepalive is not None:
             return
         self._closed = False
-        self._client = self._new_client()
-        try:
-            await self._establish_lease(self._client)
-        except _ERRORS as exc:
-            await self._drop_client()
-            raise TransportError(f"cannot reach etcd at {self.endpoint}: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._rpc_timeout
+        backoff = _BACKOFF_MIN_S
+        while True:  # retry transient failures (e.g. etcd still starting) for ~rpc timeout
+            self._client = self._new_client()
+            try:
+                await self._establish_lease(self._client)
+                break
+            except _ERRORS as exc:
+                await self._drop_client()
+                if loop.time() + backoff > deadline:
+                    raise TransportError(f"cannot reach etcd at {self.endpoint}: {exc}") from exc
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
         self._keepalive = asyncio.create_task(self._keep_alive(), name="etcd-lease-keepalive")
 
     async def _establish_lease(self, client: aetcd.Client) -> None:
