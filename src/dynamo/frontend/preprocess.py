@@ -32,6 +32,7 @@ class Preprocessor:
         self.context_length = card.context_length
         self.eos_token_ids = list(files.eos_token_ids)
         self.vocab_size = files.tokenizer.get_vocab_size(with_added_tokens=True)
+        self._fast = hasattr(files.tokenizer, "encode_batch_fast")
         self._template = ChatTemplate(
             files.chat_template or fallback_template(),
             bos_token=files.bos_token,
@@ -55,14 +56,14 @@ class Preprocessor:
             extra=req.chat_template_kwargs,
         )
         # The template already holds the BOS token if the model wants one.
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return self._encode(text, False)
 
     def completion_prompt_ids(self, req: CompletionRequest) -> list[int]:
         prompt = req.single_prompt()
         if isinstance(prompt, str):
             if not prompt:
                 raise InvalidRequestError("prompt: must not be empty", param="prompt")
-            return self.tokenizer.encode(prompt, add_special_tokens=True).ids
+            return self._encode(prompt, True)
         bad = next((t for t in prompt if not 0 <= t < self.vocab_size), None)
         if bad is not None:
             raise InvalidRequestError(
@@ -72,7 +73,14 @@ class Preprocessor:
         return list(prompt)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=True).ids
+        return self._encode(text, True)
+
+    def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        # encode_batch_fast skips offset tracking: about twice as fast for short prompts
+        if self._fast:
+            batch = self.tokenizer.encode_batch_fast([text], add_special_tokens=add_special_tokens)
+            return batch[0].ids
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     # --- the engine request ------------------------------------------------------------
     def check_length(self, n_prompt: int, max_tokens: int | None) -> int:
