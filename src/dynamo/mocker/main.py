@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry
 
 from dynamo.engines.base import EngineInfo
 from dynamo.engines.mocker.config import MockerConfig
@@ -20,10 +16,10 @@ from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import ConfigError, DynamoError
-from dynamo.runtime.lifecycle import run_until_signal
 from dynamo.worker.core import Worker
 from dynamo.worker.metrics import ComponentMetrics
 from dynamo.worker.model_card import TokenizerFacts, build_model_card, read_tokenizer_facts
+from dynamo.worker.run import run_workers, setup_logging
 
 log = logging.getLogger("dynamo.mocker")
 PACKAGED_TINY_MODEL = "dynamo:tinymodel"
@@ -38,6 +34,8 @@ def tokenizer_dir(model_path: str) -> Path:
     local = Path(model_path).expanduser()
     if local.is_dir():
         return local
+    if model_path.startswith(("/", ".", "~")) or local.exists():
+        raise ConfigError(f"--model-path {model_path!r}: not a model directory")
     try:
         from huggingface_hub import snapshot_download
 
@@ -75,15 +73,11 @@ def build_workers(
     runtime: DistributedRuntime,
     runtime_config: RuntimeConfig,
     config: MockerConfig,
+    facts: TokenizerFacts,
     metrics: ComponentMetrics | None = None,
 ) -> list[Worker]:
     """`--num-workers` mocker engines, each its own instance of the endpoint."""
-    if not config.model_path:
-        raise ConfigError(
-            "--model-path is required (a model directory, hub id or dynamo:tinymodel)"
-        )
-    facts: TokenizerFacts = read_tokenizer_facts(tokenizer_dir(config.model_path))
-    name = config.model_name or config.model_path
+    name = config.model_name or config.model_path or "mocker"
     role = role_of(config)
     address = (
         EndpointAddress.parse(config.endpoint)
@@ -108,27 +102,19 @@ def build_workers(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    runtime_config, config = parse_args(argv)
-    registry = CollectorRegistry()
-    metrics = ComponentMetrics(registry)
-
-    async def serve(runtime: DistributedRuntime) -> None:
-        workers = build_workers(runtime, runtime_config, config, metrics)
-        try:
-            await asyncio.gather(*(w.start() for w in workers))
-            log.info("%d mocker worker(s) serving %s", len(workers), config.model_name)
-            await asyncio.Event().wait()  # serve until the drain cancels us
-        finally:
-            for worker in workers:
-                with contextlib.suppress(Exception):
-                    await worker.stop()
-
+    setup_logging()
     try:
-        code = run_until_signal(serve, runtime_config, registry=registry)
+        runtime_config, config = parse_args(argv)
+        if not config.model_path:
+            raise ConfigError(
+                "--model-path is required (a model directory, hub id or dynamo:tinymodel)"
+            )
+        facts = read_tokenizer_facts(tokenizer_dir(config.model_path))
     except DynamoError as exc:
         print(f"dynamo.mocker: error: {exc}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+        sys.exit(2)
+    run_workers(
+        "python -m dynamo.mocker",
+        runtime_config,
+        lambda runtime, metrics: build_workers(runtime, runtime_config, config, facts, metrics),
+    )

@@ -1,0 +1,1 @@
+"""`python -m dynamo.vllm`: a Dynamo worker serving a vLLM engine."""
