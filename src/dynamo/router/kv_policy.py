@@ -146,18 +146,7 @@ class KvPolicy(PolicyBase):
 
     # --- routing ---------------------------------------------------------------------------
     def select(self, request: RouteRequest) -> RoutingDecision:
-        keys = self.candidates(request)
-        self._housekeeping()
-        weight = request.overlap_score_weight
-        if weight is None:
-            weight = self.config.kv_overlap_score_weight
-        temperature = request.router_temperature
-        if temperature is None:
-            temperature = self.config.router_temperature
-        cands, hashes = self._score(request.token_ids, keys)
-        chosen = select_candidate(
-            cands, overlap_weight=weight, temperature=temperature, rng=self._rng
-        )
+        chosen, hashes = self._choose(request)
         key, bs = chosen.key, chosen.block_size
         h = hashes[bs]
         isl = len(request.token_ids)
@@ -170,6 +159,16 @@ class KvPolicy(PolicyBase):
         self._required_total += required
         self._last_overlap, self._last_required = chosen.overlap_blocks, required
         return RoutingDecision(key[0], key[1], chosen.overlap_blocks, required)
+
+    def preview(self, request: RouteRequest) -> RoutingDecision:
+        """What `select` would decide now, without booking the request (a dry run)."""
+        chosen, _ = self._choose(request)
+        required = math.ceil(len(request.token_ids) / chosen.block_size)
+        return RoutingDecision(chosen.key[0], chosen.key[1], chosen.overlap_blocks, required)
+
+    def set_sync_publisher(self, publish: Callable[[ActiveSequenceEvent], None] | None) -> None:
+        """Publish this router's active-sequence changes through `publish` (replica sync)."""
+        self._publish = publish
 
     def potential_loads(self, token_ids: Sequence[int]) -> list[Candidate]:
         """Per eligible worker key, the figures a request would be scored with (no booking)."""
@@ -232,6 +231,21 @@ class KvPolicy(PolicyBase):
         )
 
     # --- internals -------------------------------------------------------------------------
+    def _choose(self, request: RouteRequest) -> tuple[Candidate, dict[int, _Hashes]]:
+        keys = self.candidates(request)
+        self._housekeeping()
+        weight = request.overlap_score_weight
+        if weight is None:
+            weight = self.config.kv_overlap_score_weight
+        temperature = request.router_temperature
+        if temperature is None:
+            temperature = self.config.router_temperature
+        cands, hashes = self._score(request.token_ids, keys)
+        chosen = select_candidate(
+            cands, overlap_weight=weight, temperature=temperature, rng=self._rng
+        )
+        return chosen, hashes
+
     def _score(
         self, token_ids: Sequence[int], keys: list[WorkerKey]
     ) -> tuple[list[Candidate], dict[int, _Hashes]]:
