@@ -99,8 +99,10 @@ class Cluster:
     def objects(self, namespace: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
         """(kind, name) -> body of every live namespaced object (in `namespace` if given)."""
         out = {}
-        for _resource, ns, name, body in self.api.live_objects():
+        for resource, ns, name, body in self.api.live_objects():
             if ns is None or (namespace is not None and ns != namespace):
+                continue
+            if resource.plural == "events":  # kopf's event posts: not graph objects
                 continue
             out[(body.get("kind", ""), name)] = body
         return out

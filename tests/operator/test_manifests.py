@@ -133,8 +133,11 @@ def test_guide_worker_container() -> None:
     assert svc["spec"]["ports"][0]["port"] == 9090
     assert svc["metadata"]["labels"]["nvidia.com/dynamo-discovery-backend"] == "kubernetes"
     role = objs[("Role", "my-llm-k8s-service-discovery-role")]
-    assert {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-            "verbs": ["get", "list", "watch"]} in role["rules"]  # fmt: skip
+    assert {
+        "apiGroups": ["discovery.k8s.io"],
+        "resources": ["endpointslices"],
+        "verbs": ["get", "list", "watch"],
+    } in role["rules"]
 
 
 @pytest.mark.parametrize("path", [GUIDE_DGD, *EXAMPLES], ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -293,8 +296,9 @@ def test_pvcs_shared_memory_off_and_compilation_cache() -> None:
         {"name": "compile", "mountPath": "/root/.cache/vllm"},
     ]
     assert _env(container)["VLLM_CACHE_ROOT"] == "/root/.cache/vllm"
-    claims = [v["persistentVolumeClaim"]["claimName"] for v in dep["spec"]["template"]["spec"]
-              ["volumes"]]  # fmt: skip
+    claims = [
+        v["persistentVolumeClaim"]["claimName"] for v in dep["spec"]["template"]["spec"]["volumes"]
+    ]
     assert claims == ["models", "compile"]
     validate_k8s(pvc)
     validate_k8s(dep)

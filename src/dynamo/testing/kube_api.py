@@ -66,9 +66,16 @@ class FakeKubeApi(kmock.KubernetesEmulator):
     """kmock's emulator plus server-side metadata and owner-reference garbage collection."""
 
     _versions = itertools.count(1)
+    # kmock logs every request for assertions and, to route each new request, re-filters the
+    # whole log: quadratic over a long test. The operator tests assert on objects, not on
+    # requests, so only the most recent requests are kept.
+    REQUEST_LOG_KEPT = 4
 
     @override
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        log: list[kmock.Request] = self._requests
+        if len(log) > 2 * self.REQUEST_LOG_KEPT:
+            del log[: -self.REQUEST_LOG_KEPT]
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
                 self._stamp_new(request.data)
