@@ -315,7 +315,7 @@ def parse_sglang_args(
 
     class _Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
-            raise ConfigError(f"{self.prog}: {message}")
+            raise ConfigError(message)
 
     parser = _Parser(prog="python -m dynamo.sglang", allow_abbrev=False)
     add_arguments(parser, SglangWorkerConfig, title="Dynamo worker")

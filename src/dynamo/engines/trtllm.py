@@ -313,14 +313,14 @@ def parse_trtllm_args(
 
     class _Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
-            raise ConfigError(f"{self.prog}: {message}")
+            raise ConfigError(message)
 
     parser = _Parser(prog="python -m dynamo.trtllm", allow_abbrev=False)
     add_arguments(parser, TrtllmWorkerConfig, title="worker")
     add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
     ns = parser.parse_args(list(argv) if argv is not None else None)
     if ns.model_path is None:
-        raise ConfigError("python -m dynamo.trtllm: --model-path is required")
+        raise ConfigError("--model-path is required")
     config = dataclasses.replace(
         resolve(TrtllmWorkerConfig, ns), runtime=resolve(RuntimeConfig, ns)
     )

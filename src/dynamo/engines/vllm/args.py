@@ -62,7 +62,7 @@ def build_parser(prog: str = "python -m dynamo.vllm") -> argparse.ArgumentParser
 
     class _Parser(FlexibleArgumentParser):
         def error(self, message: str) -> NoReturn:
-            raise ConfigError(f"{self.prog}: {message}")
+            raise ConfigError(message)
 
     parser = _Parser(prog=prog, description="A Dynamo worker serving a vLLM engine.")
     add_arguments(parser, VllmWorkerConfig, title="Dynamo worker")
