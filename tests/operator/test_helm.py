@@ -1,0 +1,180 @@
+"""The Helm charts: `helm lint` and `helm template` with a real helm binary (scripts/get-helm.sh
+puts one in .tools/bin), and every rendered object checked by kubernetes-validate."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _operator_harness import REPO, validate_k8s
+
+from dynamo import __version__
+from dynamo.operator.crdgen import rendered_files
+
+CHARTS = REPO / "deploy/helm"
+PLATFORM = CHARTS / "dynamo-platform"
+CRDS_CHART = CHARTS / "dynamo-crds"
+SCENARIOS = sorted((PLATFORM / "ci").glob("*.yaml"))
+NS = "dynamo-system"
+
+
+def _helm() -> str:
+    found = shutil.which("helm", path=f"{REPO / '.tools/bin'}{os.pathsep}{os.environ['PATH']}")
+    if found is None:
+        pytest.skip("helm not found: run scripts/get-helm.sh (CI does)")
+    return found
+
+
+def _run(*args: str) -> str:
+    result = subprocess.run([_helm(), *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _render(chart: Path, *args: str) -> list[dict[str, Any]]:
+    out = _run("template", "dynamo-platform", str(chart), "--namespace", NS, *args)
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def _by_kind(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+@pytest.mark.parametrize("chart", [CRDS_CHART, PLATFORM], ids=lambda p: p.name)
+def test_helm_lint(chart: Path) -> None:
+    out = _run("lint", "--strict", str(chart))
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.stem)
+def test_platform_scenarios_lint_render_and_validate(values: Path) -> None:
+    _run("lint", "--strict", str(PLATFORM), "--values", str(values))
+    docs = _render(PLATFORM, "--values", str(values))
+    assert docs
+    for doc in docs:
+        validate_k8s(doc)
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "dynamo-platform"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_default_install_is_cluster_wide_with_secure_pods() -> None:
+    objs = _by_kind(_render(PLATFORM))
+    assert sorted(objs) == [
+        ("ClusterRole", "dynamo-platform-operator"),
+        ("ClusterRoleBinding", "dynamo-platform-operator"),
+        ("ConfigMap", "dynamo-platform-operator-config"),
+        ("Deployment", "dynamo-platform-operator"),
+        ("ServiceAccount", "dynamo-platform-operator"),
+    ]
+    dep = objs[("Deployment", "dynamo-platform-operator")]
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"pydynamo/runtime:{__version__}"
+    assert container["command"] == ["python3", "-m", "dynamo.operator"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert re.fullmatch(
+        r"[0-9a-f]{64}", dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    )
+    config = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
+    assert config["DYN_OPERATOR_DISCOVERY_BACKEND"] == "kubernetes"
+    assert config["DYN_OPERATOR_DEFAULT_IMAGE"] == f"pydynamo/runtime:{__version__}"
+    assert config["DYN_OPERATOR_ETCD_ADDRESS"] == config["DYN_OPERATOR_NATS_ADDRESS"] == ""
+    assert "DYN_OPERATOR_NAMESPACE" not in config
+    rules = objs[("ClusterRole", "dynamo-platform-operator")]["rules"]
+    granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    for needed in [
+        ("nvidia.com", "dynamographdeployments"),
+        ("nvidia.com", "dynamographdeployments/status"),
+        ("apps", "deployments"),
+        ("", "services"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("", "namespaces"),
+    ]:
+        assert needed in granted, needed
+
+
+def test_namespace_restriction_uses_a_role() -> None:
+    args = ("--set", "dynamo-operator.namespaceRestriction.enabled=true")
+    objs = _by_kind(_render(PLATFORM, *args))
+    kinds = {kind for kind, _ in objs}
+    assert {"Role", "RoleBinding"} <= kinds
+    assert not {"ClusterRole", "ClusterRoleBinding"} & kinds
+    role = objs[("Role", "dynamo-platform-operator")]
+    assert role["metadata"]["namespace"] == NS
+    granted = {r for rule in role["rules"] for r in rule["resources"]}
+    assert "namespaces" not in granted and "customresourcedefinitions" not in granted
+    config = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
+    assert config["DYN_OPERATOR_NAMESPACE"] == NS
+    target = ("--set", "dynamo-operator.namespaceRestriction.targetNamespace=team-a")
+    objs = _by_kind(_render(PLATFORM, *args, *target))
+    assert objs[("Role", "dynamo-platform-operator")]["metadata"]["namespace"] == "team-a"
+    assert (
+        objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]["DYN_OPERATOR_NAMESPACE"]
+        == "team-a"
+    )
+
+
+def test_bundled_etcd_and_nats_are_wired_into_the_operator() -> None:
+    args = ("--set", "global.etcd.install=true", "--set", "global.nats.install=true")
+    objs = _by_kind(_render(PLATFORM, *args))
+    assert ("StatefulSet", "dynamo-platform-etcd") in objs
+    assert ("StatefulSet", "dynamo-platform-nats") in objs
+    assert objs[("Service", "dynamo-platform-nats")]["spec"]["ports"][0]["port"] == 4222
+    config = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
+    assert config["DYN_OPERATOR_ETCD_ADDRESS"] == f"http://dynamo-platform-etcd.{NS}.svc:2379"
+    assert config["DYN_OPERATOR_NATS_ADDRESS"] == f"nats://dynamo-platform-nats.{NS}.svc:4222"
+    for name in ("dynamo-platform-etcd", "dynamo-platform-nats"):
+        pod = objs[("StatefulSet", name)]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_config_change_rolls_the_operator() -> None:
+    def checksum(*args: str) -> str:
+        dep = _by_kind(_render(PLATFORM, *args))[("Deployment", "dynamo-platform-operator")]
+        return str(dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum() != checksum("--set", "dynamo-operator.logLevel=debug")
+
+
+def test_crds_chart_renders_the_generated_crds() -> None:
+    docs = _render(CRDS_CHART)
+    expected = [yaml.safe_load(text) for text in rendered_files().values()]
+    key = lambda d: d["metadata"]["name"]  # noqa: E731
+    assert sorted(docs, key=key) == sorted(expected, key=key)
+    for doc in docs:
+        validate_k8s(doc)
+        assert doc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_chart_versions_follow_the_package() -> None:
+    for chart in (PLATFORM, CRDS_CHART):
+        meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+        assert meta["appVersion"] == __version__
+
+
+def _leaves(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}{k}.")]
+    return [prefix.rstrip(".")]
+
+
+def test_every_platform_value_is_documented() -> None:
+    text = (PLATFORM / "values.yaml").read_text()
+    documented = set(re.findall(r"## @param (\S+)", text))
+    undocumented = [
+        leaf
+        for leaf in _leaves(yaml.safe_load(text))
+        if not any(leaf == d or leaf.startswith(d + ".") for d in documented)
+    ]
+    assert undocumented == []
