@@ -216,3 +216,12 @@ async def test_direct_routing_with_nvext(harness: Harness, client: openai.AsyncO
         await client.completions.create(
             model=MODEL, prompt="x", max_tokens=2, extra_body={"nvext": {"backend_instance_id": 1}}
         )
+
+
+async def test_data_parallel_rank_is_sent_to_the_worker(
+    harness: Harness, client: openai.AsyncOpenAI
+) -> None:
+    worker = await harness.add(FakeWorker(tiny_card(data_parallel_size=2)))
+    for _ in range(2):
+        await client.completions.create(model=MODEL, prompt="x", max_tokens=1)
+    assert sorted(r["extra_args"]["dp_rank"] for r in worker.requests) == [0, 1]

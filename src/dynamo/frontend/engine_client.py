@@ -69,16 +69,20 @@ class RoutedModel:
         self.migration_limit = migration_limit
         self._on_migration = on_migration
         self._clients: dict[int, EndpointClient] = {}
+        self._dp_workers: set[int] = set()  # workers with several data-parallel ranks
 
     # --- membership (driven by discovery) ----------------------------------------------
     def add_worker(self, info: WorkerInfo, client: EndpointClient) -> None:
         if info.instance_id in self._clients:
             return
         self._clients[info.instance_id] = client
+        if info.data_parallel_size > 1:
+            self._dp_workers.add(info.instance_id)
         self.policy.add_worker(info)
 
     def remove_worker(self, instance_id: int) -> None:
         if self._clients.pop(instance_id, None) is not None:
+            self._dp_workers.discard(instance_id)
             self.policy.remove_worker(instance_id)
 
     def has_worker(self, instance_id: int) -> bool:
@@ -124,9 +128,12 @@ class RoutedModel:
             try:
                 if client is None:  # the policy knew a worker that just left
                     raise TransportError(f"worker {instance_id:x} left")
+                sent = current
+                if instance_id in self._dp_workers:  # the rank the router chose
+                    sent = with_dp_rank(current, decision.dp_rank)
                 try:
                     stream = client.generate(
-                        current,  # type: ignore[arg-type]
+                        sent,  # type: ignore[arg-type]
                         instance_id=instance_id,
                         request_id=request_id,
                     )
@@ -172,6 +179,13 @@ class RoutedModel:
                     current = nxt
             finally:
                 self.policy.on_finish(request_id)
+
+
+def with_dp_rank(request: EngineRequest, dp_rank: int) -> EngineRequest:
+    """`request` addressed to one data-parallel rank (`extra_args.dp_rank`, as Dynamo does)."""
+    out = dict(request)
+    out["extra_args"] = {**request.get("extra_args", {}), "dp_rank": dp_rank}
+    return out  # type: ignore[return-value]
 
 
 def continued(request: EngineRequest, generated: list[int]) -> EngineRequest | None:
