@@ -67,8 +67,8 @@ def worker_info_from_card(instance_id: int, card: ModelCard) -> WorkerInfo:
 def dispatch_worker_event(topic: str, payload: dict[str, Any], policy_of: PolicyOf) -> bool:
     """Hand a `kv-events` or `kv_metrics` payload to the policy of the worker that sent it.
 
-    Returns whether a policy took it. Raises (KeyError, ValueError, TypeError) on a malformed
-    payload; other topics are ignored.
+    Returns whether a policy took it; other topics are ignored. A malformed payload raises
+    (KeyError, ValueError, TypeError, AttributeError).
     """
     kind = topic.rsplit(".", 1)[-1]
     if kind == KV_EVENTS_TOPIC:
@@ -93,7 +93,7 @@ async def pump_worker_events(subscriber: Any, policy_of: PolicyOf) -> None:
         async for topic, payload in subscriber:
             try:
                 dispatch_worker_event(topic, payload, policy_of)
-            except (KeyError, ValueError, TypeError) as exc:
+            except Exception as exc:  # whatever a publisher sends must not stop the feed
                 log.warning("dropped a malformed worker event on %s: %r", topic, exc)
     finally:
         close = getattr(subscriber, "close", None)

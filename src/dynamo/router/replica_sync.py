@@ -64,6 +64,11 @@ class ReplicaSync:
         self._pending: asyncio.Queue[ActiveSequenceEvent] = asyncio.Queue(max_pending)
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def pending(self) -> int:
+        """Changes queued for the event plane."""
+        return self._pending.qsize()
+
     def attach(self, policy: SyncedPolicy) -> None:
         self._policies[policy.router_id] = policy
         policy.set_sync_publisher(self.publish)
@@ -87,7 +92,7 @@ class ReplicaSync:
         """Apply one received change to every attached policy (not to the one that sent it)."""
         try:
             event = ActiveSequenceEvent.from_wire(payload)
-        except (KeyError, ValueError, TypeError) as exc:
+        except Exception as exc:  # whatever a publisher sends must not stop the sync
             self.stats.malformed += 1
             log.warning("replica sync: dropped a malformed event: %r", exc)
             return
