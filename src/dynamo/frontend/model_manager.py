@@ -151,12 +151,20 @@ class ModelManager:
         self._clients.clear()
 
     async def _watch(self) -> None:
-        async for event in self._runtime.watch_model_cards(self._namespace):
+        """Follow the model cards; if the watch fails, start a new one after a pause."""
+        while True:
             try:
-                await self.apply(event)
+                async for event in self._runtime.watch_model_cards(self._namespace):
+                    try:
+                        await self.apply(event)
+                    except Exception:
+                        log.exception("failed to apply model-card event for %s", event.key)
+                    self.synced.set()
+                log.warning("the model-card watch ended; watching again")
+                await asyncio.sleep(0.5)
             except Exception:
-                log.exception("failed to apply model-card event for %s", event.key)
-            self.synced.set()
+                log.exception("the model-card watch failed; watching again in 1 s")
+                await asyncio.sleep(1.0)
 
     async def _events(self, subscriber: Any) -> None:
         try:
