@@ -14,10 +14,16 @@ from dynamo.router.base import RouteRequest, WorkerInfo
 from dynamo.router.config import RouterConfig
 from dynamo.router.kv_policy import KvPolicy
 from dynamo.router.replica_sync import ReplicaSync, replica_sync_topic
+from dynamo.router.service import RouterService, StandaloneRouterConfig
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
+from dynamo.runtime.transport.base import RequestContext
 
 WORKER, PROBE = 7, 99  # the worker under test; a second one that only carries warm-up traffic
+
+
+async def idle(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
+    yield {}
 
 
 class Replica:
@@ -116,3 +122,49 @@ async def test_own_and_malformed_events_are_ignored() -> None:
     sync.detach(policy)
     policy.select(RouteRequest("unsynced", [2] * 32))
     assert (sync.pending, sync.stats.dropped) == (1, 1)
+
+
+async def test_two_router_services_with_replica_sync_share_bookings() -> None:
+    config = RuntimeConfig(namespace=f"ns{uuid.uuid4().hex[:8]}", discovery_backend="mem")
+    router_config = RouterConfig(router_mode="kv", router_replica_sync=True, kv_cache_block_size=16)
+    worker_rt = await DistributedRuntime.create(config)
+    address = StandaloneRouterConfig().worker_address(config.namespace)
+    await worker_rt.serve_endpoint(address, idle, instance_id=WORKER)
+    services = []
+    for _ in range(2):
+        service = RouterService(
+            await DistributedRuntime.create(config), router_config, StandaloneRouterConfig()
+        )
+        await service.start()
+        services.append(service)
+    a, b = services
+    try:
+        assert a.sync is not None and b.sync is not None
+        assert isinstance(b.policy, KvPolicy)
+        b_policy = b.policy
+
+        async def book(rid: str) -> dict[str, Any]:
+            body = {"token_ids": list(range(64)), "request_id": rid}
+            return await anext(a.best_worker(body, RequestContext(rid)))
+
+        booked: list[str] = []
+        while not b.sync.stats.applied:  # until the subscription is live (pub/sub drops before)
+            booked.append(f"r{len(booked)}")
+            decision = await book(booked[-1])
+            assert decision == {
+                "instance_id": WORKER,
+                "dp_rank": 0,
+                "overlap_blocks": 0,
+                "required_blocks": 4,
+            }
+            await asyncio.sleep(0.01)
+        await eventually(lambda: b_policy.stats().active_decode_blocks[(WORKER, 0)] == 4)
+        for rid in booked:
+            done = {"request_id": rid, "event": "finish"}
+            assert await anext(a.mark(done, RequestContext(rid))) == done
+        await eventually(lambda: b_policy.stats().active_decode_blocks[(WORKER, 0)] == 0)
+    finally:
+        for service in services:
+            await service.close()
+            await service.runtime.shutdown(0)
+        await worker_rt.shutdown(0)
