@@ -225,3 +225,33 @@ async def test_data_parallel_rank_is_sent_to_the_worker(
     for _ in range(2):
         await client.completions.create(model=MODEL, prompt="x", max_tokens=1)
     assert sorted(r["extra_args"]["dp_rank"] for r in worker.requests) == [0, 1]
+
+
+async def test_logprobs_when_the_engine_reports_them(
+    harness: Harness, client: openai.AsyncOpenAI, tokenizer: Tokenizer
+) -> None:
+    script = ids_of(tokenizer, TEXT)
+    await harness.add(FakeWorker(tiny_card(), script=script))
+    chat = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=3, logprobs=True
+    )
+    assert chat.choices[0].logprobs is not None
+    content = chat.choices[0].logprobs.content
+    assert content is not None
+    assert [c.logprob for c in content] == [-0.25, -0.25, -0.25]
+    assert "".join(c.token for c in content) == tokenizer.decode(script[:3])
+    comp = await client.completions.create(model=MODEL, prompt="x", max_tokens=3, logprobs=1)
+    lp = comp.choices[0].logprobs
+    assert lp is not None and lp.token_logprobs == [-0.25, -0.25, -0.25]
+    assert lp.text_offset is not None and lp.text_offset[0] == 0
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        max_tokens=2,
+        logprobs=True,
+        stream=True,
+    )
+    with_lp = [c async for c in stream if c.choices and c.choices[0].logprobs]
+    assert len(with_lp) == 2
+    plain = await client.completions.create(model=MODEL, prompt="x", max_tokens=2)
+    assert plain.choices[0].logprobs is None

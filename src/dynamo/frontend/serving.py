@@ -190,6 +190,7 @@ class OpenAIServing:
         want_lp: bool,
     ) -> Reply:
         parts: list[str] = []
+        text_len = 0
         lps: list[dict[str, Any]] = []
         finish: str | None = None
         started = False
@@ -202,9 +203,11 @@ class OpenAIServing:
                 ids = out.get("token_ids")
                 if ids:
                     acct.tokens += len(ids)
-                    parts.append(text.push(ids))
                     if want_lp and out.get("log_probs"):
-                        lps.append(self._lp(pre, ids, out, chat, sum(map(len, parts))))
+                        lps.append(self._lp(pre, ids, out, chat, text_len))
+                    piece = text.push(ids)
+                    parts.append(piece)
+                    text_len += len(piece)
                 usage = out.get("usage")
                 if usage:
                     acct.cached = usage.get("cached_tokens") or 0

@@ -115,6 +115,8 @@ class FakeWorker:
             if finish is None and produced >= max_tokens:
                 finish = "length"
             out: dict[str, Any] = {"token_ids": chunk, "finish_reason": finish}
+            if request.get("sampling_options", {}).get("logprobs") is not None:
+                out["log_probs"] = [-0.25 * (i + 1) for i in range(len(chunk))]
             if finish is not None:
                 out["usage"] = {
                     "prompt_tokens": len(prompt),
