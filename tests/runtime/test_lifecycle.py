@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
-from dynamo.runtime.errors import NotFoundError, TransportError, UnavailableError
+from dynamo.runtime.errors import ConfigError, NotFoundError, TransportError, UnavailableError
 from dynamo.runtime.lifecycle import serve_until_signal
 from dynamo.runtime.system_server import SystemServer
 
@@ -127,3 +127,17 @@ async def test_serve_until_signal_exit_codes(tmp_path: Path) -> None:
 async def _never(request: dict[str, Any], ctx: Any) -> AsyncIterator[dict[str, Any]]:
     await ctx.stopped()
     yield {}
+
+
+async def test_an_expected_failure_is_one_log_line_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = RuntimeConfig(namespace=f"ns{uuid.uuid4().hex[:8]}", discovery_backend="mem")
+
+    async def refuses(runtime: DistributedRuntime) -> None:
+        raise ConfigError("--model: no such model")
+
+    assert await serve_until_signal(refuses, config, signals=(signal.SIGUSR1,)) == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == ["--model: no such model"]
+    assert errors[0].exc_info is None

@@ -92,9 +92,13 @@ async def serve_until_signal(
             await status.start()
         await asyncio.wait({main_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if main_task.done() and not stopper.done():
-            if main_task.cancelled() or main_task.exception() is not None:
+            error = _exception_of(main_task)
+            if isinstance(error, DynamoError):  # an expected failure: one line, no traceback
                 exit_code = 1
-                log.error("main failed; shutting down", exc_info=_exception_of(main_task))
+                log.error("%s", error)
+            elif main_task.cancelled() or error is not None:
+                exit_code = 1
+                log.error("main failed; shutting down", exc_info=error)
             else:
                 await stopper  # main set things up and returned: serve until signalled
     finally:
