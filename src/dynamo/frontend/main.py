@@ -64,6 +64,8 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
         lambda card: make_policy(router_cfg),
         namespace=runtime_cfg.namespace,
         version=__version__,
+        # only the KV router reads KV events (and not in approximate mode)
+        use_kv_events=router_cfg.router_mode == "kv" and router_cfg.kv_events,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

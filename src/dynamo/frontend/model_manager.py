@@ -66,6 +66,7 @@ class ModelManager:
         migration_limit: int = 0,
         metrics: FrontendMetrics | None = None,
         on_model_removed: Callable[[str], None] | None = None,
+        use_kv_events: bool = True,
     ) -> None:
         self._runtime = runtime
         self._policy_factory = policy_factory
@@ -73,6 +74,7 @@ class ModelManager:
         self._migration_limit = migration_limit
         self._metrics = metrics
         self._on_model_removed = on_model_removed
+        self._use_kv_events = use_kv_events  # off: KV events are dropped undecoded
         self.registry = ModelRegistry()
         self._routed: dict[str, RoutedModel] = {}
         self._clients: dict[EndpointAddress, _ClientState] = {}
@@ -182,6 +184,8 @@ class ModelManager:
         """Hand a KV event or load report to the policy of the sender's model."""
         kind = topic.rsplit(".", 1)[-1]
         if kind == KV_EVENTS_TOPIC:
+            if not self._use_kv_events:
+                return
             event = RouterEvent.from_wire(payload)
             routed = self._routed_of(event.worker_id)
             if routed is not None:

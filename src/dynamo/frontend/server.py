@@ -32,6 +32,7 @@ class Frontend:
         *,
         namespace: str | None,
         version: str = "0",
+        use_kv_events: bool = True,
     ) -> None:
         self.config = config
         self.metrics = FrontendMetrics(config.metrics_prefix)
@@ -43,6 +44,7 @@ class Frontend:
             migration_limit=config.migration_limit,
             metrics=self.metrics,
             on_model_removed=self.preprocessors.forget,
+            use_kv_events=use_kv_events,
         )
         self.serving = OpenAIServing(
             self.models,
