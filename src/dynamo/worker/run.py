@@ -7,15 +7,20 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
+from dynamo.engines.base import Engine, EngineInfo
+from dynamo.protocols.model_card import ModelCard, WorkerRole
+from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import DynamoError
 from dynamo.runtime.lifecycle import run_until_signal
 from dynamo.worker.core import Worker
 from dynamo.worker.metrics import ComponentMetrics
+from dynamo.worker.model_card import build_model_card, read_tokenizer_facts
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +58,48 @@ def run_workers(prog: str, runtime_config: RuntimeConfig, build: BuildWorkers) -
         print(f"{prog}: error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
+
+
+class ModelEngine(Engine, Protocol):
+    """A real engine that loaded a model directory (tokenizer files for the model card)."""
+
+    @property
+    def served_model_name(self) -> str: ...
+
+    @property
+    def model_dir(self) -> str: ...
+
+
+def serve_engine(
+    prog: str,
+    runtime_config: RuntimeConfig,
+    engine: ModelEngine,
+    *,
+    role: WorkerRole,
+    endpoint: str | None = None,
+    component: str = "backend",
+    publish_kv_events: bool = True,
+    migration_limit: int = 0,
+) -> None:
+    """Serve one real engine at `endpoint` (default `dyn://{ns}.{component}.generate`;
+    prefill workers `dyn://{ns}.prefill.generate`); decode workers publish no KV events."""
+    if endpoint:
+        address = EndpointAddress.parse(endpoint)
+    else:
+        default = "prefill" if role is WorkerRole.PREFILL else component
+        address = EndpointAddress(runtime_config.namespace, default, "generate")
+
+    def make_card(info: EngineInfo) -> ModelCard:
+        facts = read_tokenizer_facts(engine.model_dir)
+        card = build_model_card(
+            engine.served_model_name, facts, info, role=role, source_path=engine.model_dir
+        )
+        return card.model_copy(update={"migration_limit": migration_limit})
+
+    def build(runtime: DistributedRuntime, metrics: ComponentMetrics) -> list[Worker]:
+        publish = publish_kv_events and role is not WorkerRole.DECODE
+        return [
+            Worker(runtime, engine, address, make_card, metrics=metrics, publish_kv_events=publish)
+        ]
+
+    run_workers(prog, runtime_config, build)

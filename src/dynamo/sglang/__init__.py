@@ -1,0 +1,1 @@
+"""`python -m dynamo.sglang`: a Dynamo worker serving an SGLang engine."""

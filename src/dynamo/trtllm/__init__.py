@@ -1,0 +1,1 @@
+"""`python -m dynamo.trtllm`: a Dynamo worker serving a TensorRT-LLM engine."""

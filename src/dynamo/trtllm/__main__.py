@@ -1,0 +1,4 @@
+from dynamo.trtllm.main import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Entry point of `python -m dynamo.trtllm --model-path M [--extra-engine-args file.yaml]`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from dynamo.engines.trtllm import TrtllmEngine, parse_trtllm_args
+from dynamo.runtime.errors import DynamoError
+from dynamo.worker.run import serve_engine, setup_logging
+
+PROG = "python -m dynamo.trtllm"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    setup_logging()
+    try:
+        config, llm_kwargs = parse_trtllm_args(argv)
+    except DynamoError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    serve_engine(
+        PROG,
+        config.runtime,
+        TrtllmEngine(
+            llm_kwargs,
+            served_model_name=config.served_model_name,
+            publish_kv_events=config.publish_events_and_metrics,
+        ),
+        role=config.role,
+        endpoint=config.endpoint,
+        component="tensorrt_llm",  # Dynamo's component name for TRT-LLM decode workers
+        publish_kv_events=config.publish_events_and_metrics,
+        migration_limit=config.migration_limit,
+    )
