@@ -101,6 +101,8 @@ def test_guide_frontend_service_and_container() -> None:
     assert env["DYN_HTTP_PORT"] == "8000"
     assert env["DYN_DISCOVERY_BACKEND"] == "kubernetes"
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # Peers in other pods dial the request plane and event publisher at the pod IP.
+    assert env["DYN_TCP_RPC_HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert "NATS_SERVER" not in env and "ETCD_ENDPOINTS" not in env
     assert main["livenessProbe"]["httpGet"] == {"path": "/live", "port": "http"}
     assert main["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}

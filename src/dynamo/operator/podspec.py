@@ -22,6 +22,9 @@ DEFAULT_SHM_SIZE = "8Gi"
 TERMINATION_GRACE_PERIOD_S = 60
 DEFAULT_FS_GROUP = 1000
 COMPILATION_CACHE_PATHS = {"vllm": ("/root/.cache/vllm", "VLLM_CACHE_ROOT")}
+# The runtime's request plane and ZMQ event publisher bind and advertise this host: the pod IP,
+# so that peers in other pods can dial them.
+POD_IP_ENV = {"DYN_TCP_RPC_HOST": {"fieldRef": {"fieldPath": "status.podIP"}}}
 # Fields of mainContainer that the graph builder already turned into ServiceSpec fields.
 _BUILDER_FIELDS = {"name", "image", "command", "args", "workingDir", "env"}
 
@@ -96,7 +99,10 @@ def _raw(model: Any) -> dict[str, Any]:
 def _env(svc: ServiceSpec, dgd: DynamoGraphDeployment, main: Mapping[str, Any]) -> list[Any]:
     """Injected env < mainContainer.env < graph and service `envs`; sorted by name."""
     explicit = {v.name for v in [*dgd.spec.envs, *svc.spec.envs]}
-    values: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in svc.env.items()}
+    values: dict[str, dict[str, Any]] = {
+        k: {"name": k, "valueFrom": v} for k, v in POD_IP_ENV.items()
+    }
+    values.update({k: {"name": k, "value": v} for k, v in svc.env.items()})
     values.update({k: {"name": k, "valueFrom": v} for k, v in svc.env_value_from.items()})
     for var in main.get("env") or []:
         if var["name"] not in explicit:
