@@ -116,10 +116,16 @@ def build_registry(
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
         patch.status.update(status)
 
-    @kopf.on.event("apps", "v1", "deployments", labels={GRAPH_LABEL: kopf.PRESENT},
-                   registry=registry)  # fmt: skip
-    @kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets",
-                   labels={GRAPH_LABEL: kopf.PRESENT}, registry=registry)  # fmt: skip
+    @kopf.on.event(
+        "apps", "v1", "deployments", labels={GRAPH_LABEL: kopf.PRESENT}, registry=registry
+    )
+    @kopf.on.event(
+        "leaderworkerset.x-k8s.io",
+        "v1",
+        "leaderworkersets",
+        labels={GRAPH_LABEL: kopf.PRESENT},
+        registry=registry,
+    )
     async def workload_changed(
         body: kopf.Body, namespace: str | None, logger: Logger, **_: Any
     ) -> None:
@@ -133,8 +139,9 @@ def build_registry(
             status = await observed_status(api, dgd, config)
             if _same_status(status, dgd.get("status")):
                 return
-            await api.patch(DGD_API_VERSION, DGD_KIND, name, namespace, {"status": status},
-                            status=True)  # fmt: skip
+            await api.patch(
+                DGD_API_VERSION, DGD_KIND, name, namespace, {"status": status}, status=True
+            )
         except ConfigError:
             return  # the DGD handler reports invalid graphs
         except KubernetesApiError as exc:
