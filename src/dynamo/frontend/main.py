@@ -20,7 +20,7 @@ from dynamo.frontend.server import Frontend
 from dynamo.router.config import RouterConfig
 from dynamo.router.policies import make_policy
 from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
-from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.errors import ConfigError, DynamoError
 
 log = logging.getLogger("dynamo.frontend")
 
@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except DynamoError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
     except OSError as exc:
         log.error("cannot serve: %s", exc)
         return 1
