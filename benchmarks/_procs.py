@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -190,6 +191,27 @@ def run_client(argv: list[str], timeout_s: float = 1800.0) -> dict[str, Any]:
         raise BenchError(f"no JSON in the output of {argv[0]}:\n{done.stdout[-2000:]}")
     result, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
     return dict(result)
+
+
+@contextlib.contextmanager
+def profiled(stack: Stack, out: Path | None) -> Iterator[None]:
+    """py-spy records the stack's frontend and mocker (collapsed stacks, `out/NAME-LABEL.txt`)."""
+    if out is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for label in ("frontend", "mocker"):
+        argv = [spy, "record", "--pid", str(stack.pid(label)), "--rate", "100", "--format"]
+        argv += ["raw", "-o", str(out / f"{stack.name}-{label}.txt"), "--nonblocking"]
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+    try:
+        yield
+    finally:
+        for spy_proc in spies:
+            spy_proc.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+            spy_proc.wait(timeout=60)
 
 
 def our_stack(

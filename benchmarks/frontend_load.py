@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from _procs import (
     our_stack,
     peer_python,
     peer_stack,
+    profiled,
     run_client,
     tiny_model_dir,
 )
@@ -42,27 +40,10 @@ def measure(stack: Stack, url: str, args: argparse.Namespace, bench: Path) -> di
     argv = [str(bench / "load.py"), url, MODEL_NAME]
     argv += ["--n", str(args.n), "--c", str(args.c), "--m", str(args.m)]
     argv += ["--chat"] if args.chat else []
-    profilers = start_profilers(stack, Path(args.profile)) if args.profile else []
-    try:
+    with profiled(stack, Path(args.profile) if args.profile else None):
         result = run_client(argv)
-    finally:
-        for p in profilers:
-            p.send_signal(signal.SIGINT)  #: py-spy writes its output and exits
-            p.wait(timeout=60)
     stack.check_alive()
     return result
-
-
-def start_profilers(stack: Stack, out: Path) -> list[subprocess.Popen[bytes]]:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    out.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for label in ("frontend", "mocker"):
-        target = out / f"{stack.name}-{label}.txt"  # collapsed stacks, one per line
-        argv = [spy, "record", "--pid", str(stack.pid(label)), "--rate", "100"]
-        argv += ["--format", "raw", "-o", str(target), "--nonblocking"]
-        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
-    return procs
 
 
 def run_ours(args: argparse.Namespace, bench: Path, model_dir: str, tag: str) -> dict[str, Any]:

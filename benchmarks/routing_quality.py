@@ -31,6 +31,7 @@ from _procs import (
     our_stack,
     peer_python,
     peer_stack,
+    profiled,
     run_client,
     tiny_model_dir,
 )
@@ -62,7 +63,8 @@ def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> di
         argv += ["--limit", str(args.limit), "--block", str(args.block)]
         argv += ["--max-output", str(args.max_output), "--time-scale", f"{scale:g}"]
         argv += ["--out", str(out)]
-        summary = run_client(argv)
+        with profiled(stack, args.profile):
+            summary = run_client(argv)
         requests = json.loads(out.read_text())["requests"]
     stack.check_alive()
     ttft = [r["ttft"] for r in requests if not r["error"] and r["ttft"] is not None]
@@ -119,18 +121,29 @@ def table(results: list[dict[str, Any]], bound: float) -> str:
             f"       {r['errors']:>5}"
         )
     lines.append(f"single shared LRU cache bound: {bound:.3f}")
-    by_key = {(r["system"], r["mode"], r["time_scale"]): r for r in results}
-    for (system, mode, scale), kv in by_key.items():
-        rr = by_key.get((system, "round-robin", scale))
-        if mode != "kv" or rr is None or not rr["hit_rate"] or not rr["ttft_p50"]:
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["system"], r["mode"], r["time_scale"]), []).append(r)
+
+    def mean(key: tuple[str, str, float], field: str) -> float:
+        return statistics.mean(r[field] or 0.0 for r in groups[key])
+
+    for system, mode, scale in groups:
+        rr = (system, "round-robin", scale)
+        if mode != "kv" or rr not in groups or not mean(rr, "hit_rate"):
             continue
-        lines.append(
-            f"{system} kv/round-robin at scale {scale:g}: "
-            f"hit rate x{kv['hit_rate'] / rr['hit_rate']:.2f}"
-            f", TTFT p50 x{kv['ttft_p50'] / rr['ttft_p50']:.2f}"
-            f", p99 x{kv['ttft_p99'] / rr['ttft_p99']:.2f}"
-            f", mean x{kv['ttft_mean'] / rr['ttft_mean']:.2f}"
+        kv = (system, mode, scale)
+        ratios = ", ".join(
+            f"{label} x{mean(kv, field) / mean(rr, field):.2f}"
+            for label, field in (
+                ("hit rate", "hit_rate"),
+                ("TTFT p50", "ttft_p50"),
+                ("p99", "ttft_p99"),
+                ("mean", "ttft_mean"),
+            )
         )
+        runs = f" (means of {len(groups[kv])} runs)" if len(groups[kv]) > 1 else ""
+        lines.append(f"{system} kv/round-robin at scale {scale:g}{runs}: {ratios}")
     return "\n".join(lines)
 
 
@@ -138,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-scales", type=float, nargs="+", default=[0.1, 0.05])
     parser.add_argument("--modes", nargs="+", default=["kv", "round-robin"])
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every configuration")
     parser.add_argument("--limit", type=int, default=1000, help="trace requests replayed")
     parser.add_argument("--block", type=int, default=64, help="prompt tokens per trace hash id")
     parser.add_argument("--max-output", type=int, default=32)
@@ -151,6 +165,7 @@ def main() -> None:
     parser.add_argument("--peer", action="store_true", help="also measure the real Dynamo")
     parser.add_argument("--no-ours", action="store_true", help="measure the peer only")
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles of the servers here")
     parser.add_argument("--json-out", help="write every result here")
     args = parser.parse_args()
 
@@ -177,6 +192,7 @@ def main() -> None:
         results = [
             run_one(args, system, mode, scale)
             for scale in args.time_scales
+            for _ in range(args.repeat)
             for system in systems
             for mode in args.modes
         ]
