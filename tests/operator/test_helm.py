@@ -104,7 +104,10 @@ def test_default_install_is_cluster_wide_with_secure_pods() -> None:
         ("nvidia.com", "dynamographdeployments/status"),
         ("apps", "deployments"),
         ("", "services"),
+        ("", "persistentvolumeclaims"),
+        ("leaderworkerset.x-k8s.io", "leaderworkersets"),
         ("rbac.authorization.k8s.io", "roles"),
+        ("", "events"),
         ("apiextensions.k8s.io", "customresourcedefinitions"),
         ("", "namespaces"),
     ]:
@@ -196,3 +199,41 @@ def test_every_platform_value_is_documented() -> None:
         if not any(leaf == d or leaf.startswith(d + ".") for d in documented)
     ]
     assert undocumented == []
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("restricted", ["false", "true"])
+def test_operator_role_covers_what_the_operator_does_and_grants(restricted: str) -> None:
+    from dynamo.operator.rbac import DISCOVERY_RULES, PLANNER_RULES
+    from dynamo.operator.reconcile import PRUNABLE_KINDS
+
+    args = ("--set", f"dynamo-operator.namespaceRestriction.enabled={restricted}")
+    kind = "Role" if restricted == "true" else "ClusterRole"
+    role = _by_kind(_render(PLATFORM, *args))[(kind, "dynamo-platform-operator")]
+    held = _grants(role["rules"])
+    plurals = {
+        "Deployment": "deployments",
+        "LeaderWorkerSet": "leaderworkersets",
+        "Service": "services",
+        "ServiceAccount": "serviceaccounts",
+        "Role": "roles",
+        "RoleBinding": "rolebindings",
+        "PersistentVolumeClaim": "persistentvolumeclaims",
+    }
+    created = [*PRUNABLE_KINDS, ("v1", "PersistentVolumeClaim")]
+    for api_version, obj_kind in created:
+        group = api_version.rpartition("/")[0]
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            assert (group, plurals[obj_kind], verb) in held, (group, obj_kind, verb)
+    # RBAC forbids granting what one does not hold: the per-graph Roles must be covered.
+    assert _grants(list(DISCOVERY_RULES) + list(PLANNER_RULES)) <= held
+    assert ("nvidia.com", "dynamographdeployments/status", "patch") in held
