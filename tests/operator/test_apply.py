@@ -43,3 +43,18 @@ def test_apply_patch_records_and_uses_the_last_applied_manifest() -> None:
     assert patch["metadata"]["labels"] == {"new": "1", "old": None}
     assert patch["spec"] == {"replicas": 2}
     assert last_applied({"metadata": {"annotations": {LAST_APPLIED_ANNOTATION: "{bad"}}}) is None
+
+
+def test_server_defaults_inside_lists_cause_no_patch() -> None:
+    applied = {"spec": {"containers": [{"name": "main", "image": "a"}], "replicas": 1}}
+    live = {
+        "spec": {
+            "containers": [{"name": "main", "image": "a", "imagePullPolicy": "IfNotPresent"}],
+            "replicas": 3,  # scaled by hand: scalars are brought back
+        }
+    }
+    assert merge_patch(applied, live, applied) == {"spec": {"replicas": 1}}
+    changed = {"spec": {"containers": [{"name": "main", "image": "b"}], "replicas": 1}}
+    assert merge_patch(applied, live, changed)["spec"]["containers"] == [
+        {"name": "main", "image": "b"}
+    ]

@@ -20,7 +20,9 @@ def merge_patch(
     last: Mapping[str, Any] | None, live: Mapping[str, Any], desired: Mapping[str, Any]
 ) -> dict[str, Any]:
     """A three-way JSON merge patch (RFC 7386): set what differs from `desired`, and null the
-    keys that `last` had and `desired` dropped. Lists are replaced whole."""
+    keys that `last` had and `desired` dropped. Lists are replaced whole, and only when they
+    changed since the last apply: the server fills defaults into list items (containers,
+    ports), so comparing them with the live object would patch on every reconcile."""
     last = last or {}
     patch: dict[str, Any] = {}
     for key, want in desired.items():
@@ -30,6 +32,8 @@ def merge_patch(
             sub = merge_patch(before if isinstance(before, Mapping) else {}, have, want)
             if sub:
                 patch[key] = sub
+        elif isinstance(want, list) and have is not _MISSING and last.get(key) == want:
+            continue
         elif have is _MISSING or have != want:
             patch[key] = want
     for key in last:
