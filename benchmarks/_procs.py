@@ -119,6 +119,11 @@ class Stack:
         mocker, frontend = map(int, self.log_tail("run_peer", 1).split())
         return {"mocker": mocker, "frontend": frontend}[label]
 
+    def cpu_s(self, label: str) -> float:
+        """CPU seconds (user + system, all threads) `label` has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid(label)}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def wait_ready(self, url: str, model: str = MODEL_NAME, timeout_s: float = 120.0) -> None:
         """Until `model` is listed and a one-token completion succeeds (a worker is serving)."""
         deadline = time.monotonic() + timeout_s

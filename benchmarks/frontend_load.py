@@ -40,9 +40,12 @@ def measure(stack: Stack, url: str, args: argparse.Namespace, bench: Path) -> di
     argv = [str(bench / "load.py"), url, MODEL_NAME]
     argv += ["--n", str(args.n), "--c", str(args.c), "--m", str(args.m)]
     argv += ["--chat"] if args.chat else []
+    cpu0 = {label: stack.cpu_s(label) for label in ("frontend", "mocker")}
     with profiled(stack, Path(args.profile) if args.profile else None):
         result = run_client(argv)
     stack.check_alive()
+    for label in ("frontend", "mocker"):  # CPU per request holds up on a busy machine
+        result[f"{label}_cpu_ms_per_req"] = 1000 * (stack.cpu_s(label) - cpu0[label]) / args.n
     return result
 
 
@@ -66,10 +69,14 @@ def run_peer(
         return measure(stack, f"http://127.0.0.1:{port}", args, bench)
 
 
+HEADER = "system    req/s   p50 ms   p99 ms   chunks/s     ok errors  CPU ms/req: frontend mocker"
+
+
 def row(name: str, r: dict[str, Any]) -> str:
     return (
         f"{name:<6} {r['req_per_s']:>8.1f} {r['lat_p50_ms']:>8.1f} {r['lat_p99_ms']:>8.1f} "
-        f"{r['chunks_per_s']:>10.1f} {r['ok']:>6} {r['errors']:>6}"
+        f"{r['chunks_per_s']:>10.1f} {r['ok']:>6} {r['errors']:>6} "
+        f"{r['frontend_cpu_ms_per_req']:>21.2f} {r['mocker_cpu_ms_per_req']:>6.2f}"
     )
 
 
@@ -107,11 +114,15 @@ def main() -> None:
             ours = run_ours(args, bench, model_dir, tag)
             peer = run_peer(args, bench, python, model_dir, tag) if python else None
             results.append({"ours": ours, "peer": peer})
-            print(f"\nround {i + 1}\nsystem    req/s   p50 ms   p99 ms   chunks/s     ok errors")
+            print(f"\nround {i + 1}\n{HEADER}")
             print(row("ours", ours))
             if peer:
                 print(row("peer", peer))
-                print(f"ratio ours/peer (req/s): {ours['req_per_s'] / peer['req_per_s']:.2f}")
+                print(
+                    f"ratio ours/peer: req/s {ours['req_per_s'] / peer['req_per_s']:.2f}, "
+                    "frontend CPU per request "
+                    f"{ours['frontend_cpu_ms_per_req'] / peer['frontend_cpu_ms_per_req']:.2f}"
+                )
     except BenchError as e:
         sys.exit(f"error: {e}")
     if args.json_out:

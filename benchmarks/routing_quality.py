@@ -63,8 +63,10 @@ def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> di
         argv += ["--limit", str(args.limit), "--block", str(args.block)]
         argv += ["--max-output", str(args.max_output), "--time-scale", f"{scale:g}"]
         argv += ["--out", str(out)]
+        cpu0 = {label: stack.cpu_s(label) for label in ("frontend", "mocker")}
         with profiled(stack, args.profile):
             summary = run_client(argv)
+        cpu = {f"{k}_cpu_s": stack.cpu_s(k) - v for k, v in cpu0.items()}
         requests = json.loads(out.read_text())["requests"]
     stack.check_alive()
     ttft = [r["ttft"] for r in requests if not r["error"] and r["ttft"] is not None]
@@ -79,6 +81,7 @@ def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> di
         "errors": summary["errors"],
         "first_errors": summary["first_errors"],
         "wall_s": summary["wall_s"],
+        **cpu,
     }
 
 
@@ -112,13 +115,15 @@ def ms(x: float | None) -> str:
 
 def table(results: list[dict[str, Any]], bound: float) -> str:
     lines = [
-        "system  mode         scale  hit rate  TTFT p50  TTFT p99 TTFT mean (ms)  errors",
+        "system  mode         scale  hit rate  TTFT p50  TTFT p99 TTFT mean (ms)  errors"
+        "  CPU s: frontend mocker",
     ]
     for r in results:
         lines.append(
             f"{r['system']:<7} {r['mode']:<12} {r['time_scale']:>5g}  {r['hit_rate'] or 0:8.3f}"
             f"  {ms(r['ttft_p50'])}  {ms(r['ttft_p99'])}  {ms(r['ttft_mean'])}"
             f"       {r['errors']:>5}"
+            f"  {r.get('frontend_cpu_s', 0):>15.1f} {r.get('mocker_cpu_s', 0):>6.1f}"
         )
     lines.append(f"single shared LRU cache bound: {bound:.3f}")
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
