@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ class Procs:
     def __init__(self) -> None:
         self.children: list[asyncio.subprocess.Process] = []
         self._drains: list[asyncio.Task[None]] = []
+        self._drained: set[int] = set()
 
     async def spawn(
         self, *args: str, env: dict[str, str] | None = None
@@ -30,12 +32,14 @@ class Procs:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,  # its own process group: engine subprocesses die with it
         )
         self.children.append(proc)
         return proc
 
     def drain(self, proc: asyncio.subprocess.Process) -> None:
         """Keep reading a child's output so it never blocks on a full pipe."""
+        self._drained.add(id(proc))
         self._drains.append(asyncio.get_running_loop().create_task(_drain(proc)))
 
     async def frontend(self, *args: str) -> str:
@@ -47,6 +51,12 @@ class Procs:
         self.drain(proc)
         return url
 
+    @staticmethod
+    def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+        """Signal the child and everything it started (like a pod or machine dying)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
     async def stop_all(self) -> None:
         for proc in self.children:
             if proc.returncode is None:
@@ -57,9 +67,11 @@ class Procs:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        for task in self._drains:
-            task.cancel()
-        await asyncio.gather(*self._drains, return_exceptions=True)
+            self.kill_group(proc)  # leftovers of its group, if any
+        for proc in self.children:  # read to EOF so the pipe transports close
+            if id(proc) not in self._drained:
+                await asyncio.wait_for(_drain(proc), 15)
+        await asyncio.wait_for(asyncio.gather(*self._drains, return_exceptions=True), 15)
 
 
 async def read_until(
