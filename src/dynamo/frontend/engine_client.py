@@ -44,15 +44,6 @@ class MigrationCounter(Protocol):
     def __call__(self, migration_type: str) -> None: ...
 
 
-def worker_info(instance_id: int, card: Any) -> WorkerInfo:
-    return WorkerInfo(
-        instance_id=instance_id,
-        kv_block_size=card.kv_block_size,
-        total_kv_blocks=card.total_kv_blocks,
-        data_parallel_size=card.data_parallel_size,
-    )
-
-
 class RoutedModel:
     """One model: its routing policy, its workers' clients, and request migration."""
 

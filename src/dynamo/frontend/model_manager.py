@@ -9,42 +9,34 @@ requests once both its card and its endpoint instance are known.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from dynamo.frontend.engine_client import EndpointClient, RoutedModel, worker_info
+from dynamo.frontend.engine_client import EndpointClient, RoutedModel
 from dynamo.frontend.errors import ModelNotFoundError, NotImplementedFeatureError
 from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.models import ModelEntry, ModelRegistry, RegistryChange, WorkerEntry
-from dynamo.protocols.kv_events import KV_EVENTS_TOPIC, KV_METRICS_TOPIC, LoadMetrics, RouterEvent
 from dynamo.protocols.model_card import ModelCard
 from dynamo.router.base import RoutingPolicy
+from dynamo.router.feeds import (
+    FeedRuntime,
+    InstanceClient,
+    pump_worker_events,
+    worker_events_prefix,
+    worker_info_from_card,
+)
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.discovery.base import WatchEvent
+from dynamo.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 PolicyFactory = Callable[[ModelCard], RoutingPolicy]
 
 
-class ManagedClient(EndpointClient, Protocol):
-    async def start(self) -> None: ...
-
-    def on_change(self, callback: Callable[[str, int], None]) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class FrontendRuntime(Protocol):
-    """What the frontend uses of `DistributedRuntime`."""
-
-    def client(self, address: EndpointAddress) -> Any: ...
-
-    def watch_model_cards(self, namespace: str | None = None) -> AsyncIterator[WatchEvent]: ...
-
-    async def event_subscriber(self, topic_prefix: str) -> Any: ...
+class ManagedClient(InstanceClient, EndpointClient, Protocol):
+    """An endpoint client the manager starts, follows, routes through and closes."""
 
 
 class _ClientState:
@@ -59,7 +51,7 @@ class _ClientState:
 class ModelManager:
     def __init__(
         self,
-        runtime: FrontendRuntime,
+        runtime: FeedRuntime,
         policy_factory: PolicyFactory,
         *,
         namespace: str | None,
@@ -137,16 +129,12 @@ class ModelManager:
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._watch(), name="model-card-watch"))
-        prefix = f"{self._namespace}." if self._namespace else ""
-        subscriber = await self._runtime.event_subscriber(prefix)
-        self._tasks.append(asyncio.create_task(self._events(subscriber), name="router-events"))
+        subscriber = await self._runtime.event_subscriber(worker_events_prefix(self._namespace))
+        events = pump_worker_events(subscriber, self._policy_of, kv_events=self._use_kv_events)
+        self._tasks.append(asyncio.create_task(events, name="router-events"))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         for state in self._clients.values():
             await state.client.close()
@@ -168,37 +156,11 @@ class ModelManager:
                 log.exception("the model-card watch failed; watching again in 1 s")
                 await asyncio.sleep(1.0)
 
-    async def _events(self, subscriber: Any) -> None:
-        try:
-            async for topic, payload in subscriber:
-                try:
-                    self.dispatch_event(topic, payload)
-                except Exception:
-                    log.exception("bad router event on %s", topic)
-        finally:
-            close = getattr(subscriber, "close", None)
-            if close is not None:
-                await close()
-
-    def dispatch_event(self, topic: str, payload: dict[str, Any]) -> None:
-        """Hand a KV event or load report to the policy of the sender's model."""
-        kind = topic.rsplit(".", 1)[-1]
-        if kind == KV_EVENTS_TOPIC:
-            if not self._use_kv_events:
-                return
-            event = RouterEvent.from_wire(payload)
-            routed = self._routed_of(event.worker_id)
-            if routed is not None:
-                routed.policy.apply_kv_event(event)
-        elif kind == KV_METRICS_TOPIC:
-            load = LoadMetrics.from_wire(payload)
-            routed = self._routed_of(load.worker_id)
-            if routed is not None:
-                routed.policy.apply_load(load)
-
-    def _routed_of(self, instance_id: int) -> RoutedModel | None:
+    def _policy_of(self, instance_id: int) -> RoutingPolicy | None:
+        """The policy of the model that `instance_id` serves (it gets that worker's events)."""
         name = self._model_of_worker.get(instance_id)
-        return self._routed.get(name) if name is not None else None
+        routed = self._routed.get(name) if name is not None else None
+        return routed.policy if routed is not None else None
 
     # --- discovery changes -------------------------------------------------------------
     async def apply(self, event: WatchEvent) -> None:
@@ -257,7 +219,7 @@ class ModelManager:
     def _activate(self, worker: WorkerEntry, client: EndpointClient) -> None:
         routed = self._routed.get(worker.card.name)
         if routed is not None:
-            routed.add_worker(worker_info(worker.instance_id, worker.card), client)
+            routed.add_worker(worker_info_from_card(worker.instance_id, worker.card), client)
             self._update_gauges(worker.card.name)
 
     async def _worker_removed(self, worker: WorkerEntry) -> None:

@@ -14,9 +14,10 @@ from aiohttp import web
 from dynamo.frontend.app import FrontendApp
 from dynamo.frontend.config import FrontendConfig
 from dynamo.frontend.metrics import FrontendMetrics
-from dynamo.frontend.model_manager import FrontendRuntime, ModelManager, PolicyFactory
+from dynamo.frontend.model_manager import ModelManager, PolicyFactory
 from dynamo.frontend.preprocess import PreprocessorCache
 from dynamo.frontend.serving import OpenAIServing
+from dynamo.router.feeds import FeedRuntime
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class Frontend:
 
     def __init__(
         self,
-        runtime: FrontendRuntime,
+        runtime: FeedRuntime,
         config: FrontendConfig,
         policy_factory: PolicyFactory,
         *,

@@ -10,7 +10,6 @@ namespace's events to several policies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ from dynamo.protocols.model_card import ModelCard
 from dynamo.router.base import RoutingPolicy, WorkerInfo
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.discovery.base import MODEL_CARDS_ROOT, WatchEvent
+from dynamo.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,14 @@ class FeedRuntime(Protocol):
     async def event_subscriber(self, topic_prefix: str) -> Any: ...
 
 
-def worker_events_prefix(namespace: str, component: str) -> str:
-    """The topic prefix of the KV events and load metrics of `namespace.component`'s workers."""
-    return f"{namespace}.{component}."
+def worker_events_prefix(namespace: str | None, component: str | None = None) -> str:
+    """The topic prefix of the KV events and load metrics of `namespace.component`'s workers.
+
+    Without a component: every component of `namespace`; without a namespace: every worker.
+    """
+    if not namespace:
+        return ""
+    return f"{namespace}.{component}." if component else f"{namespace}."
 
 
 def worker_info_from_card(instance_id: int, card: ModelCard) -> WorkerInfo:
@@ -64,14 +69,17 @@ def worker_info_from_card(instance_id: int, card: ModelCard) -> WorkerInfo:
     )
 
 
-def dispatch_worker_event(topic: str, payload: dict[str, Any], policy_of: PolicyOf) -> bool:
+def dispatch_worker_event(
+    topic: str, payload: dict[str, Any], policy_of: PolicyOf, *, kv_events: bool = True
+) -> bool:
     """Hand a `kv-events` or `kv_metrics` payload to the policy of the worker that sent it.
 
-    Returns whether a policy took it; other topics are ignored. A malformed payload raises
-    (KeyError, ValueError, TypeError, AttributeError).
+    Returns whether a policy took it; other topics, and KV events when `kv_events` is off, are
+    ignored (undecoded). A malformed payload raises (KeyError, ValueError, TypeError,
+    AttributeError).
     """
     kind = topic.rsplit(".", 1)[-1]
-    if kind == KV_EVENTS_TOPIC:
+    if kind == KV_EVENTS_TOPIC and kv_events:
         event = RouterEvent.from_wire(payload)
         policy = policy_of(event.worker_id)
         if policy is not None:
@@ -86,13 +94,15 @@ def dispatch_worker_event(topic: str, payload: dict[str, Any], policy_of: Policy
     return False
 
 
-async def pump_worker_events(subscriber: Any, policy_of: PolicyOf) -> None:
+async def pump_worker_events(
+    subscriber: Any, policy_of: PolicyOf, *, kv_events: bool = True
+) -> None:
     """Dispatch every message of `subscriber` until it ends or the task is cancelled; then
     close it. A malformed message is logged and skipped."""
     try:
         async for topic, payload in subscriber:
             try:
-                dispatch_worker_event(topic, payload, policy_of)
+                dispatch_worker_event(topic, payload, policy_of, kv_events=kv_events)
             except Exception as exc:  # whatever a publisher sends must not stop the feed
                 log.warning("dropped a malformed worker event on %s: %r", topic, exc)
     finally:
@@ -154,11 +164,7 @@ class EndpointWorkers:
         self._spawn(self._watch_cards(), "model-card-watch")
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._client is not None:
             await self._client.close()

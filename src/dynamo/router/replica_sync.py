@@ -9,12 +9,12 @@ replica starts empty and converges as requests come and go.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dynamo.router.active_sequences import ACTIVE_SEQUENCES_TOPIC, ActiveSequenceEvent
+from dynamo.runtime.tasks import cancel_and_wait
 from dynamo.runtime.transport.base import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,7 @@ class ReplicaSync:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def _send(self, publisher: EventPublisher) -> None:

@@ -15,6 +15,7 @@ from dynamo.protocols.kv_events import (
     LoadMetrics,
     RouterEvent,
 )
+from dynamo.runtime.tasks import cancel_and_wait
 from dynamo.runtime.transport.base import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,7 @@ class EventForwarder:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def _pump_events(self) -> None:
