@@ -100,3 +100,20 @@ def test_worker_events_reach_the_sender_policy() -> None:
     assert not dispatch_worker_event(prefix + "kv-hit-rate", {"x": 1}, policies.get)
     with pytest.raises(KeyError):
         dispatch_worker_event(prefix + "kv-events", {"event": {}}, policies.get)
+
+
+def test_kv_events_off_are_ignored_undecoded_and_metrics_still_apply() -> None:
+    policy = KvPolicy(RouterConfig(router_mode="kv"))
+    policy.add_worker(WorkerInfo(5, kv_block_size=16))
+    load = LoadMetrics(worker_id=5, kv_active_blocks=4, kv_total_blocks=10)
+    policies: dict[int, RoutingPolicy] = {5: policy}
+    assert not dispatch_worker_event("ns.b.kv-events", {"event": {}}, policies.get, kv_events=False)
+    assert dispatch_worker_event("ns.b.kv_metrics", load.to_wire(), policies.get, kv_events=False)
+    assert policy.stats().events_applied == 0
+    assert policy.load_metrics()[(5, 0)].kv_active_blocks == 4
+
+
+def test_worker_events_prefix_of_a_namespace_or_of_everything() -> None:
+    assert worker_events_prefix("ns") == "ns."
+    assert worker_events_prefix(None) == ""
+    assert worker_events_prefix("") == ""
