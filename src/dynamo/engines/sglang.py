@@ -9,15 +9,25 @@ Built on SGLang's public async API: `Engine(server_args=...)`,
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
+from dynamo.engines import adapter_common
+from dynamo.engines.adapter_common import (
+    ConfigErrorParser,
+    OutputStream,
+    import_engine,
+    max_new_tokens,
+    request_error,
+    role_of_disaggregation_mode,
+    set_options,
+    validate_prompt,
+)
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import resolve_model
@@ -27,17 +37,10 @@ from dynamo.engines.vllm.kv_subscriber import (
     publisher_binds,
     subscriber_address,
 )
-from dynamo.engines.vllm.requests import validate_prompt
-from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason, Usage
+from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
-from dynamo.runtime.errors import (
-    ConfigError,
-    DynamoError,
-    EngineShutdownError,
-    InvalidRequestError,
-    UnavailableError,
-)
+from dynamo.runtime.errors import ConfigError, DynamoError, EngineShutdownError, UnavailableError
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger(__name__)
@@ -47,26 +50,15 @@ KV_EVENTS_TOPIC = "kv-events"
 
 
 def import_sglang() -> Any:
-    try:
-        import sglang
-    except ImportError as exc:
-        raise ConfigError(
-            f"SGLang is not installed in this Python environment: {INSTALL_HINT} ({exc})"
-        ) from exc
-    return sglang
+    return import_engine("sglang", "SGLang", INSTALL_HINT)
 
 
 def sampling_params(request: EngineRequest, context_length: int) -> dict[str, Any]:
     """SGLang's sampling-params dict for `request` (`sglang.srt.sampling` SamplingParams keys)."""
-    prompt_len = len(request["token_ids"])
     stop = request.get("stop_conditions") or {}
     sampling = request.get("sampling_options") or {}
-    room = context_length - prompt_len
-    max_tokens = stop.get("max_tokens")
-    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
-        raise InvalidRequestError("max_tokens must be an integer >= 1", param="max_tokens")
     params: dict[str, Any] = {
-        "max_new_tokens": room if max_tokens is None else min(max_tokens, room),
+        "max_new_tokens": max_new_tokens(request, context_length),
         "ignore_eos": bool(stop.get("ignore_eos", False)),
     }
     min_tokens = stop.get("min_tokens")
@@ -75,9 +67,7 @@ def sampling_params(request: EngineRequest, context_length: int) -> dict[str, An
     stop_ids = list(stop.get("stop_token_ids") or [])
     if stop_ids:
         params["stop_token_ids"] = stop_ids
-    for key in ("temperature", "top_p"):
-        if sampling.get(key) is not None:
-            params[key] = sampling[key]
+    params.update(set_options(sampling, ("temperature", "top_p")))
     top_k = sampling.get("top_k")
     if top_k is not None:
         params["top_k"] = -1 if top_k <= 0 else top_k  # -1: disabled
@@ -89,16 +79,8 @@ def finish_reason(raw: Any, eos_token_ids: Collection[int]) -> FinishReason | No
     if raw is None:
         return None
     kind = raw.get("type") if isinstance(raw, dict) else raw
-    if kind == "stop":
-        matched = raw.get("matched") if isinstance(raw, dict) else None
-        if matched is None or (isinstance(matched, int) and matched in eos_token_ids):
-            return "eos"
-        return "stop"
-    if kind == "length":
-        return "length"
-    if kind == "abort":
-        return "cancelled"
-    return "error"
+    matched = raw.get("matched") if isinstance(raw, dict) else None
+    return adapter_common.finish_reason(kind, matched, eos_token_ids) or "error"
 
 
 class SglangEngine:
@@ -238,46 +220,34 @@ class SglangEngine:
         eos = self._eos_ids | frozenset(request.get("eos_token_ids") or ())
         rid = f"{request.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
         incremental = bool(getattr(self.server_args, "incremental_streaming_output", False))
-        usage: Usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "cached_tokens": 0}
+        out = OutputStream(len(prompt))
         self._inflight += 1
-        finished = False
         try:
             stream = await engine.async_generate(
                 input_ids=prompt, sampling_params=params, stream=True, rid=rid
             )
-            sent = 0
             async with contextlib.aclosing(until_stopped(stream, context)) as chunks:
                 async for chunk in chunks:
                     if chunk is STOPPED:
-                        yield {"token_ids": [], "finish_reason": "cancelled", "usage": usage}
+                        yield out.cancelled()
                         return
                     ids = list(chunk.get("output_ids") or [])
-                    new = ids if incremental else ids[sent:]
-                    sent = sent + len(new) if incremental else len(ids)
                     meta = chunk.get("meta_info") or {}
-                    usage["completion_tokens"] = sent
-                    usage["cached_tokens"] = int(meta.get("cached_tokens") or 0)
-                    out: EngineOutput = {"token_ids": new}
-                    reason = finish_reason(meta.get("finish_reason"), eos)
-                    if reason is not None:
-                        out["finish_reason"] = reason
-                        out["usage"] = dict(usage)  # type: ignore[typeddict-item]
-                        finished = True
-                    yield out
-                    if finished:
+                    yield out.output(
+                        ids if incremental else out.new_tokens(ids),
+                        finish_reason(meta.get("finish_reason"), eos),
+                        cached_tokens=int(meta.get("cached_tokens") or 0),
+                    )
+                    if out.finished:
                         return
             raise UnavailableError("SGLang ended the stream without a finish reason")
         except DynamoError:
             raise
-        except ValueError as exc:
-            raise InvalidRequestError(f"SGLang rejected the request: {exc}") from exc
         except Exception as exc:
-            raise UnavailableError(
-                f"SGLang failed the request: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise request_error(exc, "SGLang") from exc
         finally:
             self._inflight -= 1
-            if not finished:
+            if not out.finished:
                 with contextlib.suppress(Exception):
                     engine.tokenizer_manager.abort_request(rid)
 
@@ -313,11 +283,7 @@ def parse_sglang_args(
 
         server_args_cls = ServerArgs
 
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> NoReturn:
-            raise ConfigError(message)
-
-    parser = _Parser(prog="python -m dynamo.sglang", allow_abbrev=False)
+    parser = ConfigErrorParser(prog="python -m dynamo.sglang", allow_abbrev=False)
     add_arguments(parser, SglangWorkerConfig, title="Dynamo worker")
     add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
     server_args_cls.add_cli_args(parser)
@@ -337,10 +303,7 @@ def parse_sglang_args(
         server_args = server_args_cls.from_cli_args(ns)
     except Exception as exc:
         raise ConfigError(f"SGLang rejected the server arguments: {exc}") from exc
-    mode = getattr(server_args, "disaggregation_mode", "null")
-    role = {"prefill": WorkerRole.PREFILL, "decode": WorkerRole.DECODE}.get(
-        mode, WorkerRole.AGGREGATED
-    )
+    role = role_of_disaggregation_mode(getattr(server_args, "disaggregation_mode", "null"))
     return config, server_args, role
 
 

@@ -11,32 +11,36 @@ TensorRT-LLM engine.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from dynamo.engines.adapter_common import (
+    ConfigErrorParser,
+    OutputStream,
+    build_sampling_params,
+    finish_reason,
+    import_engine,
+    max_new_tokens,
+    request_error,
+    role_of_disaggregation_mode,
+    set_options,
+    validate_prompt,
+)
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import resolve_model
 from dynamo.engines.trtllm_events import KvEventTranslator, StatsView
-from dynamo.engines.vllm.requests import finish_reason, validate_prompt
-from dynamo.protocols.engine import EngineOutput, EngineRequest, Usage
+from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
-from dynamo.runtime.errors import (
-    ConfigError,
-    DynamoError,
-    EngineShutdownError,
-    InvalidRequestError,
-    UnavailableError,
-)
+from dynamo.runtime.errors import ConfigError, DynamoError, EngineShutdownError, UnavailableError
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger(__name__)
@@ -47,26 +51,15 @@ POLL_TIMEOUT_S = 2.0
 
 
 def import_tensorrt_llm() -> Any:
-    try:
-        import tensorrt_llm
-    except ImportError as exc:
-        raise ConfigError(
-            f"TensorRT-LLM is not installed in this Python environment: {INSTALL_HINT} ({exc})"
-        ) from exc
-    return tensorrt_llm
+    return import_engine("tensorrt_llm", "TensorRT-LLM", INSTALL_HINT)
 
 
 def sampling_kwargs(request: EngineRequest, context_length: int) -> dict[str, Any]:
     """Keyword arguments of `tensorrt_llm.SamplingParams` for `request` (token output)."""
-    prompt_len = len(request["token_ids"])
     stop = request.get("stop_conditions") or {}
     sampling = request.get("sampling_options") or {}
-    room = context_length - prompt_len
-    max_tokens = stop.get("max_tokens")
-    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
-        raise InvalidRequestError("max_tokens must be an integer >= 1", param="max_tokens")
     kwargs: dict[str, Any] = {
-        "max_tokens": room if max_tokens is None else min(max_tokens, room),
+        "max_tokens": max_new_tokens(request, context_length),
         "ignore_eos": bool(stop.get("ignore_eos", False)),
         "detokenize": False,
     }
@@ -75,9 +68,7 @@ def sampling_kwargs(request: EngineRequest, context_length: int) -> dict[str, An
         kwargs["min_tokens"] = int(min_tokens)
     if stop.get("stop_token_ids"):
         kwargs["stop_token_ids"] = list(stop["stop_token_ids"])
-    for key in ("temperature", "top_p", "top_k", "seed"):
-        if sampling.get(key) is not None:
-            kwargs[key] = sampling[key]
+    kwargs.update(set_options(sampling, ("temperature", "top_p", "top_k", "seed")))
     return kwargs
 
 
@@ -223,48 +214,36 @@ class TrtllmEngine:
         if llm is None or info is None or self._sampling_cls is None:
             raise UnavailableError("TensorRT-LLM engine is not started")
         prompt = validate_prompt(request, info.context_length)
-        try:
-            params = self._sampling_cls(**sampling_kwargs(request, info.context_length))
-        except (ValueError, TypeError) as exc:
-            raise InvalidRequestError(f"invalid sampling parameters: {exc}") from exc
+        params = build_sampling_params(
+            self._sampling_cls, **sampling_kwargs(request, info.context_length)
+        )
         eos = self._eos_ids | frozenset(request.get("eos_token_ids") or ())
-        usage: Usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "cached_tokens": 0}
+        out = OutputStream(len(prompt))
         result = llm.generate_async(prompt, sampling_params=params, streaming=True)
-        finished = False
-        sent = 0
         try:
             async with contextlib.aclosing(until_stopped(_aiter(result), context)) as outs:
                 async for res in outs:
                     if res is STOPPED:
-                        yield {"token_ids": [], "finish_reason": "cancelled", "usage": usage}
+                        yield out.cancelled()
                         return
                     completion = res.outputs[0]
-                    ids = list(completion.token_ids)
-                    new, sent = ids[sent:], len(ids)
-                    usage["completion_tokens"] = sent
-                    usage["cached_tokens"] = int(getattr(res, "cached_tokens", 0) or 0)
-                    out: EngineOutput = {"token_ids": new}
                     reason = finish_reason(completion.finish_reason, completion.stop_reason, eos)
                     if reason is None and res.finished:
                         reason = "stop"
-                    if reason is not None:
-                        out["finish_reason"] = reason
-                        out["usage"] = dict(usage)  # type: ignore[typeddict-item]
-                        finished = True
-                    yield out
-                    if finished:
+                    yield out.output(
+                        out.new_tokens(list(completion.token_ids)),
+                        reason,
+                        cached_tokens=int(getattr(res, "cached_tokens", 0) or 0),
+                    )
+                    if out.finished:
                         return
             raise UnavailableError("TensorRT-LLM ended the stream without a finish reason")
         except DynamoError:
             raise
-        except ValueError as exc:
-            raise InvalidRequestError(f"TensorRT-LLM rejected the request: {exc}") from exc
         except Exception as exc:
-            raise UnavailableError(
-                f"TensorRT-LLM failed the request: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise request_error(exc, "TensorRT-LLM") from exc
         finally:
-            if not finished:
+            if not out.finished:
                 with contextlib.suppress(Exception):
                     result.abort()
 
@@ -301,9 +280,7 @@ class TrtllmWorkerConfig:
 
     @property
     def role(self) -> WorkerRole:
-        return {"prefill": WorkerRole.PREFILL, "decode": WorkerRole.DECODE}.get(
-            self.disaggregation_mode, WorkerRole.AGGREGATED
-        )
+        return role_of_disaggregation_mode(self.disaggregation_mode)
 
 
 def parse_trtllm_args(
@@ -311,11 +288,7 @@ def parse_trtllm_args(
 ) -> tuple[TrtllmWorkerConfig, dict[str, Any]]:
     """(our config, `LLM` keyword arguments) from `python -m dynamo.trtllm` flags."""
 
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> NoReturn:
-            raise ConfigError(message)
-
-    parser = _Parser(prog="python -m dynamo.trtllm", allow_abbrev=False)
+    parser = ConfigErrorParser(prog="python -m dynamo.trtllm", allow_abbrev=False)
     add_arguments(parser, TrtllmWorkerConfig, title="worker")
     add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
     ns = parser.parse_args(list(argv) if argv is not None else None)

@@ -7,12 +7,8 @@ from typing import Any
 
 import pytest
 
-from dynamo.engines.vllm.requests import (
-    finish_reason,
-    sampled_logprobs,
-    sampling_kwargs,
-    validate_prompt,
-)
+from dynamo.engines.adapter_common import finish_reason, validate_prompt
+from dynamo.engines.vllm.requests import sampled_logprobs, sampling_kwargs
 from dynamo.protocols.engine import EngineRequest
 from dynamo.runtime.errors import InvalidRequestError, PromptTooLongError
 

@@ -15,6 +15,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from dynamo.engines.adapter_common import (
+    OutputStream,
+    build_sampling_params,
+    finish_reason,
+    import_engine,
+    request_error,
+    validate_prompt,
+)
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import ResolvedModel, resolve_model
@@ -24,16 +32,12 @@ from dynamo.engines.vllm.kv_subscriber import (
     publisher_binds,
     subscriber_address,
 )
-from dynamo.engines.vllm.requests import (
-    finish_reason,
-    sampled_logprobs,
-    sampling_kwargs,
-    validate_prompt,
-)
+from dynamo.engines.vllm.requests import sampled_logprobs, sampling_kwargs
 from dynamo.engines.vllm.stats import SchedulerSnapshot, make_stat_logger_factory
-from dynamo.protocols.engine import EngineOutput, EngineRequest, Usage
+from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.runtime.errors import (
     ConfigError,
+    DynamoError,
     EngineShutdownError,
     InvalidRequestError,
     UnavailableError,
@@ -48,13 +52,7 @@ KV_EVENTS_TOPIC = "kv-events"
 
 def import_vllm() -> Any:
     """The `vllm` module, or ConfigError telling how to install it."""
-    try:
-        import vllm
-    except ImportError as exc:
-        raise ConfigError(
-            f"vLLM is not installed in this Python environment: {INSTALL_HINT} ({exc})"
-        ) from exc
-    return vllm
+    return import_engine("vllm", "vLLM", INSTALL_HINT)
 
 
 class VllmEngine:
@@ -286,27 +284,24 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind
 
         prompt = validate_prompt(request, self._max_model_len)
-        try:
-            params = SamplingParams(
-                **sampling_kwargs(request, self._max_model_len),
-                output_kind=RequestOutputKind.DELTA,
-            )
-        except (ValueError, TypeError) as exc:
-            raise InvalidRequestError(f"invalid sampling parameters: {exc}") from exc
+        params = build_sampling_params(
+            SamplingParams,
+            **sampling_kwargs(request, self._max_model_len),
+            output_kind=RequestOutputKind.DELTA,
+        )
         eos_ids = self._eos_token_ids | frozenset(request.get("eos_token_ids") or ())
         # Unique per call: a migrated request may come back with the same id.
         vllm_id = f"{request.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
         stream = llm.generate(TokensPrompt(prompt_token_ids=prompt), params, vllm_id)
-        usage: Usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "cached_tokens": 0}
+        stream_out = OutputStream(len(prompt))
         try:
             async with contextlib.aclosing(until_stopped(stream, context)) as outputs:
                 async for out in outputs:
                     if out is STOPPED:  # the caller went away; vLLM aborted the request
-                        yield {"token_ids": [], "finish_reason": "cancelled", "usage": usage}
+                        yield stream_out.cancelled()
                         return
-                    chunk = self._chunk(out, usage, eos_ids)
-                    yield chunk
-                    if chunk.get("finish_reason") is not None:
+                    yield self._chunk(out, stream_out, eos_ids)
+                    if stream_out.finished:
                         return
             raise UnavailableError("vLLM ended the stream without a final output")
         except Exception as exc:
@@ -315,23 +310,18 @@ class VllmEngine:
             await stream.aclose()  # aborts the request in vLLM if it is still running
 
     @staticmethod
-    def _chunk(out: Any, usage: Usage, eos_ids: frozenset[int]) -> EngineOutput:
+    def _chunk(out: Any, stream: OutputStream, eos_ids: frozenset[int]) -> EngineOutput:
         completion = out.outputs[0]
-        tokens = list(completion.token_ids)
-        usage["completion_tokens"] = usage.get("completion_tokens", 0) + len(tokens)
-        if out.num_cached_tokens:
-            usage["cached_tokens"] = int(out.num_cached_tokens)
-        chunk: EngineOutput = {"token_ids": tokens}
-        logprobs = sampled_logprobs(tokens, completion.logprobs)
-        if logprobs is not None:
-            chunk["log_probs"] = logprobs
+        tokens = list(completion.token_ids)  # a delta (RequestOutputKind.DELTA)
         reason = finish_reason(completion.finish_reason, completion.stop_reason, eos_ids)
         if reason is None and out.finished:
             reason = "stop"
-        if reason is not None:
-            chunk["finish_reason"] = reason
-            chunk["usage"] = dict(usage)  # type: ignore[typeddict-item]
-        return chunk
+        return stream.output(
+            tokens,
+            reason,
+            cached_tokens=int(out.num_cached_tokens) if out.num_cached_tokens else None,
+            log_probs=sampled_logprobs(tokens, completion.logprobs),
+        )
 
 
 def describe_error(exc: Exception) -> str:
@@ -354,16 +344,14 @@ def describe_error(exc: Exception) -> str:
 
 def _translate(exc: Exception) -> Exception:
     """Our error for an exception out of `AsyncLLM.generate`."""
-    from dynamo.runtime.errors import DynamoError
-
     if isinstance(exc, DynamoError):
         return exc
     name = type(exc).__name__
     if name == "EngineDeadError":
         return EngineShutdownError(f"vLLM engine died: {exc}")
-    if isinstance(exc, ValueError) or name in ("VLLMValidationError", "VLLMClientError"):
+    if name in ("VLLMValidationError", "VLLMClientError"):
         return InvalidRequestError(f"vLLM rejected the request: {exc}")
-    return UnavailableError(f"vLLM failed the request: {name}: {exc}")
+    return request_error(exc, "vLLM")
 
 
 if TYPE_CHECKING:
