@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import openai
 import pytest
-from _frontend_procs import Procs, start_frontend_process, start_worker, wait_for_instances
+
+from dynamo.testing.processes import Procs, wait_for_instances
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +27,8 @@ async def procs() -> AsyncIterator[Procs]:
 
 
 async def test_kill_9_a_worker_mid_stream(procs: Procs) -> None:
-    url = await start_frontend_process(procs, "--migration-limit", "3")
-    workers = [await start_worker(procs, delay_s=0.01) for _ in range(3)]
+    url = await procs.frontend("--migration-limit", "3")
+    workers = [await procs.echo_worker(delay_s=0.01) for _ in range(3)]
     await wait_for_instances(url, 3)
 
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)

@@ -16,7 +16,8 @@ import aiohttp
 import openai
 import pytest
 import pytest_asyncio
-from _frontend_procs import Procs, drain, start_frontend_process, wait_for_instances
+
+from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -46,22 +47,20 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     kv = tmp_path_factory.mktemp("kv")
     procs = Procs({"DYN_FILE_KV": str(kv), "DYN_NAMESPACE": f"test-{uuid.uuid4().hex[:8]}"})
     try:
-        url = await start_frontend_process(procs)
+        url = await procs.frontend()
         port = free_port()
         mocker = await procs.spawn(
-            "dynamo.mocker",
-            "--model-path",
-            "dynamo:tinymodel",
-            "--model-name",
-            "tiny",
-            "--speedup-ratio",
-            "1",
-            "--max-model-len",
-            "512",
-            "--system-port",
-            str(port),
+            *mocker_args(
+                "--max-model-len",
+                "512",
+                "--system-port",
+                str(port),
+                model_name="tiny",
+                block_size=None,
+                speedup_ratio=1,
+            )
         )
-        asyncio.get_running_loop().create_task(drain(mocker))
+        procs.drain(mocker)
         await wait_for_instances(url, 1)
         s = Stack(url, f"http://127.0.0.1:{port}")
         yield s

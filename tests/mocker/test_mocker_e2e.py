@@ -13,21 +13,9 @@ import aiohttp
 import openai
 import pytest
 
-from dynamo.testing.processes import Procs, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
 
 pytestmark = pytest.mark.slow
-
-MOCKER = (
-    "dynamo.mocker",
-    "--model-path",
-    "dynamo:tinymodel",
-    "--model-name",
-    "tinymodel",
-    "--block-size",
-    "16",
-    "--speedup-ratio",
-    "20",
-)
 
 
 @pytest.fixture
@@ -39,7 +27,7 @@ async def procs() -> AsyncIterator[Procs]:
 
 async def start(procs: Procs, *frontend_args: str, workers: int = 2) -> openai.AsyncOpenAI:
     url = await procs.frontend(*frontend_args)
-    mocker = await procs.spawn(*MOCKER, "--num-workers", str(workers))
+    mocker = await procs.spawn(*mocker_args(num_workers=workers))
     procs.drain(mocker)
     await wait_for_instances(url, workers)
     return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
@@ -96,7 +84,9 @@ async def test_a_prompt_longer_than_the_model_fits_is_rejected_and_serving_goes_
     procs: Procs,
 ) -> None:
     url = await procs.frontend("--router-mode", "round-robin")
-    mocker = await procs.spawn(*MOCKER, "--max-model-len", "64", "--num-gpu-blocks-override", "64")
+    mocker = await procs.spawn(
+        *mocker_args("--max-model-len", "64", "--num-gpu-blocks-override", "64")
+    )
     procs.drain(mocker)
     await wait_for_instances(url, 1)
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
@@ -128,14 +118,7 @@ async def test_a_client_that_disconnects_frees_its_slot_on_the_worker(procs: Pro
     system_port = _free_port()
     url = await procs.frontend("--router-mode", "round-robin")
     mocker = await procs.spawn(
-        "dynamo.mocker",
-        "--model-path",
-        "dynamo:tinymodel",
-        "--model-name",
-        "tinymodel",
-        "--block-size",
-        "16",
-        env={"DYN_SYSTEM_PORT": str(system_port)},
+        *mocker_args(speedup_ratio=None), env={"DYN_SYSTEM_PORT": str(system_port)}
     )
     procs.drain(mocker)
     await wait_for_instances(url, 1)

@@ -20,23 +20,11 @@ from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import InvalidRequestError, UnavailableError
-from dynamo.testing.processes import Procs, read_until
+from dynamo.testing.processes import Procs, mocker_args, read_until
 
 pytestmark = pytest.mark.slow
 
-MOCKER = (
-    "dynamo.mocker",
-    "--model-path",
-    "dynamo:tinymodel",
-    "--model-name",
-    "tinymodel",
-    "--num-workers",
-    "2",
-    "--block-size",
-    "16",
-    "--speedup-ratio",
-    "20",
-)
+MOCKER = mocker_args(num_workers=2)
 ROUTER_READY = re.compile(rb"router serving (dyn://\S+)")
 BLOCK = 16
 

@@ -12,12 +12,38 @@ import sys
 import aiohttp
 
 FRONTEND_LISTENING = re.compile(rb"frontend listening on (http://\S+)")
+ECHO_WORKER_READY = re.compile(rb"ready ([0-9a-f]+)")
+
+
+def mocker_args(
+    *extra: str,
+    model_name: str = "tinymodel",
+    block_size: int | None = 16,
+    speedup_ratio: float | None = 20,
+    num_workers: int | None = None,
+) -> tuple[str, ...]:
+    """`python -m dynamo.mocker` arguments serving the bundled tiny model (for `Procs.spawn`).
+
+    `None` leaves a flag at the mocker's default; `extra` flags go last.
+    """
+    args = ["dynamo.mocker", "--model-path", "dynamo:tinymodel", "--model-name", model_name]
+    if num_workers is not None:
+        args += ["--num-workers", str(num_workers)]
+    if block_size is not None:
+        args += ["--block-size", str(block_size)]
+    if speedup_ratio is not None:
+        args += ["--speedup-ratio", str(speedup_ratio)]
+    return (*args, *extra)
 
 
 class Procs:
-    """Children started by one test; `stop_all` terminates them (SIGKILL after 15 s)."""
+    """Children started by one test; `stop_all` terminates them (SIGKILL after 15 s).
 
-    def __init__(self) -> None:
+    `env` is added to every child's environment (over this process's own).
+    """
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = dict(env or {})
         self.children: list[asyncio.subprocess.Process] = []
         self._drains: list[asyncio.Task[None]] = []
         self._drained: set[int] = set()
@@ -31,7 +57,7 @@ class Procs:
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env or {})},
             start_new_session=True,  # its own process group: engine subprocesses die with it
         )
         self.children.append(proc)
@@ -50,6 +76,13 @@ class Procs:
         url = (await read_until(proc, FRONTEND_LISTENING)).decode()
         self.drain(proc)
         return url
+
+    async def echo_worker(self, delay_s: float) -> tuple[asyncio.subprocess.Process, int]:
+        """Start `python -m dynamo.testing.echo_worker`; return it and its instance id."""
+        proc = await self.spawn("dynamo.testing.echo_worker", "--delay-s", str(delay_s))
+        instance_id = int(await read_until(proc, ECHO_WORKER_READY), 16)
+        self.drain(proc)
+        return proc, instance_id
 
     @staticmethod
     def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
