@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 
-from dynamo.router.config import RouterConfig
-from dynamo.runtime.config import parse, resolve
+from dynamo.router.config import RouterConfig, log_level, routing_process_parser
+from dynamo.runtime.config import RuntimeConfig, option, parse, resolve
 from dynamo.runtime.errors import ConfigError
 
 
@@ -84,3 +86,20 @@ def test_invalid_values(kwargs, message):
 def test_bad_mode():
     with pytest.raises(ConfigError, match="--router-mode / DYN_ROUTER_MODE: 'fast' is not one of"):
         resolve(RouterConfig, {"router_mode": "fast"}, {})
+
+
+def test_routing_process_parser_and_log_level():
+    @dataclasses.dataclass(frozen=True)
+    class Own:
+        port: int = option(7, help="a port")
+
+    parser = routing_process_parser("prog", "what it does", Own, "own")
+    args = parser.parse_args(["--port", "9", "--router-mode", "kv", "--namespace", "n"])
+    assert resolve(Own, args).port == 9
+    assert resolve(RouterConfig, args).router_mode == "kv"
+    assert resolve(RuntimeConfig, args).namespace == "n"
+    assert log_level(args, {}) == "INFO"
+    assert log_level(args, {"DYN_LOG": "debug"}) == "DEBUG"
+    assert log_level(parser.parse_args(["--log-level", "warning"]), {"DYN_LOG": "debug"}) == (
+        "WARNING"
+    )

@@ -17,40 +17,32 @@ from collections.abc import Sequence
 from dynamo import __version__
 from dynamo.frontend.config import FrontendConfig
 from dynamo.frontend.server import Frontend
-from dynamo.router.config import RouterConfig
+from dynamo.router.config import RouterConfig, log_level, routing_process_parser
 from dynamo.router.policies import make_policy
-from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
+from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.errors import ConfigError, DynamoError
 
 log = logging.getLogger("dynamo.frontend")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dynamo.frontend",
-        description="OpenAI-compatible HTTP frontend: discovers models, routes, streams.",
+    return routing_process_parser(
+        "python -m dynamo.frontend",
+        "OpenAI-compatible HTTP frontend: discovers models, routes, streams.",
+        FrontendConfig,
+        "HTTP frontend",
     )
-    add_arguments(parser, FrontendConfig, title="HTTP frontend")
-    add_arguments(parser, RouterConfig, title="router")
-    add_arguments(parser, RuntimeConfig, title="runtime (discovery and transports)")
-    parser.add_argument(
-        "--log-level", default=None, help="DEBUG, INFO, WARNING... [env DYN_LOG; default INFO]"
-    )
-    return parser
 
 
 def parse_configs(
     argv: Sequence[str] | None = None,
 ) -> tuple[RuntimeConfig, FrontendConfig, RouterConfig, str]:
-    import os
-
     args = build_parser().parse_args(argv)
-    level = (args.log_level or os.environ.get("DYN_LOG") or "INFO").upper()
     return (
         resolve(RuntimeConfig, args),
         resolve(FrontendConfig, args),
         resolve(RouterConfig, args),
-        level,
+        log_level(args),
     )
 
 

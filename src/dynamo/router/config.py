@@ -1,15 +1,18 @@
 """Router configuration: Dynamo's router flags and `DYN_*` env vars from one frozen dataclass.
 
-The frontend and the standalone router embed these flags with
-`runtime.config.add_arguments(parser, RouterConfig)` and build it with `resolve`.
+The frontend and the standalone router build their parsers with `routing_process_parser`
+(their own flags, these, the runtime's and `--log-level`) and this config with `resolve`.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+import os
+from collections.abc import Mapping
 
-from dynamo.runtime.config import option
+from dynamo.runtime.config import RuntimeConfig, add_arguments, option
 from dynamo.runtime.errors import ConfigError
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
@@ -96,6 +99,27 @@ class RouterConfig:
             "--active-prefill-tokens-threshold must be >= 0, "
             f"got {self.active_prefill_tokens_threshold}",
         )
+
+
+def routing_process_parser(
+    prog: str, description: str, own_config: type, own_title: str
+) -> argparse.ArgumentParser:
+    """The flags of a process that routes: `own_config`'s, the router's, the runtime's and
+    `--log-level` (see `log_level`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser, own_config, title=own_title)
+    add_arguments(parser, RouterConfig, title="router")
+    add_arguments(parser, RuntimeConfig, title="runtime (discovery and transports)")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING... [env DYN_LOG; default INFO]"
+    )
+    return parser
+
+
+def log_level(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str:
+    """`--log-level`, else `DYN_LOG`, else INFO; upper case."""
+    env = os.environ if env is None else env
+    return str(args.log_level or env.get("DYN_LOG") or "INFO").upper()
 
 
 def _check(ok: bool, message: str) -> None:

@@ -14,9 +14,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dynamo.router.config import RouterConfig
+from dynamo.router.config import RouterConfig, log_level, routing_process_parser
 from dynamo.router.service import RouterService, StandaloneRouterConfig
-from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
+from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.lifecycle import run_until_signal
@@ -26,25 +26,20 @@ DEFAULT_MODE = "kv"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dynamo.router",
-        description="Standalone KV router: serves best_worker / mark / generate endpoints "
+    return routing_process_parser(
+        "python -m dynamo.router",
+        "Standalone KV router: serves best_worker / mark / generate endpoints "
         f"over one endpoint's workers (router mode defaults to {DEFAULT_MODE!r} here).",
+        StandaloneRouterConfig,
+        "standalone router",
     )
-    add_arguments(parser, StandaloneRouterConfig, title="standalone router")
-    add_arguments(parser, RouterConfig, title="router")
-    add_arguments(parser, RuntimeConfig, title="runtime (discovery and transports)")
-    parser.add_argument(
-        "--log-level", default=None, help="DEBUG, INFO, WARNING... [env DYN_LOG; default INFO]"
-    )
-    return parser
 
 
 def parse_configs(
     argv: Sequence[str] | None = None,
 ) -> tuple[RuntimeConfig, RouterConfig, StandaloneRouterConfig, str]:
     args = build_parser().parse_args(argv)
-    level = (args.log_level or os.environ.get("DYN_LOG") or "INFO").upper()
+    level = log_level(args)
     router_env = {"DYN_ROUTER_MODE": DEFAULT_MODE, **os.environ}
     runtime = resolve(RuntimeConfig, args)
     router = resolve(RouterConfig, args, router_env)
