@@ -14,24 +14,14 @@ import pytest
 from dynamo.engines.sglang import SglangEngine, finish_reason, parse_sglang_args, sampling_params
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.hashing import block_hashes
-from dynamo.protocols.kv_events import KvCacheEvent, KvStored
+from dynamo.protocols.kv_events import KvStored
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import ConfigError, InvalidRequestError, PromptTooLongError
 from dynamo.runtime.transport.base import RequestContext
+from dynamo.testing.engine_sink import RecordingEngineSink
 from dynamo.testing.fake_engines import EOS, FakeServerArgs, FakeSglEngine
 
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[KvCacheEvent] = []
-        self.arrived = asyncio.Event()
-
-    def kv_event(self, event: KvCacheEvent) -> None:
-        self.events.append(event)
-        self.arrived.set()
-
-    def load_changed(self) -> None:
-        pass
+Started = tuple[SglangEngine, RecordingEngineSink]
 
 
 def req(tokens: list[int], **stop: Any) -> EngineRequest:
@@ -49,16 +39,16 @@ async def collect(engine: SglangEngine, r: EngineRequest) -> list[EngineOutput]:
 
 
 @pytest.fixture
-async def started(tmp_path: Path) -> AsyncIterator[tuple[SglangEngine, Sink]]:
+async def started(tmp_path: Path) -> AsyncIterator[Started]:
     args = FakeServerArgs(model_path=str(tmp_path), page_size=4, context_length=64)
     engine = SglangEngine(args, engine_factory=FakeSglEngine)
-    sink = Sink()
+    sink = RecordingEngineSink()
     await engine.start(sink)
     yield engine, sink
     await engine.shutdown()
 
 
-async def test_engine_info_from_sglang(started: tuple[SglangEngine, Sink]) -> None:
+async def test_engine_info_from_sglang(started: Started) -> None:
     engine, _ = started
     assert engine._info is not None
     assert (engine._info.kv_block_size, engine._info.total_kv_blocks) == (4, 64)
@@ -68,7 +58,7 @@ async def test_engine_info_from_sglang(started: tuple[SglangEngine, Sink]) -> No
     assert fake.server_args.skip_tokenizer_init is True
 
 
-async def test_cumulative_output_ids_become_deltas(started: tuple[SglangEngine, Sink]) -> None:
+async def test_cumulative_output_ids_become_deltas(started: Started) -> None:
     engine, _ = started
     outs = await collect(engine, req([10, 11, 12], max_tokens=4))
     assert [o["token_ids"] for o in outs] == [[13], [14], [15], [16]]
@@ -88,7 +78,7 @@ async def test_incremental_streaming_output(tmp_path: Path) -> None:
         model_path=str(tmp_path), page_size=4, context_length=64, incremental_streaming_output=True
     )
     engine = SglangEngine(args, engine_factory=FakeSglEngine, publish_kv_events=False)
-    await engine.start(Sink())
+    await engine.start(RecordingEngineSink())
     try:
         outs = await collect(engine, req([10], max_tokens=3))
     finally:
@@ -97,7 +87,7 @@ async def test_incremental_streaming_output(tmp_path: Path) -> None:
     assert outs[-1]["usage"]["completion_tokens"] == 3
 
 
-async def test_eos_and_stop_tokens(started: tuple[SglangEngine, Sink]) -> None:
+async def test_eos_and_stop_tokens(started: Started) -> None:
     engine, _ = started
     outs = await collect(engine, req([EOS - 1], max_tokens=10))
     assert outs[-1]["finish_reason"] == "eos" and outs[-1]["token_ids"] == [EOS]
@@ -106,7 +96,7 @@ async def test_eos_and_stop_tokens(started: tuple[SglangEngine, Sink]) -> None:
     assert [t for o in outs for t in o["token_ids"]] == [21, 22, 23]
 
 
-async def test_repeated_prompt_reports_cached_tokens(started: tuple[SglangEngine, Sink]) -> None:
+async def test_repeated_prompt_reports_cached_tokens(started: Started) -> None:
     engine, _ = started
     prompt = list(range(100, 110))  # two full pages of 4
     first = await collect(engine, req(prompt, max_tokens=1))
@@ -115,9 +105,7 @@ async def test_repeated_prompt_reports_cached_tokens(started: tuple[SglangEngine
     assert second[-1]["usage"]["cached_tokens"] == 8
 
 
-async def test_kv_events_arrive_over_zmq_with_our_hashes(
-    started: tuple[SglangEngine, Sink],
-) -> None:
+async def test_kv_events_arrive_over_zmq_with_our_hashes(started: Started) -> None:
     engine, sink = started
     cfg = json.loads(engine.server_args.kv_events_config)
     assert cfg["endpoint"].startswith("tcp://*:") and cfg["publisher"] == "zmq"
@@ -130,7 +118,7 @@ async def test_kv_events_arrive_over_zmq_with_our_hashes(
             break
         except TimeoutError:
             prompt = [t + 12 for t in prompt]
-    for e in sink.events:
+    for e in sink.kv_events:
         assert isinstance(e.data, KvStored)
         stored += [b.tokens_hash for b in e.data.blocks]
     assert stored == block_hashes(prompt, 4)
@@ -139,7 +127,7 @@ async def test_kv_events_arrive_over_zmq_with_our_hashes(
 async def test_cancel_aborts_the_sglang_request(tmp_path: Path) -> None:
     args = FakeServerArgs(model_path=str(tmp_path), page_size=4, context_length=10_000)
     engine = SglangEngine(args, engine_factory=FakeSglEngine, publish_kv_events=False)
-    await engine.start(Sink())
+    await engine.start(RecordingEngineSink())
     fake: FakeSglEngine = engine._engine
     fake.token_delay_s = 0.001
     ctx = RequestContext("c")
@@ -156,7 +144,7 @@ async def test_cancel_aborts_the_sglang_request(tmp_path: Path) -> None:
     assert fake.shut_down
 
 
-async def test_prompt_checks(started: tuple[SglangEngine, Sink]) -> None:
+async def test_prompt_checks(started: Started) -> None:
     engine, _ = started
     with pytest.raises(PromptTooLongError):
         await collect(engine, req(list(range(64))))
@@ -170,7 +158,7 @@ async def test_bad_server_args_are_config_errors(tmp_path: Path) -> None:
 
     engine = SglangEngine(FakeServerArgs(model_path=str(tmp_path)), engine_factory=failing)
     with pytest.raises(ConfigError, match="SGLang engine failed to start: Not enough memory"):
-        await engine.start(Sink())
+        await engine.start(RecordingEngineSink())
 
 
 def test_sampling_params_and_finish_reasons() -> None:

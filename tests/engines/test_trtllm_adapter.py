@@ -17,21 +17,10 @@ from dynamo.protocols.kv_events import KvCacheEvent, KvCleared, KvRemoved, KvSto
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.transport.base import RequestContext
+from dynamo.testing.engine_sink import RecordingEngineSink
 from dynamo.testing.fake_engines import EOS, FakeLLM, FakeRequestOutput, FakeSamplingParams
 
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[KvCacheEvent] = []
-        self.loads = 0
-        self.arrived = asyncio.Event()
-
-    def kv_event(self, event: KvCacheEvent) -> None:
-        self.events.append(event)
-        self.arrived.set()
-
-    def load_changed(self) -> None:
-        self.loads += 1
+Started = tuple[TrtllmEngine, RecordingEngineSink]
 
 
 def req(tokens: list[int], **stop: Any) -> EngineRequest:
@@ -60,14 +49,14 @@ def make(tmp_path: Path, **kwargs: Any) -> TrtllmEngine:
 
 
 @pytest.fixture
-async def started(tmp_path: Path) -> AsyncIterator[tuple[TrtllmEngine, Sink]]:
-    engine, sink = make(tmp_path), Sink()
+async def started(tmp_path: Path) -> AsyncIterator[Started]:
+    engine, sink = make(tmp_path), RecordingEngineSink()
     await engine.start(sink)
     yield engine, sink
     await engine.shutdown()
 
 
-async def test_start_enables_kv_events_and_token_mode(started: tuple[TrtllmEngine, Sink]) -> None:
+async def test_start_enables_kv_events_and_token_mode(started: Started) -> None:
     engine, _ = started
     fake: FakeLLM = engine._llm
     assert fake.kv_cache_config == {
@@ -80,7 +69,7 @@ async def test_start_enables_kv_events_and_token_mode(started: tuple[TrtllmEngin
     assert (engine._info.kv_block_size, engine._info.context_length) == (4, 256)
 
 
-async def test_stream_deltas_usage_and_sampling(started: tuple[TrtllmEngine, Sink]) -> None:
+async def test_stream_deltas_usage_and_sampling(started: Started) -> None:
     engine, _ = started
     outs = await collect(engine, req([10, 11], max_tokens=3))
     assert [o["token_ids"] for o in outs] == [[12], [13], [14]]
@@ -90,7 +79,7 @@ async def test_stream_deltas_usage_and_sampling(started: tuple[TrtllmEngine, Sin
     assert params == FakeSamplingParams(max_tokens=3, temperature=0.0, seed=7, detokenize=False)
 
 
-async def test_eos_stop_and_cached_tokens(started: tuple[TrtllmEngine, Sink]) -> None:
+async def test_eos_stop_and_cached_tokens(started: Started) -> None:
     engine, _ = started
     outs = await collect(engine, req([EOS - 1], max_tokens=10))
     assert outs[-1]["finish_reason"] == "eos"  # TRT-LLM: "stop" without a stop_reason
@@ -102,12 +91,12 @@ async def test_eos_stop_and_cached_tokens(started: tuple[TrtllmEngine, Sink]) ->
     assert again[-1]["usage"]["cached_tokens"] == 8
 
 
-async def test_kv_events_and_stats_are_pumped(started: tuple[TrtllmEngine, Sink]) -> None:
+async def test_kv_events_and_stats_are_pumped(started: Started) -> None:
     engine, sink = started
     prompt = list(range(60, 69))
     await collect(engine, req(prompt, max_tokens=1))
     await asyncio.wait_for(sink.arrived.wait(), 5)
-    (event,) = sink.events
+    (event,) = sink.kv_events
     assert isinstance(event.data, KvStored)
     assert [b.tokens_hash for b in event.data.blocks] == block_hashes(prompt, 4)
     for _ in range(100):
@@ -116,12 +105,12 @@ async def test_kv_events_and_stats_are_pumped(started: tuple[TrtllmEngine, Sink]
         await asyncio.sleep(0.01)
     m = engine.metrics()[0]
     assert (m.total_kv_blocks, m.active_kv_blocks) == (100, 2)
-    assert sink.loads >= 1
+    assert sink.load_changes >= 1
 
 
 async def test_cancel_aborts_the_trtllm_request(tmp_path: Path) -> None:
     engine = make(tmp_path, max_seq_len=100_000)
-    await engine.start(Sink())
+    await engine.start(RecordingEngineSink())
     FakeRequestOutput.token_delay_s = 0.001
     ctx = RequestContext("c")
     outs: list[EngineOutput] = []
@@ -141,7 +130,7 @@ async def test_cancel_aborts_the_trtllm_request(tmp_path: Path) -> None:
 async def test_invalid_llm_argument_is_a_config_error(tmp_path: Path) -> None:
     engine = make(tmp_path, no_such_option=1)
     with pytest.raises(ConfigError, match="LLM got invalid argument: no_such_option"):
-        await engine.start(Sink())
+        await engine.start(RecordingEngineSink())
 
 
 def test_translator_handles_all_event_kinds() -> None:

@@ -28,9 +28,10 @@ from dynamo.engines.model_resolution import SMOLLM2_HUB_ID
 from dynamo.engines.vllm import VllmEngine, parse_vllm_args
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.hashing import block_hashes
-from dynamo.protocols.kv_events import KvCacheEvent, KvStored
+from dynamo.protocols.kv_events import KvStored
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.transport.base import RequestContext
+from dynamo.testing.engine_sink import RecordingEngineSink
 
 pytestmark = [
     pytest.mark.vllm,
@@ -57,20 +58,10 @@ ENGINE_FLAGS = [
 ]
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.events: list[KvCacheEvent] = []
-        self.load_changes = 0
-
-    def kv_event(self, event: KvCacheEvent) -> None:
-        self.events.append(event)
-
-    def load_changed(self) -> None:
-        self.load_changes += 1
-
-
 class Started:
-    def __init__(self, engine: VllmEngine, sink: RecordingSink, tokenizer: Any, load_s: float):
+    def __init__(
+        self, engine: VllmEngine, sink: RecordingEngineSink, tokenizer: Any, load_s: float
+    ):
         self.engine = engine
         self.sink = sink
         self.tokenizer = tokenizer
@@ -87,7 +78,7 @@ async def started() -> AsyncIterator[Started]:
     config, engine_args = parse_vllm_args(ENGINE_FLAGS)
     assert config.publish_kv_events
     engine = VllmEngine(engine_args)
-    sink = RecordingSink()
+    sink = RecordingEngineSink()
     began = time.monotonic()
     await engine.start(sink)
     load_s = time.monotonic() - began
@@ -175,7 +166,7 @@ async def test_kv_stored_events_carry_our_block_hashes(started: Started) -> None
     for _ in range(200):  # events arrive asynchronously over ZMQ; wait up to ~10 s
         seen = [
             b.tokens_hash
-            for e in started.sink.events
+            for e in started.sink.kv_events
             if isinstance(e.data, KvStored)
             for b in e.data.blocks
         ]
@@ -183,7 +174,7 @@ async def test_kv_stored_events_carry_our_block_hashes(started: Started) -> None
             break
         await asyncio.sleep(0.05)
     assert [h for h in expected if h in seen] == expected
-    ids_seen = [e.event_id for e in started.sink.events]
+    ids_seen = [e.event_id for e in started.sink.kv_events]
     assert ids_seen == list(range(len(ids_seen)))
 
 
@@ -229,4 +220,4 @@ async def test_bad_engine_argument_gives_vllms_message(started: Started) -> None
     with pytest.raises(
         ConfigError, match=r"vLLM rejected the engine arguments: .*max_num_batched_tokens"
     ):
-        await engine.start(RecordingSink())
+        await engine.start(RecordingEngineSink())

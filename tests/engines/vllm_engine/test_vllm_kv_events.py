@@ -25,6 +25,7 @@ from dynamo.engines.vllm.kv_subscriber import (
 )
 from dynamo.protocols.hashing import block_hashes, salted_seed
 from dynamo.protocols.kv_events import KvCacheEvent, KvCleared, KvRemoved, KvStored, StoredBlock
+from dynamo.testing.engine_sink import RecordingEngineSink
 
 TOKENS = list(range(100, 164))  # two blocks of 32
 
@@ -137,25 +138,12 @@ def test_subscriber_addresses_follow_vllms_bind_rule() -> None:
         subscriber_address("tcp://host")
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[KvCacheEvent] = []
-        self.arrived = asyncio.Event()
-
-    def kv_event(self, event: KvCacheEvent) -> None:
-        self.events.append(event)
-        self.arrived.set()
-
-    def load_changed(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("subscriber_binds", [True, False])
 async def test_subscriber_receives_a_publishers_batches(subscriber_binds: bool) -> None:
     """A real ZMQ PUB socket sending vLLM's multipart frames, either side binding."""
     port = free_tcp_port()
     address = f"tcp://127.0.0.1:{port}"
-    sink = Sink()
+    sink = RecordingEngineSink()
     sub = ZmqKvEventSubscriber([address], sink, topic="kv", bind=subscriber_binds)
     ctx = zmq.asyncio.Context()
     pub = ctx.socket(zmq.PUB)
@@ -178,14 +166,14 @@ async def test_subscriber_receives_a_publishers_batches(subscriber_binds: bool) 
         await pub.send_multipart([b"other-topic", b"\0" * 8, payload])
         await pub.send_multipart([b"kv", b"\0" * 8, b"\xc1"])  # bad batch: logged, skipped
         await pub.send_multipart([b"kv", b"\0" * 8, batch([{"type": "AllBlocksCleared"}])])
-        while not any(isinstance(e.data, KvCleared) for e in sink.events):
+        while not any(isinstance(e.data, KvCleared) for e in sink.kv_events):
             sink.arrived.clear()
             await asyncio.wait_for(sink.arrived.wait(), 5)
     finally:
         await sub.stop()
         pub.close(linger=0)
         ctx.term()
-    assert isinstance(sink.events[0].data, KvStored)
-    assert isinstance(sink.events[-1].data, KvCleared)
-    assert [e.event_id for e in sink.events] == list(range(len(sink.events)))
-    assert sub.received == len(sink.events)
+    assert isinstance(sink.kv_events[0].data, KvStored)
+    assert isinstance(sink.kv_events[-1].data, KvCleared)
+    assert [e.event_id for e in sink.kv_events] == list(range(len(sink.kv_events)))
+    assert sub.received == len(sink.kv_events)

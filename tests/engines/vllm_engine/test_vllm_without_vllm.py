@@ -8,21 +8,13 @@ from dataclasses import dataclass
 import pytest
 
 from dynamo.engines.vllm import INSTALL_HINT, VllmEngine, VllmWorkerConfig, parse_vllm_args
-from dynamo.protocols.kv_events import KvCacheEvent
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import ConfigError
+from dynamo.testing.engine_sink import RecordingEngineSink
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is not None, reason="vLLM is installed in this interpreter"
 )
-
-
-class Sink:
-    def kv_event(self, event: KvCacheEvent) -> None:
-        pass
-
-    def load_changed(self) -> None:
-        pass
 
 
 @dataclass
@@ -34,7 +26,7 @@ class Args:
 async def test_start_without_vllm_names_the_extra() -> None:
     engine = VllmEngine(Args())
     with pytest.raises(ConfigError) as err:
-        await engine.start(Sink())
+        await engine.start(RecordingEngineSink())
     assert str(err.value).startswith(
         f"vLLM is not installed in this Python environment: {INSTALL_HINT}"
     )
