@@ -1,12 +1,15 @@
-"""Suite-wide fixtures: every test runs with its own discovery root and namespace."""
+"""Suite-wide fixtures: every test runs with its own discovery root and namespace; `procs`
+starts child processes and stops them after the test."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from dynamo.testing.processes import Procs
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +18,11 @@ def _isolated_dynamo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("DYN_FILE_KV", str(tmp_path / "kv"))
     monkeypatch.setenv("DYN_NAMESPACE", f"test-{uuid.uuid4().hex[:8]}")
     yield
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[Procs]:
+    """Children a test starts (`python -m ...`); all stopped when it ends."""
+    p = Procs()
+    yield p
+    await p.stop_all()

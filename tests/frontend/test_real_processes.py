@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
@@ -17,13 +16,6 @@ import pytest
 from dynamo.testing.processes import Procs, wait_for_instances
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[Procs]:
-    p = Procs()
-    yield p
-    await p.stop_all()
 
 
 async def test_kill_9_a_worker_mid_stream(procs: Procs) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
@@ -16,13 +15,6 @@ import pytest
 from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[Procs]:
-    p = Procs()
-    yield p
-    await p.stop_all()
 
 
 async def start(procs: Procs, *frontend_args: str, workers: int = 2) -> openai.AsyncOpenAI:

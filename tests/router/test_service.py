@@ -67,13 +67,6 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 30) -> Any:
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[Procs]:
-    p = Procs()
-    yield p
-    await p.stop_all()
-
-
-@pytest.fixture
 async def caller() -> AsyncIterator[RouterCaller]:
     runtime = await DistributedRuntime.create(resolve(RuntimeConfig))
     yield RouterCaller(runtime)

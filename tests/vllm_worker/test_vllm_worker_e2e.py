@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import AsyncIterator
 
 import openai
 import pytest
@@ -38,13 +37,6 @@ VLLM_WORKER = (
 )
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONHASHSEED": "0"}
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[Procs]:
-    p = Procs()
-    yield p
-    await p.stop_all()
 
 
 async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
