@@ -42,6 +42,13 @@ def sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def _envelope(
+    request_id: str, obj: str, created: int, model: str, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The fields every response body and chunk starts with, in OpenAI's order."""
+    return {"id": request_id, "object": obj, "created": created, "model": model, "choices": choices}
+
+
 class ChunkTemplates:
     """The SSE chunks of one streamed response (chat or completion)."""
 
@@ -95,29 +102,17 @@ class ChunkTemplates:
         usage: dict[str, Any] | None = None,
     ) -> bytes:
         """A general chunk: the finish chunk, logprobs, or continuous usage."""
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": self._obj,
-            "created": self.created,
-            "model": self.model,
-            "choices": [self._choice(text, finish, logprobs)],
-        }
+        choices = [self._choice(text, finish, logprobs)]
+        body = _envelope(self.id, self._obj, self.created, self.model, choices)
         if usage is not None:
             body["usage"] = usage
         return sse(body)
 
     def usage(self, usage: dict[str, Any]) -> bytes:
         """The final usage chunk of `stream_options.include_usage` (no choices)."""
-        return sse(
-            {
-                "id": self.id,
-                "object": self._obj,
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage,
-            }
-        )
+        body = _envelope(self.id, self._obj, self.created, self.model, [])
+        body["usage"] = usage
+        return sse(body)
 
 
 def chat_completion(
@@ -130,23 +125,15 @@ def chat_completion(
     usage: dict[str, Any],
     logprobs: Any = None,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "id": request_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": logprobs,
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": usage,
-        }
-    )
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "logprobs": logprobs,
+        "finish_reason": finish,
+    }
+    body = _envelope(request_id, "chat.completion", created, model, [choice])
+    body["usage"] = usage
+    return orjson.dumps(body)
 
 
 def completion(
@@ -159,16 +146,10 @@ def completion(
     usage: dict[str, Any],
     logprobs: Any = None,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "id": request_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-            "usage": usage,
-        }
-    )
+    choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    body = _envelope(request_id, "text_completion", created, model, [choice])
+    body["usage"] = usage
+    return orjson.dumps(body)
 
 
 def error_event(body: bytes) -> bytes:
