@@ -70,9 +70,20 @@ async def prune(api: KubeApi, manifests: GraphManifests) -> list[str]:
     return deleted
 
 
-def _generation(body: Mapping[str, Any]) -> int | None:
-    value = body.get("metadata", {}).get("generation")
-    return int(value) if value is not None else None
+def _status(
+    body: Mapping[str, Any],
+    manifests: GraphManifests,
+    live: Mapping[str, Mapping[str, Any] | None],
+) -> dict[str, Any]:
+    """The DGD status from its workloads as `live` has them (None: missing)."""
+    generation = body.get("metadata", {}).get("generation")
+    return graph_status(
+        list(manifests.workloads),
+        live,
+        now=utc_now(),
+        generation=int(generation) if generation is not None else None,
+        previous=body.get("status"),
+    )
 
 
 async def reconcile_graph(
@@ -89,13 +100,7 @@ async def reconcile_graph(
         if service is not None:
             live[service] = result
     await prune(api, manifests)
-    return graph_status(
-        list(manifests.workloads),
-        live,
-        now=utc_now(),
-        generation=_generation(body),
-        previous=body.get("status"),
-    )
+    return _status(body, manifests, live)
 
 
 async def observed_status(
@@ -108,10 +113,4 @@ async def observed_status(
         w.service: await api.get(WORKLOAD_API_VERSIONS[w.kind], w.kind, w.name, ns)
         for w in manifests.workloads
     }
-    return graph_status(
-        list(manifests.workloads),
-        live,
-        now=utc_now(),
-        generation=_generation(body),
-        previous=body.get("status"),
-    )
+    return _status(body, manifests, live)
