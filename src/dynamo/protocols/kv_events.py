@@ -62,8 +62,7 @@ class RouterEvent:
                 "stored": {
                     "parent_hash": d.parent_hash,
                     "blocks": [
-                        {"block_hash": b.block_hash, "tokens_hash": b.tokens_hash}
-                        for b in d.blocks
+                        {"block_hash": b.block_hash, "tokens_hash": b.tokens_hash} for b in d.blocks
                     ],
                 }
             }

@@ -157,12 +157,14 @@ class RuntimeConfig:
     )
     nats_server: str = option("nats://localhost:4222", help="NATS server URL", env="NATS_SERVER")
     file_kv_root: str = option(
-        default_factory=default_file_kv_root, help="root directory of file discovery",
+        default_factory=default_file_kv_root,
+        help="root directory of file discovery",
         env="DYN_FILE_KV",
     )
     lease_ttl_s: float = option(10.0, help="discovery lease TTL in seconds")
     tcp_host: str = option(
-        "127.0.0.1", help="host the request-plane server binds and advertises",
+        "127.0.0.1",
+        help="host the request-plane server binds and advertises",
         env="DYN_TCP_RPC_HOST",
     )
     tcp_port: int = option(0, help="request-plane port (0 = any free port)", env="DYN_TCP_RPC_PORT")
@@ -170,6 +172,7 @@ class RuntimeConfig:
         None, help="port of the /health /live /metrics status server (off when unset)"
     )
     graceful_shutdown_grace_period_s: float = option(
-        5.0, help="seconds to wait for in-flight requests on SIGTERM",
+        5.0,
+        help="seconds to wait for in-flight requests on SIGTERM",
         env="DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS",
     )
