@@ -15,6 +15,7 @@ from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.discovery.base import WatchEvent
 from dynamo.runtime.discovery.factory import make_discovery
 from dynamo.runtime.discovery.file import FileDiscovery
+from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery
 from dynamo.runtime.discovery.mem import MemoryDiscovery, MemoryStore
 from dynamo.runtime.errors import ConfigError
 
@@ -103,14 +104,18 @@ async def test_file_entry_vanishes_after_kill_9_of_owner(tmp_path: Path, spawn: 
     await watcher.close()
 
 
-def test_factory_builds_each_backend_and_refuses_kubernetes(tmp_path: Path) -> None:
+def test_factory_builds_each_backend(tmp_path: Path) -> None:
     cfg = RuntimeConfig(file_kv_root=str(tmp_path))
     assert isinstance(
         make_discovery(dataclasses.replace(cfg, discovery_backend="mem")), MemoryDiscovery
     )
     assert isinstance(make_discovery(cfg), FileDiscovery)
-    with pytest.raises(ConfigError, match="kubernetes is not available yet"):
-        make_discovery(dataclasses.replace(cfg, discovery_backend="kubernetes"))
+    assert isinstance(
+        make_discovery(dataclasses.replace(cfg, discovery_backend="kubernetes")),
+        KubernetesDiscovery,
+    )
+    with pytest.raises(ConfigError, match="unknown discovery backend 'zk'"):
+        make_discovery(dataclasses.replace(cfg, discovery_backend="zk"))
     with pytest.raises(ConfigError, match="only http://"):
         make_discovery(
             dataclasses.replace(cfg, discovery_backend="etcd", etcd_endpoints="https://x:1")

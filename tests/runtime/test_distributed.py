@@ -137,10 +137,8 @@ async def test_shutdown_is_idempotent_and_final(
 async def test_create_refuses_unavailable_planes() -> None:
     with pytest.raises(ConfigError, match="request-plane nats is not available"):
         await DistributedRuntime.create(mem_config(request_plane="nats"))
-    with pytest.raises(ConfigError, match="kubernetes is not available yet"):
-        await DistributedRuntime.create(
-            dataclasses.replace(mem_config(), discovery_backend="kubernetes")
-        )
+    with pytest.raises(ConfigError, match="unknown discovery backend 'zk'"):
+        await DistributedRuntime.create(dataclasses.replace(mem_config(), discovery_backend="zk"))
 
 
 async def collect_events(sub: Any, publish: Any, count: int) -> list[dict[str, Any]]:

@@ -120,7 +120,7 @@ async def test_serve_until_signal_exit_codes(tmp_path: Path) -> None:
     assert await serve_until_signal(ok, config, signals=(signal.SIGUSR1,)) == 0
     assert served == [f"dyn://{config.namespace}.worker.generate"]
     assert await serve_until_signal(broken, config, signals=(signal.SIGUSR1,)) == 1
-    bad = dataclasses.replace(config, discovery_backend="kubernetes")
+    bad = dataclasses.replace(config, discovery_backend="zk")
     assert await serve_until_signal(ok, bad, signals=(signal.SIGUSR1,)) == 1
 
 

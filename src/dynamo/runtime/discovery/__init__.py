@@ -1,1 +1,1 @@
-"""Service discovery behind one interface: mem, file, etcd (and kubernetes later)."""
+"""Service discovery behind one interface: mem, file, etcd and kubernetes."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.discovery.base import Discovery
 from dynamo.runtime.errors import ConfigError
@@ -23,7 +25,14 @@ def make_discovery(config: RuntimeConfig) -> Discovery:
 
         return EtcdDiscovery(config.etcd_endpoints, ttl_s=config.lease_ttl_s)
     if backend == "kubernetes":
-        raise ConfigError(
-            "--discovery-backend kubernetes is not available yet; use etcd, file or mem"
+        from dynamo.runtime.discovery.kube_objects import PodIdentity
+        from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery
+
+        return KubernetesDiscovery(
+            namespace=os.environ.get("POD_NAMESPACE") or None,
+            ttl_s=config.lease_ttl_s,
+            pod=PodIdentity.from_env(os.environ),
         )
-    raise ConfigError(f"unknown discovery backend {backend!r}; expected mem, file or etcd")
+    raise ConfigError(
+        f"unknown discovery backend {backend!r}; expected mem, file, etcd or kubernetes"
+    )
