@@ -23,7 +23,8 @@ from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.discovery.base import WatchEvent
 from dynamo.runtime.discovery.factory import make_discovery
-from dynamo.runtime.discovery.kube_objects import (
+from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery
+from dynamo.runtime.discovery.kubernetes.objects import (
     DISCOVERY_LABEL,
     RENEW_ANNOTATION,
     TTL_ANNOTATION,
@@ -33,7 +34,6 @@ from dynamo.runtime.discovery.kube_objects import (
     data_key,
     parse_record,
 )
-from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.transport.base import RequestContext

@@ -25,8 +25,7 @@ def make_discovery(config: RuntimeConfig) -> Discovery:
 
         return EtcdDiscovery(config.etcd_endpoints, ttl_s=config.lease_ttl_s)
     if backend == "kubernetes":
-        from dynamo.runtime.discovery.kube_objects import PodIdentity
-        from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery
+        from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery, PodIdentity
 
         return KubernetesDiscovery(
             namespace=os.environ.get("POD_NAMESPACE") or None,

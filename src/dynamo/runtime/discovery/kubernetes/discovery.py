@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from dynamo.runtime.addressing import new_instance_id
 from dynamo.runtime.discovery.base import WatchEvent
-from dynamo.runtime.discovery.kube_client import ConfigMapClient, KubeStatusError
-from dynamo.runtime.discovery.kube_objects import (
+from dynamo.runtime.discovery.kubernetes.api import ConfigMapClient, KubeStatusError
+from dynamo.runtime.discovery.kubernetes.objects import (
     DISCOVERY_LABEL,
     DISCOVERY_LABEL_VALUE,
     DiscoveryRecord,

@@ -1,0 +1,10 @@
+"""Kubernetes discovery: the API server's ConfigMaps as the registry, no etcd.
+
+`discovery` holds the `Discovery` implementation, `objects` the pure ConfigMap layout and
+heartbeat rules, `api` the only lightkube calls (imported lazily: the runtime runs without it).
+"""
+
+from dynamo.runtime.discovery.kubernetes.discovery import KubernetesDiscovery
+from dynamo.runtime.discovery.kubernetes.objects import PodIdentity
+
+__all__ = ["KubernetesDiscovery", "PodIdentity"]
