@@ -71,10 +71,7 @@ def test_default_install_is_cluster_wide_with_secure_pods() -> None:
         ("ClusterRoleBinding", "dynamo-platform-operator"),
         ("ConfigMap", "dynamo-platform-operator-config"),
         ("Deployment", "dynamo-platform-operator"),
-        ("Service", "dynamo-platform-etcd"),
-        ("Service", "dynamo-platform-etcd-headless"),
         ("ServiceAccount", "dynamo-platform-operator"),
-        ("StatefulSet", "dynamo-platform-etcd"),
     ]
     dep = objs[("Deployment", "dynamo-platform-operator")]
     pod = dep["spec"]["template"]["spec"]
@@ -89,14 +86,12 @@ def test_default_install_is_cluster_wide_with_secure_pods() -> None:
         r"[0-9a-f]{64}", dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     )
     config = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
-    # Until the runtime has Kubernetes discovery, graphs find each other through etcd.
-    assert config["DYN_OPERATOR_DISCOVERY_BACKEND"] == "etcd"
-    assert config["DYN_OPERATOR_ETCD_ADDRESS"] == f"http://dynamo-platform-etcd.{NS}.svc:2379"
+    # As in NVIDIA Dynamo, graphs find each other through the Kubernetes API: no etcd.
+    assert config["DYN_OPERATOR_DISCOVERY_BACKEND"] == "kubernetes"
+    assert config["DYN_OPERATOR_ETCD_ADDRESS"] == ""
     assert config["DYN_OPERATOR_NATS_ADDRESS"] == ""
     assert config["DYN_OPERATOR_DEFAULT_IMAGE"] == f"pydynamo/runtime:{__version__}"
     assert "DYN_OPERATOR_NAMESPACE" not in config
-    etcd_pod = objs[("StatefulSet", "dynamo-platform-etcd")]["spec"]["template"]["spec"]
-    assert etcd_pod["volumes"] == [{"name": "data", "emptyDir": {}}]
     rules = objs[("ClusterRole", "dynamo-platform-operator")]["rules"]
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     for needed in [
@@ -135,17 +130,24 @@ def test_namespace_restriction_uses_a_role() -> None:
     )
 
 
-def test_kubernetes_discovery_needs_no_etcd() -> None:
-    values = PLATFORM / "ci/kubernetes-discovery-values.yaml"
+def test_etcd_discovery_bundles_etcd() -> None:
+    values = PLATFORM / "ci/etcd-discovery-values.yaml"
     objs = _by_kind(_render(PLATFORM, "--values", str(values)))
-    assert not [k for k in objs if k[0] == "StatefulSet"]
+    assert {("Service", "dynamo-platform-etcd"), ("StatefulSet", "dynamo-platform-etcd")} <= set(
+        objs
+    )
+    etcd_pod = objs[("StatefulSet", "dynamo-platform-etcd")]["spec"]["template"]["spec"]
+    assert etcd_pod["volumes"] == [{"name": "data", "emptyDir": {}}]
     config = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
-    assert config["DYN_OPERATOR_DISCOVERY_BACKEND"] == "kubernetes"
-    assert config["DYN_OPERATOR_ETCD_ADDRESS"] == ""
+    assert config["DYN_OPERATOR_DISCOVERY_BACKEND"] == "etcd"
+    assert config["DYN_OPERATOR_ETCD_ADDRESS"] == f"http://dynamo-platform-etcd.{NS}.svc:2379"
 
 
 def test_bundled_etcd_and_nats_are_wired_into_the_operator() -> None:
-    args = ("--set", "global.nats.install=true", "--set", "etcd.persistence.enabled=true")
+    args = (
+        "--set", "global.etcd.install=true", "--set", "global.nats.install=true",
+        "--set", "etcd.persistence.enabled=true",
+    )  # fmt: skip
     objs = _by_kind(_render(PLATFORM, *args))
     claim = objs[("StatefulSet", "dynamo-platform-etcd")]["spec"]["volumeClaimTemplates"][0]
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"

@@ -135,6 +135,11 @@ def test_guide_worker_container() -> None:
     assert svc["spec"]["ports"][0]["port"] == 9090
     assert svc["metadata"]["labels"]["nvidia.com/dynamo-discovery-backend"] == "kubernetes"
     role = objs[("Role", "my-llm-k8s-service-discovery-role")]
+    assert {  # what pydynamo's Kubernetes discovery uses
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    } in role["rules"]
     assert {
         "apiGroups": ["discovery.k8s.io"],
         "resources": ["endpointslices"],

@@ -8,7 +8,14 @@ from typing import Any
 from dynamo.operator import labels as lbl
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
+# pydynamo's runtime keeps each process's keys in a ConfigMap it owns and deletes the ones whose
+# heartbeat stopped; EndpointSlices and DynamoWorkerMetadata are what NVIDIA Dynamo's runtime uses.
 DISCOVERY_RULES: tuple[dict[str, Any], ...] = (
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    },
     {
         "apiGroups": ["discovery.k8s.io"],
         "resources": ["endpointslices"],
