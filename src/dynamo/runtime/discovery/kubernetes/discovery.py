@@ -74,6 +74,7 @@ class KubernetesDiscovery:
         self._objects: dict[str, DiscoveryRecord] = {}
         self._freshness = Freshness()
         self._view: dict[str, dict[str, Any]] = {}
+        self._in_view: set[str] = set()  # names of the objects `_view` was built from
         self._watchers: dict[int, tuple[str, asyncio.Queue[WatchEvent]]] = {}
         self._next_watcher = 0
         self._listed = asyncio.Event()
@@ -219,13 +220,17 @@ class KubernetesDiscovery:
             self._freshness.observe(record, time.monotonic(), time.time())
         return record
 
-    def _live_entries(self, records: Iterable[DiscoveryRecord]) -> dict[str, dict[str, Any]]:
-        """Entries of the records whose heartbeat is current (later names win a shared key)."""
+    def _live(self, records: Iterable[DiscoveryRecord]) -> list[DiscoveryRecord]:
+        """The records whose heartbeat is current, by name (later names win a shared key)."""
         now = time.monotonic()
+        live = [r for r in records if self._freshness.alive(r.name, now)]
+        return sorted(live, key=lambda r: r.name)
+
+    @staticmethod
+    def _entries(records: Iterable[DiscoveryRecord]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for record in sorted(records, key=lambda r: r.name):
-            if self._freshness.alive(record.name, now):
-                out.update(record.entries)
+        for record in records:
+            out.update(record.entries)
         return out
 
     async def get_prefix(self, prefix: str) -> dict[str, dict[str, Any]]:
@@ -234,7 +239,7 @@ class KubernetesDiscovery:
         records = [r for obj in items if (r := self._ingest(obj)) is not None]
         if not self._informing:
             self._freshness.forget({r.name for r in records})
-        entries = self._live_entries(records)
+        entries = self._entries(self._live(records))
         return {k: v for k, v in entries.items() if k.startswith(prefix)}
 
     async def watch_prefix(self, prefix: str) -> AsyncIterator[WatchEvent]:
@@ -299,18 +304,29 @@ class KubernetesDiscovery:
                     name = meta.get("name")
                     if kind == "BOOKMARK" or not name:
                         continue
-                    record = None if kind == "DELETED" else self._ingest(obj)
-                    if record is None:
-                        self._objects.pop(name, None)
-                        self._freshness.forget(set(self._objects))
-                    else:
-                        self._objects[name] = record
-                    self._publish()
+                    self._apply(name, None if kind == "DELETED" else obj)
         return version
+
+    def _apply(self, name: str, obj: dict[str, Any] | None) -> None:
+        """One watched change; a mere heartbeat of a live owner changes no entry, so it
+        skips the view recomputation (heartbeats are most of the events)."""
+        previous = self._objects.get(name)
+        record = self._ingest(obj) if obj is not None else None
+        if record is None:
+            self._objects.pop(name, None)
+            self._freshness.forget(set(self._objects))
+        else:
+            self._objects[name] = record
+            unchanged = previous is not None and previous.entries == record.entries
+            if unchanged and name in self._in_view:
+                return
+        self._publish()
 
     def _publish(self) -> None:
         """Recompute the live view and send every difference to the watchers."""
-        new = self._live_entries(self._objects.values())
+        live = self._live(self._objects.values())
+        self._in_view = {r.name for r in live}
+        new = self._entries(live)
         events = [WatchEvent("delete", k, None) for k in self._view if k not in new]
         events += [WatchEvent("put", k, v) for k, v in new.items() if self._view.get(k) != v]
         self._view = new
