@@ -40,7 +40,8 @@ from dynamo.runtime.transport.base import RequestContext
 from dynamo.testing.kube_api import FakeKubeApi, KubeHttp, fake_kube_api, object_path
 
 NS = "team-a"
-TTL_S = 1.0
+TTL_S = 10.0  # long: a stall of the shared test machine must not look like a dead process
+SHORT_TTL_S = 1.0  # for the tests about heartbeats
 CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 
 
@@ -130,7 +131,7 @@ async def test_two_processes_see_each_other_and_close_removes_keys(
     stored = configmap(kube, a.name)
     assert stored is not None
     assert stored["metadata"]["labels"] == {DISCOVERY_LABEL: "true"}
-    assert stored["metadata"]["annotations"][TTL_ANNOTATION] == "1"
+    assert stored["metadata"]["annotations"][TTL_ANNOTATION] == "10"
     assert stored["data"] == {
         "v1.instances.ns.c.e.1": '{"key":"v1/instances/ns/c/e/1","value":{"n":1}}'
     }
@@ -161,7 +162,7 @@ async def test_killed_process_expires_and_its_object_is_deleted(
         "DYN_DISCOVERY_BACKEND": "kubernetes",
         "KUBECONFIG": str(path),
         "POD_NAMESPACE": NS,  # wins over the kubeconfig's namespace
-        "DYN_LEASE_TTL_S": str(TTL_S),
+        "DYN_LEASE_TTL_S": str(SHORT_TTL_S),
     }
     child = await spawn("register", "v1/instances/ns/w/e/7", env=env)
     reader = await make()
@@ -189,8 +190,8 @@ async def test_deleting_the_pod_garbage_collects_its_keys(
         "pods",
     )
     uid = pod["metadata"]["uid"]
-    owned = await make(pod=PodIdentity("worker-0", uid), ttl_s=60.0)
-    resolved = await make(pod=PodIdentity("worker-0"), ttl_s=60.0)  # uid looked up
+    owned = await make(pod=PodIdentity("worker-0", uid))
+    resolved = await make(pod=PodIdentity("worker-0"))  # uid looked up
     for discovery in (owned, resolved):
         stored = configmap(kube, discovery.name) or {}
         assert stored["metadata"]["ownerReferences"] == [
@@ -210,7 +211,7 @@ async def test_deleting_the_pod_garbage_collects_its_keys(
 async def test_object_deleted_behind_the_owner_is_recreated(
     kube: FakeKubeApi, make: Make, http: KubeHttp
 ) -> None:
-    owner, reader = await make(), await make()
+    owner, reader = await make(ttl_s=3 * SHORT_TTL_S), await make()
     await owner.put("v1/mdc/ns/c/e/1", {"model": "m"})
     watch = reader.watch_prefix("v1/mdc/")
     assert await next_event(watch) == WatchEvent("put", "v1/mdc/ns/c/e/1", {"model": "m"})
@@ -293,9 +294,8 @@ class Relay:
 
 async def test_interrupted_watch_relists_and_catches_up(kube: FakeKubeApi, make: Make) -> None:
     async with Relay(kube.url.port or 80) as relay:
-        # a long TTL: the outage must not look like a stopped heartbeat
-        owner = await make(ttl_s=60.0)
-        reader = await make(relay.url, ttl_s=60.0)
+        owner = await make()
+        reader = await make(relay.url)
         await owner.put("v1/instances/a", {"n": 1})
         watch = reader.watch_prefix("v1/")
         assert await next_event(watch) == WatchEvent("put", "v1/instances/a", {"n": 1})

@@ -337,9 +337,10 @@ class KubernetesDiscovery:
 
     async def _sweep(self) -> None:
         """Expire entries whose heartbeat lapsed (no event announces that) and delete the
-        objects of owners that are long gone."""
+        objects of owners that are long gone; paced by the shortest TTL any writer declares."""
         while True:
-            await asyncio.sleep(max(0.05, self._ttl_s / 4))
+            shortest_ttl_s = min([self._ttl_s, *(r.ttl_s for r in self._objects.values())])
+            await asyncio.sleep(max(0.05, shortest_ttl_s / 4))
             self._publish()
             if self._may_collect:
                 await self._collect_stale()
