@@ -157,11 +157,14 @@ class Scheduler:
         kv_usage = self.kv.active_blocks / self.kv.num_blocks
 
         prefill_tokens = 0
+        decoding = False
         emitted: list[tuple[int, int]] = []
         finished: list[Finished] = []
         for req, n in scheduled.items():
             start = req.num_computed
-            if not (n == 1 and start == req.total_len - 1 and start >= len(req.prompt)):
+            if n == 1 and start == req.total_len - 1 and start >= len(req.prompt):
+                decoding = True
+            else:
                 prefill_tokens += n
             self._pending_prefill -= self._pending_of(req)
             req.num_computed = start + n
@@ -178,7 +181,7 @@ class Scheduler:
             self._pending_prefill += self._pending_of(req)
         if finished:
             self._running = [r for r in self._running if r.state == RUNNING]
-        duration_s = self._timing.step_s(prefill_tokens, bool(emitted), kv_usage)
+        duration_s = self._timing.step_s(prefill_tokens, decoding, kv_usage)
         self.simulated_time_s += duration_s
         return StepResult(
             batch=[(r.key, n) for r, n in scheduled.items()],

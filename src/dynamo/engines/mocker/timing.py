@@ -2,8 +2,9 @@
 
 prefill_ms(T) = 4.209989e-07·T² + 1.518344e-02·T + 16.50142 for T new (uncached) prompt tokens
 in the step (0 when there are none); decode_ms(p) = -25.74·p² + 54.01·p + 5.74 at KV usage
-fraction p, floored at 1 ms. Prefill time is divided by the speedup ratio, decode time by
-speedup * decode speedup; a speedup of 0 means no delay at all.
+fraction p, floored at 1 ms. A step costs its prefill time, plus one decode pass when it also
+advanced decoding requests (`TimingModel.step_s`). Prefill time is divided by the speedup
+ratio, decode time by speedup * decode speedup; a speedup of 0 means no delay at all.
 """
 
 from __future__ import annotations
@@ -51,13 +52,15 @@ class TimingModel:
             return 0.0
         return decode_ms(kv_usage) / (self.speedup_ratio * self.decode_speedup_ratio) / 1000.0
 
-    def step_s(self, prefill_tokens: int, sampled: bool, kv_usage: float) -> float:
-        """A step that prefilled `prefill_tokens` new tokens and, if `sampled`, emitted tokens.
+    def step_s(self, prefill_tokens: int, decoding: bool, kv_usage: float) -> float:
+        """A step that prefilled `prefill_tokens` new tokens; `decoding`: it also advanced
+        requests already past their prompt (second and later output tokens).
 
-        As in Dynamo's vLLM-style mocker, a step pays prefill time for its prompt chunks plus
-        one decode pass whenever it samples output tokens.
+        Prefill time for the prompt chunks plus one decode pass only when the batch held
+        decoding requests, as Dynamo's vLLM-style mocker measures: a lone prompt gets its first
+        token after the prefill time alone, a prompt joining running decodes costs both.
         """
         duration = self.prefill_s(prefill_tokens)
-        if sampled:
+        if decoding:
             duration += self.decode_s(kv_usage)
         return duration
