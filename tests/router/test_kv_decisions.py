@@ -80,6 +80,21 @@ def test_five_request_decisions(kv_events):
     assert blocks_per_worker(p) == {WA: 5, WB: 4}
 
 
+@pytest.mark.parametrize(("credit", "expected"), [(1.0, WB), (2.0, WA)])
+def test_overlap_credit_keeps_a_busy_worker_that_holds_the_prefix(credit, expected):
+    p = policy(kv_events=False, kv_overlap_score_credit=credit)
+    prefix = [list(range(i * BLOCK, (i + 1) * BLOCK)) for i in range(6)]
+    tokens = [t for b in prefix for t in b]
+    assert p.select(RouteRequest("x", tokens, backend_instance_id=WA)).instance_id == WA
+    # the same prompt plus 2 blocks while x's 48 tokens are pending on a: a's raw prefill is
+    # 6 + 8 blocks less `credit` x 6 cached, its decode 8 (6 shared with x, 2 new); b has 8 + 8
+    # (at credit 1 a tie, which b wins with the smaller tree)
+    follow = tokens + list(range(9000, 9000 + 2 * BLOCK))
+    costs = {c.key[0]: c.cost(1.0, credit) for c in p.potential_loads(follow)}
+    assert costs == {WA: 14 - 6 * credit + 8, WB: 16.0}
+    assert p.select(RouteRequest("y", follow)).instance_id == expected
+
+
 def test_prefix_hit_beats_idle_worker_but_load_spreads():
     p = policy(kv_events=False)
     long = [list(range(i * BLOCK, (i + 1) * BLOCK)) for i in range(10)]

@@ -11,6 +11,8 @@ def test_defaults_match_dynamo():
     c = RouterConfig()
     assert c.router_mode == "round-robin"
     assert c.kv_overlap_score_weight == 1.0
+    assert c.kv_overlap_score_credit == 1.0
+    assert c.kv_overlap_score_credit_decay == 0.0
     assert c.router_temperature == 0.0
     assert c.kv_events is True
     assert c.kv_cache_block_size is None
@@ -59,6 +61,22 @@ def test_flags():
     )
 
 
+def test_overlap_credit_flags_and_the_prefill_load_scale_aliases():
+    c = parse(
+        RouterConfig,
+        ["--router-kv-overlap-score-credit", "2", "--router-kv-overlap-score-credit-decay", "1"],
+    )
+    assert (c.kv_overlap_score_credit, c.kv_overlap_score_credit_decay) == (2.0, 1.0)
+    for flag in (
+        "--kv-overlap-score-weight",
+        "--router-kv-overlap-score-weight",
+        "--router-prefill-load-scale",
+    ):
+        assert parse(RouterConfig, [flag, "16"]).kv_overlap_score_weight == 16.0
+    env = {"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT": "1.5"}
+    assert resolve(RouterConfig, {}, env).kv_overlap_score_credit == 1.5
+
+
 def test_env_and_flag_precedence():
     env = {"DYN_ROUTER_MODE": "random", "DYN_KV_EVENTS": "false", "DYN_ROUTER_TTL": "7"}
     c = resolve(RouterConfig, {"router_mode": "kv"}, env)
@@ -70,6 +88,14 @@ def test_env_and_flag_precedence():
     [
         ({"kv_overlap_score_weight": -1.0}, "--kv-overlap-score-weight must be >= 0, got -1.0"),
         ({"router_temperature": -0.1}, "--router-temperature must be >= 0, got -0.1"),
+        (
+            {"kv_overlap_score_credit": -1.0},
+            "--router-kv-overlap-score-credit must be >= 0, got -1.0",
+        ),
+        (
+            {"kv_overlap_score_credit_decay": float("inf")},
+            "--router-kv-overlap-score-credit-decay must be >= 0, got inf",
+        ),
         ({"kv_cache_block_size": 1}, "--kv-cache-block-size must be > 1, got 1"),
         ({"router_ttl_s": 0.0}, "--router-ttl must be > 0, got 0.0"),
         ({"router_prune_target_ratio": 1.5}, "--router-prune-target-ratio must be in (0, 1]"),

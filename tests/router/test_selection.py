@@ -7,6 +7,7 @@ from dynamo.protocols.kv_events import LoadMetrics
 from dynamo.router.selection import (
     BusyThresholds,
     Candidate,
+    candidate_costs,
     drop_busy,
     select_candidate,
     softmax_probabilities,
@@ -35,6 +36,45 @@ def test_weight_shifts_the_choice_towards_prefill():
 def test_fractional_prefill_blocks():
     c = Candidate((1, 0), 16, 0, 24, 3)
     assert c.cost(2.0) == 2 * 1.5 + 3
+
+
+def overlap_cand(i, isl_blocks, overlap, active_blocks, decode_blocks, block_size=16):
+    """A worker holding `overlap` leading blocks of an `isl_blocks`-block prompt."""
+    pending = active_blocks * block_size
+    prefill = pending + (isl_blocks - overlap) * block_size
+    return Candidate((i, 0), block_size, overlap, prefill, decode_blocks, 0, pending)
+
+
+def test_overlap_credit_counts_cached_blocks_credit_times():
+    # raw prefill = 10 pending + 20 prompt blocks; 8 cached: 30 - 2 * 8 = 14
+    c = overlap_cand(1, 20, 8, 10, 5)
+    assert c.cost(1.0) == 22 + 5
+    assert c.cost(1.0, overlap_credit=2.0) == 14 + 5
+    assert c.cost(3.0, overlap_credit=2.0) == 3 * 14 + 5
+    assert c.cost(1.0, overlap_credit=0.0) == 30 + 5
+    assert c.cost(1.0, overlap_credit=5.0) == 0 + 5  # the prefill cost is clamped at 0
+
+
+def test_credit_above_one_turns_a_load_choice_into_a_cache_choice():
+    cached = overlap_cand(1, 20, 12, 16, 0)  # 12 blocks cached, 16 pending blocks
+    idle = overlap_cand(2, 20, 0, 0, 0)
+    rng = random.Random(0)
+    assert candidate_costs([cached, idle], 1.0) == [24.0, 20.0]
+    assert select_candidate([cached, idle], overlap_weight=1.0, temperature=0, rng=rng) is idle
+    assert candidate_costs([cached, idle], 1.0, overlap_credit=2.0) == [12.0, 20.0]
+    chosen = select_candidate(
+        [cached, idle], overlap_weight=1.0, temperature=0, rng=rng, overlap_credit=2.0
+    )
+    assert chosen is cached
+
+
+def test_credit_decay_halves_the_credit_at_one_request_of_excess_pending_prefill():
+    # request of 20 blocks; worker 1 has 20 blocks more pending than the least loaded worker 2
+    busy = overlap_cand(1, 20, 10, 20, 0)
+    light = overlap_cand(2, 20, 0, 0, 0)
+    costs = candidate_costs([busy, light], 1.0, 2.0, overlap_credit_decay=1.0, request_blocks=20)
+    assert costs == [pytest.approx(40 - 1.0 * 10), 20.0]  # credit 2 / (1 + 1) = 1
+    assert candidate_costs([busy, light], 1.0, 2.0, request_blocks=20) == [20.0, 20.0]
 
 
 def test_tie_broken_by_smallest_tree_then_random():

@@ -26,7 +26,24 @@ class RouterConfig:
         "round-robin", help="how to pick a worker for each request", choices=ROUTER_MODES
     )
     kv_overlap_score_weight: float = option(
-        1.0, help="weight of prefill blocks against active decode blocks in the KV cost"
+        1.0,
+        aliases=("--router-kv-overlap-score-weight", "--router-prefill-load-scale"),
+        help="weight of prefill blocks against active decode blocks in the KV cost "
+        "(Dynamo 1.6.1's prefill load scale)",
+    )
+    kv_overlap_score_credit: float = option(
+        1.0,
+        flag="--router-kv-overlap-score-credit",
+        env="DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT",
+        help="prefill blocks a cached block saves in the KV cost; above 1 favours cache "
+        "affinity (the prefill cost is clamped at 0)",
+    )
+    kv_overlap_score_credit_decay: float = option(
+        0.0,
+        flag="--router-kv-overlap-score-credit-decay",
+        env="DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_DECAY",
+        help="shrink the overlap credit of workers with more pending prefill than the least "
+        "loaded one: 1 halves it at one request's worth of excess (0 = off)",
     )
     router_temperature: float = option(
         0.0, help="softmax sampling temperature over KV costs (0 = always the cheapest)"
@@ -70,6 +87,11 @@ class RouterConfig:
             math.isfinite(self.kv_overlap_score_weight) and self.kv_overlap_score_weight >= 0,
             f"--kv-overlap-score-weight must be >= 0, got {self.kv_overlap_score_weight}",
         )
+        for name, value in (
+            ("--router-kv-overlap-score-credit", self.kv_overlap_score_credit),
+            ("--router-kv-overlap-score-credit-decay", self.kv_overlap_score_credit_decay),
+        ):
+            _check(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
         _check(
             math.isfinite(self.router_temperature) and self.router_temperature >= 0,
             f"--router-temperature must be >= 0, got {self.router_temperature}",

@@ -3,8 +3,8 @@
 Per request: hash the prompt's full blocks, look up each worker's cached leading blocks in the
 prefix index (fed by KV events, or by the router's own decisions in approximate mode), add each
 worker's active-sequence load, and pick the lowest `overlap_weight * prefill_blocks +
-decode_blocks` (`selection.py`). The choice is then booked as an active sequence on that worker
-until `on_finish`.
+decode_blocks`, the overlap credited `--router-kv-overlap-score-credit` times (`selection.py`).
+The choice is then booked as an active sequence on that worker until `on_finish`.
 """
 
 from __future__ import annotations
@@ -241,8 +241,15 @@ class KvPolicy(PolicyBase):
         if temperature is None:
             temperature = self.config.router_temperature
         cands, hashes = self._score(request.token_ids, keys)
+        cfg = self.config
         chosen = select_candidate(
-            cands, overlap_weight=weight, temperature=temperature, rng=self._rng
+            cands,
+            overlap_weight=weight,
+            temperature=temperature,
+            rng=self._rng,
+            overlap_credit=cfg.kv_overlap_score_credit,
+            overlap_credit_decay=cfg.kv_overlap_score_credit_decay,
+            request_blocks=math.ceil(len(request.token_ids) / cands[0].block_size) if cands else 1,
         )
         return chosen, hashes
 
@@ -270,12 +277,16 @@ class KvPolicy(PolicyBase):
             if tokens < 0:
                 tokens = 0
             blocks = len(h.seqs)
+            pending = 0
             if track:
                 if reuse:
                     blocks -= active.active_prefix(h.seqs)
                 blocks += active.active_blocks
-                tokens += active.active_tokens
-            cands.append(Candidate(key, bs, overlap, tokens, blocks, h.tree_sizes.get(key, 0)))
+                pending = active.active_tokens
+                tokens += pending
+            cands.append(
+                Candidate(key, bs, overlap, tokens, blocks, h.tree_sizes.get(key, 0), pending)
+            )
         return cands, hashes
 
     def _book(

@@ -1,8 +1,13 @@
 """Pure worker selection: the KV cost function, tie-breaking, softmax sampling, busy filtering.
 
-cost = overlap_weight * prefill_blocks + decode_blocks, lower is better (Dynamo's
-`DefaultWorkerSelector`); `prefill_blocks` is the worker's pending prefill tokens (including
-this request's uncached part) in blocks, `decode_blocks` its active KV blocks with this request.
+cost = overlap_weight * max(raw_prefill_blocks - credit * overlap_blocks, 0) + decode_blocks,
+lower is better (Dynamo's `DefaultWorkerSelector`, 1.6.1): `raw_prefill_blocks` is the worker's
+pending prefill tokens plus this whole prompt, in blocks; `decode_blocks` its active KV blocks
+with this request. `overlap_weight` is Dynamo's prefill load scale (the older overlap score
+weight); `credit` (default 1) is the overlap score credit, divided by
+`1 + decay * excess / request_blocks` when a worker's pending prefill exceeds the least loaded
+candidate's by `excess` blocks. With credit 1 and decay 0 this is the original
+`overlap_weight * prefill_blocks + decode_blocks`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,36 @@ class Candidate:
     prefill_tokens: int  # pending prefill tokens if the request went there
     decode_blocks: int  # active KV blocks if the request went there
     tree_size: int = 0  # blocks the worker holds in the index (tie-break)
+    active_prefill_tokens: int = 0  # pending prefill tokens there before this request
 
-    def cost(self, overlap_weight: float) -> float:
-        return overlap_weight * (self.prefill_tokens / self.block_size) + self.decode_blocks
+    def cost(self, overlap_weight: float, overlap_credit: float = 1.0) -> float:
+        """The candidate's cost; `overlap_credit` is the (decayed) overlap score credit.
+
+        `prefill_tokens` already nets one credit of the overlap out of the raw prefill load.
+        """
+        prefill_blocks = self.prefill_tokens / self.block_size
+        if overlap_credit != 1.0:
+            prefill_blocks = max(prefill_blocks - (overlap_credit - 1.0) * self.overlap_blocks, 0.0)
+        return overlap_weight * prefill_blocks + self.decode_blocks
+
+
+def candidate_costs(
+    candidates: Sequence[Candidate],
+    overlap_weight: float,
+    overlap_credit: float = 1.0,
+    overlap_credit_decay: float = 0.0,
+    request_blocks: int = 1,
+) -> list[float]:
+    """The cost of every candidate; the decay compares pending prefill across `candidates`."""
+    if overlap_credit_decay <= 0:
+        return [c.cost(overlap_weight, overlap_credit) for c in candidates]
+    least = min(c.active_prefill_tokens for c in candidates)
+    costs = []
+    for c in candidates:
+        excess_blocks = (c.active_prefill_tokens - least) / c.block_size
+        decay = 1.0 + overlap_credit_decay * excess_blocks / max(request_blocks, 1)
+        costs.append(c.cost(overlap_weight, overlap_credit / decay))
+    return costs
 
 
 def select_candidate(
@@ -40,11 +72,16 @@ def select_candidate(
     overlap_weight: float,
     temperature: float,
     rng: random.Random,
+    overlap_credit: float = 1.0,
+    overlap_credit_decay: float = 0.0,
+    request_blocks: int = 1,
 ) -> Candidate:
     """Pick the cheapest candidate (ties: smallest tree, then random), or softmax-sample."""
     if not candidates:
         raise ValueError("select_candidate needs at least one candidate")
-    costs = [c.cost(overlap_weight) for c in candidates]
+    costs = candidate_costs(
+        candidates, overlap_weight, overlap_credit, overlap_credit_decay, request_blocks
+    )
     if temperature > 0:
         return candidates[softmax_sample(costs, temperature, rng)]
     best = min(costs)
