@@ -20,7 +20,14 @@ if importlib.util.find_spec("vllm") is None:
 
 from dynamo.testing.processes import Procs, wait_for_instances
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    # an in-process vLLM engine of an earlier module may leave ZMQ contexts to the collector
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in.*Context.__del__:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 VLLM_WORKER = (
