@@ -7,7 +7,13 @@ import sys
 
 import pytest
 
-from dynamo.frontend.main import main, parse_configs
+from dynamo.frontend.main import main, parse_configs, policy_factory
+from dynamo.protocols.model_card import ModelCard
+from dynamo.router.active_sequences import ActiveSequenceEvent
+from dynamo.router.base import WorkerInfo
+from dynamo.router.config import RouterConfig
+from dynamo.router.kv_policy import KvPolicy
+from dynamo.router.replica_sync import ReplicaSync
 
 
 def test_flags_beat_env_beat_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,3 +66,28 @@ def test_help_runs() -> None:
         "--namespace",
     ):
         assert flag in out
+
+
+def test_replica_sync_attaches_every_kv_policy_and_nothing_else() -> None:
+    card = ModelCard(name="m")
+    sync = ReplicaSync("ns.frontend.active_sequences_events")
+    kv = policy_factory(RouterConfig(router_mode="kv", router_replica_sync=True), sync)(card)
+    rr = policy_factory(RouterConfig(router_mode="round-robin"), sync)(card)
+    assert isinstance(kv, KvPolicy) and not isinstance(rr, KvPolicy)
+    kv.add_worker(WorkerInfo(instance_id=7, kv_block_size=4))
+    # a change booked by another frontend replica shows up in this replica's load view
+    sync.apply(
+        ActiveSequenceEvent(
+            request_id="r",
+            worker_id=7,
+            dp_rank=0,
+            kind="add",
+            seq_hashes=(1, 2),
+            isl=8,
+            overlap_blocks=0,
+            router_id="other-replica",
+        ).to_wire()
+    )
+    assert sync.stats.applied == 1
+    (load,) = kv.potential_loads([1, 2, 3, 4])
+    assert load.active_prefill_tokens == 8

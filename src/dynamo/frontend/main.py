@@ -12,13 +12,17 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dynamo import __version__
 from dynamo.frontend.config import FrontendConfig
 from dynamo.frontend.server import Frontend
+from dynamo.protocols.model_card import ModelCard
+from dynamo.router.base import RoutingPolicy
 from dynamo.router.config import RouterConfig, log_level, routing_process_parser
+from dynamo.router.kv_policy import KvPolicy
 from dynamo.router.policies import make_policy
+from dynamo.router.replica_sync import ReplicaSync, replica_sync_topic
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.errors import ConfigError, DynamoError
 
@@ -46,14 +50,33 @@ def parse_configs(
     )
 
 
+def policy_factory(
+    router_cfg: RouterConfig, sync: ReplicaSync | None
+) -> Callable[[ModelCard], RoutingPolicy]:
+    """One routing policy per model; with replica sync, KV policies share active sequences
+    with the other frontend replicas of the namespace."""
+
+    def make(card: ModelCard) -> RoutingPolicy:
+        policy = make_policy(router_cfg)
+        if sync is not None and isinstance(policy, KvPolicy):
+            sync.attach(policy)
+        return policy
+
+    return make
+
+
 async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: RouterConfig) -> None:
     from dynamo.runtime.distributed import DistributedRuntime
 
     runtime = await DistributedRuntime.create(runtime_cfg)
+    sync = None
+    if router_cfg.router_replica_sync and router_cfg.router_mode == "kv":
+        sync = ReplicaSync(replica_sync_topic(runtime_cfg.namespace, "frontend"))
+        await sync.start(runtime)
     frontend = Frontend(
         runtime,
         cfg,
-        lambda card: make_policy(router_cfg),
+        policy_factory(router_cfg, sync),
         namespace=runtime_cfg.namespace,
         version=__version__,
         # only the KV router reads KV events (and not in approximate mode)
@@ -75,6 +98,8 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
         log.info("shutting down")
     finally:
         await frontend.stop()
+        if sync is not None:
+            await sync.close()
         await runtime.shutdown()
 
 
