@@ -2,22 +2,29 @@
 
     python benchmarks/routing_quality.py [--time-scales 0.1 0.05] [--modes kv round-robin]
         [--peer] [--limit 1000 --block 64 --max-output 32] [--bench-dir ../shared/bench]
+        [--router-env NAME=VALUE ...]
 
 For each time scale and router mode: four mocker workers (8,192 blocks of 16 tokens each,
 speedup 1) and a frontend in that mode, in a fresh file-discovery directory; the shared
 `replay.py` streams the first LIMIT requests of the conversation trace on their (scaled)
 timestamps and reports the `cached_tokens` hit rate and TTFT. `--peer` does the same against
 the real NVIDIA Dynamo. `lru_bound.py` gives the hit rate of one shared LRU cache of the same
-total size, the bound a perfect router approaches.
+total size, the bound a perfect router approaches. `--router-env` sets environment variables
+for the servers of every run (router settings: ours reads `DYN_KV_OVERLAP_SCORE_WEIGHT` and
+`DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT`, Dynamo 1.6.1 `DYN_ROUTER_PREFILL_LOAD_SCALE` and the same
+credit variable); the results carry them as `router_env`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,21 +92,47 @@ def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> di
     }
 
 
+@contextlib.contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    """`settings` in os.environ while the block runs (a Stack copies it when created)."""
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_one(args: argparse.Namespace, system: str, mode: str, scale: float) -> dict[str, Any]:
     port = free_port()
     shape = {"workers": args.workers, "block_size": args.block_size, "blocks": args.blocks}
     name = f"{system}-{mode}-{scale:g}"
-    if system == "ours":
-        stack = our_stack(name, args.model_dir, port, mode, speedup=args.speedup, **shape)
-    else:
-        stack = peer_stack(
-            name, args.peer_python, args.bench, args.model_dir, port, mode,
-            speedup=args.speedup, **shape,
-        )  # fmt: skip
+    with environment(args.router_env):
+        if system == "ours":
+            stack = our_stack(name, args.model_dir, port, mode, speedup=args.speedup, **shape)
+        else:
+            stack = peer_stack(
+                name, args.peer_python, args.bench, args.model_dir, port, mode,
+                speedup=args.speedup, **shape,
+            )  # fmt: skip
     with stack:
         result = replay(stack, f"http://127.0.0.1:{port}", args, scale)
     print(f"  {name}: {json.dumps(result)}", flush=True)
-    return {"system": system, "mode": mode, "time_scale": scale, **result}
+    return {
+        "system": system, "mode": mode, "time_scale": scale, "router_env": args.router_env,
+        **result,
+    }  # fmt: skip
+
+
+def env_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def lru_bound(args: argparse.Namespace) -> float:
@@ -172,7 +205,12 @@ def main() -> None:
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of the servers here")
     parser.add_argument("--json-out", help="write every result here")
+    parser.add_argument(
+        "--router-env", type=env_setting, nargs="+", default=[], metavar="NAME=VALUE",
+        help="environment of every server, e.g. DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT=2",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.router_env = dict(args.router_env)
 
     try:
         args.bench = bench_dir(args.bench_dir)
@@ -191,7 +229,7 @@ def main() -> None:
             f"routing quality: first {args.limit} requests of {args.trace.name}, "
             f"{args.block} tokens a hash id, max output {args.max_output}; "
             f"{args.workers} mocker workers x {args.blocks} blocks of {args.block_size} tokens, "
-            f"speedup {args.speedup:g}",
+            f"speedup {args.speedup:g}" + "".join(f"; {k}={v}" for k, v in args.router_env.items()),
             flush=True,
         )
         results = [
