@@ -1,7 +1,8 @@
 """The distributed runtime: the one object a process uses to serve, call and publish.
 
-It owns the process's discovery lease, its request-plane server (started on first
-`serve_endpoint`) and client, and its event publisher; `shutdown` releases all of them.
+It owns the process's discovery lease, its request-plane server (TCP or NATS, per
+`--request-plane`; started on first `serve_endpoint`) and client (which reaches instances of
+either plane), and its event publisher; `shutdown` releases all of them.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ from dynamo.runtime.discovery.factory import make_discovery
 from dynamo.runtime.endpoint_client import EndpointClient
 from dynamo.runtime.errors import ConfigError, DynamoError, UnavailableError
 from dynamo.runtime.event_subscription import subscribe_events
-from dynamo.runtime.transport.base import EventPublisher, EventSubscriber, RequestHandler
+from dynamo.runtime.transport.base import (
+    EventPublisher,
+    EventSubscriber,
+    RequestHandler,
+    RequestPlaneServer,
+)
 from dynamo.runtime.transport.events import event_topic
-from dynamo.runtime.transport.tcp import TcpRequestClient, TcpRequestServer
+from dynamo.runtime.transport.planes import AnyPlaneClient, make_request_server, serve
 
 __all__ = ["DistributedRuntime", "EndpointClient", "ServedEndpoint", "event_topic"]
 log = logging.getLogger(__name__)
@@ -74,9 +80,10 @@ class DistributedRuntime:
         self.config = config
         self.discovery = discovery
         self.instance_id = new_instance_id()
-        self._server: TcpRequestServer | None = None
+        self._server: RequestPlaneServer | None = None
+        self._server_address: str | None = None
         self._server_lock = asyncio.Lock()
-        self._request_client: TcpRequestClient | None = None
+        self._request_client: AnyPlaneClient | None = None
         self._served: dict[str, ServedEndpoint] = {}
         self._clients: list[EndpointClient] = []
         self._publisher: EventPublisher | None = None
@@ -87,26 +94,24 @@ class DistributedRuntime:
     @classmethod
     async def create(cls, config: RuntimeConfig) -> DistributedRuntime:
         """Check the config, start discovery (grants this process's lease)."""
-        if config.request_plane != "tcp":
-            raise ConfigError(
-                f"--request-plane {config.request_plane} is not available yet; use tcp"
-            )
+        if config.request_plane not in ("tcp", "nats"):
+            raise ConfigError(f"unknown request plane {config.request_plane!r}: use tcp or nats")
         discovery = make_discovery(config)
         await discovery.start()
         return cls(config, discovery)
 
     # ------------------------------------------------------------------ request plane
     @property
-    def request_client(self) -> TcpRequestClient:
-        """The process's request-plane client (one connection pool per peer)."""
+    def request_client(self) -> AnyPlaneClient:
+        """The process's request-plane client: `tcp://…` and `nats:…` addresses."""
         if self._request_client is None:
-            self._request_client = TcpRequestClient()
+            self._request_client = AnyPlaneClient(self.config.nats_server)
         return self._request_client
 
     @property
     def server_address(self) -> str | None:
-        """`tcp://host:port` of this process's request-plane server, once started."""
-        return self._server.address if self._server is not None else None
+        """`tcp://host:port` of this process's TCP server (the NATS URL on NATS), once started."""
+        return self._server_address
 
     def served_endpoints(self) -> list[ServedEndpoint]:
         return list(self._served.values())
@@ -114,11 +119,11 @@ class DistributedRuntime:
     def inflight(self) -> int:
         return self._server.inflight() if self._server is not None else 0
 
-    async def _ensure_server(self) -> TcpRequestServer:
+    async def _ensure_server(self) -> RequestPlaneServer:
         async with self._server_lock:
             if self._server is None:
-                server = TcpRequestServer(self.config.tcp_host, self.config.tcp_port)
-                await server.start()
+                server = make_request_server(self.config)
+                self._server_address = await server.start()
                 self._server = server
             return self._server
 
@@ -139,16 +144,16 @@ class DistributedRuntime:
         if served.name in self._served:
             raise ConfigError(f"{address} instance {served.instance_id:x} is already served")
         server = await self._ensure_server()
-        server.register(served.name, handler)
         self._served[served.name] = served
-        info = {
-            "namespace": address.namespace,
-            "component": address.component,
-            "endpoint": address.endpoint,
-            "instance_id": served.instance_id,
-            "transport": {"tcp": server.address.removeprefix("tcp://")},
-        }
         try:
+            transport = await serve(server, served.name, handler)
+            info = {
+                "namespace": address.namespace,
+                "component": address.component,
+                "endpoint": address.endpoint,
+                "instance_id": served.instance_id,
+                "transport": transport,
+            }
             await self.discovery.put(served.instance_key, info)
             if model_card is not None:
                 served.model_card_key = f"{MODEL_CARDS_ROOT}/{served.name}"
@@ -157,7 +162,7 @@ class DistributedRuntime:
             with contextlib.suppress(DynamoError):
                 await served.unregister()
             raise
-        log.info("serving %s as instance %x at %s", address, served.instance_id, server.address)
+        log.info("serving %s as instance %x at %s", address, served.instance_id, transport)
         return served
 
     def _withdraw(self, served: ServedEndpoint) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.discovery.base import INSTANCES_ROOT, WatchEvent
 from dynamo.runtime.errors import NotFoundError, UnavailableError
+from dynamo.runtime.transport.planes import address_of
 
 if TYPE_CHECKING:
     from dynamo.runtime.distributed import DistributedRuntime
@@ -20,7 +21,10 @@ _SYNC_TIMEOUT_S = 10.0
 
 
 class EndpointClient:
-    """Watches `v1/instances/<path>/` and keeps `instance_id → transport address`."""
+    """Watches `v1/instances/<path>/` and keeps `instance_id → request-plane address`.
+
+    Addresses are `tcp://host:port` or `nats:<subject>`, whichever plane the instance serves.
+    """
 
     def __init__(self, runtime: DistributedRuntime, address: EndpointAddress) -> None:
         self.address = address
@@ -117,10 +121,10 @@ class EndpointClient:
             if self._instances.pop(instance_id, None) is not None:
                 self._notify("remove", instance_id)
             return
-        transport = (event.value or {}).get("transport") or {}
-        target = transport.get("tcp") if isinstance(transport, dict) else None
-        if not isinstance(target, str):
-            log.warning("instance %s has no tcp transport (%r); skipped", event.key, transport)
+        transport = (event.value or {}).get("transport")
+        target = address_of(transport, self._runtime.config.request_plane)
+        if target is None:
+            log.warning("instance %s has no known transport (%r); skipped", event.key, transport)
             return
         known = instance_id in self._instances
         self._instances[instance_id] = target
