@@ -9,6 +9,7 @@ the next tokens show whether it is.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from time import perf_counter
 
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
@@ -16,6 +17,8 @@ from tokenizers.decoders import DecodeStream
 # Prompt tokens given to the decoder as context, so that the first generated token decodes
 # as it would mid-sentence (e.g. SentencePiece's leading-space marker).
 _CONTEXT_TOKENS = 4
+# One push in this many is timed for `tokenizer_latency_ms{operation="detokenize"}`.
+_TIMING_EVERY = 16
 
 
 class StopMatcher:
@@ -59,7 +62,7 @@ class StopMatcher:
 class TextStream:
     """New token ids in, text deltas out, for one response."""
 
-    __slots__ = ("_decoder", "_stops", "_tokenizer", "stopped")
+    __slots__ = ("_decoder", "_pushes", "_stops", "_tokenizer", "stopped", "timed_n", "timed_s")
 
     def __init__(
         self,
@@ -74,19 +77,34 @@ class TextStream:
         self._decoder = DecodeStream(ids=context, skip_special_tokens=skip_special_tokens)
         self._stops = StopMatcher(stop) if stop else None
         self.stopped = False  # a stop string was reached: send nothing more
+        self._pushes = 0
+        self.timed_s = 0.0  # time spent in the timed decoder steps (a sample of them)
+        self.timed_n = 0
 
     def push(self, token_ids: list[int]) -> str:
         """Text to emit for these new tokens ('' when held back or after a stop string)."""
         if self.stopped or not token_ids:
             return ""
         ids: int | list[int] = token_ids[0] if len(token_ids) == 1 else token_ids
-        text = self._decoder.step(self._tokenizer, ids)
+        n = self._pushes
+        self._pushes = n + 1
+        if n % _TIMING_EVERY:
+            text = self._decoder.step(self._tokenizer, ids)
+        else:  # a sample: timing every step would cost as much as a cheap step
+            start = perf_counter()
+            text = self._decoder.step(self._tokenizer, ids)
+            self.timed_s += perf_counter() - start
+            self.timed_n += 1
         if text is None:
             return ""
         if self._stops is None:
             return text
         out, self.stopped = self._stops.feed(text)
         return out
+
+    def mean_step_ms(self) -> float | None:
+        """Mean time of a timed decoder step, in ms (None before the first push)."""
+        return 1000 * self.timed_s / self.timed_n if self.timed_n else None
 
     def finish(self) -> str:
         """Text still held back when the stream ends normally."""

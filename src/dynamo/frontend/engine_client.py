@@ -103,9 +103,16 @@ class RoutedModel:
         )
 
     async def generate(
-        self, request: EngineRequest, *, backend_instance_id: int | None = None
+        self,
+        request: EngineRequest,
+        *,
+        backend_instance_id: int | None = None,
+        on_route: Callable[[int, int], None] | None = None,
     ) -> AsyncIterator[EngineOutput]:
-        """Stream the outputs of `request`, migrating it when a worker's stream breaks."""
+        """Stream the outputs of `request`, migrating it when a worker's stream breaks.
+
+        `on_route(instance_id, dp_rank)` hears each worker the request is sent to.
+        """
         request_id = request["request_id"]
         migrations_left = self.migration_limit
         track = migrations_left > 0
@@ -115,6 +122,8 @@ class RoutedModel:
         while True:
             decision = self._select(current, backend_instance_id, exclude)
             instance_id = decision.instance_id
+            if on_route is not None:
+                on_route(instance_id, decision.dp_rank)
             client = self._clients.get(instance_id)
             try:
                 if client is None:  # the policy knew a worker that just left

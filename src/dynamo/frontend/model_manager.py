@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from dynamo.frontend.engine_client import EndpointClient, RoutedModel
 from dynamo.frontend.errors import ModelNotFoundError, NotImplementedFeatureError
-from dynamo.frontend.metrics import FrontendMetrics
+from dynamo.frontend.metrics import FrontendMetrics, WorkerLoad
 from dynamo.frontend.models import ModelEntry, ModelRegistry, RegistryChange, WorkerEntry
 from dynamo.protocols.model_card import ModelCard
 from dynamo.router.base import RoutingPolicy
@@ -26,6 +26,7 @@ from dynamo.router.feeds import (
     worker_events_prefix,
     worker_info_from_card,
 )
+from dynamo.router.policies import KvPolicy, PolicyBase
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.discovery.base import WatchEvent
 from dynamo.runtime.tasks import cancel_and_wait
@@ -74,6 +75,8 @@ class ModelManager:
         self._thresholds: dict[str, tuple[float | None, int | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = asyncio.Event()  # set once the first watch event was applied
+        if metrics is not None:
+            metrics.watch_workers(self)
 
     # --- lookups (request path) --------------------------------------------------------
     def lookup(self, name: str) -> tuple[ModelEntry, RoutedModel]:
@@ -96,6 +99,14 @@ class ModelManager:
     def ready_workers_of(self, name: str) -> list[int]:
         routed = self._routed.get(name)
         return routed.worker_ids() if routed else []
+
+    # --- per-worker gauges (read at scrape time) -----------------------------------------
+    def live_workers(self) -> set[tuple[str, int]]:
+        return {(name, iid) for name, routed in self._routed.items() for iid in routed.worker_ids()}
+
+    def worker_loads(self) -> Iterator[WorkerLoad]:
+        for name, routed in self._routed.items():
+            yield from policy_loads(name, routed.policy)
 
     # --- busy thresholds (`/busy_threshold`) -------------------------------------------
     def busy_thresholds(self, name: str) -> dict[str, Any]:
@@ -257,6 +268,26 @@ class ModelManager:
         entry = self.registry.get(name)
         if self._metrics is None or entry is None:
             return
+        routed = self._routed.get(name)
+        limit = routed.migration_limit if routed is not None else self._migration_limit
         self._metrics.set_model_config(
-            entry.card, workers=self.ready_workers(name), migration_limit=self._migration_limit
+            entry.card, workers=self.ready_workers(name), migration_limit=limit
         )
+
+
+def policy_loads(model: str, policy: RoutingPolicy) -> list[WorkerLoad]:
+    """Each worker's load as `policy` sees it: the KV router's own bookkeeping of the
+    requests it placed, else the load the workers pushed (none until a worker pushes)."""
+    if isinstance(policy, KvPolicy):
+        stats = policy.stats()
+        tokens = stats.active_prefill_tokens
+        return [
+            WorkerLoad(model, wid, rank, blocks, tokens.get((wid, rank), 0))
+            for (wid, rank), blocks in stats.active_decode_blocks.items()
+        ]
+    if isinstance(policy, PolicyBase):
+        return [
+            WorkerLoad(model, m.worker_id, m.dp_rank, m.kv_active_blocks, m.active_prefill_tokens)
+            for m in policy.load_metrics().values()
+        ]
+    return []

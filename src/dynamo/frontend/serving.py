@@ -17,7 +17,7 @@ from dynamo.frontend import logprobs as lp
 from dynamo.frontend import responses as rs
 from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.errors import HttpError, to_http_error
-from dynamo.frontend.metrics import FrontendMetrics, ModelMetrics
+from dynamo.frontend.metrics import FrontendMetrics, ModelMetrics, WorkerLast
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.preprocess import Preprocessor, PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
@@ -57,31 +57,51 @@ class _Accounting:
         "recorded",
         "start",
         "stream",
+        "text",
         "tokens",
+        "worker",
     )
 
-    def __init__(self, mm: ModelMetrics, endpoint: str, stream: bool, prompt: int) -> None:
+    def __init__(
+        self, mm: ModelMetrics, endpoint: str, stream: bool, prompt: int, text: TextStream
+    ) -> None:
         self.mm = mm
         self.endpoint = endpoint
         self.stream = stream
         self.prompt = prompt
+        self.text = text
         self.tokens = 0
         self.cached = 0
+        self.worker: WorkerLast | None = None  # the per-worker gauges of the current worker
         self.start = self.last = time.monotonic()
         self.recorded = False
         mm.inflight.inc()
         mm.queued.inc()
 
+    def routed(self, instance_id: int, dp_rank: int) -> None:
+        self.worker = self.mm.parent.worker_last(self.mm.model, instance_id, dp_rank)
+
     def first_output(self) -> None:
         now = time.monotonic()
         self.mm.queued.dec()
         self.mm.ttft.observe(now - self.start)
+        worker = self.worker
+        if worker is not None:
+            worker.ttft_s = now - self.start
+            worker.isl = self.prompt
         self.last = now
 
     def more_tokens(self, n: int) -> None:
         now = time.monotonic()
-        self.mm.itl.observe((now - self.last) / n)
+        itl = (now - self.last) / n
+        self.mm.itl.observe(itl)
+        if self.worker is not None:
+            self.worker.itl_s = itl
         self.last = now
+
+    def add_tokens(self, n: int) -> None:
+        self.tokens += n
+        self.mm.output_tokens += n
 
     def done(self, error_type: str | None, *, started: bool) -> None:
         if self.recorded:
@@ -93,6 +113,9 @@ class _Accounting:
         mm.inflight.dec()
         mm.duration.observe(time.monotonic() - self.start)
         mm.request_done(self.endpoint, self.stream, error_type)
+        detokenize_ms = self.text.mean_step_ms()
+        if detokenize_ms is not None:
+            mm.parent.detokenize_ms.observe(detokenize_ms)
         if error_type is None:
             mm.tokens_done(self.prompt, self.tokens, self.cached)
 
@@ -153,18 +176,25 @@ class OpenAIServing:
             return self._error_reply(exc, "", endpoint, False)
         try:
             pre, routed = await self._prepare(req.model, "chat" if chat else "completions")
+            started = time.perf_counter()
             if isinstance(req, ChatCompletionRequest):
                 ids = pre.chat_prompt_ids(req)
                 request_id = rs.new_id("chatcmpl")
+                tokenized = True
             else:
                 ids = pre.completion_prompt_ids(req)
                 request_id = rs.new_id("cmpl")
+                tokenized = isinstance(req.single_prompt(), str)  # not when given token ids
+            if tokenized:
+                self._metrics.tokenize_ms.observe(1000 * (time.perf_counter() - started))
             engine_request = pre.engine_request(req, ids, request_id)
         except DynamoError as exc:
             return self._error_reply(exc, req.model, endpoint, req.stream)
-        acct = _Accounting(self._metrics.for_model(req.model), endpoint, req.stream, len(ids))
-        outputs = routed.generate(engine_request, backend_instance_id=req.backend_instance_id())
         text = TextStream(pre.tokenizer, stop=req.stop_strings(), prompt_ids=ids)
+        acct = _Accounting(self._metrics.for_model(req.model), endpoint, req.stream, len(ids), text)
+        outputs = routed.generate(
+            engine_request, backend_instance_id=req.backend_instance_id(), on_route=acct.routed
+        )
         want_lp = req.num_logprobs() is not None
         if req.stream:
             tpl = rs.ChunkTemplates(chat=chat, request_id=request_id, model=req.model)
@@ -197,12 +227,14 @@ class OpenAIServing:
         error_type: str | None = "cancelled"
         try:
             async for out in outputs:
+                ids = out.get("token_ids")
                 if not started:
                     acct.first_output()
                     started = True
-                ids = out.get("token_ids")
+                elif ids:
+                    acct.more_tokens(len(ids))
                 if ids:
-                    acct.tokens += len(ids)
+                    acct.add_tokens(len(ids))
                     if want_lp and out.get("log_probs"):
                         lps.append(self._lp(pre, ids, out, chat, text_len))
                     piece = text.push(ids)
@@ -279,8 +311,7 @@ class OpenAIServing:
                 ids = out.get("token_ids")
                 chunk_text = ""
                 if ids:
-                    n = len(ids)
-                    acct.tokens += n
+                    acct.add_tokens(len(ids))
                     chunk_text = text.push(ids)
                 finish = out.get("finish_reason")
                 usage = out.get("usage")
