@@ -17,6 +17,7 @@ from dynamo.runtime.discovery.factory import make_discovery
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.lifecycle import run_until_signal
 from dynamo.runtime.transport.base import RequestContext
+from dynamo.runtime.transport.nats_request import NatsRequestServer
 from dynamo.runtime.transport.tcp import TcpRequestServer
 
 
@@ -51,6 +52,15 @@ async def serve_tcp() -> None:
     await asyncio.Event().wait()
 
 
+async def serve_nats(name: str) -> None:
+    """A bare NATS request-plane server ($NATS_SERVER) with `count` served as `name`."""
+    server = NatsRequestServer(os.environ["NATS_SERVER"])
+    server.register(name, count_handler)
+    await server.start()
+    print("READY", server.subject(name), flush=True)
+    await asyncio.Event().wait()
+
+
 def serve_runtime() -> None:
     """A worker: serve `count` on dyn://$DYN_NAMESPACE.worker.generate until SIGTERM."""
     config = resolve(RuntimeConfig)
@@ -73,6 +83,8 @@ def main() -> None:
         serve_runtime()
     elif mode == "serve-tcp":
         asyncio.run(serve_tcp())
+    elif mode == "serve-nats":
+        asyncio.run(serve_nats(*args))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

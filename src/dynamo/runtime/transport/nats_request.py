@@ -2,8 +2,10 @@
 
 See `nats_wire.py` for subjects and messages. A request becomes a task running the handler;
 its frames go to the caller's reply inbox, paced by the caller's credits (flow control), with
-keepalives while the handler is quiet. A CANCEL, or a caller that stops crediting and stops
-answering for `MISSED_KEEPALIVES` intervals, stops the `RequestContext` and cancels the task.
+keepalives while the handler is quiet. A CANCEL, or a caller that leaves the server out of
+credit and does not answer `MISSED_KEEPALIVES` keepalives in a row (it died), stops the
+`RequestContext` and ends the handler. Silence is counted in keepalives sent, not in wall
+time, so a stalled event loop does not pass for a dead peer.
 """
 
 from __future__ import annotations
@@ -49,13 +51,15 @@ class _CallerGone(Exception):
 
 class _Stream:
     __slots__ = (
+        "abandoned",
+        "blocked",
         "credit",
         "ctx",
         "inbox",
         "keepalive_s",
-        "last_heard",
         "last_sent",
         "task",
+        "unanswered",
         "wakeup",
     )
 
@@ -66,7 +70,10 @@ class _Stream:
         self.ctx = ctx
         self.credit = window
         self.keepalive_s = keepalive_s
-        self.last_heard = self.last_sent = now
+        self.last_sent = now
+        self.blocked = False  # out of credit, waiting for the caller
+        self.unanswered = 0  # keepalives sent while blocked since the caller last spoke
+        self.abandoned = False
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -236,7 +243,7 @@ class NatsRequestServer:
                 stream.task.cancel()
         elif message[0] == CREDIT and len(message) == 3 and type(message[2]) is int:
             stream.credit += message[2]
-            stream.last_heard = asyncio.get_running_loop().time()
+            stream.unanswered = 0
             stream.wakeup.set()
 
     async def _on_control(self, msg: Msg) -> None:
@@ -277,16 +284,15 @@ class NatsRequestServer:
                     await aclose()
 
     async def _wait_for_credit(self, stream: _Stream) -> None:
-        loop = asyncio.get_running_loop()
-        stream.last_heard = max(stream.last_heard, loop.time())
-        patience = MISSED_KEEPALIVES * stream.keepalive_s
-        while stream.credit <= 0:
-            remaining = stream.last_heard + patience - loop.time()
-            if remaining <= 0:
-                raise _CallerGone
-            stream.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stream.wakeup.wait(), remaining)
+        stream.blocked, stream.unanswered = True, 0
+        try:
+            while stream.credit <= 0:
+                if stream.abandoned:
+                    raise _CallerGone
+                stream.wakeup.clear()
+                await stream.wakeup.wait()
+        finally:
+            stream.blocked = False
 
     async def _send(self, stream: _Stream, message: list[Any], what: str) -> None:
         nc = self._nc
@@ -321,6 +327,12 @@ class NatsRequestServer:
             now = loop.time()
             for stream in list(self._streams.values()):
                 if stream.inbox in self._streams and now - stream.last_sent >= stream.keepalive_s:
+                    if stream.blocked:
+                        stream.unanswered += 1
+                        if stream.unanswered > MISSED_KEEPALIVES:
+                            stream.abandoned = True
+                            stream.wakeup.set()
+                            continue
                     with contextlib.suppress(TransportError):
                         await self._send(stream, [KEEPALIVE], "keepalive")
 

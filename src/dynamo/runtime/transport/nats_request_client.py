@@ -2,9 +2,11 @@
 
 Each request gets its own reply subject under the client's inbox prefix. The client buffers
 at most `stream_window_frames` unread frames per stream (the server never sends more than
-it has been credited) and credits half a window back as the caller reads. A watchdog ends a
-stream with `StreamIncompleteError` when its server has been silent (no data, no keepalive)
-for `MISSED_KEEPALIVES` keepalive intervals: NATS does not report a dead peer.
+it has been credited) and credits half a window back as the caller reads. NATS does not
+report a dead peer, so a watchdog ticking once per keepalive interval ends a stream with
+`StreamIncompleteError` once more than `MISSED_KEEPALIVES` ticks in a row passed without a
+message from its server (data or keepalive). Counting ticks, not wall time, keeps a stalled
+event loop from passing for a dead peer.
 """
 
 from __future__ import annotations
@@ -49,21 +51,21 @@ class _Stream:
         "granted",
         "inbox",
         "items",
-        "last_heard",
         "received",
+        "silent_ticks",
         "subject",
         "uncredited",
         "waiter",
     )
 
-    def __init__(self, subject: str, inbox: str, window: int, now: float) -> None:
+    def __init__(self, subject: str, inbox: str, window: int) -> None:
         self.subject = subject
         self.inbox = inbox
         self.items: deque[dict[str, Any]] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.done = False
         self.error: BaseException | None = None
-        self.last_heard = now
+        self.silent_ticks = 0  # watchdog ticks since the last message from the server
         self.granted = window  # DATA frames the server may send in all
         self.received = 0
         self.uncredited = 0  # frames read by the caller, not yet credited back
@@ -119,7 +121,7 @@ class NatsRequestClient:
         data = encode(message, nc.max_payload, "request")
         inbox = f"{self._prefix}.{next(self._ids)}"
         loop = asyncio.get_running_loop()
-        stream = self._streams[inbox] = _Stream(subject, inbox, self._window, loop.time())
+        stream = self._streams[inbox] = _Stream(subject, inbox, self._window)
         try:
             try:
                 await nc.publish(subject, data, reply=inbox)
@@ -150,7 +152,7 @@ class NatsRequestClient:
         stream = self._streams.get(msg.subject)
         if stream is None:
             return  # a stream that ended or was cancelled
-        stream.last_heard = asyncio.get_running_loop().time()
+        stream.silent_ticks = 0
         headers = msg.headers
         if headers and headers.get("Status") == _NO_RESPONDERS:
             self._finish(
@@ -202,25 +204,17 @@ class NatsRequestClient:
 
     async def _watchdog(self) -> None:
         """End silent streams; tell servers waiting for credit that their caller is alive."""
-        loop = asyncio.get_running_loop()
-        interval = self._keepalive_s
-        patience = MISSED_KEEPALIVES * interval
-        expected = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
-            now = loop.time()
-            if now - expected > interval:  # this loop stalled: the silence may be our own
-                for stream in self._streams.values():
-                    stream.last_heard = max(stream.last_heard, now)
-            expected = now + interval
+            await asyncio.sleep(self._keepalive_s)
             for stream in list(self._streams.values()):
-                if now - stream.last_heard > patience:
-                    silent_s = now - stream.last_heard
+                stream.silent_ticks += 1
+                if stream.silent_ticks > MISSED_KEEPALIVES:
                     self._finish(
                         stream,
                         StreamIncompleteError(
-                            f"no message from {stream.subject} for {silent_s:.1f}s "
-                            "(server gone?) before the final frame"
+                            f"no message from {stream.subject} for {stream.silent_ticks} "
+                            f"keepalive intervals of {self._keepalive_s}s (server gone?) "
+                            "before the final frame"
                         ),
                     )
                     await self._control(stream, [CANCEL, stream.inbox])
