@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -304,6 +305,50 @@ async def test_malformed_request_is_refused_and_server_keeps_serving(
         len(await collect(client.stream(served.address("count"), name, {"n": 2}, request_id="y")))
         == 2
     )
+
+
+async def test_a_cancel_that_overtakes_its_request(nats_server: NatsServer) -> None:
+    started: list[str] = []
+
+    async def record(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
+        started.append(ctx.request_id)
+        yield {}
+
+    srv, name, address = await serve_one(nats_server.url, record)
+    subject = address.removeprefix("nats:")
+    raw = await connect_nats(nats_server.url)
+    inbox = raw.new_inbox()
+    replies = await raw.subscribe(inbox)
+    await raw.publish(f"{subject}.ctl", msgpack.packb([1, inbox]))
+    await raw.flush()
+    for _ in range(500):  # until the server has seen the cancel
+        if inbox in srv._early_cancels:
+            break
+        await asyncio.sleep(0.01)
+    await raw.publish(subject, msgpack.packb([name, "late", {}, 4, 1.0]), reply=inbox)
+    await raw.publish(subject, msgpack.packb([name, "next", {}, 4, 1.0]), reply=inbox + "x")
+    await raw.flush()
+    for _ in range(500):
+        if started:
+            break
+        await asyncio.sleep(0.01)
+    assert started == ["next"]
+    with pytest.raises(TimeoutError):
+        await replies.next_msg(0.2)  # the cancelled request got no answer
+    await raw.close()
+    await srv.stop(0)
+
+
+async def test_unreachable_nats_is_a_transport_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening
+    cli = NatsRequestClient(f"nats://127.0.0.1:{port}")
+    with pytest.raises(TransportError, match="cannot connect to NATS"):
+        await collect(cli.stream("nats:dynamo_rpc.x", "x", {}, request_id="u"))
+    await cli.close()
+    with pytest.raises(TransportError, match="cannot connect to NATS"):
+        await NatsRequestServer(f"nats://127.0.0.1:{port}").start()
 
 
 async def test_stop_ends_in_flight_streams_as_incomplete(

@@ -43,6 +43,7 @@ from dynamo.runtime.transport.nats_wire import (
 log = logging.getLogger(__name__)
 _MIN_KEEPALIVE_S, _MAX_KEEPALIVE_S = 0.05, 60.0
 _MAX_WINDOW_FRAMES = 1 << 20
+_EARLY_CANCELS = 1024
 
 
 class _CallerGone(Exception):
@@ -92,6 +93,9 @@ class NatsRequestServer:
         self._pending: list[asyncio.Task[None]] = []  # (un)subscriptions `ready` awaits
         self._replies: set[asyncio.Task[None]] = set()  # error replies to refused requests
         self._streams: dict[str, _Stream] = {}  # reply inbox → stream
+        # Requests and cancels arrive on different subscriptions, so a cancel can overtake
+        # its request; remember the latest unmatched cancels to refuse those requests.
+        self._early_cancels: dict[str, None] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._has_streams = asyncio.Event()
@@ -217,6 +221,9 @@ class NatsRequestServer:
         if inbox in self._streams:
             self._reply_error(inbox, "invalid_request", f"reply inbox {inbox} is already in use")
             return
+        if inbox in self._early_cancels:
+            del self._early_cancels[inbox]
+            return  # the caller gave up before the request got here
         if self.draining:
             self._reply_error(inbox, "unavailable", "server is shutting down")
             return
@@ -236,6 +243,10 @@ class NatsRequestServer:
             return
         stream = self._streams.get(message[1]) if type(message[1]) is str else None
         if stream is None:
+            if message[0] == CANCEL and type(message[1]) is str:
+                self._early_cancels[message[1]] = None
+                if len(self._early_cancels) > _EARLY_CANCELS:
+                    del self._early_cancels[next(iter(self._early_cancels))]
             return
         if message[0] == CANCEL:
             stream.ctx.stop()
