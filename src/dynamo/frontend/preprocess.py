@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from tokenizers import Tokenizer
@@ -21,18 +23,25 @@ from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import InvalidRequestError, PromptTooLongError
 
 _MESSAGE_KEYS = ("name", "tool_call_id", "tool_calls")
+# Texts shorter than this are encoded on the event loop (~1 us per token, ~5 characters a
+# token): handing them to a thread would cost more than it frees.
+INLINE_ENCODE_CHARS = 2048
 
 
 class Preprocessor:
     """Chat template + tokenizer + limits of one model."""
 
-    def __init__(self, card: ModelCard, files: TokenizerFiles) -> None:
+    def __init__(
+        self, card: ModelCard, files: TokenizerFiles, encoder: Executor | None = None
+    ) -> None:
         self.model = card.name
         self.tokenizer: Tokenizer = files.tokenizer
         self.context_length = card.context_length
         self.eos_token_ids = list(files.eos_token_ids)
         self.vocab_size = files.tokenizer.get_vocab_size(with_added_tokens=True)
         self._fast = hasattr(files.tokenizer, "encode_batch_fast")
+        # Only the batch call releases the GIL while it encodes: threads pay off with it alone.
+        self._encoder = encoder if self._fast else None
         self._template = ChatTemplate(
             files.chat_template or fallback_template(),
             bos_token=files.bos_token,
@@ -40,7 +49,20 @@ class Preprocessor:
         )
 
     # --- prompts -----------------------------------------------------------------------
+    async def prompt_ids(self, req: ChatCompletionRequest | CompletionRequest) -> list[int]:
+        """The request's prompt as token ids; long texts are encoded off the event loop."""
+        if isinstance(req, ChatCompletionRequest):
+            return await self.encode_async(self.chat_prompt_text(req), add_special_tokens=False)
+        prompt = self._completion_prompt(req)
+        if isinstance(prompt, str):
+            return await self.encode_async(prompt, add_special_tokens=True)
+        return prompt
+
     def chat_prompt_ids(self, req: ChatCompletionRequest) -> list[int]:
+        # The template already holds the BOS token if the model wants one.
+        return self._encode(self.chat_prompt_text(req), False)
+
+    def chat_prompt_text(self, req: ChatCompletionRequest) -> str:
         messages: list[dict[str, Any]] = []
         for m in req.messages:
             msg: dict[str, Any] = {"role": m.role, "content": m.text()}
@@ -49,21 +71,24 @@ class Preprocessor:
                 if value is not None:
                     msg[key] = value
             messages.append(msg)
-        text = self._template.render(
+        return self._template.render(
             messages,
             add_generation_prompt=req.add_generation_prompt,
             tools=req.tools,
             extra=req.chat_template_kwargs,
         )
-        # The template already holds the BOS token if the model wants one.
-        return self._encode(text, False)
 
     def completion_prompt_ids(self, req: CompletionRequest) -> list[int]:
+        prompt = self._completion_prompt(req)
+        return self._encode(prompt, True) if isinstance(prompt, str) else prompt
+
+    def _completion_prompt(self, req: CompletionRequest) -> str | list[int]:
+        """The text to encode, or the checked token ids."""
         prompt = req.single_prompt()
         if isinstance(prompt, str):
             if not prompt:
                 raise InvalidRequestError("prompt: must not be empty", param="prompt")
-            return self._encode(prompt, True)
+            return prompt
         bad = next((t for t in prompt if not 0 <= t < self.vocab_size), None)
         if bad is not None:
             raise InvalidRequestError(
@@ -74,6 +99,14 @@ class Preprocessor:
 
     def encode(self, text: str) -> list[int]:
         return self._encode(text, True)
+
+    async def encode_async(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        """Encode `text`; a long one in the encoder threads, so the loop serves streams meanwhile
+        and a burst of prompts is encoded on every core (`encode_batch_fast` drops the GIL)."""
+        if self._encoder is None or len(text) < INLINE_ENCODE_CHARS:
+            return self._encode(text, add_special_tokens)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._encoder, self._encode, text, add_special_tokens)
 
     def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
         # encode_batch_fast skips offset tracking: about twice as fast for short prompts
@@ -171,12 +204,18 @@ def _card_key(card: ModelCard) -> tuple[str, str]:
 
 
 class PreprocessorCache:
-    """Loads each model's tokenizer once (in a thread) and shares it between requests."""
+    """Loads each model's tokenizer once (in a thread) and shares it between requests.
 
-    def __init__(self) -> None:
+    It owns the encoder threads (one per CPU by default) that long prompts are encoded in:
+    first come, first served, so in a burst the first prompts are ready first.
+    """
+
+    def __init__(self, encode_threads: int | None = None) -> None:
         self._ready: dict[tuple[str, str], Preprocessor] = {}
         self._loading: dict[tuple[str, str], asyncio.Task[Preprocessor]] = {}
         self._by_card: dict[str, tuple[ModelCard, Preprocessor]] = {}  # last card per model
+        threads = encode_threads or len(os.sched_getaffinity(0))
+        self._encoder = ThreadPoolExecutor(threads, thread_name_prefix="encode")
 
     async def get(self, card: ModelCard) -> Preprocessor:
         # Hot path: the same card object as last time (a model's card is its first worker's).
@@ -191,7 +230,7 @@ class PreprocessorCache:
         task = self._loading.get(key)
         if task is None:
             # A task of its own: a client that disconnects does not cancel the load.
-            task = asyncio.ensure_future(asyncio.to_thread(_build, card))
+            task = asyncio.ensure_future(asyncio.to_thread(_build, card, self._encoder))
             self._loading[key] = task
             task.add_done_callback(lambda t: self._loaded(key, t))
         return await asyncio.shield(task)
@@ -211,7 +250,8 @@ class PreprocessorCache:
         for task in list(self._loading.values()):
             task.cancel()
         self._loading.clear()
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
 
-def _build(card: ModelCard) -> Preprocessor:
-    return Preprocessor(card, load_tokenizer_files(card))
+def _build(card: ModelCard, encoder: Executor) -> Preprocessor:
+    return Preprocessor(card, load_tokenizer_files(card), encoder)

@@ -177,16 +177,10 @@ class OpenAIServing:
         try:
             pre, routed = await self._prepare(req.model, "chat" if chat else "completions")
             started = time.perf_counter()
-            if isinstance(req, ChatCompletionRequest):
-                ids = pre.chat_prompt_ids(req)
-                request_id = rs.new_id("chatcmpl")
-                tokenized = True
-            else:
-                ids = pre.completion_prompt_ids(req)
-                request_id = rs.new_id("cmpl")
-                tokenized = isinstance(req.single_prompt(), str)  # not when given token ids
-            if tokenized:
+            ids = await pre.prompt_ids(req)
+            if isinstance(req, ChatCompletionRequest) or isinstance(req.single_prompt(), str):
                 self._metrics.tokenize_ms.observe(1000 * (time.perf_counter() - started))
+            request_id = rs.new_id("chatcmpl" if chat else "cmpl")
             engine_request = pre.engine_request(req, ids, request_id)
         except DynamoError as exc:
             return self._error_reply(exc, req.model, endpoint, req.stream)
