@@ -104,6 +104,9 @@ class FakeKubeApi(kmock.KubernetesEmulator):
         current = self.objects[key]
         if current.deleted:
             return
+        spec = current.get("spec")
+        if _merge_patch(spec, request.data["spec"]) == spec:
+            return  # like a real API server: only a change of spec is a new generation
         meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
 
     def live_objects(self) -> list[tuple[Any, str | None, str, dict[str, Any]]]:
@@ -173,3 +176,16 @@ class KubeHttp:
         if status >= 300:
             raise AssertionError(f"create {path}: {status} {payload}")
         return dict(payload)
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (what the object's spec becomes after `patch`)."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
