@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _procs import bench_dir
+
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler
 from dynamo.engines.mocker.scheduler import Scheduler
@@ -195,7 +197,7 @@ def main() -> None:
     parser.add_argument("--time-scales", type=float, nargs="+", default=[0.1, 0.05])
     parser.add_argument("--seeds", type=int, default=8, help="runs per setting (arrival jitter)")
     parser.add_argument("--router-args", default="", help="router flags, as the frontend's")
-    parser.add_argument("--trace", type=Path, default=TRACE)
+    parser.add_argument("--trace", type=Path, help="default: ../traces/ beside the clients")
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--block", type=int, default=64, help="prompt tokens per trace hash id")
     parser.add_argument("--max-output", type=int, default=32)
@@ -205,7 +207,8 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=1.0)
     args = parser.parse_args()
 
-    requests = load_trace(args.trace, args.limit, args.block, args.max_output)
+    trace = args.trace or bench_dir(None).parent / "traces/mooncake_conversation_trace.jsonl"
+    requests = load_trace(trace, args.limit, args.block, args.max_output)
     mocker = MockerConfig(
         num_gpu_blocks=args.blocks, block_size=args.block_size, speedup_ratio=args.speedup
     )
