@@ -88,6 +88,7 @@ class FakeServerArgs:
         parser.add_argument("--max-running-requests", type=int, default=None)
         parser.add_argument("--chunked-prefill-size", type=int, default=None)
         parser.add_argument("--incremental-streaming-output", action="store_true")
+        parser.add_argument("--trust-remote-code", action="store_true")
         parser.add_argument(
             "--disaggregation-mode", choices=["null", "prefill", "decode"], default="null"
         )
