@@ -8,6 +8,7 @@ benchmark clients themselves live in `../shared/bench` and are run by path.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -258,3 +259,61 @@ def peer_stack(
         stack.close()
         raise
     return stack
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, speedup: float) -> None:
+    """The options every end-to-end benchmark has: mocker speed, where things are, the output."""
+    parser.add_argument("--speedup", type=float, default=speedup, help="mocker speedup ratio")
+    parser.add_argument("--bench-dir", help="shared clients (default ../shared/bench)")
+    parser.add_argument("--model-dir", help="model directory (default: dynamo:tinymodel)")
+    parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
+    parser.add_argument("--json-out", help="write the results here")
+
+
+def find_peer(venv: Path, wanted: bool = True) -> Path | None:
+    """The peer venv's python when `wanted` and installed; a note says when it is missing."""
+    if not wanted:
+        return None
+    python = peer_python(venv)
+    if python is None:
+        print(f"note: no real Dynamo in {venv} (see setup_peer.sh): peer skipped")
+    return python
+
+
+def start_stack(
+    name: str, model_dir: str, router_mode: str, *, peer: Path | None = None,
+    bench: Path | None = None, workers: int, block_size: int, blocks: int, speedup: float,
+) -> tuple[Stack, str]:  # fmt: skip
+    """Ours, or the real Dynamo when `peer` (its python) is given, on a free port and serving.
+
+    Returns the stack and its base URL; the stack is closed if it does not become ready.
+    """
+    port = free_port()
+    shape = {"workers": workers, "block_size": block_size, "blocks": blocks}
+    if peer is None:
+        stack = our_stack(name, model_dir, port, router_mode, speedup=speedup, **shape)
+    else:
+        if bench is None:
+            raise BenchError(f"{name}: the peer needs the shared clients' run_peer.sh")
+        stack = peer_stack(
+            name, peer, bench, model_dir, port, router_mode, speedup=speedup, **shape
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_ready(url)
+    except BaseException:
+        stack.close()
+        raise
+    return stack, url
+
+
+@contextlib.contextmanager
+def cpu_used(
+    stack: Stack, labels: tuple[str, ...] = ("frontend", "mocker")
+) -> Iterator[dict[str, float]]:
+    """CPU seconds each of `labels` spends in the block, filled in at its end (all still alive)."""
+    used: dict[str, float] = {}
+    start = {label: stack.cpu_s(label) for label in labels}
+    yield used
+    stack.check_alive()
+    used.update({label: stack.cpu_s(label) - start[label] for label in labels})

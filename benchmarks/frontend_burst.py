@@ -24,15 +24,13 @@ from typing import Any
 
 import aiohttp
 from _procs import (
-    DEFAULT_PEER_VENV,
     MODEL_NAME,
     BenchError,
-    Stack,
+    add_common_arguments,
     bench_dir,
-    free_port,
-    our_stack,
-    peer_python,
-    peer_stack,
+    cpu_used,
+    find_peer,
+    start_stack,
     tiny_model_dir,
 )
 
@@ -88,12 +86,16 @@ async def bursts(url: str, args: argparse.Namespace, words: list[str]) -> dict[s
     }
 
 
-def measure(stack: Stack, url: str, args: argparse.Namespace, words: list[str]) -> dict[str, Any]:
-    stack.wait_ready(url)
-    cpu0 = stack.cpu_s("frontend")
-    result = asyncio.run(bursts(url, args, words))
-    stack.check_alive()
-    result["frontend_cpu_ms_per_req"] = 1000 * (stack.cpu_s("frontend") - cpu0) / result["requests"]
+def measure(
+    name: str, args: argparse.Namespace, model_dir: str, words: list[str], peer: Path | None
+) -> dict[str, Any]:
+    bench = bench_dir(args.bench_dir) if peer else None
+    stack, url = start_stack(
+        name, model_dir, "round-robin", peer=peer, bench=bench, speedup=args.speedup, **SHAPE
+    )
+    with stack, cpu_used(stack, ("frontend",)) as cpu:
+        result = asyncio.run(bursts(url, args, words))
+    result["frontend_cpu_ms_per_req"] = 1000 * cpu["frontend"] / result["requests"]
     return result
 
 
@@ -115,39 +117,23 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=6000, help="tokens per prompt")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--pause-s", type=float, default=0.3, help="pause between rounds")
-    parser.add_argument("--speedup", type=float, default=1000.0, help="mocker speedup ratio")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--no-peer", action="store_true", help="measure ours only")
-    parser.add_argument("--bench-dir", help="shared clients (for the peer's run_peer.sh)")
-    parser.add_argument("--model-dir", help="model directory (default: dynamo:tinymodel)")
-    parser.add_argument("--json-out", help="write the results here")
+    add_common_arguments(parser, speedup=1000.0)
     args = parser.parse_args()
 
     model_dir = args.model_dir or tiny_model_dir()
     words = vocabulary(model_dir)
-    python = None if args.no_peer else peer_python(args.peer_venv)
-    if python is None and not args.no_peer:
-        print(f"note: no real Dynamo in {args.peer_venv} (see setup_peer.sh): peer skipped")
+    python = find_peer(args.peer_venv, wanted=not args.no_peer)
     print(
         f"burst: {args.rounds} rounds of {args.burst} prompts of {args.tokens} tokens at once, "
         f"1 mocker worker at speedup {args.speedup:g}"
     )
     results: dict[str, Any] = {}
     try:
-        port = free_port()
-        with our_stack(
-            "burst-ours", model_dir, port, "round-robin", speedup=args.speedup, **SHAPE
-        ) as stack:
-            results["ours"] = measure(stack, f"http://127.0.0.1:{port}", args, words)
+        results["ours"] = measure("burst-ours", args, model_dir, words, None)
         if python is not None:
-            port = free_port()
-            bench = bench_dir(args.bench_dir)
-            with peer_stack(
-                "burst-peer", python, bench, model_dir, port, "round-robin",
-                speedup=args.speedup, **SHAPE,
-            ) as stack:  # fmt: skip
-                results["peer"] = measure(stack, f"http://127.0.0.1:{port}", args, words)
+            results["peer"] = measure("burst-peer", args, model_dir, words, python)
     except BenchError as e:
         sys.exit(f"error: {e}")
     print(HEADER)

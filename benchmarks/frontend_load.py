@@ -20,53 +20,35 @@ from pathlib import Path
 from typing import Any
 
 from _procs import (
-    DEFAULT_PEER_VENV,
     MODEL_NAME,
     BenchError,
-    Stack,
+    add_common_arguments,
     bench_dir,
-    free_port,
-    our_stack,
-    peer_python,
-    peer_stack,
+    cpu_used,
+    find_peer,
     profiled,
     run_client,
+    start_stack,
     tiny_model_dir,
 )
 
 
-def measure(stack: Stack, url: str, args: argparse.Namespace, bench: Path) -> dict[str, Any]:
-    stack.wait_ready(url)
+def measure(
+    name: str, args: argparse.Namespace, bench: Path, model_dir: str, peer: Path | None
+) -> dict[str, Any]:
+    stack, url = start_stack(
+        name, model_dir, args.router_mode, peer=peer, bench=bench, workers=1, block_size=16,
+        blocks=8192, speedup=args.speedup,
+    )  # fmt: skip
     argv = [str(bench / "load.py"), url, MODEL_NAME]
     argv += ["--n", str(args.n), "--c", str(args.c), "--m", str(args.m)]
     argv += ["--chat"] if args.chat else []
-    cpu0 = {label: stack.cpu_s(label) for label in ("frontend", "mocker")}
-    with profiled(stack, Path(args.profile) if args.profile else None):
+    profile = Path(args.profile) if args.profile else None
+    with stack, cpu_used(stack) as cpu, profiled(stack, profile):
         result = run_client(argv)
-    stack.check_alive()
     for label in ("frontend", "mocker"):  # CPU per request holds up on a busy machine
-        result[f"{label}_cpu_ms_per_req"] = 1000 * (stack.cpu_s(label) - cpu0[label]) / args.n
+        result[f"{label}_cpu_ms_per_req"] = 1000 * cpu[label] / args.n
     return result
-
-
-def run_ours(args: argparse.Namespace, bench: Path, model_dir: str, tag: str) -> dict[str, Any]:
-    port = free_port()
-    with our_stack(
-        f"ours{tag}", model_dir, port, args.router_mode, workers=1, block_size=16,
-        blocks=8192, speedup=args.speedup,
-    ) as stack:  # fmt: skip
-        return measure(stack, f"http://127.0.0.1:{port}", args, bench)
-
-
-def run_peer(
-    args: argparse.Namespace, bench: Path, python: Path, model_dir: str, tag: str
-) -> dict[str, Any]:
-    port = free_port()
-    with peer_stack(
-        f"peer{tag}", python, bench, model_dir, port, args.router_mode, workers=1,
-        block_size=16, blocks=8192, speedup=args.speedup,
-    ) as stack:  # fmt: skip
-        return measure(stack, f"http://127.0.0.1:{port}", args, bench)
 
 
 HEADER = "system    req/s   p50 ms   p99 ms   chunks/s     ok errors  CPU ms/req: frontend mocker"
@@ -87,21 +69,15 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=16, help="tokens per response")
     parser.add_argument("--chat", action="store_true", help="/v1/chat/completions")
     parser.add_argument("--router-mode", default="round-robin")
-    parser.add_argument("--speedup", type=float, default=1000.0, help="mocker speedup ratio")
     parser.add_argument("--rounds", type=int, default=1, help="ours-then-peer repetitions")
-    parser.add_argument("--bench-dir", help="shared clients (default ../shared/bench)")
-    parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--no-peer", action="store_true", help="measure ours only")
-    parser.add_argument("--model-dir", help="model directory (default: dynamo:tinymodel)")
     parser.add_argument("--profile", help="write py-spy profiles of our processes here")
-    parser.add_argument("--json-out", help="write every result here")
+    add_common_arguments(parser, speedup=1000.0)
     args = parser.parse_args()
 
     bench = bench_dir(args.bench_dir)
     model_dir = args.model_dir or tiny_model_dir()
-    python = None if args.no_peer else peer_python(args.peer_venv)
-    if python is None and not args.no_peer:
-        print(f"note: no real Dynamo in {args.peer_venv} (see setup_peer.sh): peer skipped")
+    python = find_peer(args.peer_venv, wanted=not args.no_peer)
     endpoint = "chat/completions" if args.chat else "completions"
     print(
         f"frontend load: {args.n} requests, {args.c} streams, {args.m} tokens, /v1/{endpoint}, "
@@ -111,8 +87,8 @@ def main() -> None:
     try:
         for i in range(args.rounds):
             tag = f"-{i}" if args.rounds > 1 else ""
-            ours = run_ours(args, bench, model_dir, tag)
-            peer = run_peer(args, bench, python, model_dir, tag) if python else None
+            ours = measure(f"ours{tag}", args, bench, model_dir, None)
+            peer = measure(f"peer{tag}", args, bench, model_dir, python) if python else None
             results.append({"ours": ours, "peer": peer})
             print(f"\nround {i + 1}\n{HEADER}")
             print(row("ours", ours))

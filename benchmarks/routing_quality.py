@@ -29,17 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from _procs import (
-    DEFAULT_PEER_VENV,
     MODEL_NAME,
     BenchError,
     Stack,
+    add_common_arguments,
     bench_dir,
-    free_port,
-    our_stack,
-    peer_python,
-    peer_stack,
+    cpu_used,
+    find_peer,
     profiled,
     run_client,
+    start_stack,
     tiny_model_dir,
 )
 
@@ -62,7 +61,6 @@ def check_vocab(tokenizer_json: Path) -> None:
 
 
 def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> dict[str, Any]:
-    stack.wait_ready(url)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "replay.json"
         argv = [str(args.bench / "replay.py"), url, MODEL_NAME, str(args.trace)]
@@ -70,12 +68,10 @@ def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> di
         argv += ["--limit", str(args.limit), "--block", str(args.block)]
         argv += ["--max-output", str(args.max_output), "--time-scale", f"{scale:g}"]
         argv += ["--out", str(out)]
-        cpu0 = {label: stack.cpu_s(label) for label in ("frontend", "mocker")}
-        with profiled(stack, args.profile):
+        with cpu_used(stack) as used, profiled(stack, args.profile):
             summary = run_client(argv)
-        cpu = {f"{k}_cpu_s": stack.cpu_s(k) - v for k, v in cpu0.items()}
+        cpu = {f"{k}_cpu_s": v for k, v in used.items()}
         requests = json.loads(out.read_text())["requests"]
-    stack.check_alive()
     ttft = [r["ttft"] for r in requests if not r["error"] and r["ttft"] is not None]
     return {
         "hit_rate": summary["hit_rate"],
@@ -108,19 +104,16 @@ def environment(settings: dict[str, str]) -> Iterator[None]:
 
 
 def run_one(args: argparse.Namespace, system: str, mode: str, scale: float) -> dict[str, Any]:
-    port = free_port()
     shape = {"workers": args.workers, "block_size": args.block_size, "blocks": args.blocks}
     name = f"{system}-{mode}-{scale:g}"
+    peer = args.peer_python if system == "peer" else None
     with environment(args.router_env):
-        if system == "ours":
-            stack = our_stack(name, args.model_dir, port, mode, speedup=args.speedup, **shape)
-        else:
-            stack = peer_stack(
-                name, args.peer_python, args.bench, args.model_dir, port, mode,
-                speedup=args.speedup, **shape,
-            )  # fmt: skip
+        stack, url = start_stack(
+            name, args.model_dir, mode, peer=peer, bench=args.bench, speedup=args.speedup,
+            **shape,
+        )  # fmt: skip
     with stack:
-        result = replay(stack, f"http://127.0.0.1:{port}", args, scale)
+        result = replay(stack, url, args, scale)
     print(f"  {name}: {json.dumps(result)}", flush=True)
     return {
         "system": system, "mode": mode, "time_scale": scale, "router_env": args.router_env,
@@ -196,15 +189,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--blocks", type=int, default=8192, help="KV blocks per worker")
     parser.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
-    parser.add_argument("--speedup", type=float, default=1.0)
     parser.add_argument("--trace", type=Path, help="default: ../traces/ beside the clients")
-    parser.add_argument("--model-dir", help="model directory (default: dynamo:tinymodel)")
-    parser.add_argument("--bench-dir", help="shared clients (default ../shared/bench)")
     parser.add_argument("--peer", action="store_true", help="also measure the real Dynamo")
     parser.add_argument("--no-ours", action="store_true", help="measure the peer only")
-    parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of the servers here")
-    parser.add_argument("--json-out", help="write every result here")
+    add_common_arguments(parser, speedup=1.0)
     parser.add_argument(
         "--router-env", type=env_setting, nargs="+", default=[], metavar="NAME=VALUE",
         help="environment of every server, e.g. DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT=2",
@@ -218,12 +207,9 @@ def main() -> None:
         args.model_dir = args.model_dir or tiny_model_dir()
         check_vocab(Path(args.model_dir) / "tokenizer.json")
         systems = [] if args.no_ours else ["ours"]
-        if args.peer:
-            args.peer_python = peer_python(args.peer_venv)
-            if args.peer_python is None:
-                print(f"note: no real Dynamo in {args.peer_venv} (see setup_peer.sh): peer skipped")
-            else:
-                systems.append("peer")
+        args.peer_python = find_peer(args.peer_venv, wanted=args.peer)
+        if args.peer_python is not None:
+            systems.append("peer")
         bound = lru_bound(args)
         print(
             f"routing quality: first {args.limit} requests of {args.trace.name}, "
