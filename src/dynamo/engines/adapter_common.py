@@ -1,25 +1,40 @@
 """What the vLLM, SGLang and TensorRT-LLM adapters share: lazy imports, request checks and
 sampling translation, finish reasons, output-stream bookkeeping and error translation.
 
-Pure functions over plain data (and `importlib`), so they are tested without any engine.
+Functions over plain data (and `importlib`), and one loop over any async stream of engine
+results (`stream_outputs`), so they are tested without any engine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-from collections.abc import Callable, Collection, Iterable, Mapping
+import inspect
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+)
 from typing import Any, NoReturn, TypeVar
 
+from dynamo.engines.base import EngineInfo
+from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason, Usage
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import (
     ConfigError,
     DynamoError,
+    EngineShutdownError,
     InvalidRequestError,
     PromptTooLongError,
     UnavailableError,
 )
+from dynamo.runtime.transport.base import RequestContext
 
 T = TypeVar("T")
 
@@ -77,6 +92,25 @@ def max_new_tokens(request: EngineRequest, context_length: int) -> int:
     if type(max_tokens) is not int or max_tokens < 1:
         raise InvalidRequestError("max_tokens must be an integer >= 1", param="max_tokens")
     return min(max_tokens, room)
+
+
+def stop_options(
+    request: EngineRequest, context_length: int, *, max_key: str, min_key: str
+) -> dict[str, Any]:
+    """The stop conditions every engine takes, `max_key` / `min_key` naming its token limits:
+    the token budget, `ignore_eos`, and the minimum tokens and stop token ids when set."""
+    stop = request.get("stop_conditions") or {}
+    params: dict[str, Any] = {
+        max_key: max_new_tokens(request, context_length),
+        "ignore_eos": bool(stop.get("ignore_eos", False)),
+    }
+    min_tokens = stop.get("min_tokens")
+    if min_tokens:
+        params[min_key] = int(min_tokens)
+    stop_ids = list(stop.get("stop_token_ids") or [])
+    if stop_ids:
+        params["stop_token_ids"] = stop_ids
+    return params
 
 
 def set_options(sampling: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
@@ -158,6 +192,45 @@ class OutputStream:
             out["usage"] = dict(self.usage)  # type: ignore[typeddict-item]
             self.finished = True
         return out
+
+
+def serving(
+    product: str, closing: bool, engine: T | None, info: EngineInfo | None
+) -> tuple[T, EngineInfo]:
+    """The engine and its info for a request; refused while shutting down or before start."""
+    if closing:
+        raise EngineShutdownError(f"{product} engine is shutting down")
+    if engine is None or info is None:
+        raise UnavailableError(f"{product} engine is not started")
+    return engine, info
+
+
+async def stream_outputs(
+    product: str,
+    results: AsyncIterator[Any] | Awaitable[AsyncIterator[Any]],
+    context: RequestContext,
+    out: OutputStream,
+    convert: Callable[[Any], EngineOutput],
+) -> AsyncGenerator[EngineOutput, None]:
+    """Our outputs for an engine's stream of `results` (or an awaitable of it), `convert`
+    making each (through `out`): a cancelled output if `context` stops first, the end at the
+    finishing output, and the engine's errors as ours (`request_error`)."""
+    try:
+        if inspect.isawaitable(results):
+            results = await results
+        async with contextlib.aclosing(until_stopped(results, context)) as items:
+            async for item in items:
+                if item is STOPPED:
+                    yield out.cancelled()
+                    return
+                yield convert(item)
+                if out.finished:
+                    return
+        raise UnavailableError(f"{product} ended the stream without a finish reason")
+    except DynamoError:
+        raise
+    except Exception as exc:
+        raise request_error(exc, product) from exc
 
 
 def request_error(exc: Exception, engine: str) -> DynamoError:

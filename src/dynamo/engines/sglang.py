@@ -22,14 +22,14 @@ from dynamo.engines.adapter_common import (
     ConfigErrorParser,
     OutputStream,
     import_engine,
-    max_new_tokens,
-    request_error,
     role_of_disaggregation_mode,
+    serving,
     set_options,
+    stop_options,
+    stream_outputs,
     validate_prompt,
 )
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
-from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import resolve_model
 from dynamo.engines.vllm.kv_subscriber import (
     ZmqKvEventSubscriber,
@@ -40,7 +40,7 @@ from dynamo.engines.vllm.kv_subscriber import (
 from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
-from dynamo.runtime.errors import ConfigError, DynamoError, EngineShutdownError, UnavailableError
+from dynamo.runtime.errors import ConfigError, UnavailableError
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger(__name__)
@@ -55,18 +55,10 @@ def import_sglang() -> Any:
 
 def sampling_params(request: EngineRequest, context_length: int) -> dict[str, Any]:
     """SGLang's sampling-params dict for `request` (`sglang.srt.sampling` SamplingParams keys)."""
-    stop = request.get("stop_conditions") or {}
     sampling = request.get("sampling_options") or {}
-    params: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens(request, context_length),
-        "ignore_eos": bool(stop.get("ignore_eos", False)),
-    }
-    min_tokens = stop.get("min_tokens")
-    if min_tokens:
-        params["min_new_tokens"] = int(min_tokens)
-    stop_ids = list(stop.get("stop_token_ids") or [])
-    if stop_ids:
-        params["stop_token_ids"] = stop_ids
+    params = stop_options(
+        request, context_length, max_key="max_new_tokens", min_key="min_new_tokens"
+    )
     params.update(set_options(sampling, ("temperature", "top_p")))
     top_k = sampling.get("top_k")
     if top_k is not None:
@@ -210,41 +202,32 @@ class SglangEngine:
     async def generate(
         self, request: EngineRequest, context: RequestContext
     ) -> AsyncIterator[EngineOutput]:
-        engine, info = self._engine, self._info
-        if self._closing:
-            raise EngineShutdownError("SGLang engine is shutting down")
-        if engine is None or info is None:
-            raise UnavailableError("SGLang engine is not started")
+        engine, info = serving("SGLang", self._closing, self._engine, self._info)
         prompt = validate_prompt(request, info.context_length)
         params = sampling_params(request, info.context_length)
         eos = self._eos_ids | frozenset(request.get("eos_token_ids") or ())
         rid = f"{request.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
         incremental = bool(getattr(self.server_args, "incremental_streaming_output", False))
         out = OutputStream(len(prompt))
+
+        def convert(chunk: Any) -> EngineOutput:
+            ids = list(chunk.get("output_ids") or [])
+            meta = chunk.get("meta_info") or {}
+            return out.output(
+                ids if incremental else out.new_tokens(ids),
+                finish_reason(meta.get("finish_reason"), eos),
+                cached_tokens=int(meta.get("cached_tokens") or 0),
+            )
+
         self._inflight += 1
         try:
-            stream = await engine.async_generate(
+            stream = engine.async_generate(
                 input_ids=prompt, sampling_params=params, stream=True, rid=rid
             )
-            async with contextlib.aclosing(until_stopped(stream, context)) as chunks:
-                async for chunk in chunks:
-                    if chunk is STOPPED:
-                        yield out.cancelled()
-                        return
-                    ids = list(chunk.get("output_ids") or [])
-                    meta = chunk.get("meta_info") or {}
-                    yield out.output(
-                        ids if incremental else out.new_tokens(ids),
-                        finish_reason(meta.get("finish_reason"), eos),
-                        cached_tokens=int(meta.get("cached_tokens") or 0),
-                    )
-                    if out.finished:
-                        return
-            raise UnavailableError("SGLang ended the stream without a finish reason")
-        except DynamoError:
-            raise
-        except Exception as exc:
-            raise request_error(exc, "SGLang") from exc
+            outputs = stream_outputs("SGLang", stream, context, out, convert)
+            async with contextlib.aclosing(outputs) as outs:
+                async for output in outs:
+                    yield output
         finally:
             self._inflight -= 1
             if not out.finished:

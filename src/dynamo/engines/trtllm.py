@@ -27,20 +27,20 @@ from dynamo.engines.adapter_common import (
     build_sampling_params,
     finish_reason,
     import_engine,
-    max_new_tokens,
-    request_error,
     role_of_disaggregation_mode,
+    serving,
     set_options,
+    stop_options,
+    stream_outputs,
     validate_prompt,
 )
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
-from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import resolve_model
 from dynamo.engines.trtllm_events import KvEventTranslator, StatsView
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
-from dynamo.runtime.errors import ConfigError, DynamoError, EngineShutdownError, UnavailableError
+from dynamo.runtime.errors import ConfigError, UnavailableError
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,9 @@ def import_tensorrt_llm() -> Any:
 
 def sampling_kwargs(request: EngineRequest, context_length: int) -> dict[str, Any]:
     """Keyword arguments of `tensorrt_llm.SamplingParams` for `request` (token output)."""
-    stop = request.get("stop_conditions") or {}
     sampling = request.get("sampling_options") or {}
-    kwargs: dict[str, Any] = {
-        "max_tokens": max_new_tokens(request, context_length),
-        "ignore_eos": bool(stop.get("ignore_eos", False)),
-        "detokenize": False,
-    }
-    min_tokens = stop.get("min_tokens")
-    if min_tokens:
-        kwargs["min_tokens"] = int(min_tokens)
-    if stop.get("stop_token_ids"):
-        kwargs["stop_token_ids"] = list(stop["stop_token_ids"])
+    kwargs = stop_options(request, context_length, max_key="max_tokens", min_key="min_tokens")
+    kwargs["detokenize"] = False
     kwargs.update(set_options(sampling, ("temperature", "top_p", "top_k", "seed")))
     return kwargs
 
@@ -208,40 +199,32 @@ class TrtllmEngine:
     async def generate(
         self, request: EngineRequest, context: RequestContext
     ) -> AsyncIterator[EngineOutput]:
-        llm, info = self._llm, self._info
-        if self._closing:
-            raise EngineShutdownError("TensorRT-LLM engine is shutting down")
-        if llm is None or info is None or self._sampling_cls is None:
-            raise UnavailableError("TensorRT-LLM engine is not started")
+        made, cls = self._llm, self._sampling_cls
+        started = (made, cls) if made is not None and cls is not None else None
+        (llm, sampling_cls), info = serving("TensorRT-LLM", self._closing, started, self._info)
         prompt = validate_prompt(request, info.context_length)
-        params = build_sampling_params(
-            self._sampling_cls, **sampling_kwargs(request, info.context_length)
-        )
+        kwargs = sampling_kwargs(request, info.context_length)
+        params = build_sampling_params(sampling_cls, **kwargs)
         eos = self._eos_ids | frozenset(request.get("eos_token_ids") or ())
         out = OutputStream(len(prompt))
+
+        def convert(res: Any) -> EngineOutput:
+            completion = res.outputs[0]
+            reason = finish_reason(completion.finish_reason, completion.stop_reason, eos)
+            if reason is None and res.finished:
+                reason = "stop"
+            return out.output(
+                out.new_tokens(list(completion.token_ids)),
+                reason,
+                cached_tokens=int(getattr(res, "cached_tokens", 0) or 0),
+            )
+
         result = llm.generate_async(prompt, sampling_params=params, streaming=True)
         try:
-            async with contextlib.aclosing(until_stopped(_aiter(result), context)) as outs:
-                async for res in outs:
-                    if res is STOPPED:
-                        yield out.cancelled()
-                        return
-                    completion = res.outputs[0]
-                    reason = finish_reason(completion.finish_reason, completion.stop_reason, eos)
-                    if reason is None and res.finished:
-                        reason = "stop"
-                    yield out.output(
-                        out.new_tokens(list(completion.token_ids)),
-                        reason,
-                        cached_tokens=int(getattr(res, "cached_tokens", 0) or 0),
-                    )
-                    if out.finished:
-                        return
-            raise UnavailableError("TensorRT-LLM ended the stream without a finish reason")
-        except DynamoError:
-            raise
-        except Exception as exc:
-            raise request_error(exc, "TensorRT-LLM") from exc
+            outputs = stream_outputs("TensorRT-LLM", _aiter(result), context, out, convert)
+            async with contextlib.aclosing(outputs) as outs:
+                async for output in outs:
+                    yield output
         finally:
             if not out.finished:
                 with contextlib.suppress(Exception):
