@@ -1,10 +1,13 @@
-"""Shared helpers of the runtime tests (child processes)."""
+"""Shared helpers of the runtime tests (child processes, request handlers that never end)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+from dynamo.runtime.transport.base import RequestContext
 
 CHILD = str(Path(__file__).with_name("child.py"))
 
@@ -37,3 +40,50 @@ class Child:
 
 
 Spawn = Callable[..., Awaitable[Child]]
+
+
+class Endless:
+    """A streaming handler (`handle`) that yields `{"tick": 1}` until its caller stops.
+
+    `seen_stopped` records whether the request context said stopped when the handler ended;
+    `started` and `finished` are set when it begins and ends. `pause_s` spaces the ticks
+    (None: none, a producer as fast as the transport lets it).
+    """
+
+    def __init__(self, pause_s: float | None = 0.01) -> None:
+        self.pause_s = pause_s
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.seen_stopped: list[bool] = []
+
+    async def handle(
+        self, request: dict[str, Any], ctx: RequestContext
+    ) -> AsyncIterator[dict[str, Any]]:
+        self.started.set()
+        try:
+            while True:
+                yield {"tick": 1}
+                if self.pause_s is not None:
+                    await asyncio.sleep(self.pause_s)
+        finally:
+            self.seen_stopped.append(ctx.is_stopped())
+            self.finished.set()
+
+
+class Slow:
+    """A streaming handler (`handle`) that waits an hour before its one item; `started` and
+    `finished` are set when it begins and ends (cancelled)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    async def handle(
+        self, request: dict[str, Any], ctx: RequestContext
+    ) -> AsyncIterator[dict[str, Any]]:
+        self.started.set()
+        try:
+            await asyncio.sleep(3600)
+            yield {}
+        finally:
+            self.finished.set()

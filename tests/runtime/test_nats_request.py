@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import openai
 import pytest
-from _runtime_helpers import Spawn
+from _runtime_helpers import Endless, Slow, Spawn
 
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
@@ -182,26 +182,13 @@ async def test_payloads_over_max_payload(served: Served, client: NatsRequestClie
 async def test_cancel_reaches_the_handler(
     nats_server: NatsServer, client: NatsRequestClient
 ) -> None:
-    finished = asyncio.Event()
-    seen_stopped: list[bool] = []
-
-    async def endless(
-        request: dict[str, Any], ctx: RequestContext
-    ) -> AsyncIterator[dict[str, Any]]:
-        try:
-            while True:
-                yield {"tick": 1}
-                await asyncio.sleep(0.01)
-        finally:
-            seen_stopped.append(ctx.is_stopped())
-            finished.set()
-
-    srv, name, address = await serve_one(nats_server.url, endless)
+    handler = Endless()
+    srv, name, address = await serve_one(nats_server.url, handler.handle)
     it = client.stream(address, name, {}, request_id="c")
     assert await anext(it) == {"tick": 1}
     await it.aclose()  # the caller stops reading
-    await asyncio.wait_for(finished.wait(), 10)
-    assert seen_stopped == [True]
+    await asyncio.wait_for(handler.finished.wait(), 10)
+    assert handler.seen_stopped == [True]
     assert srv.inflight() == 0
     await srv.stop(0)
 
@@ -209,21 +196,12 @@ async def test_cancel_reaches_the_handler(
 async def test_cancelled_caller_task_cancels_the_handler(
     nats_server: NatsServer, client: NatsRequestClient
 ) -> None:
-    started, finished = asyncio.Event(), asyncio.Event()
-
-    async def slow(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
-        started.set()
-        try:
-            await asyncio.sleep(3600)
-            yield {}
-        finally:
-            finished.set()
-
-    srv, name, address = await serve_one(nats_server.url, slow)
+    handler = Slow()
+    srv, name, address = await serve_one(nats_server.url, handler.handle)
     task = asyncio.create_task(collect(client.stream(address, name, {}, request_id="d")))
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(handler.started.wait(), 10)
     task.cancel()
-    await asyncio.wait_for(finished.wait(), 10)
+    await asyncio.wait_for(handler.finished.wait(), 10)
     await srv.stop(0)
 
 
@@ -258,27 +236,15 @@ async def test_slow_reader_bounds_what_the_server_produces(nats_server: NatsServ
 
 async def test_a_caller_that_vanishes_is_given_up(nats_server: NatsServer) -> None:
     """A caller that never credits nor answers (it died) frees the handler."""
-    finished = asyncio.Event()
-    seen_stopped: list[bool] = []
-
-    async def endless(
-        request: dict[str, Any], ctx: RequestContext
-    ) -> AsyncIterator[dict[str, Any]]:
-        try:
-            while True:
-                yield {"tick": 1}
-        finally:
-            seen_stopped.append(ctx.is_stopped())
-            finished.set()
-
-    srv, name, address = await serve_one(nats_server.url, endless)
+    handler = Endless(pause_s=None)
+    srv, name, address = await serve_one(nats_server.url, handler.handle)
     raw = await connect_nats(nats_server.url)
     inbox = raw.new_inbox()
     frames = await raw.subscribe(inbox)
     request = msgpack.packb([name, "gone", {}, 4, 0.1])
     await raw.publish(address.removeprefix("nats:"), request, reply=inbox)
-    await asyncio.wait_for(finished.wait(), 10)
-    assert seen_stopped == [True] and srv.inflight() == 0
+    await asyncio.wait_for(handler.finished.wait(), 10)
+    assert handler.seen_stopped == [True] and srv.inflight() == 0
     received = [msgpack.unpackb((await frames.next_msg(5)).data) for _ in range(8)]
     # the window of 4 DATA frames, 3 unanswered KEEPALIVEs while out of credit, then ERROR
     assert [m[0] for m in received] == [2, 2, 2, 2, 5, 5, 5, 3]

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from _runtime_helpers import Spawn
+from _runtime_helpers import Endless, Slow, Spawn
 
 from dynamo.runtime.errors import (
     InvalidRequestError,
@@ -99,76 +99,40 @@ async def test_handler_errors_reach_the_caller_typed(
 
 
 async def test_cancel_reaches_the_handler(client: TcpRequestClient) -> None:
-    started, finished = asyncio.Event(), asyncio.Event()
-    seen_stopped: list[bool] = []
-
-    async def endless(
-        request: dict[str, Any], ctx: RequestContext
-    ) -> AsyncIterator[dict[str, Any]]:
-        started.set()
-        try:
-            while True:
-                yield {"tick": 1}
-                await asyncio.sleep(0.01)
-        finally:
-            seen_stopped.append(ctx.is_stopped())
-            finished.set()
-
+    handler = Endless()
     srv = TcpRequestServer()
-    srv.register("endless", endless)
+    srv.register("endless", handler.handle)
     await srv.start()
     it = client.stream(srv.address, "endless", {}, request_id="c")
     assert await anext(it) == {"tick": 1}
     await it.aclose()  # caller stops reading
-    await asyncio.wait_for(finished.wait(), 10)
-    assert seen_stopped == [True]
+    await asyncio.wait_for(handler.finished.wait(), 10)
+    assert handler.seen_stopped == [True]
     assert srv.inflight() == 0
     await srv.stop(0)
 
 
 async def test_breaking_out_of_the_loop_cancels_the_handler(client: TcpRequestClient) -> None:
-    finished = asyncio.Event()
-    seen_stopped: list[bool] = []
-
-    async def endless(
-        request: dict[str, Any], ctx: RequestContext
-    ) -> AsyncIterator[dict[str, Any]]:
-        try:
-            while True:
-                yield {"tick": 1}
-                await asyncio.sleep(0.01)
-        finally:
-            seen_stopped.append(ctx.is_stopped())
-            finished.set()
-
+    handler = Endless()
     srv = TcpRequestServer()
-    srv.register("endless", endless)
+    srv.register("endless", handler.handle)
     await srv.start()
     async for _ in client.stream(srv.address, "endless", {}, request_id="b"):
         break  # no aclose(): the dropped generator is finalized, which cancels
-    await asyncio.wait_for(finished.wait(), 10)
-    assert seen_stopped == [True]
+    await asyncio.wait_for(handler.finished.wait(), 10)
+    assert handler.seen_stopped == [True]
     await srv.stop(0)
 
 
 async def test_cancelled_caller_task_cancels_the_handler(client: TcpRequestClient) -> None:
-    started, finished = asyncio.Event(), asyncio.Event()
-
-    async def slow(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
-        started.set()
-        try:
-            await asyncio.sleep(3600)
-            yield {}
-        finally:
-            finished.set()
-
+    handler = Slow()
     srv = TcpRequestServer()
-    srv.register("slow", slow)
+    srv.register("slow", handler.handle)
     await srv.start()
     task = asyncio.create_task(collect(client.stream(srv.address, "slow", {}, request_id="d")))
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(handler.started.wait(), 10)
     task.cancel()
-    await asyncio.wait_for(finished.wait(), 10)
+    await asyncio.wait_for(handler.finished.wait(), 10)
     await srv.stop(0)
 
 
