@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from dynamo.runtime.errors import InvalidRequestError
 from dynamo.runtime.transport.base import RequestContext
 
 CHILD = str(Path(__file__).with_name("child.py"))
@@ -40,6 +41,18 @@ class Child:
 
 
 Spawn = Callable[..., Awaitable[Child]]
+
+
+async def count(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
+    for i in range(request["n"]):
+        yield {"i": i, "rid": ctx.request_id}
+
+
+async def failing(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
+    yield {"i": 0}
+    if request.get("bad_request"):
+        raise InvalidRequestError("max_tokens must be > 0")
+    raise ValueError("boom")
 
 
 class Endless:

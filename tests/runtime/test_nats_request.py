@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import openai
 import pytest
-from _runtime_helpers import Endless, Slow, Spawn
+from _runtime_helpers import Endless, Slow, Spawn, count, failing
 
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
@@ -40,18 +40,6 @@ from dynamo.testing.servers import NatsServer
 def unique(label: str) -> str:
     """A name no other test (or process) on the shared NATS server serves."""
     return f"{label}-{uuid.uuid4().hex[:8]}"
-
-
-async def count(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
-    for i in range(request["n"]):
-        yield {"i": i, "rid": ctx.request_id}
-
-
-async def failing(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
-    yield {"i": 0}
-    if request.get("bad_request"):
-        raise InvalidRequestError("max_tokens must be > 0")
-    raise ValueError("boom")
 
 
 async def blob(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:

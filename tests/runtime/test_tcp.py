@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from _runtime_helpers import Endless, Slow, Spawn
+from _runtime_helpers import Endless, Slow, Spawn, count, failing
 
 from dynamo.runtime.errors import (
     InvalidRequestError,
@@ -22,18 +22,6 @@ from dynamo.runtime.errors import (
 )
 from dynamo.runtime.transport.base import RequestContext
 from dynamo.runtime.transport.tcp import TcpRequestClient, TcpRequestServer, parse_address
-
-
-async def count(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
-    for i in range(request["n"]):
-        yield {"i": i, "rid": ctx.request_id}
-
-
-async def failing(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
-    yield {"i": 0}
-    if request.get("bad_request"):
-        raise InvalidRequestError("max_tokens must be > 0")
-    raise ValueError("boom")
 
 
 @pytest.fixture
