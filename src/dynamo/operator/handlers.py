@@ -84,6 +84,10 @@ def build_registry(
                 ca_path=connection.ca_path,
             )
 
+    # One lock per graph: every status write reads the workloads and writes under it, so an
+    # older view is never written after a newer one (kopf runs each object in its own worker).
+    status_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
     @kopf.on.resume(GROUP, VERSION, DGD_PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, DGD_PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, DGD_PLURAL, registry=registry)
@@ -114,7 +118,13 @@ def build_registry(
             )
             patch.status.update(status)
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
-        patch.status.update(status)
+        meta = body.get("metadata", {})
+        name, namespace = meta.get("name"), meta.get("namespace")
+        if name is None or namespace is None:
+            patch.status.update(status)
+            return
+        async with status_locks.setdefault((namespace, name), asyncio.Lock()):
+            await refresh_status(name, namespace, logger, after_reconcile=True)
 
     @kopf.on.event(
         "apps", "v1", "deployments", labels={GRAPH_LABEL: kopf.PRESENT}, registry=registry
@@ -132,9 +142,21 @@ def build_registry(
         name = _owner_graph(body)
         if name is None or namespace is None:
             return
+        # kopf handles each workload in its own worker: without this lock two workloads of one
+        # graph could read the status concurrently and the older view could be written last.
+        async with status_locks.setdefault((namespace, name), asyncio.Lock()):
+            await refresh_status(name, namespace, logger)
+
+    async def refresh_status(
+        name: str, namespace: str, logger: Logger, *, after_reconcile: bool = False
+    ) -> None:
+        """Write the DGD status from the workloads as they are now. A `failed` graph keeps its
+        status until the DGD handler has reconciled it again (`after_reconcile`)."""
         try:
             dgd = await api.get(DGD_API_VERSION, DGD_KIND, name, namespace)
-            if dgd is None or (dgd.get("status") or {}).get("state") == "failed":
+            if dgd is None:
+                return
+            if not after_reconcile and (dgd.get("status") or {}).get("state") == "failed":
                 return
             status = await observed_status(api, dgd, config)
             if _same_status(status, dgd.get("status")):
