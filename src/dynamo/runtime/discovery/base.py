@@ -12,7 +12,8 @@ Key layout used by the runtime:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -26,6 +27,23 @@ class WatchEvent:
     kind: Literal["put", "delete"]
     key: str
     value: dict[str, Any] | None  # None on delete
+
+
+def notify_changes(
+    old: Mapping[str, dict[str, Any]],
+    new: Mapping[str, dict[str, Any]],
+    watchers: Iterable[tuple[str, asyncio.Queue[WatchEvent]]],
+) -> None:
+    """Send every difference between two views of the store to the watchers of its prefix."""
+    events = [WatchEvent("delete", k, None) for k in old if k not in new]
+    events += [WatchEvent("put", k, v) for k, v in new.items() if old.get(k) != v]
+    if not events:
+        return
+    watchers = list(watchers)
+    for event in events:
+        for prefix, queue in watchers:
+            if event.key.startswith(prefix):
+                queue.put_nowait(event)
 
 
 class Discovery(Protocol):

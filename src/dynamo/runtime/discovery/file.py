@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import psutil
 
-from dynamo.runtime.discovery.base import WatchEvent
+from dynamo.runtime.discovery.base import WatchEvent, notify_changes
 from dynamo.runtime.errors import ConfigError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -227,13 +227,8 @@ class FileDiscovery:
     async def _refresh(self) -> None:
         """Rescan and send every difference to the watchers (caller holds the lock)."""
         new = await asyncio.to_thread(self._scanner.scan)
-        events = [WatchEvent("delete", k, None) for k in self._view if k not in new]
-        events += [WatchEvent("put", k, v) for k, v in new.items() if self._view.get(k) != v]
-        self._view = new
-        for event in events:
-            for prefix, queue in self._watchers.values():
-                if event.key.startswith(prefix):
-                    queue.put_nowait(event)
+        old, self._view = self._view, new
+        notify_changes(old, new, self._watchers.values())
 
     async def _poll(self) -> None:
         while self._watchers:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from dynamo.runtime.addressing import new_instance_id
-from dynamo.runtime.discovery.base import WatchEvent
+from dynamo.runtime.discovery.base import WatchEvent, notify_changes
 from dynamo.runtime.discovery.kubernetes.api import ConfigMapClient, KubeStatusError
 from dynamo.runtime.discovery.kubernetes.objects import (
     DISCOVERY_LABEL,
@@ -327,13 +327,8 @@ class KubernetesDiscovery:
         live = self._live(self._objects.values())
         self._in_view = {r.name for r in live}
         new = self._entries(live)
-        events = [WatchEvent("delete", k, None) for k in self._view if k not in new]
-        events += [WatchEvent("put", k, v) for k, v in new.items() if self._view.get(k) != v]
-        self._view = new
-        for event in events:
-            for prefix, queue in self._watchers.values():
-                if event.key.startswith(prefix):
-                    queue.put_nowait(event)
+        old, self._view = self._view, new
+        notify_changes(old, new, self._watchers.values())
 
     async def _sweep(self) -> None:
         """Expire entries whose heartbeat lapsed (no event announces that) and delete the
