@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dynamo.runtime.errors import DynamoError
+from dynamo.runtime.errors import DynamoError, MissingExtraError
+from dynamo.runtime.extras import import_extra
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -61,14 +61,12 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(argv: list[str]) -> int:
-    try:
-        module = importlib.import_module("dynamo.operator.check")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("dynamo.operator.check", "dynamo.operator"):
-            raise
-        print("dynamo check: the pre-deployment checks are not installed", file=sys.stderr)
+    try:  # lightkube is a base dependency; a trimmed install still gets one line, not a trace
+        module = import_extra("dynamo.operator.check", "operator")
+    except MissingExtraError as exc:
+        print(f"dynamo check: {exc}", file=sys.stderr)
         return 2
-    result: int = module.main(argv)
+    result: int = module.main(argv, prog="dynamo check")
     return result
 
 
@@ -122,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except MissingExtraError as exc:  # like `dynamo check` and the engine entry points
+        print(f"dynamo {args.command}: {exc}", file=sys.stderr)
+        return 2
     except DynamoError as exc:
         print(f"dynamo {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from _deploy_runner_helpers import (
 )
 
 from dynamo.cli import main
+from dynamo.deploy.serve import ServeConfig, missing_engines, plan
 from dynamo.deploy.state import read_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -270,9 +271,26 @@ def test_console_script_is_installed() -> None:
 def test_check_delegates_to_the_operator_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    seen: list[list[str]] = []
+    seen: list[tuple[list[str], str]] = []
     fake = types.ModuleType("dynamo.operator.check")
-    fake.main = lambda argv: seen.append(argv) or 7  # type: ignore[attr-defined]
+    fake.main = lambda argv, prog: seen.append((argv, prog)) or 7  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dynamo.operator.check", fake)
     assert main(["check", "--namespace", "x"]) == 7
-    assert seen == [["--namespace", "x"]]
+    assert seen == [(["--namespace", "x"], "dynamo check")]
+
+
+def test_missing_engines_names_each_engine_once_with_its_services() -> None:
+    specs = plan(ServeConfig(file=str(REPO / "examples/sglang/disagg_router.yaml"))).specs
+    asked: list[str] = []
+    lines = missing_engines(specs, installed=lambda module: asked.append(module) or False)
+    assert asked == ["sglang"]
+    assert lines == [
+        "SGLangDecodeWorker, SGLangPrefillWorker run dynamo.sglang, but sglang is not "
+        "installed: pip install 'sglang[all]' (NVIDIA GPU)"
+    ]
+    assert missing_engines(specs, installed=lambda module: True) == []
+
+
+def test_missing_engines_ignores_graphs_without_an_engine() -> None:
+    specs = plan(ServeConfig(file=str(REPO / "examples/mocker/agg.yaml"))).specs
+    assert missing_engines(specs, installed=lambda module: False) == []

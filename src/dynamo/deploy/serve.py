@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import shlex
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from dynamo.deploy.builder import ServiceSpec, build_graph
+from dynamo.deploy.builder import ServiceSpec, build_graph, detect_backend
 from dynamo.deploy.graph import DynamoGraphDeployment, load_graph
 from dynamo.deploy.logs import LogPrinter
 from dynamo.deploy.process import env_diff, local_argv, write_python_shims
@@ -33,7 +34,7 @@ from dynamo.deploy.state import (
     run_dir_for,
 )
 from dynamo.runtime.config import option
-from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.errors import ConfigError, MissingExtraError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +128,35 @@ def local_notes(spec: ServiceSpec) -> list[str]:
     return notes
 
 
+def missing_engines(
+    specs: list[ServiceSpec], *, installed: Callable[[str], bool] | None = None
+) -> list[str]:
+    """One line per engine that services run (`python3 -m dynamo.{vllm|sglang|trtllm}`) but
+    this interpreter, which runs the local children, lacks; each says what to install."""
+    from dynamo.engines import sglang, trtllm, vllm
+
+    engines = {
+        "vllm": ("vllm", vllm.INSTALL_HINT),
+        "sglang": ("sglang", sglang.INSTALL_HINT),
+        "trtllm": ("tensorrt_llm", trtllm.INSTALL_HINT),
+    }
+    is_installed = installed or (lambda module: importlib.util.find_spec(module) is not None)
+    users: dict[str, list[str]] = {}
+    for spec in specs:
+        backend = detect_backend(spec.command + spec.args)
+        if backend is not None:
+            users.setdefault(backend, []).append(spec.name)
+    lines = []
+    for backend, names in users.items():
+        module, hint = engines[backend]
+        if not is_installed(module):
+            lines.append(
+                f"{', '.join(names)} run{'s' if len(names) == 1 else ''} dynamo.{backend}, "
+                f"but {module} is not installed: {hint}"
+            )
+    return lines
+
+
 def print_dry_run(p: ServePlan, out: TextIO, environ: Mapping[str, str] | None = None) -> None:
     base = dict(os.environ if environ is None else environ)
     out.write(f"# graph {p.graph.name}: run dir {p.run_dir}\n")
@@ -140,6 +170,8 @@ def print_dry_run(p: ServePlan, out: TextIO, environ: Mapping[str, str] | None =
             out.write(f"  env: {key}={value}\n")
         for note in local_notes(spec):
             out.write(f"  note: {note}\n")
+    for line in missing_engines(p.specs):
+        out.write(f"# not runnable here: {line}\n")
 
 
 def prepare_run_dir(p: ServePlan) -> None:
@@ -214,6 +246,9 @@ def serve_main(config: ServeConfig, *, stream: TextIO | None = None) -> int:
     if config.dry_run:
         print_dry_run(p, stream or sys.stdout)
         return 0
+    missing = missing_engines(p.specs)
+    if missing:  # fail before any child starts (each would exit, and be restarted, forever)
+        raise MissingExtraError("; ".join(missing))
     prepare_run_dir(p)
     return asyncio.run(run(p, config, stream=stream))
 

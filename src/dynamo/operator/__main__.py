@@ -10,18 +10,25 @@ import sys
 from collections.abc import Sequence
 
 from dynamo.operator.config import OperatorConfig
-from dynamo.operator.handlers import run
 from dynamo.runtime.config import add_arguments, resolve
-from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.errors import ConfigError, MissingExtraError
+from dynamo.runtime.extras import import_extra
+
+PROG = "python -m dynamo.operator"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dynamo.operator", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     add_arguments(parser, OperatorConfig, title="operator")
     try:
         config = resolve(OperatorConfig, parser.parse_args(argv))
     except ConfigError as exc:
         parser.error(str(exc))
+    try:  # kopf comes with the `operator` extra; --help above works without it
+        handlers = import_extra("dynamo.operator.handlers", "operator")
+    except MissingExtraError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -29,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scope = f"namespace {config.namespace}" if config.namespace else "all namespaces"
     logging.getLogger("dynamo.operator").info("dynamo operator watching %s", scope)
     try:
-        asyncio.run(run(config))
+        asyncio.run(handlers.run(config))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

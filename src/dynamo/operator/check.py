@@ -240,10 +240,13 @@ def format_table(results: Sequence[CheckResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, *, connection: KubeConnection | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m dynamo.operator.check", description=__doc__.splitlines()[0]
-    )
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    connection: KubeConnection | None = None,
+    prog: str = "python -m dynamo.operator.check",
+) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     add_arguments(parser, CheckConfig, title="check")
     try:
         config = resolve(CheckConfig, parser.parse_args(argv))

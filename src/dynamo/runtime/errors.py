@@ -62,5 +62,9 @@ class ConfigError(DynamoError):
     """A configuration value (flag, env var, manifest field) is invalid."""
 
 
+class MissingExtraError(ConfigError):
+    """A command needs a package of an optional extra (`pip install 'pydynamo[EXTRA]'`)."""
+
+
 class CancelledError(DynamoError):
     """The request was cancelled by its caller."""
