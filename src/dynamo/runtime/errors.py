@@ -63,7 +63,8 @@ class ConfigError(DynamoError):
 
 
 class MissingExtraError(ConfigError):
-    """A command needs a package of an optional extra (`pip install 'pydynamo[EXTRA]'`)."""
+    """A command needs a package that a plain install lacks: an extra's (`pydynamo[EXTRA]`) or
+    an engine's; the message says what to install."""
 
 
 class CancelledError(DynamoError):
