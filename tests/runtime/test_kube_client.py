@@ -119,3 +119,30 @@ async def test_refusals_and_outages_are_one_error_class(client: KubeClient) -> N
 async def test_an_unknown_kind_is_a_config_error(client: KubeClient) -> None:
     with pytest.raises(ConfigError, match=r"unknown Kubernetes kind example\.com/v1/Widget"):
         await client.get("example.com/v1", "Widget", "w", NS)
+
+
+async def test_server_side_apply_creates_conflicts_and_forces(
+    kube: FakeKubeApi, client: KubeClient
+) -> None:
+    created = await client.apply(configmap("cfg", {"app": "web"}, mode="fast"))
+    assert created["data"] == {"mode": "fast"}
+    (owner,) = created["metadata"]["managedFields"]
+    assert (owner["manager"], owner["operation"]) == ("tester", "Apply")
+
+    server = str(kube.url).rstrip("/")
+    other = await KubeClient.connect(
+        KubeConnection(server=server, token="t", namespace=NS), field_manager="someone-else"
+    )
+    try:
+        await other.patch("v1", "ConfigMap", "cfg", NS, {"data": {"mode": "slow"}})
+    finally:
+        await other.close()
+    with pytest.raises(KubeApiError) as conflict:
+        await client.apply(configmap("cfg", {"app": "web"}, mode="fast"))
+    assert conflict.value.status == 409
+    assert 'conflict with "someone-else": .data.mode' in str(conflict.value)
+
+    forced = await client.apply(configmap("cfg", {"app": "web"}, mode="fast"), force=True)
+    assert forced["data"] == {"mode": "fast"}
+    dropped = await client.apply(configmap("cfg", {}, mode="fast"), force=True)
+    assert "labels" not in dropped["metadata"]

@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from dynamo.operator.apply import apply_patch, with_last_applied
+from dynamo.operator.apply import adoption_patch, made_by_client_side_apply
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.labels import GRAPH_LABEL, GraphRef
 from dynamo.operator.manifests import GraphManifests, build_manifests
@@ -36,17 +36,17 @@ def utc_now() -> str:
 
 
 async def apply_object(api: KubeClient, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Create `obj`, or patch the live object towards it; returns the live object."""
-    meta = obj["metadata"]
-    live = await api.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
-    if live is None:
-        return await api.create(with_last_applied(obj))
-    patch = apply_patch(live, obj)
-    if not patch:
-        return live
-    return await api.patch(
-        obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), patch
-    )
+    """Server-side apply `obj` as the operator's field manager, forcing conflicts: the fields
+    the operator sets are its own (a hand edit of them is undone), the others are left to
+    whoever set them. An object an older operator made is adopted first; returns the live
+    object."""
+    live = await api.apply(obj, force=True)
+    if made_by_client_side_apply(live):
+        meta = obj["metadata"]
+        patch = adoption_patch(live, api.field_manager)
+        await api.patch(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), patch)
+        live = await api.apply(obj, force=True)
+    return live
 
 
 def _owned_by(obj: Mapping[str, Any], graph: GraphRef) -> bool:

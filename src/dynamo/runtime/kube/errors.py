@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 
 from dynamo.runtime.errors import TransportError
 
@@ -27,6 +28,16 @@ class KubeWatchExpiredError(KubeApiError):
     """410 Gone: the resourceVersion a watch started from is too old; list again."""
 
 
+def _status_message(body: str) -> str:
+    """The `message` of a Status body, else the start of the body."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body[:300]
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message) if message else body[:300]
+
+
 def translate(action: str, exc: Exception) -> KubeApiError:
     """`exc` (lightkube `ApiError`, httpx status or transport error, `OSError`) as a
     `KubeApiError`. lightkube raises `ApiError` with a Status only for a bare
@@ -39,7 +50,7 @@ def translate(action: str, exc: Exception) -> KubeApiError:
         status = status or int(getattr(response, "status_code", 0) or 0)
         if not detail:
             with contextlib.suppress(RuntimeError):  # a streamed body that was not read
-                detail = response.text[:300]
+                detail = _status_message(response.text)
     detail = detail or str(exc) or type(exc).__name__
     cls = KubeWatchExpiredError if status == 410 else KubeApiError
     return cls(f"{action}: {status or 'unreachable'}: {detail}", status=status)
