@@ -2,9 +2,10 @@
 
 kmock's emulator stores objects and serves list/watch/get/create/merge-patch/delete. This
 subclass adds what the operator relies on from a real API server: label selectors on list and
-watch, `uid`, `generation` (bumped when `spec` changes), `creationTimestamp`, and the garbage
-collector that deletes objects whose controller owner was deleted. It also declares every
-resource the operator and `dynamo check` use. A test double: nothing in the product imports it.
+watch, server-side apply and `managedFields` (`dynamo.testing.kube_ssa`), `uid`, `generation`
+(bumped when `spec` changes), `creationTimestamp`, the default of a workload's `replicas`, and
+the garbage collector that deletes objects whose controller owner was deleted. It declares
+every resource the operator and `dynamo check` use. A test double: the product never imports it.
 """
 
 from __future__ import annotations
