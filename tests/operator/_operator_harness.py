@@ -16,7 +16,7 @@ import yaml
 
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.handlers import run
-from dynamo.operator.kube import KubeConnection
+from dynamo.runtime.kube import KubeConnection
 from dynamo.testing.kube_api import FakeKubeApi, object_path
 
 HERE = Path(__file__).parent
@@ -65,15 +65,24 @@ class Cluster:
         self.api = api
         self.session = session
 
-    async def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def _call(
+        self, method: str, path: str, body: Any = None, manager: str | None = None
+    ) -> tuple[int, Any]:
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
-        async with self.session.request(method, path, json=body, headers=headers) as response:
+        params = {"fieldManager": manager} if manager else {}
+        async with self.session.request(
+            method, path, json=body, headers=headers, params=params
+        ) as response:
             return response.status, await response.json(content_type=None)
 
-    async def apply(self, obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    async def apply(
+        self, obj: Mapping[str, Any], namespace: str, *, manager: str = "kubectl-create"
+    ) -> dict[str, Any]:
+        """Create `obj` (POST) in `namespace` as field manager `manager`."""
         body = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
         version, plural = PLURALS[obj["kind"]]
-        status, payload = await self._call("POST", object_path(version, plural, namespace), body)
+        path = object_path(version, plural, namespace)
+        status, payload = await self._call("POST", path, body, manager)
         assert status < 300, payload
         return dict(payload)
 
@@ -83,11 +92,19 @@ class Cluster:
         return dict(payload) if status == 200 else None
 
     async def patch(
-        self, kind: str, name: str, namespace: str, patch: Mapping[str, Any], *, sub: str = ""
+        self,
+        kind: str,
+        name: str,
+        namespace: str,
+        patch: Mapping[str, Any],
+        *,
+        sub: str = "",
+        manager: str = "kubectl-patch",
     ) -> dict[str, Any]:
+        """A merge patch of the object (or of its `sub`resource) as field manager `manager`."""
         version, plural = PLURALS[kind]
         path = object_path(version, plural, namespace, name) + (f"/{sub}" if sub else "")
-        status, payload = await self._call("PATCH", path, dict(patch))
+        status, payload = await self._call("PATCH", path, dict(patch), manager)
         assert status < 300, payload
         return dict(payload)
 
@@ -131,7 +148,14 @@ class Cluster:
             "availableReplicas": replicas,
             "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicas"}],
         }
-        await self.patch("Deployment", name, namespace, {"status": status}, sub="status")
+        await self.patch(
+            "Deployment",
+            name,
+            namespace,
+            {"status": status},
+            sub="status",
+            manager="deployment-controller",
+        )
 
 
 class OperatorThread(threading.Thread):

@@ -1,60 +1,69 @@
-"""Client-side apply: the three-way merge patch the operator sends."""
+"""Adopting objects an older operator made by client-side apply: its Update ownership folded
+into its server-side Apply entry, and the last-applied annotation dropped."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from dynamo.operator.apply import apply_patch, last_applied, merge_patch, with_last_applied
+from dynamo.operator.apply import (
+    adoption_patch,
+    made_by_client_side_apply,
+    managed_fields_as_applied,
+)
 from dynamo.operator.labels import LAST_APPLIED_ANNOTATION
 
-
-def test_creates_what_is_missing_and_changes_what_differs() -> None:
-    live = {"spec": {"replicas": 1, "paused": False}, "status": {"ready": 1}}
-    desired = {"spec": {"replicas": 3, "selector": {"a": "b"}}}
-    assert merge_patch(None, live, desired) == {"spec": {"replicas": 3, "selector": {"a": "b"}}}
+SPEC = {"f:spec": {"f:replicas": {}}}
+LABELS = {"f:metadata": {"f:labels": {"f:app": {}}}}
 
 
-def test_nothing_to_do_gives_an_empty_patch() -> None:
-    obj = {"metadata": {"labels": {"a": "1"}}, "spec": {"x": [1, 2]}}
-    assert merge_patch(obj, obj, obj) == {}
+def entry(manager: str, operation: str, fields: dict[str, Any], **extra: str) -> dict[str, Any]:
+    return {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": "apps/v1",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields,
+        **extra,
+    }
 
 
-def test_a_field_dropped_since_the_last_apply_is_nulled() -> None:
-    last = {"spec": {"nodeSelector": {"gpu": "h100"}, "replicas": 1}}
-    live = {"spec": {"nodeSelector": {"gpu": "h100"}, "replicas": 1, "dnsPolicy": "ClusterFirst"}}
-    desired = {"spec": {"replicas": 1}}
-    # dnsPolicy was set by the server (not in `last`): left alone.
-    assert merge_patch(last, live, desired) == {"spec": {"nodeSelector": None}}
+def test_the_managers_update_entry_becomes_its_apply_entry() -> None:
+    entries = [entry("dynamo-operator", "Update", SPEC), entry("kubectl-edit", "Update", LABELS)]
+    assert managed_fields_as_applied(entries, "dynamo-operator") == [
+        entry("kubectl-edit", "Update", LABELS),
+        entry("dynamo-operator", "Apply", SPEC),
+    ]
 
 
-def test_lists_are_replaced_whole() -> None:
-    live = {"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}
-    desired = {"env": [{"name": "A", "value": "1"}]}
-    assert merge_patch(live, live, desired) == {"env": [{"name": "A", "value": "1"}]}
+def test_update_and_apply_entries_of_the_manager_are_merged() -> None:
+    entries = [
+        entry("dynamo-operator", "Apply", LABELS),
+        entry("dynamo-operator", "Update", SPEC),
+        entry("dynamo-operator", "Update", {"f:status": {"f:x": {}}}, subresource="status"),
+    ]
+    assert managed_fields_as_applied(entries, "dynamo-operator") == [
+        entry("dynamo-operator", "Apply", {**LABELS, **SPEC}),
+        entry("dynamo-operator", "Update", {"f:status": {"f:x": {}}}, subresource="status"),
+    ]
 
 
-def test_apply_patch_records_and_uses_the_last_applied_manifest() -> None:
-    first = {"metadata": {"name": "x", "labels": {"old": "1"}}, "spec": {"replicas": 1}}
-    live = with_last_applied(first)
-    assert json.loads(live["metadata"]["annotations"][LAST_APPLIED_ANNOTATION]) == first
-    assert last_applied(live) == first
-    second = {"metadata": {"name": "x", "labels": {"new": "1"}}, "spec": {"replicas": 2}}
-    patch = apply_patch(live, second)
-    assert patch["metadata"]["labels"] == {"new": "1", "old": None}
-    assert patch["spec"] == {"replicas": 2}
-    assert last_applied({"metadata": {"annotations": {LAST_APPLIED_ANNOTATION: "{bad"}}}) is None
+def test_nothing_to_fold_leaves_the_entries_alone() -> None:
+    entries = [entry("kubectl-edit", "Update", LABELS)]
+    assert managed_fields_as_applied(entries, "dynamo-operator") == entries
 
 
-def test_server_defaults_inside_lists_cause_no_patch() -> None:
-    applied = {"spec": {"containers": [{"name": "main", "image": "a"}], "replicas": 1}}
+def test_adoption_patch_drops_the_annotation() -> None:
     live = {
-        "spec": {
-            "containers": [{"name": "main", "image": "a", "imagePullPolicy": "IfNotPresent"}],
-            "replicas": 3,  # scaled by hand: scalars are brought back
+        "metadata": {
+            "annotations": {LAST_APPLIED_ANNOTATION: "{}", "team": "blue"},
+            "managedFields": [entry("dynamo-operator", "Update", SPEC)],
         }
     }
-    assert merge_patch(applied, live, applied) == {"spec": {"replicas": 1}}
-    changed = {"spec": {"containers": [{"name": "main", "image": "b"}], "replicas": 1}}
-    assert merge_patch(applied, live, changed)["spec"]["containers"] == [
-        {"name": "main", "image": "b"}
-    ]
+    assert made_by_client_side_apply(live)
+    assert adoption_patch(live, "dynamo-operator") == {
+        "metadata": {
+            "annotations": {LAST_APPLIED_ANNOTATION: None},
+            "managedFields": [entry("dynamo-operator", "Apply", SPEC)],
+        }
+    }
+    assert not made_by_client_side_apply({"metadata": {"annotations": {"team": "blue"}}})

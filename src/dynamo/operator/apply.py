@@ -1,71 +1,68 @@
-"""Client-side apply: the JSON merge patch that takes a live object to the desired one.
+"""Taking over objects an older operator made with client-side apply (create + merge patch,
+the last applied manifest in an annotation) so that server-side apply owns them cleanly.
 
-Like `kubectl apply`, the last applied manifest is kept in an annotation so that a field the
-operator stopped setting is removed, while fields others set (server defaults, status, other
-controllers' annotations) are left alone.
+Those writes were Updates by the same field manager. Server-side apply tracks Apply and
+Update ownership apart, so without this a field the operator stopped setting would stay
+(still owned by its Update entry). As `kubectl` does when it upgrades to server-side apply,
+the manager's Update entry is folded into its Apply entry, once, and the annotation goes.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from dynamo.operator.labels import LAST_APPLIED_ANNOTATION
 
-_MISSING = object()
+
+def made_by_client_side_apply(live: Mapping[str, Any]) -> bool:
+    """Whether `live` still carries the last-applied annotation of the older operator."""
+    annotations = live.get("metadata", {}).get("annotations") or {}
+    return LAST_APPLIED_ANNOTATION in annotations
 
 
-def merge_patch(
-    last: Mapping[str, Any] | None, live: Mapping[str, Any], desired: Mapping[str, Any]
-) -> dict[str, Any]:
-    """A three-way JSON merge patch (RFC 7386): set what differs from `desired`, and null the
-    keys that `last` had and `desired` dropped. Lists are replaced whole, and only when they
-    changed since the last apply: the server fills defaults into list items (containers,
-    ports), so comparing them with the live object would patch on every reconcile."""
-    last = last or {}
-    patch: dict[str, Any] = {}
-    for key, want in desired.items():
-        have = live.get(key, _MISSING)
-        if isinstance(want, Mapping) and isinstance(have, Mapping):
-            before = last.get(key)
-            sub = merge_patch(before if isinstance(before, Mapping) else {}, have, want)
-            if sub:
-                patch[key] = sub
-        elif isinstance(want, list) and have is not _MISSING and last.get(key) == want:
+def _union(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Two fieldsV1 trees as one."""
+    out = dict(a)
+    for key, sub in b.items():
+        out[key] = _union(out.get(key) or {}, sub or {})
+    return out
+
+
+def managed_fields_as_applied(
+    entries: list[Mapping[str, Any]], manager: str
+) -> list[dict[str, Any]]:
+    """`managedFields` with `manager`'s Update entries (not of subresources) folded into its
+    Apply entry: what it wrote before it applied is now what it applies."""
+    folded: dict[str, Any] = {}
+    apply_entry: dict[str, Any] | None = None
+    out: list[dict[str, Any]] = []
+    for entry in entries:
+        mine = entry.get("manager") == manager and not entry.get("subresource")
+        if mine and entry.get("operation") == "Update":
+            folded = _union(folded, entry.get("fieldsV1") or {})
             continue
-        elif have is _MISSING or have != want:
-            patch[key] = want
-    for key in last:
-        if key not in desired and key in live:
-            patch[key] = None
-    return patch
+        copied = dict(entry)
+        if mine and entry.get("operation") == "Apply":
+            apply_entry = copied
+        out.append(copied)
+    if not folded:
+        return out
+    if apply_entry is None:
+        apply_entry = {"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1"}
+        apply_entry["apiVersion"] = next((e.get("apiVersion") for e in entries), None)
+        out.append(apply_entry)
+    apply_entry["fieldsV1"] = _union(apply_entry.get("fieldsV1") or {}, folded)
+    return out
 
 
-def with_last_applied(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """`obj` carrying its own JSON in the last-applied annotation."""
-    out = json.loads(json.dumps(obj))
-    meta = out.setdefault("metadata", {})
-    annotations = dict(meta.get("annotations") or {})
-    annotations[LAST_APPLIED_ANNOTATION] = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    meta["annotations"] = annotations
-    return dict(out)
-
-
-def last_applied(live: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The manifest recorded at the last apply, or None (not created by the operator)."""
-    raw = (live.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED_ANNOTATION)
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def apply_patch(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch to send for `desired` (annotated) given the `live` object."""
-    target = with_last_applied(desired)
-    previous = last_applied(live)
-    return merge_patch(with_last_applied(previous) if previous else None, live, target)
+def adoption_patch(live: Mapping[str, Any], manager: str) -> dict[str, Any]:
+    """The merge patch that hands `live`'s client-side-applied fields to `manager`'s
+    server-side apply and drops the last-applied annotation."""
+    entries = list(live.get("metadata", {}).get("managedFields") or [])
+    return {
+        "metadata": {
+            "annotations": {LAST_APPLIED_ANNOTATION: None},
+            "managedFields": managed_fields_as_applied(entries, manager),
+        }
+    }

@@ -18,6 +18,7 @@ DISCOVERY_BACKEND_LABEL = "nvidia.com/dynamo-discovery-backend"
 DISCOVERY_ENABLED_LABEL = "nvidia.com/dynamo-discovery-enabled"
 ROLE_LABEL = "role"
 MANAGED_BY = "dynamo-operator"
+# Kept by operators before server-side apply (client-side apply); dropped on adoption.
 LAST_APPLIED_ANNOTATION = "nvidia.com/dynamo-last-applied"
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

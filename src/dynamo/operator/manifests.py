@@ -107,10 +107,14 @@ def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphMan
         options = PodOptions(default_image=config.default_image, service_account=account)
         if svc.node_count > 1:
             objects.append(workloads.leader_worker_set(graph, dgd, svc, options))
-            expected.append(Workload(svc.name, "LeaderWorkerSet", svc.k8s_name, svc.replicas))
+            expected.append(
+                Workload(svc.name, "LeaderWorkerSet", svc.k8s_name, workloads.pinned_replicas(svc))
+            )
         else:
             objects.append(workloads.deployment(graph, dgd, svc, options))
-            expected.append(Workload(svc.name, "Deployment", svc.k8s_name, svc.replicas))
+            expected.append(
+                Workload(svc.name, "Deployment", svc.k8s_name, workloads.pinned_replicas(svc))
+            )
         if needs_service(svc, discovery):
             objects.append(workloads.service(graph, svc, discovery_backend=discovery))
     return GraphManifests(

@@ -16,12 +16,13 @@ REASON_RECONCILE_FAILED = "failed_to_reconcile_the_resources"
 
 @dataclass(frozen=True)
 class Workload:
-    """What the operator expects for one service: its workload's kind, name and replicas."""
+    """What the operator expects for one service: its workload's kind, name and replicas
+    (None: whatever the workload's own `spec.replicas` says, when the DGD does not set them)."""
 
     service: str
     kind: str  # Deployment | LeaderWorkerSet
     name: str
-    replicas: int
+    replicas: int | None
 
 
 def _condition(obj: Mapping[str, Any], kind: str) -> str | None:
@@ -36,7 +37,10 @@ def workload_ready(expected: Workload, obj: Mapping[str, Any] | None) -> tuple[b
     generation and every desired replica is updated and available; zero desired is ready."""
     if obj is None:
         return False, f"{expected.kind} {expected.name} does not exist"
-    if expected.replicas == 0:
+    want = expected.replicas
+    if want is None:
+        want = int((obj.get("spec") or {}).get("replicas", 1))
+    if want == 0:
         return True, ""
     status = obj.get("status") or {}
     generation = obj.get("metadata", {}).get("generation")
@@ -45,15 +49,15 @@ def workload_ready(expected: Workload, obj: Mapping[str, Any] | None) -> tuple[b
         return False, f"{expected.kind} {expected.name} has not observed generation {generation}"
     if expected.kind == "LeaderWorkerSet":
         ready = status.get("readyReplicas", 0)
-        if ready < expected.replicas or _condition(obj, "Available") != "True":
-            return False, f"{ready}/{expected.replicas} groups ready"
+        if ready < want or _condition(obj, "Available") != "True":
+            return False, f"{ready}/{want} groups ready"
         return True, ""
     updated = status.get("updatedReplicas", 0)
     available = status.get("availableReplicas", 0)
-    if updated < expected.replicas:
-        return False, f"{updated}/{expected.replicas} replicas updated"
-    if available < expected.replicas or _condition(obj, "Available") != "True":
-        return False, f"{available}/{expected.replicas} replicas available"
+    if updated < want:
+        return False, f"{updated}/{want} replicas updated"
+    if available < want or _condition(obj, "Available") != "True":
+        return False, f"{available}/{want} replicas available"
     return True, ""
 
 

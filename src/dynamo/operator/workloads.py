@@ -41,6 +41,17 @@ def _int_or_str(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def pinned_replicas(svc: ServiceSpec) -> int | None:
+    """The replicas the DGD sets for `svc`, or None: then the operator leaves the workload's
+    `replicas` to whoever scales it (`kubectl scale`, an HPA); the API server defaults it to 1."""
+    return svc.replicas if svc.spec.replicas is not None else None
+
+
+def _replicas(svc: ServiceSpec) -> dict[str, int]:
+    replicas = pinned_replicas(svc)
+    return {} if replicas is None else {"replicas": replicas}
+
+
 def deployment(
     graph: lbl.GraphRef, dgd: DynamoGraphDeployment, svc: ServiceSpec, options: PodOptions
 ) -> dict[str, Any]:
@@ -52,7 +63,7 @@ def deployment(
         "kind": "Deployment",
         "metadata": lbl.metadata(graph, svc.k8s_name, labels, svc.spec.annotations),
         "spec": {
-            "replicas": svc.replicas,
+            **_replicas(svc),
             "selector": {"matchLabels": lbl.selector(svc)},
             "strategy": _strategy({**dgd.metadata.annotations, **svc.spec.annotations}),
             "template": pod_template(svc, dgd, pod_labels, options),
@@ -75,7 +86,7 @@ def leader_worker_set(
         "kind": "LeaderWorkerSet",
         "metadata": lbl.metadata(graph, svc.k8s_name, labels, svc.spec.annotations),
         "spec": {
-            "replicas": svc.replicas,
+            **_replicas(svc),
             "startupPolicy": "LeaderCreated",
             "leaderWorkerTemplate": {
                 "size": svc.node_count,

@@ -1,14 +1,17 @@
 """An in-memory Kubernetes API server over real HTTP for operator tests (kmock underneath).
 
 kmock's emulator stores objects and serves list/watch/get/create/merge-patch/delete. This
-subclass adds what the operator relies on from a real API server: `uid`, `generation` (bumped
-when `spec` changes), `creationTimestamp`, and the garbage collector that deletes objects whose
-controller owner was deleted. It also declares every resource the operator and `dynamo check`
-use. It is a test double: nothing in the product imports it.
+subclass adds what the operator relies on from a real API server: label selectors on list and
+watch, server-side apply and `managedFields` (`dynamo.testing.kube_ssa`), `uid`, `generation`
+(bumped when `spec` changes), `creationTimestamp`, the default of a workload's `replicas`, and
+the garbage collector that deletes objects whose controller owner was deleted. It declares
+every resource the operator and `dynamo check` use. A test double: the product never imports it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import datetime
 import itertools
 import uuid
@@ -21,6 +24,19 @@ import aiohttp.web
 import kmock
 from typing_extensions import override
 
+from dynamo.testing.kube_labels import Requirement, SelectorError, parse_selector
+from dynamo.testing.kube_ssa import (
+    ApplyConflictError,
+    Owners,
+    read_owners,
+    record_update,
+    server_side_apply,
+    write_owners,
+)
+
+APPLY_PATCH = "application/apply-patch+yaml"
+# Workloads whose `spec.replicas` the API server defaults to 1.
+DEFAULT_ONE_REPLICA = frozenset({"deployments", "leaderworkersets"})
 _ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 # (group/version/plural, kind, namespaced, subresources)
 RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
@@ -29,6 +45,7 @@ RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
     ("v1/nodes", "Node", False, {"status"}),
     ("storage.k8s.io/v1/storageclasses", "StorageClass", False, set()),
     ("v1/events", "Event", True, set()),
+    ("v1/configmaps", "ConfigMap", True, set()),
     ("v1/services", "Service", True, {"status"}),
     ("v1/serviceaccounts", "ServiceAccount", True, set()),
     ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}),
@@ -71,20 +88,120 @@ class FakeKubeApi(kmock.KubernetesEmulator):
     # requests, so only the most recent requests are kept.
     REQUEST_LOG_KEPT = 4
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # One write at a time: ownership is computed from the object as it is before a write.
+        self._writes = asyncio.Lock()
+
     @override
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         log: list[kmock.Request] = self._requests
         if len(log) > 2 * self.REQUEST_LOG_KEPT:
             del log[: -self.REQUEST_LOG_KEPT]
-        if request.resource is not None and isinstance(request.data, dict):
-            if request.action == kmock.action.CREATE:
-                self._stamp_new(request.data)
-            elif request.action == kmock.action.UPDATE and request.subresource is None:
-                self._bump_generation(request)
-        response = await super()._handle(request)
+        writes = (kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE)
+        if request.resource is None or request.action not in writes:
+            return await super()._handle(request)
+        if request.action == kmock.action.UPDATE and _is_apply(request):
+            async with self._writes:
+                return await self._serve_apply(request)
+        async with self._writes:
+            if isinstance(request.data, dict):
+                if request.action == kmock.action.CREATE:
+                    self._stamp_new(request.data)
+                    self._record_create(request)
+                elif request.action == kmock.action.UPDATE:
+                    self._record_update(request)
+                    if request.subresource is None:
+                        self._bump_generation(request)
+            response = await super()._handle(request)
         if request.action == kmock.action.DELETE and response.status < 300:
             await self._collect_garbage()
         return response
+
+    async def _serve_apply(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """Server-side apply (`application/apply-patch+yaml`): see `dynamo.testing.kube_ssa`."""
+        config, resource = request.data, request.resource
+        assert resource is not None  # checked by the caller
+        name = (config.get("metadata") or {}).get("name") if isinstance(config, dict) else None
+        if not isinstance(config, dict) or name != request.name or request.subresource:
+            error = kmock.KubernetesError(
+                status=400, reason="BadRequest", message="apply needs the object, named as the URL"
+            )
+            return await self._render_error(error)
+        key: Any = (resource, request.namespace, request.name)
+        async with self._lock:
+            exists = key in self._objects and not self._objects[key].deleted
+            live = copy.deepcopy(self._objects[key].raw) if exists else None
+            try:
+                result = server_side_apply(
+                    live, config, _manager(request), force=request.params.get("force") == "true"
+                )
+            except ApplyConflictError as exc:
+                conflict = kmock.KubernetesError(status=409, reason="Conflict", message=str(exc))
+                return await self._render_error(conflict)
+            obj = result.obj
+            _default(resource.plural or "", obj)
+            if live is not None and _unchanged(live, obj, result.owners):
+                return aiohttp.web.json_response(live)  # no new version, no event
+            api_version = str(config.get("apiVersion", ""))
+            meta = obj.setdefault("metadata", {})
+            meta["managedFields"] = write_owners(result.owners, api_version, _now())
+            if live is None:
+                meta["namespace"] = request.namespace
+                self._stamp_new(obj)
+                if key in self._objects:
+                    self._objects[key].history.append(obj)
+                else:
+                    self._objects[key] = obj
+            else:
+                meta["resourceVersion"] = str(next(self._versions))
+                if obj.get("spec") != live.get("spec"):
+                    meta["generation"] = int(live["metadata"].get("generation", 1)) + 1
+                self._objects[key].history.append(obj)
+            raw = self._objects[key].raw
+            event = "ADDED" if live is None else "MODIFIED"
+            await self._buses[resource].put({"type": event, "object": raw})
+        return aiohttp.web.json_response(raw, status=201 if live is None else 200)
+
+    def _record_create(self, request: kmock.Request) -> None:
+        obj: dict[str, Any] = request.data
+        owners = record_update(None, obj, _manager(request))
+        if request.resource is not None:
+            _default(request.resource.plural or "", obj)
+        version = str(obj.get("apiVersion", ""))
+        obj.setdefault("metadata", {})["managedFields"] = write_owners(owners, version, _now())
+
+    def _record_update(self, request: kmock.Request) -> None:
+        """Put the fields this write changes in its manager's set (into the request, which
+        kmock merges into the object); a write that sets `managedFields` itself keeps them."""
+        key: Any = (request.resource, request.namespace, request.name)
+        patch: dict[str, Any] = request.data
+        if key not in self.objects or self.objects[key].deleted:
+            return  # kmock answers 404
+        if "managedFields" in (patch.get("metadata") or {}):
+            return
+        old = self.objects[key].raw
+        new = _merge_patch(old, patch)
+        if request.resource is not None and _default(request.resource.plural or "", new):
+            patch.setdefault("spec", {})["replicas"] = new["spec"]["replicas"]
+        owners = record_update(old, new, _manager(request), request.subresource or "")
+        version = str(old.get("apiVersion", ""))
+        meta = patch.setdefault("metadata", {})
+        meta["managedFields"] = write_owners(owners, version, _now())
+
+    @override
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        matches = _label_filter(request)
+        listing: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
+        listing["items"] = [o for o in listing["items"] if matches(_labels(o))]
+        return listing
+
+    @override
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        matches = _label_filter(request)
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or matches(_labels(event.get("object") or {})):
+                yield event
 
     def _stamp_new(self, obj: dict[str, Any]) -> None:
         meta = obj.setdefault("metadata", {})
@@ -134,6 +251,47 @@ class FakeKubeApi(kmock.KubernetesEmulator):
                 for path in orphans:
                     async with session.delete(path) as response:
                         await response.read()
+
+
+def _is_apply(request: kmock.Request) -> bool:
+    content_type = request.headers.get("Content-Type") or request.headers.get("content-type")
+    return str(content_type or "").startswith(APPLY_PATCH)
+
+
+def _manager(request: kmock.Request) -> str:
+    """The request's field manager: `?fieldManager=`, else its client's name, as the server
+    derives it from the User-Agent."""
+    agent = request.headers.get("User-Agent") or request.headers.get("user-agent") or "unknown"
+    return request.params.get("fieldManager") or str(agent).split("/")[0]
+
+
+def _default(plural: str, obj: dict[str, Any]) -> bool:
+    """Fill `spec.replicas` (1) of the workloads that default it; True when it did."""
+    spec = obj.get("spec")
+    if plural not in DEFAULT_ONE_REPLICA or not isinstance(spec, dict) or "replicas" in spec:
+        return False
+    spec["replicas"] = 1
+    return True
+
+
+def _unchanged(live: Mapping[str, Any], new: Mapping[str, Any], owners: Owners) -> bool:
+    def bare(obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+        return {**obj, "metadata": meta}
+
+    return bare(live) == bare(new) and read_owners(live) == owners
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _label_filter(request: kmock.Request) -> Requirement:
+    """The request's `labelSelector` as a predicate; a bad one is a 400 like the real server's."""
+    try:
+        return parse_selector(request.params.get("labelSelector", ""))
+    except SelectorError as exc:
+        raise kmock.KubernetesError(status=400, reason="BadRequest", message=str(exc)) from exc
 
 
 def _now() -> str:
