@@ -9,7 +9,9 @@ from typing import Any
 
 from dynamo.runtime.errors import ConfigError
 
-INSTALL_HINT = "the Kubernetes client needs lightkube: pip install 'pydynamo[operator]'"
+INSTALL_HINT = (
+    "the Kubernetes client needs lightkube, a base dependency of pydynamo: pip install lightkube"
+)
 
 
 @dataclass(frozen=True)
