@@ -39,6 +39,9 @@ PolicyFactory = Callable[[ModelCard], RoutingPolicy]
 class ManagedClient(InstanceClient, EndpointClient, Protocol):
     """An endpoint client the manager starts, follows, routes through and closes."""
 
+    def transport_address(self, instance_id: int) -> str | None:
+        """Where discovery says the instance is (None once discovery deleted it)."""
+
 
 class _ClientState:
     __slots__ = ("client", "live", "refs")
@@ -260,9 +263,14 @@ class ModelManager:
         elif kind == "remove":
             state.live.discard(instance_id)
             routed = self._routed.get(name) if name else None
-            if routed is not None:
+            if routed is not None and routed.has_worker(instance_id):
                 routed.remove_worker(instance_id)
                 self._update_gauges(routed.name)
+                if state.client.transport_address(instance_id) is not None:
+                    # still listed: the request plane found it unreachable, not discovery gone
+                    log.warning("model %s: worker %x unreachable", name, instance_id)
+                    if self._metrics is not None:
+                        self._metrics.unreachable.labels(routed.name).inc()
 
     def _update_gauges(self, name: str) -> None:
         entry = self.registry.get(name)

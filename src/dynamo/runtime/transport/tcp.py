@@ -383,6 +383,11 @@ class TcpRequestClient:
             if not stream.done and stream.error is None:
                 conn.cancel(stream)
 
+    def drop(self, address: str, reason: str) -> None:
+        """Close every connection to `address`: its open streams end incomplete (and migrate)."""
+        for conn in list(self._pools.get(address, ())):
+            conn.shut(reason)
+
     async def close(self) -> None:
         self._closed = True
         pools, self._pools = self._pools, {}
