@@ -23,7 +23,7 @@ from dynamo.testing.servers import EtcdServer, ServerUnavailableError
 pytestmark = pytest.mark.slow
 
 SERVING = re.compile(rb"as instance ([0-9a-f]+) at")
-_UNREACHABLE = re.compile(r'^dynamo_frontend_worker_unreachable_total\{model="tiny"\} (\S+)$', re.M)
+_LOST = re.compile(r'^dynamo_frontend_model_workers_lost_total\{model="tiny"\} (\S+)$', re.M)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +66,9 @@ async def wait_routed(url: str, expected: list[int], timeout_s: float = 30.0) ->
     raise AssertionError(f"the frontend never routed to exactly {expected}")
 
 
-async def unreachable_total(url: str) -> float:
+async def workers_lost_total(url: str) -> float:
     async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
-        found = _UNREACHABLE.findall(await r.text())
+        found = _LOST.findall(await r.text())
     return float(found[0]) if found else 0.0
 
 
@@ -103,7 +103,7 @@ async def test_idle_worker_killed_leaves_routing_before_its_etcd_lease_expires(
         Procs.kill_group(dead)  # type: ignore[arg-type]
         await wait_routed(url, [live_id])
         assert dead_id in await etcd_instance_ids(etcd_server)  # its lease has not expired
-        assert await unreachable_total(url) == 1
+        assert await workers_lost_total(url) == 1
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         assert await all_succeed(client, 8) == ["length"] * 8
     finally:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from _runtime_helpers import Endless
 
 from dynamo.runtime.errors import StreamIncompleteError
+from dynamo.runtime.transport.base import RequestContext
 from dynamo.runtime.transport.peer_watch import (
     KEEPALIVE_PROBES,
     PeerWatch,
@@ -55,7 +57,7 @@ def test_kernel_keepalive_options_on_the_socket() -> None:
     assert silent_peer_bound_s(1) == 3
 
 
-async def test_server_gone_marks_down_and_a_restart_brings_it_back() -> None:
+async def test_stopping_server_is_down_not_lost_and_a_restart_brings_it_back() -> None:
     port = free_port()
     server = TcpRequestServer(port=port)
     address = await server.start()
@@ -66,17 +68,39 @@ async def test_server_gone_marks_down_and_a_restart_brings_it_back() -> None:
         watch.watch(address)
         await until(lambda: len(server._connections) == 1, "the watch connection")
         assert watch.is_up(address)
-        await server.stop(0)
+        await server.stop(0)  # GOAWAY, then close
         await until(lambda: bool(changes), "the peer to go down")
         assert changes == [(address, False)]
         assert not watch.is_up(address)
-        assert watch.marked_down == 1
+        assert not watch.is_lost(address)  # refused probes since then do not make it lost
+        assert watch.lost_total == 0
 
         server = TcpRequestServer(port=port)
         await server.start()
         await until(lambda: len(changes) == 2, "a reconnect probe to get through")
         assert changes == [(address, False), (address, True)]
         assert watch.is_up(address)
+    finally:
+        await watch.close()
+        await server.stop(0)
+
+
+async def test_cut_connection_to_a_live_server_is_lost_then_reconnected() -> None:
+    server = TcpRequestServer()
+    address = await server.start()
+    watch = PeerWatch(keepalive_s=1, reconnect_max_s=0.2)
+    changes: list[tuple[str, bool]] = []
+    watch.subscribe(lambda a, up: changes.append((a, up)))
+    try:
+        watch.watch(address)
+        await until(lambda: len(server._connections) == 1, "the watch connection")
+        (first,) = server._connections
+        first.transport.abort()  # type: ignore[union-attr]  # a reset, as a dying link gives
+        await until(lambda: len(changes) == 2, "down, then a reconnect")
+        assert changes == [(address, False), (address, True)]
+        assert watch.lost_total == 1
+        assert not watch.is_lost(address)
+        assert len(server._connections) == 1 and first not in server._connections
     finally:
         await watch.close()
         await server.stop(0)
@@ -91,6 +115,7 @@ async def test_refused_address_is_down_until_unwatched() -> None:
         watch.watch(address)
         watch.watch(address)
         await until(lambda: not watch.is_up(address), "the first connect to fail")
+        assert watch.is_lost(address)
         watch.unwatch(address)
         assert watch.watched() == [address]  # one reference left
         watch.unwatch(address)
@@ -130,6 +155,36 @@ async def test_peer_down_ends_open_streams_incomplete() -> None:
             async with asyncio.timeout(30):
                 async for _ in stream:
                     pass
+    finally:
+        await client.close()
+        await server.stop(0)
+
+
+async def test_graceful_stop_leaves_open_streams_running() -> None:
+    server = TcpRequestServer()
+    release = asyncio.Event()
+
+    async def slow(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
+        yield {"i": 0}
+        await release.wait()
+        yield {"i": 1}
+
+    server.register("ns/c/e/1", slow)
+    address = await server.start()
+    client = AnyPlaneClient("nats://unused", peer_keepalive_s=1, peer_reconnect_max_s=0.2)
+    assert client.peers is not None
+    peers = client.peers
+    try:
+        peers.watch(address)
+        await until(lambda: len(server._connections) == 1, "the watch connection")
+        stream = client.stream(address, "ns/c/e/1", {}, request_id="r1")
+        assert await anext(stream) == {"i": 0}
+        stopping = asyncio.create_task(server.stop(30))
+        await until(lambda: not peers.is_up(address), "GOAWAY to mark the peer down")
+        assert not peers.is_lost(address)
+        release.set()
+        assert [item async for item in stream] == [{"i": 1}]
+        await stopping
     finally:
         await client.close()
         await server.stop(0)

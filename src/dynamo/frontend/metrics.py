@@ -174,9 +174,9 @@ class FrontendMetrics:
             ("model", "migration_type"),
             registry=r,
         )
-        self.unreachable = Counter(
-            f"{p}_worker_unreachable",
-            "Workers taken out of routing because their request-plane connection broke "
+        self.workers_lost = Counter(
+            f"{p}_model_workers_lost",
+            "Workers taken out of routing because their request-plane connection failed "
             "while discovery still listed them",
             m,
             registry=r,

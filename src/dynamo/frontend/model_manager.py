@@ -39,8 +39,8 @@ PolicyFactory = Callable[[ModelCard], RoutingPolicy]
 class ManagedClient(InstanceClient, EndpointClient, Protocol):
     """An endpoint client the manager starts, follows, routes through and closes."""
 
-    def transport_address(self, instance_id: int) -> str | None:
-        """Where discovery says the instance is (None once discovery deleted it)."""
+    def is_lost(self, instance_id: int) -> bool:
+        """Still listed by discovery, but its request-plane connection failed."""
 
 
 class _ClientState:
@@ -266,11 +266,10 @@ class ModelManager:
             if routed is not None and routed.has_worker(instance_id):
                 routed.remove_worker(instance_id)
                 self._update_gauges(routed.name)
-                if state.client.transport_address(instance_id) is not None:
-                    # still listed: the request plane found it unreachable, not discovery gone
-                    log.warning("model %s: worker %x unreachable", name, instance_id)
+                if state.client.is_lost(instance_id):
+                    log.warning("model %s: worker %x lost by the request plane", name, instance_id)
                     if self._metrics is not None:
-                        self._metrics.unreachable.labels(routed.name).inc()
+                        self._metrics.workers_lost.labels(routed.name).inc()
 
     def _update_gauges(self, name: str) -> None:
         entry = self.registry.get(name)

@@ -75,6 +75,11 @@ class EndpointClient:
             return sorted(self._instances)
         return sorted(i for i, target in self._instances.items() if peers.is_up(target))
 
+    def is_lost(self, instance_id: int) -> bool:
+        """Whether a listed instance is out of routing because its connection failed."""
+        target = self._instances.get(instance_id)
+        return target is not None and self._peers is not None and self._peers.is_lost(target)
+
     def is_reachable(self, instance_id: int) -> bool:
         """Whether a listed instance is not marked down by the request plane."""
         target = self._instances.get(instance_id)

@@ -150,9 +150,8 @@ class FakeEndpointClient:
     def on_change(self, callback: Callable[[str, int], None]) -> None:
         self._callbacks.append(callback)
 
-    def transport_address(self, instance_id: int) -> str | None:
-        worker = self._runtime.workers.get(instance_id)
-        return f"fake:{instance_id:x}" if worker is not None else None  # registered
+    def is_lost(self, instance_id: int) -> bool:
+        return False  # the fake request plane never takes a worker out of routing
 
     def _notify(self, kind: str, instance_id: int) -> None:
         for cb in self._callbacks:

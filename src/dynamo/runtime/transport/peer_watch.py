@@ -2,9 +2,11 @@
 
 A caller watches the address of every instance it routes to. While the watch connection is
 open the peer counts as up; when it breaks (EOF or reset: the process died, on any machine;
-or the kernel's keepalive gave up: the host or the network is gone) the peer is down at once,
-and a probe reconnects with capped exponential backoff and jitter until it gets through
-(up again) or the caller stops watching (discovery deleted the instance).
+or the kernel's keepalive gave up: the host or the network is gone) the peer is down and
+lost at once, and a probe reconnects with capped exponential backoff and jitter until it gets
+through (up again) or the caller stops watching (discovery deleted the instance). A server
+that stops on purpose sends GOAWAY first: the peer is down (it refuses new requests while it
+drains) but not lost, and the caller's open streams to it go on.
 
 Keepalive is the kernel's (SO_KEEPALIVE), not a ping in the event loop: probes are answered
 by the peer's kernel, so neither side's busy event loop can pass for a dead peer, and the
@@ -20,12 +22,14 @@ import random
 import socket
 from collections.abc import Callable
 
+from dynamo.runtime.transport.framing import GOAWAY
 from dynamo.runtime.transport.tcp import parse_address
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_PROBES = 2  # unanswered probes before the kernel drops a silent connection
 _FIRST_RETRY_S = 0.1
+_GOAWAY_FRAME = b"\x00\x00\x00\x02\x91" + bytes([GOAWAY])  # length 2, msgpack [5]
 
 PeerCallback = Callable[[str, bool], None]
 
@@ -59,31 +63,37 @@ def set_keepalive(sock: socket.socket | object, keepalive_s: int) -> None:
 
 
 class _WatchConnection(asyncio.Protocol):
-    """Reads and discards; `lost` resolves when the connection ends."""
+    """Opens no stream, so the server sends nothing but GOAWAY; `ended` resolves to
+    `(reason, graceful)` on GOAWAY or when the connection ends, whichever comes first."""
 
     def __init__(self, keepalive_s: int) -> None:
         self._keepalive_s = keepalive_s
+        self._buf = b""
         self.transport: asyncio.BaseTransport | None = None
-        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.ended: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         set_keepalive(transport.get_extra_info("socket"), self._keepalive_s)
 
     def data_received(self, data: bytes) -> None:
-        pass  # the server sends nothing on a connection that opened no stream
+        self._buf = (self._buf + data)[-len(_GOAWAY_FRAME) :]
+        if self._buf == _GOAWAY_FRAME and not self.ended.done():
+            self.ended.set_result(("the server is stopping", True))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(f"connection lost ({exc})" if exc else "connection closed")
+        if not self.ended.done():
+            reason = f"connection lost ({exc})" if exc else "connection closed"
+            self.ended.set_result((reason, False))
 
 
 class PeerWatch:
     """Up/down state of watched `tcp://host:port` addresses (other addresses: always up).
 
     `watch`/`unwatch` are reference counted; `subscribe` hears `(address, up)` on every
-    change. An address is up until its first connection attempt fails or its connection
-    breaks, so a freshly discovered instance routes at once, as without watching.
+    change; `on_lost(address)` hears only failures (not a GOAWAY). An address is up until its
+    first connection attempt fails or its connection breaks, so a freshly discovered instance
+    routes at once, as without watching.
     """
 
     def __init__(
@@ -92,7 +102,7 @@ class PeerWatch:
         keepalive_s: int = 1,
         reconnect_max_s: float = 5.0,
         connect_timeout_s: float = 3.0,
-        on_down: PeerCallback | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._keepalive_s = max(1, int(keepalive_s))
         self._reconnect_max_s = max(_FIRST_RETRY_S, reconnect_max_s)
@@ -100,10 +110,10 @@ class PeerWatch:
         self._refs: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._down: set[str] = set()
+        self._lost: set[str] = set()  # down by a failure, not by a GOAWAY
         self._callbacks: list[PeerCallback] = []
-        if on_down is not None:
-            self._callbacks.append(on_down)
-        self.marked_down = 0  # times any address went down
+        self._on_lost = on_lost
+        self.lost_total = 0  # failures of any address
 
     def watch(self, address: str) -> None:
         if not address.startswith("tcp://"):
@@ -123,12 +133,17 @@ class PeerWatch:
             return
         del self._refs[address]
         self._down.discard(address)
+        self._lost.discard(address)
         task = self._tasks.pop(address, None)
         if task is not None:
             task.cancel()
 
     def is_up(self, address: str) -> bool:
         return address not in self._down
+
+    def is_lost(self, address: str) -> bool:
+        """Down because the connection failed (not because the peer said it is stopping)."""
+        return address in self._lost
 
     def watched(self) -> list[str]:
         return sorted(self._refs)
@@ -158,31 +173,38 @@ class PeerWatch:
                     self._connect_timeout_s,
                 )
             except (OSError, TimeoutError) as exc:
-                self._set(address, False, f"cannot connect: {exc or 'timeout'}")
+                self._set(address, False, f"cannot connect: {exc or 'timeout'}", lost=True)
                 await asyncio.sleep(reconnect_delay(attempt, self._reconnect_max_s))
                 attempt += 1
                 continue
             attempt = 0
             self._set(address, True, "reconnected")
             try:
-                reason = await conn.lost
+                reason, graceful = await conn.ended
             finally:
                 if conn.transport is not None:
                     conn.transport.close()
-            self._set(address, False, reason)
+            self._set(address, False, reason, lost=not graceful)
             await asyncio.sleep(reconnect_delay(0, self._reconnect_max_s))
             attempt = 1
 
-    def _set(self, address: str, up: bool, reason: str) -> None:
+    def _set(self, address: str, up: bool, reason: str, *, lost: bool = False) -> None:
         if up == (address not in self._down):
             return
         if up:
             self._down.discard(address)
+            self._lost.discard(address)
             log.info("request plane: %s reachable again (%s)", address, reason)
         else:
             self._down.add(address)
-            self.marked_down += 1
-            log.warning("request plane: %s down (%s)", address, reason)
+            if lost:
+                self._lost.add(address)
+                self.lost_total += 1
+                log.warning("request plane: %s down (%s)", address, reason)
+                if self._on_lost is not None:
+                    self._on_lost(address)
+            else:
+                log.info("request plane: %s down (%s)", address, reason)
         for callback in list(self._callbacks):
             try:
                 callback(address, up)

@@ -63,8 +63,9 @@ class AnyPlaneClient:
     """`RequestPlaneClient` for `tcp://…` (or bare `host:port`) and `nats:…` addresses.
 
     The NATS client connects to `nats_server` on the first `nats:` stream. With
-    `peer_keepalive_s` > 0, `peers` watches the TCP addresses callers route to; a peer going
-    down closes the pooled connections to it, so its open streams fail (and migrate) at once.
+    `peer_keepalive_s` > 0, `peers` watches the TCP addresses callers route to; a peer lost
+    (not one that said it is stopping) has its pooled connections closed, so its open
+    streams fail (and migrate) at once.
     """
 
     def __init__(
@@ -78,12 +79,11 @@ class AnyPlaneClient:
             self.peers = PeerWatch(
                 keepalive_s=peer_keepalive_s,
                 reconnect_max_s=peer_reconnect_max_s,
-                on_down=self._peer_changed,
+                on_lost=self._peer_lost,
             )
 
-    def _peer_changed(self, address: str, up: bool) -> None:
-        if not up:
-            self.tcp.drop(address, f"request-plane peer {address} is down")
+    def _peer_lost(self, address: str) -> None:
+        self.tcp.drop(address, f"request-plane peer {address} is down")
 
     @property
     def nats(self) -> NatsRequestClient:
