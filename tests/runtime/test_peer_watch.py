@@ -4,12 +4,13 @@ back; the caller's pooled streams to a down peer end incomplete."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from _runtime_helpers import Endless
+from _runtime_helpers import Endless, Spawn
 
 from dynamo.runtime.errors import StreamIncompleteError
 from dynamo.runtime.transport.base import RequestContext
@@ -188,3 +189,26 @@ async def test_graceful_stop_leaves_open_streams_running() -> None:
     finally:
         await client.close()
         await server.stop(0)
+
+
+async def test_a_stopped_process_is_not_a_dead_peer_but_its_kill_is(spawn: Spawn) -> None:
+    # SIGSTOP freezes the server's event loop for longer than the keepalive bound (3 s at 1 s);
+    # its kernel still answers the keepalive probes, so the peer stays up. SIGKILL: down.
+    child = await spawn("serve-tcp")
+    (address,) = child.ready
+    watch = PeerWatch(keepalive_s=1, reconnect_max_s=0.2)
+    changes: list[tuple[str, bool]] = []
+    watch.subscribe(lambda a, up: changes.append((a, up)))
+    try:
+        watch.watch(address)
+        await asyncio.sleep(0.5)  # connect (a failed connect would show in `changes`)
+        child.proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(silent_peer_bound_s(1) + 1)
+        assert changes == []
+        child.proc.send_signal(signal.SIGCONT)
+        child.proc.kill()
+        await until(lambda: bool(changes), "the killed peer to go down")
+        assert changes == [(address, False)]
+        assert watch.is_lost(address)
+    finally:
+        await watch.close()
