@@ -183,6 +183,7 @@ class EndpointClient:
     def _on_peer(self, target: str, up: bool) -> None:
         for instance_id in [i for i, t in self._instances.items() if t == target]:
             self._notify("add" if up else "remove", instance_id)
+        self._progress.set()  # wakes wait_for_instances
 
     def _notify(self, change: str, instance_id: int) -> None:
         for callback in list(self._callbacks):
