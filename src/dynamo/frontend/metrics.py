@@ -174,6 +174,13 @@ class FrontendMetrics:
             ("model", "migration_type"),
             registry=r,
         )
+        self.workers_lost = Counter(
+            f"{p}_model_workers_lost",
+            "Workers taken out of routing because their request-plane connection failed "
+            "while discovery still listed them",
+            m,
+            registry=r,
+        )
         self.model_gauges = {
             name: Gauge(f"{p}_model_{name}", help_text, m, registry=r)
             for name, help_text in (

@@ -39,6 +39,9 @@ PolicyFactory = Callable[[ModelCard], RoutingPolicy]
 class ManagedClient(InstanceClient, EndpointClient, Protocol):
     """An endpoint client the manager starts, follows, routes through and closes."""
 
+    def is_lost(self, instance_id: int) -> bool:
+        """Still listed by discovery, but its request-plane connection failed."""
+
 
 class _ClientState:
     __slots__ = ("client", "live", "refs")
@@ -260,9 +263,13 @@ class ModelManager:
         elif kind == "remove":
             state.live.discard(instance_id)
             routed = self._routed.get(name) if name else None
-            if routed is not None:
+            if routed is not None and routed.has_worker(instance_id):
                 routed.remove_worker(instance_id)
                 self._update_gauges(routed.name)
+                if state.client.is_lost(instance_id):
+                    log.warning("model %s: worker %x lost by the request plane", name, instance_id)
+                    if self._metrics is not None:
+                        self._metrics.workers_lost.labels(routed.name).inc()
 
     def _update_gauges(self, name: str) -> None:
         entry = self.registry.get(name)

@@ -168,6 +168,15 @@ class RuntimeConfig:
         env="DYN_TCP_RPC_HOST",
     )
     tcp_port: int = option(0, help="request-plane port (0 = any free port)", env="DYN_TCP_RPC_PORT")
+    peer_keepalive_s: int = option(
+        1,
+        help="hold an idle request-plane connection with this TCP keepalive (whole seconds) "
+        "to every instance a caller routes to; a broken one takes the instance out of routing "
+        "at once (0 = off: only discovery removes dead instances)",
+    )
+    peer_reconnect_max_s: float = option(
+        5.0, help="longest pause between reconnect probes to an instance marked down"
+    )
     system_port: int | None = option(
         None, help="port of the /health /live /metrics status server (off when unset)"
     )

@@ -96,6 +96,11 @@ class DistributedRuntime:
         """Check the config, start discovery (grants this process's lease)."""
         if config.request_plane not in ("tcp", "nats"):
             raise ConfigError(f"unknown request plane {config.request_plane!r}: use tcp or nats")
+        if config.peer_keepalive_s < 0 or config.peer_reconnect_max_s <= 0:
+            raise ConfigError(
+                "--peer-keepalive-s must be >= 0 and --peer-reconnect-max-s > 0, got "
+                f"{config.peer_keepalive_s} and {config.peer_reconnect_max_s}"
+            )
         discovery = make_discovery(config)
         await discovery.start()
         return cls(config, discovery)
@@ -105,7 +110,11 @@ class DistributedRuntime:
     def request_client(self) -> AnyPlaneClient:
         """The process's request-plane client: `tcp://…` and `nats:…` addresses."""
         if self._request_client is None:
-            self._request_client = AnyPlaneClient(self.config.nats_server)
+            self._request_client = AnyPlaneClient(
+                self.config.nats_server,
+                peer_keepalive_s=self.config.peer_keepalive_s,
+                peer_reconnect_max_s=self.config.peer_reconnect_max_s,
+            )
         return self._request_client
 
     @property

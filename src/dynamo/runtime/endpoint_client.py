@@ -1,4 +1,10 @@
-"""A caller's live view of one endpoint's instances, and direct requests to them."""
+"""A caller's live view of one endpoint's instances, and direct requests to them.
+
+An instance is routable while discovery lists it and the request plane can reach it: when the
+runtime watches peers (`--peer-keepalive-s` > 0) and the connection to an instance's address
+breaks, the instance leaves `instance_ids()` at once (callbacks hear "remove") and comes back
+("add") when a reconnect probe gets through and discovery still lists it.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ class EndpointClient:
     """Watches `v1/instances/<path>/` and keeps `instance_id → request-plane address`.
 
     Addresses are `tcp://host:port` or `nats:<subject>`, whichever plane the instance serves.
+    `instance_ids()` leaves out instances the request plane has marked down; `transport_address`
+    knows every instance discovery lists.
     """
 
     def __init__(self, runtime: DistributedRuntime, address: EndpointAddress) -> None:
@@ -35,11 +43,15 @@ class EndpointClient:
         self._seen: set[str] = set()
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._peers = runtime.request_client.peers
+        self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Load the current instances and follow changes (idempotent)."""
         if self._task is not None:
             return
+        if self._peers is not None:
+            self._unsubscribe = self._peers.subscribe(self._on_peer)
         self._task = asyncio.create_task(self._watch(), name=f"instances {self.address}")
         # Wait until the watch has reported every key that exists now, so the view is
         # complete when start() returns and no add/remove between the two is missed.
@@ -57,7 +69,21 @@ class EndpointClient:
             raise UnavailableError(f"watching {self.address} failed: {self._task.exception()}")
 
     def instance_ids(self) -> list[int]:
-        return sorted(self._instances)
+        """The instances to route to: listed by discovery and not marked down."""
+        peers = self._peers
+        if peers is None:
+            return sorted(self._instances)
+        return sorted(i for i, target in self._instances.items() if peers.is_up(target))
+
+    def is_lost(self, instance_id: int) -> bool:
+        """Whether a listed instance is out of routing because its connection failed."""
+        target = self._instances.get(instance_id)
+        return target is not None and self._peers is not None and self._peers.is_lost(target)
+
+    def is_reachable(self, instance_id: int) -> bool:
+        """Whether a listed instance is not marked down by the request plane."""
+        target = self._instances.get(instance_id)
+        return target is not None and (self._peers is None or self._peers.is_up(target))
 
     def transport_address(self, instance_id: int) -> str | None:
         return self._instances.get(instance_id)
@@ -67,7 +93,7 @@ class EndpointClient:
         await self.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while not self._instances:
+        while not self.instance_ids():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise UnavailableError(f"no instance of {self.address} within {timeout_s}s")
@@ -96,6 +122,13 @@ class EndpointClient:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._peers is not None:
+            for target in self._instances.values():
+                self._peers.unwatch(target)
+        self._instances.clear()
         self._runtime._forget_client(self)
 
     async def _watch(self) -> None:
@@ -118,18 +151,39 @@ class EndpointClient:
             log.warning("ignoring instance key with a non-hex id: %s", event.key)
             return
         if event.kind == "delete":
-            if self._instances.pop(instance_id, None) is not None:
-                self._notify("remove", instance_id)
+            target = self._instances.get(instance_id)
+            if target is not None:
+                routable = self.is_reachable(instance_id)
+                del self._instances[instance_id]
+                if self._peers is not None:
+                    self._peers.unwatch(target)
+                if routable:
+                    self._notify("remove", instance_id)
             return
         transport = (event.value or {}).get("transport")
         target = address_of(transport, self._runtime.config.request_plane)
         if target is None:
             log.warning("instance %s has no known transport (%r); skipped", event.key, transport)
             return
-        known = instance_id in self._instances
+        old = self._instances.get(instance_id)
+        if old == target:
+            return
+        was_routable = old is not None and self.is_reachable(instance_id)
         self._instances[instance_id] = target
-        if not known:
+        if self._peers is not None:
+            self._peers.watch(target)
+            if old is not None:
+                self._peers.unwatch(old)
+        routable = self.is_reachable(instance_id)
+        if routable and not was_routable:
             self._notify("add", instance_id)
+        elif was_routable and not routable:
+            self._notify("remove", instance_id)
+
+    def _on_peer(self, target: str, up: bool) -> None:
+        for instance_id in [i for i, t in self._instances.items() if t == target]:
+            self._notify("add" if up else "remove", instance_id)
+        self._progress.set()  # wakes wait_for_instances
 
     def _notify(self, change: str, instance_id: int) -> None:
         for callback in list(self._callbacks):

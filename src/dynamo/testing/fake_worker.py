@@ -150,6 +150,9 @@ class FakeEndpointClient:
     def on_change(self, callback: Callable[[str, int], None]) -> None:
         self._callbacks.append(callback)
 
+    def is_lost(self, instance_id: int) -> bool:
+        return False  # the fake request plane never takes a worker out of routing
+
     def _notify(self, kind: str, instance_id: int) -> None:
         for cb in self._callbacks:
             cb(kind, instance_id)

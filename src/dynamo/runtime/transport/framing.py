@@ -5,7 +5,10 @@ one message, a msgpack array whose first element is its type:
 
   client → server  REQUEST [0, sid, name, request_id, body]    CANCEL [1, sid]
   server → client  DATA    [2, sid, body]                      ERROR  [3, sid, kind, message]
-                   FINAL   [4, sid]
+                   FINAL   [4, sid]                            GOAWAY [5]
+
+GOAWAY tells a connection with no open stream that the server is stopping (a caller watching
+the peer takes it out of routing, as a deliberate stop and not as a failure).
 
 `sid` (stream id) is chosen by the client and unique per connection, so many streams share
 one connection. Every stream ends with exactly one FINAL or ERROR; a stream whose connection
@@ -38,7 +41,7 @@ from dynamo.runtime.errors import (
 
 log = logging.getLogger(__name__)
 
-REQUEST, CANCEL, DATA, ERROR, FINAL = 0, 1, 2, 3, 4
+REQUEST, CANCEL, DATA, ERROR, FINAL, GOAWAY = 0, 1, 2, 3, 4, 5
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 _FLUSH_BYTES = 256 * 1024
 _HEADER = struct.Struct(">I")

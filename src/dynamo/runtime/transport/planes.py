@@ -15,6 +15,7 @@ from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.transport.base import RequestHandler, RequestPlaneServer
 from dynamo.runtime.transport.nats_wire import ADDRESS_SCHEME, address_for
+from dynamo.runtime.transport.peer_watch import PeerWatch
 from dynamo.runtime.transport.tcp import TcpRequestClient, TcpRequestServer
 
 if TYPE_CHECKING:
@@ -61,13 +62,28 @@ def address_of(transport: Any, preferred: str = "tcp") -> str | None:
 class AnyPlaneClient:
     """`RequestPlaneClient` for `tcp://…` (or bare `host:port`) and `nats:…` addresses.
 
-    The NATS client connects to `nats_server` on the first `nats:` stream.
+    The NATS client connects to `nats_server` on the first `nats:` stream. With
+    `peer_keepalive_s` > 0, `peers` watches the TCP addresses callers route to; a peer lost
+    (not one that said it is stopping) has its pooled connections closed, so its open
+    streams fail (and migrate) at once.
     """
 
-    def __init__(self, nats_server: str) -> None:
+    def __init__(
+        self, nats_server: str, *, peer_keepalive_s: int = 0, peer_reconnect_max_s: float = 5.0
+    ) -> None:
         self._nats_server = nats_server
         self.tcp = TcpRequestClient()
         self._nats: NatsRequestClient | None = None
+        self.peers: PeerWatch | None = None
+        if peer_keepalive_s > 0:
+            self.peers = PeerWatch(
+                keepalive_s=peer_keepalive_s,
+                reconnect_max_s=peer_reconnect_max_s,
+                on_lost=self._peer_lost,
+            )
+
+    def _peer_lost(self, address: str) -> None:
+        self.tcp.drop(address, f"request-plane peer {address} is down")
 
     @property
     def nats(self) -> NatsRequestClient:
@@ -85,6 +101,8 @@ class AnyPlaneClient:
         return self.tcp.stream(address, name, request, request_id=request_id)
 
     async def close(self) -> None:
+        if self.peers is not None:
+            await self.peers.close()
         await self.tcp.close()
         if self._nats is not None:
             await self._nats.close()

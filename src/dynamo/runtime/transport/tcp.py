@@ -26,6 +26,7 @@ from dynamo.runtime.transport.framing import (
     DATA,
     ERROR,
     FINAL,
+    GOAWAY,
     MAX_FRAME_BYTES,
     REQUEST,
     FramedProtocol,
@@ -189,6 +190,9 @@ class TcpRequestServer:
         self.draining = True
         if self._server is not None:
             self._server.close()
+        for conn in list(self._connections):
+            if not conn._tasks:  # only idle ones: a caller's open streams must not be disturbed
+                conn.send([GOAWAY])
         if self._inflight:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_s)
@@ -261,6 +265,8 @@ class _ClientConnection(FramedProtocol):
                 stream.error = error_from_wire(str(msg[2]), str(msg[3]))
                 self._forget(stream)
                 stream.wake()
+        elif kind == GOAWAY and len(msg) == 1:
+            pass  # the server is stopping; it refuses new streams itself
         else:
             self.protocol_error(f"unexpected message type {kind!r} (length {len(msg)})")
 
@@ -382,6 +388,11 @@ class TcpRequestClient:
         finally:
             if not stream.done and stream.error is None:
                 conn.cancel(stream)
+
+    def drop(self, address: str, reason: str) -> None:
+        """Close every connection to `address`: its open streams end incomplete (and migrate)."""
+        for conn in list(self._pools.get(address, ())):
+            conn.shut(reason)
 
     async def close(self) -> None:
         self._closed = True
