@@ -109,14 +109,16 @@ class ModelFileFetcher:
             except ModelFilesError as exc:
                 log.warning("%s", exc)
                 tried.append(str(exc))
-        if hub_repo and self._allow_hub and not hub_offline():
+        if not urls:
+            tried.append("no live worker lists it")
+        if hub_repo and (not self._allow_hub or hub_offline()):
+            tried.append(f"hub repo {hub_repo} not tried (offline)")
+        elif hub_repo:
             try:
                 data = await asyncio.to_thread(_hub_file, hub_repo, ref.name)
                 return _verified(ref, data, f"hub repo {hub_repo}")
             except ModelFilesError as exc:
                 tried.append(str(exc))
-        elif not urls:
-            tried.append("no live worker lists it and no hub repo may be used")
         what = f"cannot get {ref.name} (sha256 {ref.sha256[:12]}…)"
         raise ModelFilesError(f"{what}: " + "; ".join(tried))
 
