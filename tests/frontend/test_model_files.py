@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -16,6 +17,8 @@ from dynamo.protocols.model_card import ModelCard, ModelFile
 from dynamo.runtime.errors import UnavailableError
 from dynamo.runtime.hosted_files import HostedFiles, file_url, sha256_hex
 from dynamo.runtime.system_server import SystemServer
+from dynamo.testing.fake_worker import FakeRuntime, FakeWorker
+from dynamo.testing.frontend_harness import Harness, start_frontend
 from dynamo.testing.tinymodel import tiny_model_path
 
 TOKENIZER = (Path(tiny_model_path()) / "tokenizer.json").read_bytes()
@@ -231,3 +234,44 @@ async def test_an_unwritable_cache_dir_falls_back_to_memory(
     await w.server.stop()
     assert await fetcher.fetch(REF, [], None) == TOKENIZER
     await fetcher.close()
+
+
+async def test_a_model_whose_files_cannot_be_had_is_a_503_until_a_worker_serves_them(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    runtime = FakeRuntime()
+    frontend = await start_frontend(runtime, model_files_cache=str(tmp_path / "cache"))
+    harness = Harness(runtime, frontend)
+    gone = await worker(workers)
+    await gone.server.stop()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hello world"}]}
+    try:
+        await harness.add(FakeWorker(card(gone.url)[0]))
+        async with aiohttp.ClientSession() as s:
+            async with s.post(harness.url + "/v1/chat/completions", json=body) as r:
+                assert r.status == 503
+                err = (await r.json())["error"]
+            assert set(err) == {"message", "type", "param", "code"}
+            assert err["code"] == "service_unavailable"
+            assert err["message"].startswith(
+                "The model `m` cannot be served: cannot get tokenizer.json (sha256 "
+            )
+            dead = f"{gone.url}/v1/model-files/{REF.sha256}: ClientConnectorError"
+            assert dead in err["message"]
+
+            good = await worker(workers, TOKENIZER)
+            await harness.add(FakeWorker(card(good.url)[0]))
+            for _ in range(600):  # the next attempt comes after RETRY_AFTER_S
+                async with s.post(harness.url + "/v1/chat/completions", json=body) as r:
+                    if r.status == 200:
+                        reply = await r.json()
+                        break
+                    assert r.status == 503
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the model never became servable")
+        # The fake worker echoes the prompt's tokens, decoded with the fetched tokenizer.
+        text = reply["choices"][0]["message"]["content"]
+        assert text.startswith("user: hello world\nassistant: user: hello world\n")
+    finally:
+        await frontend.stop()
