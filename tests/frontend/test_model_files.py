@@ -275,3 +275,45 @@ async def test_a_model_whose_files_cannot_be_had_is_a_503_until_a_worker_serves_
         assert text.startswith("user: hello world\nassistant: user: hello world\n")
     finally:
         await frontend.stop()
+
+
+@pytest.fixture
+async def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[list[str]]:
+    """A local stand-in for the hub's `resolve` route serving the tiny tokenizer as `org/m`."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    seen: list[str] = []
+
+    async def resolve(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        if request.path != "/org/m/resolve/main/tokenizer.json":
+            return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
+        headers = {"X-Repo-Commit": "0" * 40, "ETag": f'"{REF.sha256}"'}
+        return web.Response(body=TOKENIZER, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", resolve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    seen.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    yield seen
+    await runner.cleanup()
+
+
+async def test_the_hub_is_the_fallback_when_no_worker_has_the_file(
+    tmp_path: Path, hub: list[str], workers: list[Worker]
+) -> None:
+    endpoint = hub.pop(0)
+    empty = await worker(workers)
+    fetcher = ModelFileFetcher(tmp_path / "cache", hub_endpoint=endpoint)
+    try:
+        got = await fetcher.fetch(REF, [file_url(empty.url, REF.sha256)], "org/m")
+        assert got == TOKENIZER
+        assert "GET /org/m/resolve/main/tokenizer.json" in hub
+        wrong = ModelFile(name="tokenizer.json", size_bytes=3, sha256=sha256_hex(b"abc"))
+        with pytest.raises(ModelFilesError, match=r"hub repo org/m: tokenizer.json has \d+ bytes"):
+            await fetcher.fetch(wrong, [], "org/m")
+    finally:
+        await fetcher.close()

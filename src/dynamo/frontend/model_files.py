@@ -52,11 +52,17 @@ class ModelFileFetcher:
     """One per frontend: one HTTP session, one memory cache, one disk cache directory."""
 
     def __init__(
-        self, cache_dir: str | Path | None, *, timeout_s: float = 60.0, allow_hub: bool = True
+        self,
+        cache_dir: str | Path | None,
+        *,
+        timeout_s: float = 60.0,
+        allow_hub: bool = True,
+        hub_endpoint: str | None = None,
     ) -> None:
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5.0)
         self._allow_hub = allow_hub
+        self._hub_endpoint = hub_endpoint  # None: huggingface_hub's (HF_ENDPOINT or the hub)
         self._memory: dict[str, bytes] = {}
         self._pending: dict[str, asyncio.Task[bytes]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -115,7 +121,7 @@ class ModelFileFetcher:
             tried.append(f"hub repo {hub_repo} not tried (offline)")
         elif hub_repo:
             try:
-                data = await asyncio.to_thread(_hub_file, hub_repo, ref.name)
+                data = await asyncio.to_thread(_hub_file, hub_repo, ref.name, self._hub_endpoint)
                 return _verified(ref, data, f"hub repo {hub_repo}")
             except ModelFilesError as exc:
                 tried.append(str(exc))
@@ -178,11 +184,11 @@ def _verified(ref: ModelFile, data: bytes, origin: str) -> bytes:
     return data
 
 
-def _hub_file(repo: str, name: str) -> bytes:
+def _hub_file(repo: str, name: str, endpoint: str | None) -> bytes:
     """Download `name` of hub repo `repo` (blocking; run in a thread)."""
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(repo, name)).read_bytes()
+        return Path(hf_hub_download(repo, name, endpoint=endpoint)).read_bytes()
     except Exception as exc:  # hub errors come in many types; all mean "cannot get it"
         raise ModelFilesError(f"hub repo {repo}: {name}: {exc}") from exc
