@@ -93,8 +93,10 @@ class ModelFileFetcher:
             task.exception()  # retrieved here: the waiters may all have gone
 
     async def close(self) -> None:
-        for task in list(self._pending.values()):
+        pending = list(self._pending.values())
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -111,7 +113,8 @@ class ModelFileFetcher:
         tried: list[str] = []
         for url in urls:
             try:
-                return _verified(ref, await self._get(url, ref.size_bytes), url)
+                data = await self._get(url, ref.size_bytes)
+                return await asyncio.to_thread(_verified, ref, data, url)  # hashing takes ms/MB
             except ModelFilesError as exc:
                 log.warning("%s", exc)
                 tried.append(str(exc))
@@ -122,7 +125,7 @@ class ModelFileFetcher:
         elif hub_repo:
             try:
                 data = await asyncio.to_thread(_hub_file, hub_repo, ref.name, self._hub_endpoint)
-                return _verified(ref, data, f"hub repo {hub_repo}")
+                return await asyncio.to_thread(_verified, ref, data, f"hub repo {hub_repo}")
             except ModelFilesError as exc:
                 tried.append(str(exc))
         what = f"cannot get {ref.name} (sha256 {ref.sha256[:12]}…)"

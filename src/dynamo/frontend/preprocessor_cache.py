@@ -123,8 +123,10 @@ class PreprocessorCache:
         self._by_card.pop(model, None)
 
     async def close(self) -> None:
-        for task in list(self._loading.values()):
+        loading = list(self._loading.values())
+        for task in loading:
             task.cancel()
+        await asyncio.gather(*loading, return_exceptions=True)
         self._loading.clear()
         await self.files.close()
         self._encoder.shutdown(wait=False, cancel_futures=True)
