@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from dynamo.frontend.preprocess import INLINE_ENCODE_CHARS, Preprocessor, PreprocessorCache
+from dynamo.frontend.preprocess import INLINE_ENCODE_CHARS, Preprocessor
+from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
 from dynamo.testing.frontend_harness import tiny_card
 from dynamo.testing.tinymodel import tiny_model_path

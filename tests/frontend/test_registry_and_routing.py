@@ -7,7 +7,7 @@ import pytest
 from dynamo.frontend.chat_template import ChatTemplate
 from dynamo.frontend.engine_client import continued
 from dynamo.frontend.models import ModelRegistry, parse_card_key
-from dynamo.frontend.preprocess import PreprocessorCache
+from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, parse_body
 from dynamo.protocols.engine import EngineRequest
 from dynamo.runtime.addressing import EndpointAddress

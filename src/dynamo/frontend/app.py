@@ -19,7 +19,7 @@ from dynamo.frontend.errors import HttpError, bad_request
 from dynamo.frontend.metrics import CONTENT_TYPE, FrontendMetrics
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.openapi import openapi_document
-from dynamo.frontend.preprocess import PreprocessorCache
+from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import EmbeddingRequest, parse_body
 from dynamo.frontend.serving import JsonReply, OpenAIServing, StreamReply
 from dynamo.frontend.sse import write_sse

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from dynamo.frontend.model_files import default_cache_dir
 from dynamo.runtime.config import option
 
 
@@ -31,6 +32,12 @@ class FrontendConfig:
     tls_key_path: str | None = option(None, help="TLS private key (with --tls-cert-path)")
     max_request_body_bytes: int = option(
         32 * 1024 * 1024, help="largest accepted HTTP request body, in bytes"
+    )
+
+    model_files_cache: str = option(
+        default_factory=default_cache_dir,
+        help="directory caching the model files fetched from workers ('' = memory only)",
+        env="DYN_MODEL_FILES_CACHE",
     )
 
     def __post_init__(self) -> None:

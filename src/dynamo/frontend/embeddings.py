@@ -15,10 +15,10 @@ import orjson
 
 from dynamo.frontend import responses as rs
 from dynamo.frontend.model_manager import ModelManager
-from dynamo.frontend.preprocess import PreprocessorCache
+from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import EmbeddingRequest
 from dynamo.protocols.engine import EngineRequest
-from dynamo.runtime.errors import InvalidRequestError, RemoteError, UnavailableError
+from dynamo.runtime.errors import ConfigError, InvalidRequestError, RemoteError, UnavailableError
 
 
 async def embed(
@@ -34,7 +34,10 @@ async def embed(
         )
     if not routed.worker_ids():
         raise UnavailableError(f"No worker of model `{req.model}` is ready; retry later")
-    pre = await preprocessors.get(entry.card)
+    try:
+        pre = await preprocessors.get(entry.card, [w.card for w in entry.workers.values()])
+    except (ConfigError, UnavailableError) as exc:
+        raise UnavailableError(f"The model `{req.model}` cannot be served: {exc}") from exc
     data: list[dict[str, Any]] = []
     prompt_tokens = 0
     for index, item in enumerate(req.inputs()):

@@ -1,23 +1,21 @@
 """Turn a validated OpenAI request into the `EngineRequest` a worker receives.
 
-One `Preprocessor` per model (cached by `PreprocessorCache`): chat template, tokenizer, context
-length. It checks the prompt against the context window, fills stop conditions and sampling
-options, and leaves routing to the engine client.
+One `Preprocessor` per model (cached by `preprocessor_cache.PreprocessorCache`): chat template,
+tokenizer, context length. It checks the prompt against the context window, fills stop
+conditions and sampling options, and leaves routing to the engine client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from dynamo.frontend.chat_template import ChatTemplate, fallback_template
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
-from dynamo.frontend.tokenizer_files import TokenizerFiles, load_tokenizer_files
+from dynamo.frontend.tokenizer_files import TokenizerFiles
 from dynamo.protocols.engine import EngineRequest, SamplingOptions, StopConditions
 from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import InvalidRequestError, PromptTooLongError
@@ -193,65 +191,3 @@ def _sampling(req: _SamplingFields) -> SamplingOptions:
     if n_logprobs is not None:
         s["logprobs"] = n_logprobs
     return s
-
-
-def _card_key(card: ModelCard) -> tuple[str, str]:
-    """Cards with the same name and tokenizer source share one preprocessor."""
-    src = card.tokenizer_json or f"path:{card.source_path}"
-    digest = hashlib.blake2b(src.encode(), digest_size=16).hexdigest()
-    extra = f"{card.chat_template}|{card.context_length}|{card.eos_token_ids}|{card.bos_token}"
-    return card.name, digest + hashlib.blake2b(extra.encode(), digest_size=8).hexdigest()
-
-
-class PreprocessorCache:
-    """Loads each model's tokenizer once (in a thread) and shares it between requests.
-
-    It owns the encoder threads (one per CPU by default) that long prompts are encoded in:
-    first come, first served, so in a burst the first prompts are ready first.
-    """
-
-    def __init__(self, encode_threads: int | None = None) -> None:
-        self._ready: dict[tuple[str, str], Preprocessor] = {}
-        self._loading: dict[tuple[str, str], asyncio.Task[Preprocessor]] = {}
-        self._by_card: dict[str, tuple[ModelCard, Preprocessor]] = {}  # last card per model
-        threads = encode_threads or len(os.sched_getaffinity(0))
-        self._encoder = ThreadPoolExecutor(threads, thread_name_prefix="encode")
-
-    async def get(self, card: ModelCard) -> Preprocessor:
-        # Hot path: the same card object as last time (a model's card is its first worker's).
-        last = self._by_card.get(card.name)
-        if last is not None and last[0] is card:
-            return last[1]
-        key = _card_key(card)
-        ready = self._ready.get(key)
-        if ready is not None:
-            self._by_card[card.name] = (card, ready)
-            return ready
-        task = self._loading.get(key)
-        if task is None:
-            # A task of its own: a client that disconnects does not cancel the load.
-            task = asyncio.ensure_future(asyncio.to_thread(_build, card, self._encoder))
-            self._loading[key] = task
-            task.add_done_callback(lambda t: self._loaded(key, t))
-        return await asyncio.shield(task)
-
-    def _loaded(self, key: tuple[str, str], task: asyncio.Task[Preprocessor]) -> None:
-        self._loading.pop(key, None)
-        if not task.cancelled() and task.exception() is None:
-            self._ready[key] = task.result()
-
-    def forget(self, model: str) -> None:
-        """Drop a model's cached tokenizer (its last worker left)."""
-        for key in [k for k in self._ready if k[0] == model]:
-            del self._ready[key]
-        self._by_card.pop(model, None)
-
-    async def close(self) -> None:
-        for task in list(self._loading.values()):
-            task.cancel()
-        self._loading.clear()
-        self._encoder.shutdown(wait=False, cancel_futures=True)
-
-
-def _build(card: ModelCard, encoder: Executor) -> Preprocessor:
-    return Preprocessor(card, load_tokenizer_files(card), encoder)

@@ -14,8 +14,9 @@ from aiohttp import web
 from dynamo.frontend.app import FrontendApp
 from dynamo.frontend.config import FrontendConfig
 from dynamo.frontend.metrics import FrontendMetrics
+from dynamo.frontend.model_files import ModelFileFetcher
 from dynamo.frontend.model_manager import ModelManager, PolicyFactory
-from dynamo.frontend.preprocess import PreprocessorCache
+from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.serving import OpenAIServing
 from dynamo.router.feeds import FeedRuntime
 
@@ -37,7 +38,9 @@ class Frontend:
     ) -> None:
         self.config = config
         self.metrics = FrontendMetrics(config.metrics_prefix)
-        self.preprocessors = PreprocessorCache()
+        self.preprocessors = PreprocessorCache(
+            files=ModelFileFetcher(config.model_files_cache or None)
+        )
         self.models = ModelManager(
             runtime,
             policy_factory,

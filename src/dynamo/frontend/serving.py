@@ -19,7 +19,8 @@ from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.errors import HttpError, to_http_error
 from dynamo.frontend.metrics import FrontendMetrics, ModelMetrics, WorkerLast
 from dynamo.frontend.model_manager import ModelManager
-from dynamo.frontend.preprocess import Preprocessor, PreprocessorCache
+from dynamo.frontend.preprocess import Preprocessor
+from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
 from dynamo.protocols.engine import EngineOutput
 from dynamo.runtime.errors import (
@@ -159,8 +160,8 @@ class OpenAIServing:
         if not routed.worker_ids():
             raise UnavailableError(f"No worker of model `{model}` is ready; retry later")
         try:
-            pre = await self._pre.get(entry.card)
-        except ConfigError as exc:
+            pre = await self._pre.get(entry.card, [w.card for w in entry.workers.values()])
+        except (ConfigError, UnavailableError) as exc:
             raise UnavailableError(f"The model `{model}` cannot be served: {exc}") from exc
         return pre, routed
 

@@ -1,15 +1,16 @@
-"""Load a model's tokenizer, chat template and special tokens from its model card.
+"""Load a model's tokenizer, chat template and special tokens from its files.
 
-The card carries them inline (`tokenizer_json`, `chat_template`) or names a directory
-(`source_path`) holding HF's `tokenizer.json`, `tokenizer_config.json` and
-`generation_config.json`. Loading is blocking (a large tokenizer.json takes ~100 ms);
-callers run it in a thread.
+The files (HF's `tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`,
+`generation_config.json`) come through a `FileReader`: the ones fetched from the model's workers
+(`model_files`), or a local directory (`source_path` of cards that list no files). Loading is
+blocking (a large tokenizer.json takes ~100 ms); callers run it in a thread.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +29,30 @@ class TokenizerFiles:
     eos_token_ids: list[int] = field(default_factory=list)
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
+# file name -> its content, or None when the model has no such file
+FileReader = Callable[[str], bytes | None]
+
+
+def directory_reader(directory: str | None) -> FileReader:
+    """Read files from a local directory (none if it does not exist here)."""
+
+    def read(name: str) -> bytes | None:
+        if not directory or not os.path.isfile(os.path.join(directory, name)):
+            return None
+        with open(os.path.join(directory, name), "rb") as f:
+            return f.read()
+
+    return read
+
+
+def _read_json(read: FileReader, name: str) -> dict[str, Any]:
+    raw = read(name)
+    if raw is None:
         return {}
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: invalid JSON: {exc}") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -56,40 +76,32 @@ def _pick_template(value: Any) -> str | None:
     return None
 
 
-def load_tokenizer_files(card: ModelCard) -> TokenizerFiles:
+def load_tokenizer_files(card: ModelCard, read: FileReader) -> TokenizerFiles:
     """Everything the preprocessor needs for `card`; raises ConfigError if it cannot."""
-    src = card.source_path if card.source_path and os.path.isdir(card.source_path) else None
+    raw = read("tokenizer.json")
+    if raw is None:
+        where = "its files" if card.files else f"source_path {card.source_path!r}"
+        raise ConfigError(f"model {card.name!r}: {where} hold no tokenizer.json")
     try:
-        if card.tokenizer_json:
-            tokenizer = Tokenizer.from_str(card.tokenizer_json)
-        elif src and os.path.isfile(os.path.join(src, "tokenizer.json")):
-            tokenizer = Tokenizer.from_file(os.path.join(src, "tokenizer.json"))
-        else:
-            raise ConfigError(
-                f"model {card.name!r}: the card has no tokenizer_json and source_path "
-                f"{card.source_path!r} holds no tokenizer.json"
-            )
-    except ConfigError:
-        raise
+        tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
     except Exception as exc:  # tokenizers raises plain Exception on bad JSON
         raise ConfigError(f"model {card.name!r}: cannot load its tokenizer: {exc}") from exc
 
-    config = _read_json(os.path.join(src, "tokenizer_config.json")) if src else {}
+    config = _read_json(read, "tokenizer_config.json")
     template = card.chat_template or _pick_template(config.get("chat_template"))
-    if template is None and src and os.path.isfile(os.path.join(src, "chat_template.jinja")):
-        with open(os.path.join(src, "chat_template.jinja"), encoding="utf-8") as f:
-            template = f.read()
+    if template is None:
+        jinja = read("chat_template.jinja")
+        template = jinja.decode("utf-8") if jinja is not None else None
     bos = card.bos_token or _token_text(config.get("bos_token"))
     eos = card.eos_token or _token_text(config.get("eos_token"))
 
     eos_ids = list(card.eos_token_ids)
-    if not eos_ids and src:
-        gen = _read_json(os.path.join(src, "generation_config.json"))
-        raw = gen.get("eos_token_id")
-        if isinstance(raw, int):
-            eos_ids = [raw]
-        elif isinstance(raw, list):
-            eos_ids = [x for x in raw if isinstance(x, int)]
+    if not eos_ids:
+        raw_ids = _read_json(read, "generation_config.json").get("eos_token_id")
+        if isinstance(raw_ids, int):
+            eos_ids = [raw_ids]
+        elif isinstance(raw_ids, list):
+            eos_ids = [x for x in raw_ids if isinstance(x, int)]
     if not eos_ids and eos is not None:
         eos_id = tokenizer.token_to_id(eos)
         if eos_id is not None:

@@ -48,6 +48,13 @@ def tokenizer_dir(model_path: str) -> Path:
         raise ConfigError(f"--model-path {model_path!r}: cannot load a tokenizer: {exc}") from exc
 
 
+def is_hub_id(model_path: str | None) -> bool:
+    """Whether `--model-path` names a hub repo (not a local path or the packaged model)."""
+    if not model_path or model_path == PACKAGED_TINY_MODEL:
+        return False
+    return not model_path.startswith(("/", ".", "~")) and not Path(model_path).exists()
+
+
 def role_of(config: MockerConfig) -> WorkerRole:
     if config.is_prefill_worker and config.is_decode_worker:
         raise ConfigError("--is-prefill-worker and --is-decode-worker are mutually exclusive")
@@ -85,8 +92,12 @@ def build_workers(
         else EndpointAddress.parse(config.endpoint_for(runtime_config.namespace))
     )
 
+    hub_repo = config.model_path if is_hub_id(config.model_path) else None
+
     def make_card(info: EngineInfo) -> ModelCard:
-        return build_model_card(name, facts, info, role=role, source_path=config.model_path)
+        return build_model_card(
+            name, facts, info, role=role, source_path=config.model_path, hub_repo=hub_repo
+        )
 
     return [
         Worker(
@@ -96,6 +107,7 @@ def build_workers(
             make_card,
             metrics=metrics,
             publish_kv_events=role is not WorkerRole.DECODE,
+            model_dir=facts.directory,
         )
         for _ in range(config.num_workers)
     ]

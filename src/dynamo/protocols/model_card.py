@@ -13,19 +13,34 @@ class WorkerRole(StrEnum):
     DECODE = "decode"
 
 
+class ModelFile(BaseModel):
+    """One of the model's tokenizer/config files, named by the sha256 of its content."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(description="file name in the model directory, e.g. tokenizer.json")
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the content")
+
+
 class ModelCard(BaseModel):
     """What a frontend needs to preprocess, route and account for one model.
 
-    `tokenizer_json` carries the HF `tokenizer.json` text inline (small enough for discovery
-    values of test models); otherwise `source_path` names a local directory or hub id that
-    holds `tokenizer.json` / `tokenizer_config.json`.
+    The card stays small (a few KB, whatever the tokenizer's size): it lists the model's
+    files (`tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`, `config.json`,
+    `generation_config.json`) by name, size and sha256, and `files_url` is the worker's status
+    server, which serves each at `/v1/model-files/{sha256}`. A frontend fetches them from any
+    live worker listing the hash (or, failing that, from the hub repo `hub_repo`) and checks
+    the hash. A card without `files` (test doubles) names a local directory in `source_path`.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     name: str = Field(description="served model name (what clients put in `model`)")
-    source_path: str | None = Field(None, description="local dir or hub id of tokenizer files")
-    tokenizer_json: str | None = Field(None, description="inline HF tokenizer.json", repr=False)
+    source_path: str | None = Field(None, description="the model as the worker was given it")
+    files: list[ModelFile] = Field(default_factory=list, description="tokenizer/config files")
+    files_url: str | None = Field(default=None, description="status server serving `files`")
+    hub_repo: str | None = Field(None, description="hub repo id that also holds `files`")
     chat_template: str | None = Field(None, description="Jinja chat template")
     bos_token: str | None = None
     eos_token: str | None = None

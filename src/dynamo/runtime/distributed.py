@@ -2,7 +2,8 @@
 
 It owns the process's discovery lease, its request-plane server (TCP or NATS, per
 `--request-plane`; started on first `serve_endpoint`) and client (which reaches instances of
-either plane), and its event publisher; `shutdown` releases all of them.
+either plane), its event publisher, and its status server (which also serves the files it hosts
+for peers); `shutdown` releases all of them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
+
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from dynamo.runtime.addressing import EndpointAddress, new_instance_id
 from dynamo.runtime.config import RuntimeConfig
@@ -26,6 +30,8 @@ from dynamo.runtime.discovery.factory import make_discovery
 from dynamo.runtime.endpoint_client import EndpointClient
 from dynamo.runtime.errors import ConfigError, DynamoError, UnavailableError
 from dynamo.runtime.event_subscription import subscribe_events
+from dynamo.runtime.hosted_files import HostedFiles
+from dynamo.runtime.system_server import SystemServer
 from dynamo.runtime.transport.base import (
     EventPublisher,
     EventSubscriber,
@@ -90,6 +96,11 @@ class DistributedRuntime:
         self._publisher_lock = asyncio.Lock()
         self._subscribers: list[EventSubscriber] = []
         self._shutdown: asyncio.Task[None] | None = None
+        self.hosted_files = HostedFiles()
+        self.metrics_registry: CollectorRegistry = REGISTRY  # what the status server exposes
+        self._system: SystemServer | None = None
+        self._system_url: str | None = None
+        self._system_lock = asyncio.Lock()
 
     @classmethod
     async def create(cls, config: RuntimeConfig) -> DistributedRuntime:
@@ -189,6 +200,34 @@ class DistributedRuntime:
         with contextlib.suppress(ValueError):
             self._clients.remove(endpoint_client)
 
+    # ------------------------------------------------------------------ status server
+    async def start_system_server(self, port: int) -> str:
+        """Start the status server on `port` (0 = any free port) unless it runs already;
+        return the URL peers reach it at (`http://{--tcp-host}:{port}`)."""
+        async with self._system_lock:
+            if self._system is None or self._system_url is None:
+                server = SystemServer(
+                    port,
+                    self._ready_endpoints,
+                    registry=self.metrics_registry,
+                    files=self.hosted_files,
+                )
+                bound = await server.start()
+                host = await _advertised_host(self.config.tcp_host)
+                self._system, self._system_url = server, f"http://{host}:{bound}"
+                log.info("status server at %s", self._system_url)
+            return self._system_url
+
+    async def files_url(self) -> str:
+        """Where peers fetch `hosted_files`: the status server, started on `--system-port`,
+        or on a free port when that is unset (files must be served either way)."""
+        return await self.start_system_server(self.config.system_port or 0)
+
+    def _ready_endpoints(self) -> list[str]:
+        if self.is_shutting_down:
+            return []
+        return [str(s.address) for s in self.served_endpoints()]
+
     # ------------------------------------------------------------------ event plane
     async def event_publisher(self) -> EventPublisher:
         """The process's publisher (ZMQ ones are registered under `v1/events/<ns>/<id>`)."""
@@ -254,6 +293,15 @@ class DistributedRuntime:
         if self._request_client is not None:
             await self._request_client.close()
         await _close_quietly(self.discovery.close(), "discovery")
+        if self._system is not None:
+            await self._system.stop()
+
+
+async def _advertised_host(host: str) -> str:
+    """The address peers reach a server bound to `host` at (a wildcard: this host's name)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = await asyncio.to_thread(socket.gethostbyname, socket.gethostname())
+    return f"[{host}]" if ":" in host else host
 
 
 async def _close_quietly(closing: Any, what: str) -> None:

@@ -19,7 +19,6 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import DynamoError
-from dynamo.runtime.system_server import SystemServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,19 +76,15 @@ async def serve_until_signal(
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    status: SystemServer | None = None
-    main_task: asyncio.Task[None] = asyncio.create_task(_as_coroutine(main(runtime)), name="main")
-    stopper = asyncio.create_task(stop.wait(), name="signal")
+    runtime.metrics_registry = registry
     exit_code = 0
+    main_task: asyncio.Task[None] | None = None
+    stopper = asyncio.create_task(stop.wait(), name="signal")
     try:
         if config.system_port is not None:
-            status = SystemServer(
-                config.system_port,
-                lambda: [] if runtime.is_shutting_down else
-                [str(s.address) for s in runtime.served_endpoints()],
-                registry=registry,
-            )  # fmt: skip
-            await status.start()
+            # Before main: a worker's card names this server, and probes may come early.
+            await runtime.start_system_server(config.system_port)
+        main_task = asyncio.create_task(_as_coroutine(main(runtime)), name="main")
         await asyncio.wait({main_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if main_task.done() and not stopper.done():
             error = _exception_of(main_task)
@@ -104,11 +99,11 @@ async def serve_until_signal(
     finally:
         await runtime.shutdown(config.graceful_shutdown_grace_period_s)
         for task in (main_task, stopper):
+            if task is None:
+                continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if status is not None:
-            await status.stop()
         for sig in signals:
             loop.remove_signal_handler(sig)
     return exit_code

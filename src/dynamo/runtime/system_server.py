@@ -1,4 +1,5 @@
-"""The worker's status server: `/live`, `/health` (ready once endpoints serve), `/metrics`."""
+"""The worker's status server: `/live`, `/health` (ready once endpoints serve), `/metrics`,
+and the files the process hosts for its peers (`/v1/model-files/{sha256}`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from dynamo.runtime.errors import TransportError
+from dynamo.runtime.hosted_files import FILES_ROUTE, HostedFiles, is_sha256_hex
 
 
 class SystemServer:
@@ -21,8 +23,10 @@ class SystemServer:
         *,
         registry: CollectorRegistry = REGISTRY,
         host: str = "0.0.0.0",
+        files: HostedFiles | None = None,
     ) -> None:
         self._host, self._port = host, port
+        self._files = files if files is not None else HostedFiles()
         self._endpoints = endpoints
         self._registry = registry
         self._started = time.monotonic()
@@ -34,6 +38,7 @@ class SystemServer:
         app.router.add_get("/live", self._live)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get(FILES_ROUTE, self._file)
         return app
 
     async def start(self) -> int:
@@ -74,4 +79,18 @@ class SystemServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _file(self, request: web.Request) -> web.Response:
+        sha256 = request.match_info["sha256"].lower()
+        data = self._files.get(sha256) if is_sha256_hex(sha256) else None
+        if data is None:
+            return web.json_response(
+                {"error": {"message": f"no file with sha256 {sha256!r} here", "code": 404}},
+                status=404,
+            )
+        return web.Response(
+            body=data,
+            content_type="application/octet-stream",
+            headers={"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=31536000, immutable"},
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from dynamo.engines.base import Engine, EngineInfo
@@ -17,6 +18,7 @@ from dynamo.runtime.errors import DynamoError
 from dynamo.runtime.transport.base import RequestContext
 from dynamo.worker.events import EventForwarder
 from dynamo.worker.metrics import ComponentMetrics
+from dynamo.worker.model_files import host_model_files
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Worker:
         metrics: ComponentMetrics | None = None,
         instance_id: int | None = None,
         publish_kv_events: bool = True,
+        model_dir: str | Path | None = None,
     ) -> None:
         self.runtime = runtime
         self.engine = engine
@@ -44,6 +47,7 @@ class Worker:
         self._metrics = metrics
         self._labels = (address.namespace, address.component, address.endpoint)
         self._publish_kv_events = publish_kv_events
+        self._model_dir = model_dir  # its tokenizer/config files are hosted for frontends
         self._forwarder: EventForwarder | None = None
         self._served: ServedEndpoint | None = None
         self.card: ModelCard | None = None
@@ -58,7 +62,10 @@ class Worker:
             on_metrics=self._observe_load,
         )
         info = await self.engine.start(self._forwarder)
-        self.card = self._make_card(info)
+        card = self._make_card(info)
+        if self._model_dir is not None:
+            card = await host_model_files(self.runtime, card, self._model_dir)
+        self.card = card
         self._forwarder.start(self.engine)
         self._served = await self.runtime.serve_endpoint(
             self.address, self.generate, model_card=self.card, instance_id=self.instance_id

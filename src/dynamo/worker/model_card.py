@@ -11,10 +11,6 @@ from dynamo.engines.base import EngineInfo
 from dynamo.protocols.model_card import ModelCard, WorkerRole
 from dynamo.runtime.errors import ConfigError
 
-# Tokenizers up to this size travel inside the card (no shared filesystem needed);
-# larger ones are loaded by the frontend from `source_path`.
-INLINE_TOKENIZER_MAX_BYTES = 1_000_000
-
 
 @dataclass(frozen=True, slots=True)
 class TokenizerFacts:
@@ -89,13 +85,13 @@ def build_model_card(
     *,
     role: WorkerRole = WorkerRole.AGGREGATED,
     source_path: str | None = None,
+    hub_repo: str | None = None,
 ) -> ModelCard:
-    tok_path = facts.directory / "tokenizer.json"
-    inline = tok_path.stat().st_size <= INLINE_TOKENIZER_MAX_BYTES
+    """The card without its files; the worker adds them once it hosts them (`model_files`)."""
     return ModelCard(
         name=name,
         source_path=source_path or str(facts.directory),
-        tokenizer_json=tok_path.read_text() if inline else None,
+        hub_repo=hub_repo,
         chat_template=facts.chat_template,
         bos_token=facts.bos_token,
         eos_token=facts.eos_token,

@@ -99,7 +99,15 @@ def serve_engine(
     def build(runtime: DistributedRuntime, metrics: ComponentMetrics) -> list[Worker]:
         publish = publish_kv_events and role is not WorkerRole.DECODE
         return [
-            Worker(runtime, engine, address, make_card, metrics=metrics, publish_kv_events=publish)
+            Worker(
+                runtime,
+                engine,
+                address,
+                make_card,
+                metrics=metrics,
+                publish_kv_events=publish,
+                model_dir=engine.model_dir,
+            )
         ]
 
     run_workers(prog, runtime_config, build)
