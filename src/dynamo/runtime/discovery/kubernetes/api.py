@@ -1,4 +1,5 @@
-"""The few ConfigMap calls Kubernetes discovery makes, over lightkube, plain dicts in and out.
+"""The few calls Kubernetes discovery makes (ConfigMaps, EndpointSlices), over lightkube, plain
+dicts in and out.
 
 lightkube is imported here only, and only when a client is built, so the runtime works
 without it. Its errors are translated at this seam: `KubeStatusError` carries the HTTP status
@@ -46,22 +47,30 @@ def _translate(action: str, exc: Exception) -> KubeStatusError:
 
 
 class ConfigMapClient:
-    """ConfigMaps of one namespace, selected by one label."""
+    """ConfigMaps of one namespace selected by one label, and EndpointSlices by another
+    (`watched` names which: "configmaps" or "endpointslices")."""
 
-    def __init__(self, client: Any, namespace: str, label: tuple[str, str]) -> None:
+    def __init__(
+        self, client: Any, namespace: str, label: tuple[str, str], slice_label: tuple[str, str]
+    ) -> None:
         from httpx2 import HTTPError
         from lightkube.core.exceptions import NotReadyError
         from lightkube.resources.core_v1 import ConfigMap, Pod
+        from lightkube.resources.discovery_v1 import EndpointSlice
 
-        self._client, self.namespace, self._label = client, namespace, label
+        self._client, self.namespace = client, namespace
         self._configmap, self._pod = ConfigMap, Pod
+        self._watched: dict[str, tuple[Any, tuple[str, str], str]] = {
+            "configmaps": (ConfigMap, label, "ConfigMaps"),
+            "endpointslices": (EndpointSlice, slice_label, "EndpointSlices"),
+        }
         self._errors: tuple[type[Exception], ...] = (HTTPError, OSError)
         self._not_ready = NotReadyError
 
     @classmethod
     async def connect(
-        cls, namespace: str | None, label: tuple[str, str], *, config: Any = None,
-        timeout_s: float = 5.0,
+        cls, namespace: str | None, label: tuple[str, str], slice_label: tuple[str, str], *,
+        config: Any = None, timeout_s: float = 5.0,
     ) -> ConfigMapClient:  # fmt: skip
         """In-cluster service account, else `KUBECONFIG`/`~/.kube/config` (or `config`)."""
         try:
@@ -83,7 +92,7 @@ class ConfigMapClient:
             )
         except (LightkubeConfigError, OSError, ValueError) as exc:
             raise ConfigError(f"no Kubernetes configuration for discovery: {exc}") from exc
-        return cls(client, namespace or client.namespace, label)
+        return cls(client, namespace or client.namespace, label, slice_label)
 
     async def close(self) -> None:
         await self._client.close()
@@ -139,14 +148,14 @@ class ConfigMapClient:
             raise _translate(f"get Pod {self.namespace}/{name}", exc) from exc
         return str(pod.metadata.uid or "")
 
-    async def list(self) -> tuple[list[dict[str, Any]], str | None]:
-        """Every labelled ConfigMap and the resourceVersion to watch from."""
-        key, value = self._label
-        listing = self._client.list(self._configmap, namespace=self.namespace, labels={key: value})
+    async def list(self, watched: str = "configmaps") -> tuple[list[dict[str, Any]], str | None]:
+        """Every labelled object of `watched` and the resourceVersion to watch from."""
+        resource, (key, value), plural = self._watched[watched]
+        listing = self._client.list(resource, namespace=self.namespace, labels={key: value})
         try:
             items = [dict(obj.to_dict()) async for obj in listing]
         except self._errors as exc:
-            raise _translate(f"list ConfigMaps in {self.namespace}", exc) from exc
+            raise _translate(f"list {plural} in {self.namespace}", exc) from exc
         try:
             version: str | None = listing.resourceVersion
         except self._not_ready:
@@ -154,19 +163,19 @@ class ConfigMapClient:
         return items, version
 
     async def watch(
-        self, resource_version: str | None
+        self, resource_version: str | None, watched: str = "configmaps"
     ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """(ADDED|MODIFIED|DELETED|BOOKMARK, object) after `resource_version`; raises on errors
         (410 Gone included: the caller lists again)."""
-        key, value = self._label
+        resource, (key, value), plural = self._watched[watched]
         stream = self._client.watch(
-            self._configmap, namespace=self.namespace, labels={key: value},
+            resource, namespace=self.namespace, labels={key: value},
             resource_version=resource_version,
         )  # fmt: skip
         try:
             async for kind, obj in stream:
                 yield str(kind), dict(obj.to_dict())
         except self._errors as exc:
-            raise _translate(f"watch ConfigMaps in {self.namespace}", exc) from exc
+            raise _translate(f"watch {plural} in {self.namespace}", exc) from exc
         finally:
             await stream.aclose()
