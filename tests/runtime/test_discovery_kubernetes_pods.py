@@ -1,0 +1,287 @@
+"""Kubernetes discovery of processes in pods: a record is visible only while its pod is Ready in
+an EndpointSlice of a discovery Service. The fake API server runs with the test EndpointSlice
+controller; pods are Pod objects whose Ready condition the tests flip."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+import yaml
+from _kube_helpers import (
+    NS,
+    configmap,
+    kubeconfig_dict,
+    next_event,
+    next_events,
+    wait_until,
+)
+from _runtime_helpers import Spawn
+from lightkube import KubeConfig
+
+from dynamo.runtime.discovery.base import WatchEvent
+from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery, PodIdentity
+from dynamo.runtime.discovery.kubernetes.objects import (
+    DISCOVERY_LABEL,
+    DISCOVERY_SERVICE_LABEL,
+    HOLDER_ANNOTATION,
+    POD_ANNOTATION,
+    POD_UID_ANNOTATION,
+    RENEW_ANNOTATION,
+)
+from dynamo.runtime.errors import ConfigError
+from dynamo.testing.kube_api import FakeKubeApi, KubeHttp, fake_kube_api, object_path
+from dynamo.testing.kube_endpoints import CountingKubeApi, endpoint_slice_controller
+
+GRAPH_LABEL = "nvidia.com/dynamo-graph-deployment-name"
+SLICES = kmock.resource("discovery.k8s.io", "v1", "endpointslices")
+
+
+@pytest.fixture(autouse=True)
+def _no_pod_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("POD_NAME", "POD_UID", "POD_NAMESPACE", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[CountingKubeApi]:
+    async with (
+        fake_kube_api(with_dynamo_crds=False, api_type=CountingKubeApi) as api,
+        endpoint_slice_controller(api),
+    ):
+        assert isinstance(api, CountingKubeApi)
+        yield api
+
+
+class Pods:
+    """Pods of one graph behind its discovery Service (as the operator creates it)."""
+
+    def __init__(self, http: KubeHttp) -> None:
+        self.http = http
+        self._ips = 0
+
+    async def service(self, graph: str = "g") -> None:
+        await self.http.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": f"{graph}-discovery",
+                    "namespace": NS,
+                    "labels": {DISCOVERY_SERVICE_LABEL: "true", GRAPH_LABEL: graph},
+                },
+                "spec": {
+                    "clusterIP": "None",
+                    "publishNotReadyAddresses": False,
+                    "selector": {GRAPH_LABEL: graph},
+                },
+            },
+            "services",
+        )
+
+    async def create(self, name: str, *, ready: bool, graph: str = "g") -> PodIdentity:
+        self._ips += 1
+        pod = await self.http.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "labels": {GRAPH_LABEL: graph}},
+                "status": {"podIP": f"10.0.0.{self._ips}", "conditions": _ready(ready)},
+            },
+            "pods",
+        )
+        return PodIdentity(name, pod["metadata"]["uid"])
+
+    async def set_ready(self, name: str, ready: bool) -> None:
+        path = object_path("v1", "pods", NS, name)
+        status, body = await self.http.request("PATCH", path, {"status": _conditions(ready)})
+        assert status == 200, body
+
+    async def delete(self, name: str) -> None:
+        status, body = await self.http.request("DELETE", object_path("v1", "pods", NS, name))
+        assert status == 200, body
+
+
+def _ready(ready: bool) -> list[dict[str, str]]:
+    return [{"type": "Ready", "status": "True" if ready else "False"}]
+
+
+def _conditions(ready: bool) -> dict[str, Any]:
+    return {"conditions": _ready(ready)}
+
+
+@pytest.fixture
+async def pods(kube: FakeKubeApi) -> AsyncIterator[Pods]:
+    async with aiohttp.ClientSession(base_url=str(kube.url)) as session:
+        created = Pods(KubeHttp(session))
+        await created.service()
+        yield created
+
+
+Make = Callable[..., Awaitable[KubernetesDiscovery]]
+
+
+@pytest.fixture
+async def make(kube: FakeKubeApi) -> AsyncIterator[Make]:
+    made: list[KubernetesDiscovery] = []
+
+    async def _make(**kw: Any) -> KubernetesDiscovery:
+        config = KubeConfig.from_dict(kubeconfig_dict(str(kube.url)))
+        discovery = KubernetesDiscovery(kubeconfig=config, write_batch_s=0.05, **kw)
+        made.append(discovery)
+        await discovery.start()
+        return discovery
+
+    yield _make
+    for discovery in made:
+        await discovery.close()
+
+
+async def test_pod_keys_are_visible_only_while_the_pod_is_ready(
+    kube: CountingKubeApi, pods: Pods, make: Make
+) -> None:
+    pod = await pods.create("worker-0", ready=True)
+    writer = await make(pod=pod)
+    assert writer.liveness == "readiness"
+    await writer.put("v1/instances/ns/w/e/1", {"n": 1})
+    await writer.put("v1/mdc/ns/w/e/1", {"model": "m"})
+    reader = await make()
+    watch = reader.watch_prefix("v1/")
+    assert await next_events(watch, 2) == [
+        WatchEvent("put", "v1/instances/ns/w/e/1", {"n": 1}),
+        WatchEvent("put", "v1/mdc/ns/w/e/1", {"model": "m"}),
+    ]
+    stored = configmap(kube, "dyn-worker-0") or {}
+    assert stored["metadata"]["labels"] == {DISCOVERY_LABEL: "true"}
+    annotations = stored["metadata"]["annotations"]
+    assert RENEW_ANNOTATION not in annotations
+    assert annotations[POD_ANNOTATION] == "worker-0"
+    assert annotations[POD_UID_ANNOTATION] == pod.uid
+    assert stored["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "worker-0", "uid": pod.uid}
+    ]
+
+    await pods.set_ready("worker-0", False)
+    assert await next_events(watch, 2) == [
+        WatchEvent("delete", "v1/instances/ns/w/e/1", None),
+        WatchEvent("delete", "v1/mdc/ns/w/e/1", None),
+    ]
+    assert await reader.get_prefix("v1/") == {}
+    await pods.set_ready("worker-0", True)
+    assert await next_events(watch, 2) == [
+        WatchEvent("put", "v1/instances/ns/w/e/1", {"n": 1}),
+        WatchEvent("put", "v1/mdc/ns/w/e/1", {"model": "m"}),
+    ]
+    assert await reader.get_prefix("v1/instances/") == {"v1/instances/ns/w/e/1": {"n": 1}}
+
+    await pods.delete("worker-0")
+    assert await next_events(watch, 2) == [
+        WatchEvent("delete", "v1/instances/ns/w/e/1", None),
+        WatchEvent("delete", "v1/mdc/ns/w/e/1", None),
+    ]
+    assert configmap(kube, "dyn-worker-0") is None  # garbage-collected with its pod
+    await watch.aclose()
+
+
+async def test_a_watcher_started_later_sees_only_ready_pods(pods: Pods, make: Make) -> None:
+    ready = await make(pod=await pods.create("worker-0", ready=True))
+    starting = await make(pod=await pods.create("worker-1", ready=False))
+    await ready.put("v1/instances/a", {"n": 1})
+    await starting.put("v1/instances/b", {"n": 2})
+    await ready.flush()
+    await starting.flush()
+    reader = await make()
+    assert await reader.get_prefix("v1/") == {"v1/instances/a": {"n": 1}}
+    watch = reader.watch_prefix("v1/")
+    assert await next_event(watch) == WatchEvent("put", "v1/instances/a", {"n": 1})
+    await pods.set_ready("worker-1", True)
+    assert await next_event(watch) == WatchEvent("put", "v1/instances/b", {"n": 2})
+    await watch.aclose()
+
+
+async def test_registration_is_one_write_and_a_pod_sends_no_heartbeat(
+    kube: CountingKubeApi, pods: Pods, make: Make
+) -> None:
+    writer = await make(pod=await pods.create("worker-0", ready=True), ttl_s=0.3)
+    for key in ("v1/instances/ns/w/e/1", "v1/mdc/ns/w/e/1", "v1/events/ns/1"):
+        await writer.put(key, {"k": key})  # a worker's startup registrations, one by one
+    await writer.flush()
+    assert kube.writes["configmaps"] == 1
+    reader = await make(pod=await pods.create("frontend-0", ready=True))  # registers nothing
+    assert len(await reader.get_prefix("v1/")) == 3
+    await asyncio.sleep(3.0)  # ten TTLs: no heartbeat is written, and the keys stay
+    assert kube.writes["configmaps"] == 1
+    assert len(await reader.get_prefix("v1/")) == 3
+    await writer.delete("v1/events/ns/1")
+    await writer.flush()
+    assert kube.writes["configmaps"] == 2
+    assert await reader.get_prefix("v1/events/") == {}
+
+
+async def test_a_process_restarted_in_its_pod_replaces_its_record(
+    kube: FakeKubeApi, pods: Pods, make: Make, spawn: Spawn, tmp_path: Path
+) -> None:
+    pod = await pods.create("worker-0", ready=True)
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig_dict(str(kube.url))))
+    env = {
+        "DYN_DISCOVERY_BACKEND": "kubernetes",
+        "KUBECONFIG": str(path),
+        "POD_NAME": pod.name,
+        "POD_UID": pod.uid,
+    }
+    first = await spawn("register", "v1/instances/ns/w/e/1", env=env)
+    reader = await make()
+    watch = reader.watch_prefix("v1/")
+    assert await next_event(watch) == WatchEvent(
+        "put", "v1/instances/ns/w/e/1", {"pid": first.proc.pid}
+    )
+    # kill -9: the container restarts, and the pod is NotReady until its probe passes again
+    await pods.set_ready("worker-0", False)
+    assert await next_event(watch) == WatchEvent("delete", "v1/instances/ns/w/e/1", None)
+    first.proc.send_signal(signal.SIGKILL)
+    await first.proc.wait()
+    second = await spawn("register", "v1/instances/ns/w/e/2", env=env)
+
+    async def rewritten() -> bool:
+        stored = configmap(kube, "dyn-worker-0") or {}
+        holder = stored.get("metadata", {}).get("annotations", {}).get(HOLDER_ANNOTATION, "")
+        return holder.endswith(f"/{second.proc.pid}")
+
+    await wait_until(rewritten)
+    await pods.set_ready("worker-0", True)
+    assert await next_event(watch) == WatchEvent(
+        "put", "v1/instances/ns/w/e/2", {"pid": second.proc.pid}
+    )
+    assert await reader.get_prefix("v1/") == {"v1/instances/ns/w/e/2": {"pid": second.proc.pid}}
+    names = sorted(name for _, ns, name, _ in kube.live_objects() if name.startswith("dyn-"))
+    assert names == sorted(["dyn-worker-0", reader.name])
+    await watch.aclose()
+
+
+async def test_without_endpointslice_access_pod_records_stay_hidden_and_the_log_says_why(
+    kube: FakeKubeApi, pods: Pods, make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dynamo.runtime.discovery.kubernetes")
+    for action in (kmock.action.LIST, kmock.action.WATCH):
+        kube[action, SLICES] << kmock.KubernetesError(
+            status=403, reason="Forbidden", message="endpointslices is forbidden"
+        )
+    in_pod = await make(pod=await pods.create("worker-0", ready=True))
+    outside = await make()
+    await in_pod.put("v1/instances/a", {"n": 1})
+    await outside.put("v1/instances/b", {"n": 2})
+    await in_pod.flush()
+    watch = outside.watch_prefix("v1/")
+    assert await next_event(watch) == WatchEvent("put", "v1/instances/b", {"n": 2})
+    assert "get, list, watch on discovery.k8s.io endpointslices" in caplog.text
+    with pytest.raises(ConfigError, match=r"endpointslices is forbidden.*needs get, list, watch"):
+        await outside.get_prefix("v1/")
+    await watch.aclose()
