@@ -16,7 +16,7 @@ import yaml
 
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.handlers import run
-from dynamo.operator.kube import KubeConnection
+from dynamo.runtime.kube import KubeConnection
 from dynamo.testing.kube_api import FakeKubeApi, object_path
 
 HERE = Path(__file__).parent

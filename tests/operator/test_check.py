@@ -10,7 +10,7 @@ from _operator_harness import Cluster
 
 from dynamo.operator.check import CheckConfig, check_etcd, check_nats, format_table, main
 from dynamo.operator.crdgen import CRDS, build_crd
-from dynamo.operator.kube import KubeConnection
+from dynamo.runtime.kube import KubeConnection
 from dynamo.testing.kube_api import FakeKubeApi
 from dynamo.testing.servers import EtcdServer, NatsServer, ServerUnavailableError, free_port
 

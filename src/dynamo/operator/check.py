@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from dynamo.operator.crdgen import CRDS
-from dynamo.operator.kube import KubeApi, KubeConnection, KubernetesApiError
+from dynamo.operator.kube import connect
 from dynamo.runtime.config import add_arguments, option, resolve
 from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.kube import KubeApiError, KubeClient, KubeConnection
 
 Outcome = Literal["PASS", "FAIL", "WARN", "SKIP"]
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -58,10 +59,10 @@ def check_kubectl() -> CheckResult:
     return CheckResult("kubectl", "PASS", path)
 
 
-async def check_api(api: KubeApi) -> CheckResult:
+async def check_api(api: KubeClient) -> CheckResult:
     try:
-        nodes = await api.list("v1", "Node")
-    except KubernetesApiError as exc:
+        nodes = (await api.list("v1", "Node")).items
+    except KubeApiError as exc:
         if exc.status == 403:
             return CheckResult("Kubernetes API", "PASS", "reachable (may not list nodes)")
         return CheckResult(
@@ -73,7 +74,7 @@ async def check_api(api: KubeApi) -> CheckResult:
     return CheckResult("Kubernetes API", "PASS", f"reachable, {len(nodes)} nodes")
 
 
-async def check_crds(api: KubeApi) -> CheckResult:
+async def check_crds(api: KubeClient) -> CheckResult:
     missing = []
     for info in CRDS:
         crd = await api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", info.name)
@@ -94,8 +95,8 @@ def _gpus(node: dict[str, Any]) -> int:
     return int(value) if value.isdigit() else 0
 
 
-async def check_gpus(api: KubeApi) -> CheckResult:
-    nodes = await api.list("v1", "Node")
+async def check_gpus(api: KubeClient) -> CheckResult:
+    nodes = (await api.list("v1", "Node")).items
     gpu_nodes = [n for n in nodes if _gpus(n) > 0]
     if not gpu_nodes:
         return CheckResult(
@@ -111,8 +112,8 @@ async def check_gpus(api: KubeApi) -> CheckResult:
     )
 
 
-async def check_storage_class(api: KubeApi) -> CheckResult:
-    classes = await api.list("storage.k8s.io/v1", "StorageClass")
+async def check_storage_class(api: KubeClient) -> CheckResult:
+    classes = (await api.list("storage.k8s.io/v1", "StorageClass")).items
     default = [
         c["metadata"]["name"]
         for c in classes
@@ -205,7 +206,7 @@ async def run_checks(
     """Every check, in order; cluster checks are skipped when the API is out of reach."""
     results = [check_kubectl()]
     try:
-        api = KubeApi.connect(connection)
+        api = await connect(connection)
     except ConfigError as exc:
         results.append(
             CheckResult("Kubernetes API", "FAIL", str(exc), "set KUBECONFIG or run in a cluster")
@@ -219,7 +220,7 @@ async def run_checks(
                 for check in (check_crds, check_gpus, check_storage_class):
                     try:
                         results.append(await check(api))
-                    except KubernetesApiError as exc:
+                    except KubeApiError as exc:
                         name = check.__name__.removeprefix("check_").replace("_", " ")
                         results.append(CheckResult(name, "FAIL", str(exc), "grant read access"))
         finally:

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from dynamo.operator.config import OperatorConfig
-from dynamo.operator.kube import KubeApi, KubeConnection, KubernetesApiError
+from dynamo.operator.kube import connect
 from dynamo.operator.labels import GRAPH_LABEL
 from dynamo.operator.reconcile import (
     DGD_API_VERSION,
@@ -27,6 +27,7 @@ from dynamo.operator.reconcile import (
 )
 from dynamo.operator.status import REASON_INVALID, REASON_RECONCILE_FAILED, failed_status
 from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.kube import KubeApiError, KubeClient, KubeConnection
 
 GROUP, VERSION = DGD_API_VERSION.split("/")
 DGD_PLURAL = "dynamographdeployments"
@@ -64,7 +65,7 @@ def _owner_graph(body: Mapping[str, Any]) -> str | None:
 
 
 def build_registry(
-    api: KubeApi, config: OperatorConfig, *, connection: KubeConnection | None = None
+    api: KubeClient, config: OperatorConfig, *, connection: KubeConnection | None = None
 ) -> kopf.OperatorRegistry:
     """All handlers in a registry of their own (no global state): kopf logs in to
     `connection`, else with the in-cluster service account or the kubeconfig."""
@@ -108,7 +109,7 @@ def build_registry(
             )
             patch.status.update({**status, "services": None})
             return  # a new spec triggers the next attempt
-        except KubernetesApiError as exc:
+        except KubeApiError as exc:
             status = failed_status(
                 str(exc),
                 reason=REASON_RECONCILE_FAILED,
@@ -162,11 +163,16 @@ def build_registry(
             if _same_status(status, dgd.get("status")):
                 return
             await api.patch(
-                DGD_API_VERSION, DGD_KIND, name, namespace, {"status": status}, status=True
+                DGD_API_VERSION,
+                DGD_KIND,
+                name,
+                namespace,
+                {"status": status},
+                subresource="status",
             )
         except ConfigError:
             return  # the DGD handler reports invalid graphs
-        except KubernetesApiError as exc:
+        except KubeApiError as exc:
             logger.warning("cannot refresh status of %s/%s: %s", namespace, name, exc)
 
     return registry
@@ -184,7 +190,7 @@ async def run(
     kopf cancels every task started in its event loop while it ran when it stops, so an
     operator embedded in a program (or a test) runs in a thread with a loop of its own, with
     `threading.Event` flags."""
-    api = KubeApi.connect(connection)
+    api = await connect(connection)
     try:
         registry = build_registry(api, config, connection=connection)
         liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None

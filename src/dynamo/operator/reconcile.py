@@ -9,12 +9,12 @@ from typing import Any
 
 from dynamo.operator.apply import apply_patch, with_last_applied
 from dynamo.operator.config import OperatorConfig
-from dynamo.operator.kube import KubeApi
 from dynamo.operator.labels import GRAPH_LABEL, GraphRef
 from dynamo.operator.manifests import GraphManifests, build_manifests
 from dynamo.operator.rbac import RBAC_API_VERSION
 from dynamo.operator.status import graph_status
 from dynamo.operator.workloads import LWS_API_VERSION
+from dynamo.runtime.kube import KubeClient
 
 DGD_API_VERSION = "nvidia.com/v1alpha1"
 DGD_KIND = "DynamoGraphDeployment"
@@ -35,7 +35,7 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def apply_object(api: KubeApi, obj: Mapping[str, Any]) -> dict[str, Any]:
+async def apply_object(api: KubeClient, obj: Mapping[str, Any]) -> dict[str, Any]:
     """Create `obj`, or patch the live object towards it; returns the live object."""
     meta = obj["metadata"]
     live = await api.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
@@ -54,14 +54,15 @@ def _owned_by(obj: Mapping[str, Any], graph: GraphRef) -> bool:
     return any(o.get("uid") == graph.uid and o.get("kind") == DGD_KIND for o in owners)
 
 
-async def prune(api: KubeApi, manifests: GraphManifests) -> list[str]:
+async def prune(api: KubeClient, manifests: GraphManifests) -> list[str]:
     """Delete this graph's objects that its manifests no longer contain (e.g. a removed
     service); returns `Kind/name` of each deleted object."""
     graph = manifests.graph
     wanted = {(o["kind"], o["metadata"]["name"]) for o in manifests.objects}
     deleted = []
     for api_version, kind in PRUNABLE_KINDS:
-        for obj in await api.list(api_version, kind, graph.namespace, {GRAPH_LABEL: graph.name}):
+        found = await api.list(api_version, kind, graph.namespace, {GRAPH_LABEL: graph.name})
+        for obj in found.items:
             name = obj["metadata"]["name"]
             if (kind, name) in wanted or not _owned_by(obj, graph):
                 continue
@@ -87,10 +88,10 @@ def _status(
 
 
 async def reconcile_graph(
-    api: KubeApi, body: Mapping[str, Any], config: OperatorConfig
+    api: KubeClient, body: Mapping[str, Any], config: OperatorConfig
 ) -> dict[str, Any]:
     """Bring the cluster to the DGD `body`; returns its new status. Raises `ConfigError`
-    (invalid DGD, naming the field) or `KubernetesApiError` (retry)."""
+    (invalid DGD, naming the field) or `KubeApiError` (retry)."""
     manifests = build_manifests(body, config)
     workload_of = {(w.kind, w.name): w.service for w in manifests.workloads}
     live: dict[str, Mapping[str, Any] | None] = {}
@@ -104,7 +105,7 @@ async def reconcile_graph(
 
 
 async def observed_status(
-    api: KubeApi, body: Mapping[str, Any], config: OperatorConfig
+    api: KubeClient, body: Mapping[str, Any], config: OperatorConfig
 ) -> dict[str, Any]:
     """The DGD status from its workloads as they are now (after a workload changed)."""
     manifests = build_manifests(body, config)

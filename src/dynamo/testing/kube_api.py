@@ -1,10 +1,10 @@
 """An in-memory Kubernetes API server over real HTTP for operator tests (kmock underneath).
 
 kmock's emulator stores objects and serves list/watch/get/create/merge-patch/delete. This
-subclass adds what the operator relies on from a real API server: `uid`, `generation` (bumped
-when `spec` changes), `creationTimestamp`, and the garbage collector that deletes objects whose
-controller owner was deleted. It also declares every resource the operator and `dynamo check`
-use. It is a test double: nothing in the product imports it.
+subclass adds what the operator relies on from a real API server: label selectors on list and
+watch, `uid`, `generation` (bumped when `spec` changes), `creationTimestamp`, and the garbage
+collector that deletes objects whose controller owner was deleted. It also declares every
+resource the operator and `dynamo check` use. A test double: nothing in the product imports it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import aiohttp.web
 import kmock
 from typing_extensions import override
 
+from dynamo.testing.kube_labels import Requirement, SelectorError, parse_selector
+
 _ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 # (group/version/plural, kind, namespaced, subresources)
 RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
@@ -29,11 +31,11 @@ RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
     ("v1/nodes", "Node", False, {"status"}),
     ("storage.k8s.io/v1/storageclasses", "StorageClass", False, set()),
     ("v1/events", "Event", True, set()),
+    ("v1/configmaps", "ConfigMap", True, set()),
     ("v1/services", "Service", True, {"status"}),
     ("v1/serviceaccounts", "ServiceAccount", True, set()),
     ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}),
     ("v1/pods", "Pod", True, {"status"}),
-    ("v1/configmaps", "ConfigMap", True, set()),
     ("discovery.k8s.io/v1/endpointslices", "EndpointSlice", True, set()),
     ("apps/v1/deployments", "Deployment", True, {"status", "scale"}),
     ("rbac.authorization.k8s.io/v1/roles", "Role", True, set()),
@@ -88,6 +90,20 @@ class FakeKubeApi(kmock.KubernetesEmulator):
             await self._collect_garbage()
         return response
 
+    @override
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        matches = _label_filter(request)
+        listing: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
+        listing["items"] = [o for o in listing["items"] if matches(_labels(o))]
+        return listing
+
+    @override
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        matches = _label_filter(request)
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or matches(_labels(event.get("object") or {})):
+                yield event
+
     def _stamp_new(self, obj: dict[str, Any]) -> None:
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", str(uuid.uuid4()))
@@ -136,6 +152,18 @@ class FakeKubeApi(kmock.KubernetesEmulator):
                 for path in orphans:
                     async with session.delete(path) as response:
                         await response.read()
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _label_filter(request: kmock.Request) -> Requirement:
+    """The request's `labelSelector` as a predicate; a bad one is a 400 like the real server's."""
+    try:
+        return parse_selector(request.params.get("labelSelector", ""))
+    except SelectorError as exc:
+        raise kmock.KubernetesError(status=400, reason="BadRequest", message=str(exc)) from exc
 
 
 def _now() -> str:
