@@ -27,20 +27,18 @@ from _runtime_helpers import Spawn
 from lightkube import KubeConfig
 
 from dynamo.runtime.discovery.base import WatchEvent
-from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery, PodIdentity
+from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery
 from dynamo.runtime.discovery.kubernetes.objects import (
     DISCOVERY_LABEL,
-    DISCOVERY_SERVICE_LABEL,
     HOLDER_ANNOTATION,
     POD_ANNOTATION,
     POD_UID_ANNOTATION,
     RENEW_ANNOTATION,
 )
 from dynamo.runtime.errors import ConfigError
-from dynamo.testing.kube_api import FakeKubeApi, KubeHttp, fake_kube_api, object_path
-from dynamo.testing.kube_endpoints import CountingKubeApi, endpoint_slice_controller
+from dynamo.testing.kube_api import FakeKubeApi, KubeHttp, fake_kube_api
+from dynamo.testing.kube_endpoints import CountingKubeApi, FakePods, endpoint_slice_controller
 
-GRAPH_LABEL = "nvidia.com/dynamo-graph-deployment-name"
 SLICES = kmock.resource("discovery.k8s.io", "v1", "endpointslices")
 
 
@@ -60,67 +58,10 @@ async def kube() -> AsyncIterator[CountingKubeApi]:
         yield api
 
 
-class Pods:
-    """Pods of one graph behind its discovery Service (as the operator creates it)."""
-
-    def __init__(self, http: KubeHttp) -> None:
-        self.http = http
-        self._ips = 0
-
-    async def service(self, graph: str = "g") -> None:
-        await self.http.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {
-                    "name": f"{graph}-discovery",
-                    "namespace": NS,
-                    "labels": {DISCOVERY_SERVICE_LABEL: "true", GRAPH_LABEL: graph},
-                },
-                "spec": {
-                    "clusterIP": "None",
-                    "publishNotReadyAddresses": False,
-                    "selector": {GRAPH_LABEL: graph},
-                },
-            },
-            "services",
-        )
-
-    async def create(self, name: str, *, ready: bool, graph: str = "g") -> PodIdentity:
-        self._ips += 1
-        pod = await self.http.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": NS, "labels": {GRAPH_LABEL: graph}},
-                "status": {"podIP": f"10.0.0.{self._ips}", "conditions": _ready(ready)},
-            },
-            "pods",
-        )
-        return PodIdentity(name, pod["metadata"]["uid"])
-
-    async def set_ready(self, name: str, ready: bool) -> None:
-        path = object_path("v1", "pods", NS, name)
-        status, body = await self.http.request("PATCH", path, {"status": _conditions(ready)})
-        assert status == 200, body
-
-    async def delete(self, name: str) -> None:
-        status, body = await self.http.request("DELETE", object_path("v1", "pods", NS, name))
-        assert status == 200, body
-
-
-def _ready(ready: bool) -> list[dict[str, str]]:
-    return [{"type": "Ready", "status": "True" if ready else "False"}]
-
-
-def _conditions(ready: bool) -> dict[str, Any]:
-    return {"conditions": _ready(ready)}
-
-
 @pytest.fixture
-async def pods(kube: FakeKubeApi) -> AsyncIterator[Pods]:
+async def pods(kube: FakeKubeApi) -> AsyncIterator[FakePods]:
     async with aiohttp.ClientSession(base_url=str(kube.url)) as session:
-        created = Pods(KubeHttp(session))
+        created = FakePods(KubeHttp(session), NS)
         await created.service()
         yield created
 
@@ -145,7 +86,7 @@ async def make(kube: FakeKubeApi) -> AsyncIterator[Make]:
 
 
 async def test_pod_keys_are_visible_only_while_the_pod_is_ready(
-    kube: CountingKubeApi, pods: Pods, make: Make
+    kube: CountingKubeApi, pods: FakePods, make: Make
 ) -> None:
     pod = await pods.create("worker-0", ready=True)
     writer = await make(pod=pod)
@@ -190,7 +131,7 @@ async def test_pod_keys_are_visible_only_while_the_pod_is_ready(
     await watch.aclose()
 
 
-async def test_a_watcher_started_later_sees_only_ready_pods(pods: Pods, make: Make) -> None:
+async def test_a_watcher_started_later_sees_only_ready_pods(pods: FakePods, make: Make) -> None:
     ready = await make(pod=await pods.create("worker-0", ready=True))
     starting = await make(pod=await pods.create("worker-1", ready=False))
     await ready.put("v1/instances/a", {"n": 1})
@@ -207,7 +148,7 @@ async def test_a_watcher_started_later_sees_only_ready_pods(pods: Pods, make: Ma
 
 
 async def test_registration_is_one_write_and_a_pod_sends_no_heartbeat(
-    kube: CountingKubeApi, pods: Pods, make: Make
+    kube: CountingKubeApi, pods: FakePods, make: Make
 ) -> None:
     writer = await make(pod=await pods.create("worker-0", ready=True), ttl_s=0.3)
     for key in ("v1/instances/ns/w/e/1", "v1/mdc/ns/w/e/1", "v1/events/ns/1"):
@@ -226,7 +167,7 @@ async def test_registration_is_one_write_and_a_pod_sends_no_heartbeat(
 
 
 async def test_a_process_restarted_in_its_pod_replaces_its_record(
-    kube: FakeKubeApi, pods: Pods, make: Make, spawn: Spawn, tmp_path: Path
+    kube: FakeKubeApi, pods: FakePods, make: Make, spawn: Spawn, tmp_path: Path
 ) -> None:
     pod = await pods.create("worker-0", ready=True)
     path = tmp_path / "kubeconfig"
@@ -267,7 +208,7 @@ async def test_a_process_restarted_in_its_pod_replaces_its_record(
 
 
 async def test_without_endpointslice_access_pod_records_stay_hidden_and_the_log_says_why(
-    kube: FakeKubeApi, pods: Pods, make: Make, caplog: pytest.LogCaptureFixture
+    kube: FakeKubeApi, pods: FakePods, make: Make, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="dynamo.runtime.discovery.kubernetes")
     for action in (kmock.action.LIST, kmock.action.WATCH):

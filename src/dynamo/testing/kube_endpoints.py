@@ -1,5 +1,6 @@
 """Test doubles around the fake API server for Kubernetes discovery: the EndpointSlice
-controller that the emulator lacks, and an API server that counts writes and watch events.
+controller that the emulator lacks, an API server that counts writes and watch events, and
+`FakePods`, which plays the kubelet (pods with a Ready condition behind a discovery Service).
 
 `EndpointSliceController` watches Pods and Services over HTTP, as the real controller does,
 and keeps one or more EndpointSlices per Service with a selector: every selected pod that has
@@ -22,6 +23,7 @@ import aiohttp
 import kmock
 from typing_extensions import override
 
+from dynamo.runtime.discovery.kubernetes.objects import DISCOVERY_SERVICE_LABEL, PodIdentity
 from dynamo.testing.kube_api import FakeKubeApi, KubeHttp, object_path
 
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
@@ -228,3 +230,72 @@ async def endpoint_slice_controller(api: FakeKubeApi) -> AsyncIterator[EndpointS
     async with EndpointSliceController(str(api.url)) as controller:
         await controller.synced()
         yield controller
+
+
+GRAPH_LABEL = "nvidia.com/dynamo-graph-deployment-name"
+
+
+class FakePods:
+    """Pods of one graph in one namespace behind its discovery Service (as the operator makes
+    it); `set_ready` flips a pod's Ready condition as the kubelet does after its probes."""
+
+    def __init__(self, http: KubeHttp, namespace: str, graph: str = "g") -> None:
+        self.http, self.namespace, self.graph = http, namespace, graph
+        self._ips = 0
+
+    async def service(self) -> None:
+        await self.http.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": f"{self.graph}-dynamo-discovery",
+                    "namespace": self.namespace,
+                    "labels": {DISCOVERY_SERVICE_LABEL: "true", GRAPH_LABEL: self.graph},
+                },
+                "spec": {
+                    "clusterIP": "None",
+                    "publishNotReadyAddresses": False,
+                    "selector": {GRAPH_LABEL: self.graph},
+                },
+            },
+            "services",
+        )
+
+    async def create(self, name: str, *, ready: bool) -> PodIdentity:
+        self._ips += 1
+        pod = await self.http.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": self.namespace,
+                    "labels": {GRAPH_LABEL: self.graph},
+                },
+                "status": {
+                    "podIP": f"10.{self._ips // 65536}.{self._ips // 256 % 256}.{self._ips % 256}",
+                    "conditions": _ready(ready),
+                },
+            },
+            "pods",
+        )
+        return PodIdentity(name, pod["metadata"]["uid"])
+
+    async def set_ready(self, name: str, ready: bool) -> None:
+        path = object_path("v1", "pods", self.namespace, name)
+        status, body = await self.http.request(
+            "PATCH", path, {"status": {"conditions": _ready(ready)}}
+        )
+        if status != 200:
+            raise AssertionError(f"patch {path}: {status} {body}")
+
+    async def delete(self, name: str) -> None:
+        path = object_path("v1", "pods", self.namespace, name)
+        status, body = await self.http.request("DELETE", path)
+        if status != 200:
+            raise AssertionError(f"delete {path}: {status} {body}")
+
+
+def _ready(ready: bool) -> list[dict[str, str]]:
+    return [{"type": "Ready", "status": "True" if ready else "False"}]
