@@ -27,13 +27,21 @@ from _runtime_helpers import Spawn
 from lightkube import KubeConfig
 
 from dynamo.runtime.discovery.base import WatchEvent
-from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery
+from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery, PodIdentity
 from dynamo.runtime.discovery.kubernetes.objects import (
     DISCOVERY_LABEL,
+    DISCOVERY_SERVICE_LABEL,
     HOLDER_ANNOTATION,
     POD_ANNOTATION,
     POD_UID_ANNOTATION,
     RENEW_ANNOTATION,
+    DiscoveryRecord,
+    discovery_object,
+    parse_record,
+    pod_is_ready,
+    pod_object_name,
+    ready_index,
+    ready_pods,
 )
 from dynamo.runtime.errors import ConfigError
 from dynamo.testing.kube_api import FakeKubeApi, KubeHttp, fake_kube_api
@@ -226,3 +234,58 @@ async def test_without_endpointslice_access_pod_records_stay_hidden_and_the_log_
     with pytest.raises(ConfigError, match=r"endpointslices is forbidden.*needs get, list, watch"):
         await outside.get_prefix("v1/")
     await watch.aclose()
+
+
+# ---------------------------------------------------------------------- pure helpers
+def test_records_are_named_per_pod_and_container() -> None:
+    assert pod_object_name(PodIdentity("worker-0", "u")) == "dyn-worker-0"
+    assert pod_object_name(PodIdentity("worker-0", "u", "sidecar")) == "dyn-worker-0-sidecar"
+    long = pod_object_name(PodIdentity("p" * 253))
+    assert len(long) == 253 and long.startswith("dyn-ppp") and long != "dyn-" + "p" * 249
+    assert PodIdentity.from_env({"POD_NAME": " w ", "POD_UID": "u", "DYN_CONTAINER_NAME": "c"}) == (
+        PodIdentity("w", "u", "c")
+    )
+    assert PodIdentity.from_env({"POD_UID": "u"}) is None
+
+
+def test_parse_record_of_a_pod() -> None:
+    obj = discovery_object(
+        "dyn-w", data={"k": '{"key":"a","value":{"n":1}}'}, holder="h/1",
+        owner=PodIdentity("w", "u"), heartbeat=None,
+    )  # fmt: skip
+    assert parse_record(obj, 9.0) == DiscoveryRecord(
+        "dyn-w", None, 9.0, {"a": {"n": 1}}, PodIdentity("w", "u")
+    )
+    del obj["metadata"]["annotations"][POD_ANNOTATION]
+    assert parse_record(obj, 9.0) is None  # neither a pod nor a heartbeat
+
+
+def _slice(*endpoints: dict[str, Any], label: str = "true") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "s", "labels": {DISCOVERY_SERVICE_LABEL: label}},
+        "endpoints": list(endpoints),
+    }
+
+
+def _endpoint(name: str, uid: str, **conditions: bool) -> dict[str, Any]:
+    target = {"kind": "Pod", "name": name, "uid": uid}
+    return {"addresses": ["10.0.0.1"], "conditions": conditions, "targetRef": target}
+
+
+def test_ready_pods_of_discovery_slices() -> None:
+    ready = ready_pods(
+        _slice(
+            _endpoint("a", "1", ready=True),
+            _endpoint("b", "2", ready=False, terminating=True),
+            _endpoint("c", "3"),  # no condition: ready, as the API documents
+            {"addresses": ["10.0.0.9"]},  # no pod behind it
+        )
+    )
+    assert ready == {("a", "1"), ("c", "3")}
+    assert ready_pods(_slice(_endpoint("a", "1"), label="false")) == frozenset()
+    index = ready_index([ready, frozenset({("a", "9")})])
+    assert index == {"a": frozenset({"1", "9"}), "c": frozenset({"3"})}
+    assert pod_is_ready(PodIdentity("a", "1"), index)
+    assert pod_is_ready(PodIdentity("a"), index)  # uid unknown: the name decides
+    assert not pod_is_ready(PodIdentity("c", "4"), index)  # a new pod of the same name
+    assert not pod_is_ready(PodIdentity("b", "2"), index)
