@@ -34,18 +34,24 @@ _WRITES = {kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE}
 
 
 class CountingKubeApi(FakeKubeApi):
-    """The fake API server, counting writes (create, patch/update, delete) and the watch
-    events it streams, per resource plural."""
+    """The fake API server, counting writes (create, patch/update, delete) per resource plural
+    and per (plural, object name), and the watch events it streams per plural."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.writes: collections.Counter[str] = collections.Counter()
+        self.object_writes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.watch_events: collections.Counter[str] = collections.Counter()
 
     @override
     async def _handle(self, request: kmock.Request) -> Any:
         if request.resource is not None and request.action in _WRITES:
-            self.writes[request.resource.plural or "?"] += 1
+            plural = request.resource.plural or "?"
+            self.writes[plural] += 1
+            name = request.name
+            if name is None and isinstance(request.data, dict):
+                name = (request.data.get("metadata") or {}).get("name")
+            self.object_writes[plural, str(name)] += 1
         return await super()._handle(request)
 
     @override
