@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,33 @@ async def test_a_process_restarted_in_its_pod_replaces_its_record(
     names = sorted(name for _, ns, name, _ in kube.live_objects() if name.startswith("dyn-"))
     assert names == sorted(["dyn-worker-0", reader.name])
     await watch.aclose()
+
+
+async def test_a_pod_takes_over_a_record_left_under_its_name(
+    kube: FakeKubeApi, pods: FakePods, make: Make
+) -> None:
+    pod = await pods.create("worker-0", ready=True)
+    left = discovery_object(
+        "dyn-worker-0", data={"old": '{"key":"v1/instances/old","value":{"n":0}}'},
+        holder="gone/1", owner=pod, heartbeat=(time.time(), 3600.0),
+    )  # fmt: skip
+    await pods.http.create(
+        {**left, "metadata": {**left["metadata"], "namespace": NS}}, "configmaps"
+    )
+    reader = await make()
+    assert await reader.get_prefix("v1/") == {"v1/instances/old": {"n": 0}}  # a heartbeat record
+    writer = await make(pod=pod)  # registers nothing, yet rewrites what it found
+    await writer.flush()
+    stored = configmap(kube, "dyn-worker-0") or {}
+    assert stored["data"] == {}
+    annotations = stored["metadata"]["annotations"]
+    assert RENEW_ANNOTATION not in annotations and annotations[POD_ANNOTATION] == "worker-0"
+    assert await reader.get_prefix("v1/") == {}
+    await writer.put("v1/instances/new", {"n": 1})
+    await writer.flush()
+    assert await reader.get_prefix("v1/") == {"v1/instances/new": {"n": 1}}
+    await pods.set_ready("worker-0", False)
+    assert await reader.get_prefix("v1/") == {}  # now it follows the pod's readiness
 
 
 async def test_without_endpointslice_access_pod_records_stay_hidden_and_the_log_says_why(

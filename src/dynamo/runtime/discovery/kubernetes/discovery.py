@@ -34,6 +34,8 @@ from dynamo.runtime.discovery.kubernetes.objects import (
     DISCOVERY_LABEL,
     DISCOVERY_LABEL_VALUE,
     DISCOVERY_SERVICE_LABEL,
+    RENEW_ANNOTATION,
+    TTL_ANNOTATION,
     PodIdentity,
     data_key,
     data_value,
@@ -247,7 +249,10 @@ class KubernetesDiscovery:
                         "annotations": heartbeat_annotations(time.time(), self._ttl_s)
                     }
                 elif self._foreign:  # take over the record of an earlier process of the pod
-                    patch["metadata"] = self._object(desired)["metadata"]
+                    metadata = self._object(desired)["metadata"]
+                    stale = dict.fromkeys((RENEW_ANNOTATION, TTL_ANNOTATION))  # no heartbeat
+                    metadata["annotations"] = {**stale, **metadata["annotations"]}
+                    patch["metadata"] = metadata
                 if changes:
                     patch["data"] = changes
                 if not patch:
