@@ -94,7 +94,7 @@ class KubernetesDiscovery:
 
     @property
     def liveness(self) -> str:
-        """ "readiness" (in a pod) or "heartbeat" (outside any pod)."""
+        """`readiness` (in a pod) or `heartbeat` (outside any pod)."""
         return "heartbeat" if self._heartbeat else "readiness"
 
     async def start(self) -> None:
