@@ -85,6 +85,9 @@ def test_injected_env_kubernetes_mode() -> None:
     assert worker.env["DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS"] == '["generate"]'
     assert worker.env["DYN_HEALTH_CHECK_ENABLED"] == "false"
     assert worker.env["DYN_DISCOVERY_BACKEND"] == "kubernetes"
+    # the operator makes the graph's discovery Service, so pod readiness is the liveness
+    assert worker.env["DYN_KUBE_DISCOVERY_LIVENESS"] == "readiness"
+    assert specs["Frontend"].env["DYN_KUBE_DISCOVERY_LIVENESS"] == "readiness"
     assert worker.ports == {"system": 9090}
     assert worker.env_value_from["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert set(worker.env_value_from) == {"POD_NAME", "POD_NAMESPACE", "POD_UID"}
@@ -97,6 +100,7 @@ def test_discovery_annotation_and_infrastructure() -> None:
     specs = _by_name(doc, mode="kubernetes", infrastructure={"ETCD_ENDPOINTS": "http://etcd:2379"})
     assert specs["Frontend"].env["DYN_DISCOVERY_BACKEND"] == "etcd"
     assert specs["Frontend"].env["ETCD_ENDPOINTS"] == "http://etcd:2379"
+    assert "DYN_KUBE_DISCOVERY_LIVENESS" not in specs["Frontend"].env
     assert _by_name(doc)["Frontend"].env["DYN_DISCOVERY_BACKEND"] == "file"  # local ignores it
 
 

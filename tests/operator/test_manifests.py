@@ -53,6 +53,7 @@ def test_guide_dgd_objects_and_owners() -> None:
         ("Deployment", "my-llm-vllmdecodeworker"),
         ("Role", "my-llm-k8s-service-discovery-role"),
         ("RoleBinding", "my-llm-k8s-service-discovery-binding"),
+        ("Service", "my-llm-dynamo-discovery"),
         ("Service", "my-llm-frontend"),
         ("Service", "my-llm-vllmdecodeworker"),
         ("ServiceAccount", "my-llm-k8s-service-discovery"),
@@ -145,6 +146,54 @@ def test_guide_worker_container() -> None:
         "resources": ["endpointslices"],
         "verbs": ["get", "list", "watch"],
     } in role["rules"]
+
+
+def test_kubernetes_discovery_gets_a_headless_service_over_every_pod_of_the_graph() -> None:
+    objs = _objects(_build(_guide()))
+    svc = objs[("Service", "my-llm-dynamo-discovery")]
+    assert svc["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "dynamo",
+        "app.kubernetes.io/instance": "my-llm",
+        "app.kubernetes.io/component": "discovery",
+        "app.kubernetes.io/part-of": "dynamo",
+        "app.kubernetes.io/managed-by": "dynamo-operator",
+        "nvidia.com/dynamo-graph-deployment-name": "my-llm",
+        "nvidia.com/dynamo-discovery-service": "true",
+    }
+    assert svc["spec"] == {
+        "clusterIP": "None",
+        "publishNotReadyAddresses": False,
+        "selector": {"nvidia.com/dynamo-graph-deployment-name": "my-llm"},
+    }
+    validate_k8s(svc)
+    for name in ("my-llm-frontend", "my-llm-vllmdecodeworker"):  # it selects every pod
+        pod_labels = objs[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["nvidia.com/dynamo-graph-deployment-name"] == "my-llm"
+    rules = objs[("Role", "my-llm-k8s-service-discovery-role")]["rules"]
+    assert {
+        "apiGroups": ["discovery.k8s.io"],
+        "resources": ["endpointslices"],
+        "verbs": ["get", "list", "watch"],
+    } in rules
+    validate_k8s(objs[("Role", "my-llm-k8s-service-discovery-role")])
+
+
+def test_discovery_service_name_must_be_free_and_short() -> None:
+    doc = _guide()
+    doc["spec"]["services"]["Dynamo-Discovery"] = doc["spec"]["services"].pop("Frontend")
+    with pytest.raises(
+        ConfigError,
+        match=r"spec.services.Dynamo-Discovery: its object name 'my-llm-dynamo-discovery' is "
+        r"the graph's discovery Service",
+    ):
+        _build(doc)
+    doc = _guide()
+    doc["metadata"]["name"] = "g" * 47
+    with pytest.raises(ConfigError, match=r"metadata.name: the discovery Service name 'g{47}-"):
+        _build(doc)
+    doc = _guide()
+    doc["metadata"]["annotations"] = {"nvidia.com/dynamo-discovery-backend": "etcd"}
+    assert ("Service", "my-llm-dynamo-discovery") not in _objects(_build(doc))
 
 
 @pytest.mark.parametrize("path", [GUIDE_DGD, *EXAMPLES], ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -27,6 +27,7 @@ GRAPH_KEYS = {
     ("Deployment", "my-llm-vllmdecodeworker"),
     ("Service", "my-llm-frontend"),
     ("Service", "my-llm-vllmdecodeworker"),
+    ("Service", "my-llm-dynamo-discovery"),
     ("ServiceAccount", "my-llm-k8s-service-discovery"),
     ("Role", "my-llm-k8s-service-discovery-role"),
     ("RoleBinding", "my-llm-k8s-service-discovery-binding"),

@@ -1,5 +1,6 @@
-"""Kubernetes discovery against an in-memory API server over HTTP (kmock): registration, watches,
-heartbeat expiry, pod garbage collection, broken watches, RBAC errors, and a runtime end to end."""
+"""Kubernetes discovery against an in-memory API server over HTTP (kmock), for processes outside
+any pod (heartbeat liveness): registration, watches, heartbeat expiry, broken watches, RBAC
+errors, and a runtime end to end. Pod readiness is in test_discovery_kubernetes_pods.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import aiohttp
 import kmock
 import pytest
 import yaml
+from _kube_helpers import CONFIGMAPS, NS, configmap, kubeconfig_dict, next_event, wait_until
 from _runtime_helpers import Spawn
 from lightkube import KubeConfig
 
@@ -30,7 +32,6 @@ from dynamo.runtime.discovery.kubernetes.objects import (
     TTL_ANNOTATION,
     DiscoveryRecord,
     Freshness,
-    PodIdentity,
     data_key,
     parse_record,
 )
@@ -39,36 +40,8 @@ from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.transport.base import RequestContext
 from dynamo.testing.kube_api import FakeKubeApi, KubeHttp, fake_kube_api, object_path
 
-NS = "team-a"
 TTL_S = 10.0  # long: a stall of the shared test machine must not look like a dead process
 SHORT_TTL_S = 1.0  # for the tests about heartbeats
-CONFIGMAPS = kmock.resource("", "v1", "configmaps")
-
-
-def kubeconfig_dict(url: str, namespace: str = NS) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": url.rstrip("/")}}],
-        "users": [{"name": "tester", "user": {"token": "t"}}],
-        "contexts": [
-            {
-                "name": "fake",
-                "context": {"cluster": "fake", "user": "tester", "namespace": namespace},
-            }
-        ],
-        "current-context": "fake",
-    }
-
-
-async def next_event(it: AsyncIterator[WatchEvent], timeout_s: float = 20.0) -> WatchEvent:
-    return await asyncio.wait_for(it.__anext__(), timeout_s)
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not await predicate():  # noqa: ASYNC110 (the state lives in another process)
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)
@@ -80,11 +53,6 @@ def _no_pod_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def kube() -> AsyncIterator[FakeKubeApi]:
     async with fake_kube_api(with_dynamo_crds=False) as api:
-        api.resources["v1/configmaps"] = kmock.ResourceInfo(
-            kind="ConfigMap",
-            namespaced=True,
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-        )
         yield api
 
 
@@ -114,17 +82,11 @@ async def make(kube: FakeKubeApi) -> AsyncIterator[Make]:
         await discovery.close()
 
 
-def configmap(kube: FakeKubeApi, name: str) -> dict[str, Any] | None:
-    for resource, namespace, obj_name, body in kube.live_objects():
-        if resource == CONFIGMAPS and namespace == NS and obj_name == name:
-            return body
-    return None
-
-
 async def test_two_processes_see_each_other_and_close_removes_keys(
     kube: FakeKubeApi, make: Make
 ) -> None:
     a, b = await make(), await make()
+    assert a.liveness == "heartbeat"  # outside any pod
     await a.put("v1/instances/ns/c/e/1", {"n": 1})
     assert await b.get_prefix("v1/instances/") == {"v1/instances/ns/c/e/1": {"n": 1}}
     assert await b.get_prefix("v1/mdc/") == {}
@@ -179,32 +141,6 @@ async def test_killed_process_expires_and_its_object_is_deleted(
         return [name for *_, name, _ in kube.live_objects()] == [reader.name]
 
     await wait_until(only_reader_left)
-    await watch.aclose()
-
-
-async def test_deleting_the_pod_garbage_collects_its_keys(
-    kube: FakeKubeApi, make: Make, http: KubeHttp
-) -> None:
-    pod = await http.create(
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker-0", "namespace": NS}},
-        "pods",
-    )
-    uid = pod["metadata"]["uid"]
-    owned = await make(pod=PodIdentity("worker-0", uid))
-    resolved = await make(pod=PodIdentity("worker-0"))  # uid looked up
-    for discovery in (owned, resolved):
-        stored = configmap(kube, discovery.name) or {}
-        assert stored["metadata"]["ownerReferences"] == [
-            {"apiVersion": "v1", "kind": "Pod", "name": "worker-0", "uid": uid}
-        ]
-    await owned.put("v1/instances/ns/w/e/1", {"n": 1})
-    reader = await make()
-    watch = reader.watch_prefix("v1/")
-    assert await next_event(watch) == WatchEvent("put", "v1/instances/ns/w/e/1", {"n": 1})
-    status, _ = await http.request("DELETE", object_path("v1", "pods", NS, "worker-0"))
-    assert status == 200
-    assert await next_event(watch) == WatchEvent("delete", "v1/instances/ns/w/e/1", None)
-    assert configmap(kube, owned.name) is None
     await watch.aclose()
 
 
@@ -331,14 +267,27 @@ async def test_factory_reads_the_pod_environment(
     monkeypatch.setenv("POD_NAME", "worker-1")
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    discovery = make_discovery(RuntimeConfig(discovery_backend="kubernetes", lease_ttl_s=3.0))
+    config = RuntimeConfig(discovery_backend="kubernetes", lease_ttl_s=3.0)
+    # A pod the operator did not make (no discovery Service selects it): heartbeat liveness.
+    plain = make_discovery(config)
+    assert isinstance(plain, KubernetesDiscovery)
+    assert plain.liveness == "heartbeat"
+    assert plain.name.startswith("dyn-") and plain.name != "dyn-worker-1"
+    config = RuntimeConfig(
+        discovery_backend="kubernetes", lease_ttl_s=3.0, kube_discovery_liveness="readiness"
+    )
+    discovery = make_discovery(config)
     assert isinstance(discovery, KubernetesDiscovery)
     assert discovery.namespace == "ns-from-pod"
-    assert discovery.name.startswith("dyn-")
+    assert discovery.name == "dyn-worker-1"  # named after its pod: a restart overwrites it
+    assert discovery.liveness == "readiness"
     with pytest.raises(ConfigError, match="no Kubernetes configuration"):
         await discovery.start()
     with pytest.raises(ConfigError, match="ttl must be > 0"):
         KubernetesDiscovery(ttl_s=0)
+    monkeypatch.delenv("POD_NAME")
+    with pytest.raises(ConfigError, match="readiness needs POD_NAME"):
+        make_discovery(config)
 
 
 async def echo(request: dict[str, Any], ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:

@@ -174,6 +174,9 @@ def _system_env(
         "DYN_DISCOVERY_BACKEND": discovery_backend,
         **infrastructure,
     }
+    if discovery_backend == "kubernetes" and mode == "kubernetes":
+        # The operator creates the graph's discovery Service, so pod readiness can be liveness.
+        env["DYN_KUBE_DISCOVERY_LIVENESS"] = "readiness"
     kind = spec.component_type or ""
     if kind in FRONTEND_COMPONENT_TYPES:
         env["DYNAMO_PORT"] = str(http_port)

@@ -52,7 +52,20 @@ def discovery_backend(dgd: DynamoGraphDeployment, config: OperatorConfig) -> str
     return chosen
 
 
-def _check_names(services: list[ServiceSpec]) -> None:
+def _check_names(graph: GraphRef, services: list[ServiceSpec], discovery: str) -> None:
+    if discovery == "kubernetes":
+        name = workloads.discovery_service_name(graph)
+        if not is_dns_label(name):
+            raise ConfigError(
+                f"metadata.name: the discovery Service name {name!r} (graph name + "
+                "'-dynamo-discovery') must be a DNS label of at most 63 characters"
+            )
+        for svc in services:
+            if svc.k8s_name == name:
+                raise ConfigError(
+                    f"spec.services.{svc.name}: its object name {name!r} is the graph's "
+                    "discovery Service; rename the service"
+                )
     for svc in services:
         if not is_dns_label(svc.k8s_name):
             raise ConfigError(
@@ -69,15 +82,17 @@ def _check_names(services: list[ServiceSpec]) -> None:
 
 
 def needs_service(svc: ServiceSpec, discovery: str) -> bool:
-    """Frontends always get a Service (port 8000); other components only when Kubernetes
-    discovery finds them through their Service's EndpointSlices."""
+    """Frontends always get a Service (port 8000); other components too with Kubernetes
+    discovery, as NVIDIA Dynamo does (pydynamo's discovery itself watches the graph's discovery
+    Service, `workloads.discovery_service`)."""
     if not svc.ports:
         return False
     return svc.is_frontend or discovery == "kubernetes"
 
 
 def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphManifests:
-    """All objects for the DGD `body`, in creation order (PVCs, RBAC, workloads, Services)."""
+    """All objects for the DGD `body`, in creation order (PVCs, RBAC, workloads, Services, and
+    with Kubernetes discovery the graph's discovery Service)."""
     dgd = parse_graph(body)
     graph = GraphRef.from_body(body)
     discovery = discovery_backend(dgd, config)
@@ -88,7 +103,7 @@ def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphMan
         discovery_backend=discovery,
         infrastructure=config.infrastructure_env,
     )
-    _check_names(services)
+    _check_names(graph, services, discovery)
     objects: list[dict[str, Any]] = [
         workloads.persistent_volume_claim(graph, pvc) for pvc in dgd.spec.pvcs if pvc.create
     ]
@@ -117,6 +132,8 @@ def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphMan
             )
         if needs_service(svc, discovery):
             objects.append(workloads.service(graph, svc, discovery_backend=discovery))
+    if discovery == "kubernetes":
+        objects.append(workloads.discovery_service(graph))
     return GraphManifests(
         graph=graph,
         dgd=dgd,

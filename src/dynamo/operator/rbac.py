@@ -8,8 +8,10 @@ from typing import Any
 from dynamo.operator import labels as lbl
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
-# pydynamo's runtime keeps each process's keys in a ConfigMap it owns and deletes the ones whose
-# heartbeat stopped; EndpointSlices and DynamoWorkerMetadata are what NVIDIA Dynamo's runtime uses.
+# pydynamo's runtime keeps each process's keys in a ConfigMap named after its pod and counts
+# them only while the pod is Ready in the graph's discovery Service's EndpointSlices (it deletes
+# the stale ConfigMaps of heartbeat writers outside pods); DynamoWorkerMetadata is what NVIDIA
+# Dynamo's runtime uses.
 DISCOVERY_RULES: tuple[dict[str, Any], ...] = (
     {
         "apiGroups": [""],

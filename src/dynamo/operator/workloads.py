@@ -1,5 +1,6 @@
 """Workload objects of one graph service: a Deployment (or a LeaderWorkerSet when the service
-spans several nodes), its Service, and the graph's PersistentVolumeClaims."""
+spans several nodes), its Service, and the graph's PersistentVolumeClaims and discovery
+Service."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dynamo.deploy.builder import ServiceSpec
 from dynamo.deploy.graph import DynamoGraphDeployment, Pvc
 from dynamo.operator import labels as lbl
 from dynamo.operator.podspec import PodOptions, pod_template
+from dynamo.runtime.discovery.kubernetes.objects import DISCOVERY_SERVICE_LABEL
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 STRATEGY_ANNOTATION = "nvidia.com/deployment-strategy"
@@ -121,6 +123,30 @@ def service(graph: lbl.GraphRef, svc: ServiceSpec, *, discovery_backend: str) ->
                 {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
                 for name, port in svc.ports.items()
             ],
+        },
+    }
+
+
+def discovery_service_name(graph: lbl.GraphRef) -> str:
+    return f"{graph.name}-dynamo-discovery"
+
+
+def discovery_service(graph: lbl.GraphRef) -> dict[str, Any]:
+    """The graph's headless Service `{dgd}-dynamo-discovery` over every pod of the graph.
+
+    Nothing connects through it: Kubernetes discovery watches its EndpointSlices (which carry
+    its labels, `nvidia.com/dynamo-discovery-service` among them) and counts a process's keys
+    only while its pod is Ready there. Not-ready pods stay unpublished, so a pod that fails its
+    readiness probe (or restarts its container) drops out of every peer's view."""
+    labels = {**lbl.graph_labels(graph, "discovery"), DISCOVERY_SERVICE_LABEL: "true"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": lbl.metadata(graph, discovery_service_name(graph), labels),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": {lbl.GRAPH_LABEL: graph.name},
         },
     }
 

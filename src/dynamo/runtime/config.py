@@ -162,6 +162,13 @@ class RuntimeConfig:
         env="DYN_FILE_KV",
     )
     lease_ttl_s: float = option(10.0, help="discovery lease TTL in seconds")
+    kube_discovery_liveness: str = option(
+        "heartbeat",
+        help="Kubernetes discovery: how readers tell a process lives; readiness = its pod is "
+        "Ready in the graph's discovery Service (the operator sets it; needs POD_NAME and that "
+        "Service), heartbeat = an annotation renewed every TTL/3 (works anywhere)",
+        choices=("heartbeat", "readiness"),
+    )
     tcp_host: str = option(
         "127.0.0.1",
         help="host the request-plane server binds and advertises",

@@ -50,6 +50,7 @@ RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
     ("v1/serviceaccounts", "ServiceAccount", True, set()),
     ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}),
     ("v1/pods", "Pod", True, {"status"}),
+    ("discovery.k8s.io/v1/endpointslices", "EndpointSlice", True, set()),
     ("apps/v1/deployments", "Deployment", True, {"status", "scale"}),
     ("rbac.authorization.k8s.io/v1/roles", "Role", True, set()),
     ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding", True, set()),
@@ -308,9 +309,12 @@ def declare_resources(api: kmock.KubernetesEmulator, *, with_dynamo_crds: bool =
 
 
 @asynccontextmanager
-async def fake_kube_api(*, with_dynamo_crds: bool = True) -> AsyncIterator[FakeKubeApi]:
-    """A running fake API server; its URL is `str(api.url)`."""
-    async with FakeKubeApi() as api, kmock.Server(api):
+async def fake_kube_api(
+    *, with_dynamo_crds: bool = True, api_type: type[FakeKubeApi] = FakeKubeApi
+) -> AsyncIterator[FakeKubeApi]:
+    """A running fake API server (of `api_type`: a subclass may count or react to
+    requests); its URL is `str(api.url)`."""
+    async with api_type() as api, kmock.Server(api):
         declare_resources(api, with_dynamo_crds=with_dynamo_crds)
         yield api
 

@@ -27,10 +27,18 @@ def make_discovery(config: RuntimeConfig) -> Discovery:
     if backend == "kubernetes":
         from dynamo.runtime.discovery.kubernetes import KubernetesDiscovery, PodIdentity
 
+        pod = PodIdentity.from_env(os.environ)
+        if config.kube_discovery_liveness == "readiness" and pod is None:
+            raise ConfigError(
+                "--kube-discovery-liveness readiness needs POD_NAME (downward API): readers "
+                "match the process to its pod in the discovery Service's EndpointSlices"
+            )
         return KubernetesDiscovery(
             namespace=os.environ.get("POD_NAMESPACE") or None,
             ttl_s=config.lease_ttl_s,
-            pod=PodIdentity.from_env(os.environ),
+            # Outside readiness mode the pod is not named: a pod without a discovery Service
+            # selecting it would never be Ready in a slice, and its keys never visible.
+            pod=pod if config.kube_discovery_liveness == "readiness" else None,
         )
     raise ConfigError(
         f"unknown discovery backend {backend!r}; expected mem, file, etcd or kubernetes"

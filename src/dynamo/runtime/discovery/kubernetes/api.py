@@ -1,5 +1,5 @@
-"""The few ConfigMap calls Kubernetes discovery makes, on the shared client layer
-(`dynamo.runtime.kube`): ConfigMaps of one namespace selected by one label."""
+"""The few calls Kubernetes discovery makes, on the shared client layer (`dynamo.runtime.kube`):
+ConfigMaps of one namespace selected by one label, and EndpointSlices by another."""
 
 from __future__ import annotations
 
@@ -15,22 +15,33 @@ FIELD_MANAGER = "dynamo-discovery"
 
 
 class ConfigMapClient:
-    """ConfigMaps of one namespace, selected by one label."""
+    """ConfigMaps of one namespace selected by one label, and EndpointSlices by another
+    (`watched` names which: "configmaps" or "endpointslices")."""
 
-    def __init__(self, client: KubeClient, namespace: str, label: tuple[str, str]) -> None:
-        self._client, self.namespace, self._label = client, namespace, label
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        label: tuple[str, str],
+        slice_label: tuple[str, str],
+    ) -> None:
+        self._client, self.namespace = client, namespace
+        self._watched = {
+            "configmaps": ("v1", "ConfigMap", label),
+            "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice", slice_label),
+        }
 
     @classmethod
     async def connect(
-        cls, namespace: str | None, label: tuple[str, str], *, config: Any = None,
-        timeout_s: float = 5.0,
+        cls, namespace: str | None, label: tuple[str, str], slice_label: tuple[str, str], *,
+        config: Any = None, timeout_s: float = 5.0,
     ) -> ConfigMapClient:  # fmt: skip
         """In-cluster service account, else `KUBECONFIG`/`~/.kube/config` (or `config`, a
         lightkube `KubeConfig`)."""
         client = await KubeClient.connect(
             kubeconfig=config, field_manager=FIELD_MANAGER, timeout_s=timeout_s
         )
-        return cls(client, namespace or client.namespace, label)
+        return cls(client, namespace or client.namespace, label, slice_label)
 
     async def close(self) -> None:
         await self._client.close()
@@ -55,20 +66,20 @@ class ConfigMapClient:
             raise KubeApiError(f"get Pod {self.namespace}/{name}: 404: not found", status=404)
         return str(pod.get("metadata", {}).get("uid") or "")
 
-    async def list(self) -> tuple[list[dict[str, Any]], str | None]:
-        """Every labelled ConfigMap and the resourceVersion to watch from."""
-        key, value = self._label
-        found = await self._client.list("v1", "ConfigMap", self.namespace, {key: value})
+    async def list(self, watched: str = "configmaps") -> tuple[list[dict[str, Any]], str | None]:
+        """Every labelled object of `watched` and the resourceVersion to watch from."""
+        api_version, kind, (key, value) = self._watched[watched]
+        found = await self._client.list(api_version, kind, self.namespace, {key: value})
         return found.items, found.resource_version
 
     async def watch(
-        self, resource_version: str | None
+        self, resource_version: str | None, watched: str = "configmaps"
     ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """(ADDED|MODIFIED|DELETED|BOOKMARK, object) after `resource_version`; raises on errors
         (410 Gone included: the caller lists again)."""
-        key, value = self._label
+        api_version, kind, (key, value) = self._watched[watched]
         events = self._client.watch(
-            "v1", "ConfigMap", self.namespace, {key: value}, resource_version=resource_version
+            api_version, kind, self.namespace, {key: value}, resource_version=resource_version
         )
         async with contextlib.aclosing(events):
             async for event in events:

@@ -1,8 +1,11 @@
-"""Pure helpers of Kubernetes discovery: the ConfigMap a process owns, and heartbeat freshness.
+"""Pure helpers of Kubernetes discovery: the ConfigMap a process owns, pod readiness from
+EndpointSlices, and heartbeat freshness.
 
-Each process keeps every key it registers in one ConfigMap, labelled for discovery and owned
-by its Pod (so Kubernetes deletes it with the pod). `data` maps an encoded key to
-`{"key": ..., "value": ...}` JSON; annotations carry the heartbeat time and the TTL.
+Each process keeps every key it registers in one ConfigMap labelled for discovery. `data` maps
+an encoded key to `{"key": ..., "value": ...}` JSON. A process in a pod names the ConfigMap
+after its pod (and container), lets the pod own it and annotates the pod: the pod's readiness
+in the EndpointSlices of a discovery Service says whether it is alive. A process outside any
+pod annotates a heartbeat time and TTL instead.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,21 +23,43 @@ DISCOVERY_LABEL_VALUE = "true"
 RENEW_ANNOTATION = "nvidia.com/dynamo-discovery-renew-time"
 TTL_ANNOTATION = "nvidia.com/dynamo-discovery-ttl-seconds"
 HOLDER_ANNOTATION = "nvidia.com/dynamo-discovery-holder"
+POD_ANNOTATION = "nvidia.com/dynamo-discovery-pod"
+POD_UID_ANNOTATION = "nvidia.com/dynamo-discovery-pod-uid"
+# The label of the Services (and so, copied by the EndpointSlice controller, of their slices)
+# whose ready endpoints make pods' discovery records visible.
+DISCOVERY_SERVICE_LABEL = "nvidia.com/dynamo-discovery-service"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+_MAX_NAME = 253
 _MAX_DATA_KEY = 253
 _PLAIN = re.compile(r"[A-Za-z0-9-]")
 
 
 @dataclass(frozen=True)
 class PodIdentity:
-    """The pod this process runs in (downward API), used as the owner of its ConfigMap."""
+    """The pod this process runs in (downward API: POD_NAME, POD_UID), and the container
+    (DYN_CONTAINER_NAME, needed only when several containers of a pod register keys)."""
 
     name: str = ""
     uid: str = ""
+    container: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PodIdentity | None:
         name = environ.get("POD_NAME", "").strip()
-        return cls(name, environ.get("POD_UID", "").strip()) if name else None
+        if not name:
+            return None
+        uid = environ.get("POD_UID", "").strip()
+        return cls(name, uid, environ.get("DYN_CONTAINER_NAME", "").strip())
+
+
+def pod_object_name(pod: PodIdentity) -> str:
+    """The ConfigMap of the process in `pod` (and its container): a process restarted in the
+    same pod writes the same object, replacing its predecessor's record."""
+    base = f"dyn-{pod.name}" + (f"-{pod.container.lower()}" if pod.container else "")
+    if len(base) <= _MAX_NAME:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:16]
+    return f"{base[: _MAX_NAME - 17].rstrip('.-')}-{digest}"
 
 
 def data_key(key: str) -> str:
@@ -85,16 +110,23 @@ def discovery_object(
     name: str,
     *,
     data: Mapping[str, str],
-    renew_s: float,
-    ttl_s: float,
     holder: str,
     owner: PodIdentity | None,
+    heartbeat: tuple[float, float] | None,
 ) -> dict[str, Any]:
-    """The ConfigMap `name` holding a process's entries (`data` already encoded)."""
+    """The ConfigMap `name` holding a process's entries (`data` already encoded).
+
+    `heartbeat` (renew time, TTL) marks a process outside any pod; without it the record is
+    alive while `owner` is Ready in a discovery Service's EndpointSlice."""
+    annotations = {HOLDER_ANNOTATION: holder}
+    if heartbeat is not None:
+        annotations.update(heartbeat_annotations(*heartbeat))
+    elif owner is not None:
+        annotations.update({POD_ANNOTATION: owner.name, POD_UID_ANNOTATION: owner.uid})
     metadata: dict[str, Any] = {
         "name": name,
         "labels": {DISCOVERY_LABEL: DISCOVERY_LABEL_VALUE},
-        "annotations": {**heartbeat_annotations(renew_s, ttl_s), HOLDER_ANNOTATION: holder},
+        "annotations": annotations,
     }
     if owner is not None and owner.name and owner.uid:
         # No blockOwnerDeletion: it needs extra permissions on the pod and buys nothing here.
@@ -106,23 +138,30 @@ def discovery_object(
 
 @dataclass(frozen=True)
 class DiscoveryRecord:
-    """What one discovery ConfigMap says: whose heartbeat, how fresh, which entries."""
+    """What one discovery ConfigMap says: whose it is (a pod, or a heartbeat with its
+    freshness) and which entries."""
 
     name: str
-    renew_s: float
+    renew_s: float | None  # None for a record whose liveness is its pod's readiness
     ttl_s: float
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pod: PodIdentity | None = None
 
 
 def parse_record(obj: Mapping[str, Any], default_ttl_s: float) -> DiscoveryRecord | None:
-    """The record of a discovery ConfigMap; None when it is not one (no label or heartbeat)."""
+    """The record of a discovery ConfigMap; None when it is not one (no label, or neither a
+    heartbeat nor a pod)."""
     meta = obj.get("metadata") or {}
-    if (meta.get("labels") or {}).get(DISCOVERY_LABEL) is None:
+    if (meta.get("labels") or {}).get(DISCOVERY_LABEL) is None or not meta.get("name"):
         return None
     annotations = meta.get("annotations") or {}
     renew_s = parse_time(annotations.get(RENEW_ANNOTATION, ""))
-    if renew_s is None or not meta.get("name"):
-        return None
+    pod = None
+    if renew_s is None:
+        pod_name = str(annotations.get(POD_ANNOTATION) or "")
+        if not pod_name:
+            return None
+        pod = PodIdentity(pod_name, str(annotations.get(POD_UID_ANNOTATION) or ""))
     try:
         ttl_s = float(annotations.get(TTL_ANNOTATION, default_ttl_s))
     except (TypeError, ValueError):
@@ -141,7 +180,40 @@ def parse_record(obj: Mapping[str, Any], default_ttl_s: float) -> DiscoveryRecor
             and isinstance(doc.get("value"), dict)
         ):
             entries[doc["key"]] = doc["value"]
-    return DiscoveryRecord(str(meta["name"]), renew_s, ttl_s, entries)
+    return DiscoveryRecord(str(meta["name"]), renew_s, ttl_s, entries, pod)
+
+
+def ready_pods(endpoint_slice: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """(name, uid) of the pods Ready in an EndpointSlice of a discovery Service; empty for any
+    other slice. A missing `ready` condition counts as ready, as the API documents."""
+    labels = (endpoint_slice.get("metadata") or {}).get("labels") or {}
+    if labels.get(DISCOVERY_SERVICE_LABEL) != DISCOVERY_LABEL_VALUE:
+        return frozenset()
+    out = set()
+    for endpoint in endpoint_slice.get("endpoints") or []:
+        target = endpoint.get("targetRef") or {}
+        if target.get("kind") != "Pod" or not target.get("name"):
+            continue
+        if (endpoint.get("conditions") or {}).get("ready", True) is False:
+            continue
+        out.add((str(target["name"]), str(target.get("uid") or "")))
+    return frozenset(out)
+
+
+def ready_index(slices: Iterable[frozenset[tuple[str, str]]]) -> dict[str, frozenset[str]]:
+    """Pod name -> uids Ready in any of `slices` (the outputs of `ready_pods`)."""
+    index: dict[str, set[str]] = {}
+    for ready in slices:
+        for name, uid in ready:
+            index.setdefault(name, set()).add(uid)
+    return {name: frozenset(uids) for name, uids in index.items()}
+
+
+def pod_is_ready(pod: PodIdentity, index: Mapping[str, frozenset[str]]) -> bool:
+    uids = index.get(pod.name)
+    if not uids:
+        return False
+    return not pod.uid or pod.uid in uids or "" in uids
 
 
 @dataclass
@@ -165,6 +237,8 @@ class Freshness:
         self._seen: dict[str, _Seen] = {}
 
     def observe(self, record: DiscoveryRecord, now_mono: float, now_wall: float) -> None:
+        if record.renew_s is None:
+            return  # a pod's record: its readiness, not a heartbeat, says whether it lives
         seen = self._seen.get(record.name)
         if seen is None:
             age = max(0.0, now_wall - record.renew_s)
