@@ -214,3 +214,10 @@ def test_parse_sglang_args(tmp_path: Path) -> None:
             server_args_cls=FakeServerArgs,
             resolve_model_path=False,
         )
+
+
+def test_hub_repo_only_for_a_hub_id(tmp_path: Path) -> None:
+    local = SglangEngine(FakeServerArgs(model_path=str(tmp_path)), engine_factory=FakeSglEngine)
+    assert local.hub_repo is None
+    hub = SglangEngine(FakeServerArgs(model_path="Qwen/Qwen3-0.6B"), engine_factory=FakeSglEngine)
+    assert hub.hub_repo == "Qwen/Qwen3-0.6B"

@@ -228,3 +228,8 @@ def test_parse_trtllm_args_errors(tmp_path: Path) -> None:
         parse_trtllm_args(
             ["--model-path", "m", "--extra-engine-args", str(bad)], resolve_model_path=False
         )
+
+
+def test_hub_repo_only_for_a_hub_id(tmp_path: Path) -> None:
+    assert make(tmp_path).hub_repo is None
+    assert make(tmp_path, model="Qwen/Qwen3-0.6B").hub_repo == "Qwen/Qwen3-0.6B"

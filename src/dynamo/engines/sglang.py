@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,11 @@ class SglangEngine:
     @property
     def model_dir(self) -> str:
         return str(self.server_args.model_path)
+
+    @property
+    def hub_repo(self) -> str | None:
+        """`model_dir` when it names a hub repo rather than a local directory."""
+        return None if os.path.exists(self.model_dir) else self.model_dir
 
     async def start(self, sink: EngineEventSink) -> EngineInfo:
         if self._engine is not None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,11 @@ class TrtllmEngine:
     @property
     def model_dir(self) -> str:
         return str(self.llm_kwargs["model"])
+
+    @property
+    def hub_repo(self) -> str | None:
+        """`model_dir` when it names a hub repo rather than a local directory."""
+        return None if os.path.exists(self.model_dir) else self.model_dir
 
     async def start(self, sink: EngineEventSink) -> EngineInfo:
         if self._llm is not None:

@@ -69,6 +69,10 @@ class ModelEngine(Engine, Protocol):
     @property
     def model_dir(self) -> str: ...
 
+    @property
+    def hub_repo(self) -> str | None:
+        """The hub repo the model came from, if any (frontends may fetch files from it)."""
+
 
 def serve_engine(
     prog: str,
@@ -92,7 +96,12 @@ def serve_engine(
     def make_card(info: EngineInfo) -> ModelCard:
         facts = read_tokenizer_facts(engine.model_dir)
         card = build_model_card(
-            engine.served_model_name, facts, info, role=role, source_path=engine.model_dir
+            engine.served_model_name,
+            facts,
+            info,
+            role=role,
+            source_path=engine.model_dir,
+            hub_repo=engine.hub_repo,
         )
         return card.model_copy(update={"migration_limit": migration_limit})
 

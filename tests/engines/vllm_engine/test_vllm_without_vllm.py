@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from dynamo.engines.model_resolution import ResolvedModel
 from dynamo.engines.vllm import INSTALL_HINT, VllmEngine, VllmWorkerConfig, parse_vllm_args
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import ConfigError
@@ -50,3 +51,12 @@ def test_worker_roles() -> None:
     assert VllmWorkerConfig(is_decode_worker=True).role is WorkerRole.DECODE
     with pytest.raises(ConfigError, match="exclude each other"):
         VllmWorkerConfig(is_prefill_worker=True, is_decode_worker=True)
+
+
+def test_hub_repo_names_only_a_hub_download() -> None:
+    engine = VllmEngine(Args())
+    assert engine.hub_repo is None  # not started: nothing resolved yet
+    engine.resolved = ResolvedModel("Qwen/Qwen3-0.6B", "/cache/snap", "hub")
+    assert engine.hub_repo == "Qwen/Qwen3-0.6B"
+    engine.resolved = ResolvedModel("/models/q", "/models/q", "directory")
+    assert engine.hub_repo is None

@@ -102,6 +102,13 @@ class VllmEngine:
             raise UnavailableError("the vLLM engine has not started")
         return self.resolved.path
 
+    @property
+    def hub_repo(self) -> str | None:
+        """The hub id the model was downloaded from (None for a local directory or GGUF)."""
+        if self.resolved is None or self.resolved.source != "hub":
+            return None
+        return self.resolved.requested
+
     # --- lifecycle --------------------------------------------------------------------
     async def start(self, sink: EngineEventSink) -> EngineInfo:
         if self._llm is not None:
