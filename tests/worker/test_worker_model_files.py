@@ -12,12 +12,22 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dynamo.engines.base import EngineInfo
+from dynamo.engines.base import (
+    EngineEventSink,
+    EngineInfo,
+    EngineMetrics,
+    EngineOutput,
+    EngineRequest,
+)
 from dynamo.protocols.model_card import ModelCard
+from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
+from dynamo.runtime.errors import UnavailableError
 from dynamo.runtime.hosted_files import file_url
+from dynamo.runtime.transport.base import RequestContext
 from dynamo.testing.big_model import write_big_model
+from dynamo.worker.core import Worker
 from dynamo.worker.model_card import build_model_card, read_tokenizer_facts
 from dynamo.worker.model_files import MODEL_FILE_NAMES, host_model_files
 
@@ -65,3 +75,52 @@ async def test_a_directory_without_model_files_leaves_the_card_as_it_was(
     card = ModelCard(name="bare", source_path=str(tmp_path))
     assert await host_model_files(runtime, card, tmp_path) is card
     assert len(runtime.hosted_files) == 0
+
+
+class _LateDirEngine:
+    """Knows its model directory only once started, as a real engine resolving a hub id does."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory, self.started = directory, False
+
+    @property
+    def model_dir(self) -> str:
+        if not self.started:
+            raise UnavailableError("the engine has not started")
+        return str(self._directory)
+
+    async def start(self, sink: EngineEventSink) -> EngineInfo:
+        self.started = True
+        return INFO
+
+    async def generate(
+        self, request: EngineRequest, context: RequestContext
+    ) -> AsyncIterator[EngineOutput]:
+        yield EngineOutput(token_ids=[], finish_reason="stop")
+
+    def metrics(self) -> list[EngineMetrics]:
+        return []
+
+    async def shutdown(self) -> None:
+        self.started = False
+
+
+async def test_a_worker_asks_for_its_model_directory_after_the_engine_started(
+    runtime: DistributedRuntime, tmp_path: Path
+) -> None:
+    model = tmp_path / "big"
+    write_big_model(model)
+    engine = _LateDirEngine(model)
+    worker = Worker(
+        runtime,
+        engine,
+        EndpointAddress(runtime.config.namespace, "backend", "generate"),
+        lambda info: build_model_card("big", read_tokenizer_facts(engine.model_dir), info),
+        model_dir=lambda: engine.model_dir,
+    )
+    await worker.start()
+    try:
+        assert worker.card is not None
+        assert [f.name for f in worker.card.files] == list(MODEL_FILE_NAMES)
+    finally:
+        await worker.stop()

@@ -37,7 +37,7 @@ class Worker:
         metrics: ComponentMetrics | None = None,
         instance_id: int | None = None,
         publish_kv_events: bool = True,
-        model_dir: str | Path | None = None,
+        model_dir: str | Path | Callable[[], str | Path] | None = None,
     ) -> None:
         self.runtime = runtime
         self.engine = engine
@@ -47,7 +47,9 @@ class Worker:
         self._metrics = metrics
         self._labels = (address.namespace, address.component, address.endpoint)
         self._publish_kv_events = publish_kv_events
-        self._model_dir = model_dir  # its tokenizer/config files are hosted for frontends
+        # Its tokenizer/config files are hosted for frontends; a callable is asked once the
+        # engine has started (a real engine knows its model directory only then).
+        self._model_dir = model_dir
         self._forwarder: EventForwarder | None = None
         self._served: ServedEndpoint | None = None
         self.card: ModelCard | None = None
@@ -63,8 +65,9 @@ class Worker:
         )
         info = await self.engine.start(self._forwarder)
         card = self._make_card(info)
-        if self._model_dir is not None:
-            card = await host_model_files(self.runtime, card, self._model_dir)
+        model_dir = self._model_dir() if callable(self._model_dir) else self._model_dir
+        if model_dir is not None:
+            card = await host_model_files(self.runtime, card, model_dir)
         self.card = card
         self._forwarder.start(self.engine)
         self._served = await self.runtime.serve_endpoint(

@@ -115,7 +115,7 @@ def serve_engine(
                 make_card,
                 metrics=metrics,
                 publish_kv_events=publish,
-                model_dir=engine.model_dir,
+                model_dir=lambda: engine.model_dir,  # known once the engine started
             )
         ]
 
