@@ -257,6 +257,14 @@ async def test_invalid_llm_argument_is_a_config_error(tmp_path: Path) -> None:
         await engine.start(RecordingEngineSink())
 
 
+async def test_a_tensorrt_only_argument_with_the_pytorch_backend_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    engine = make(tmp_path, fast_build=True)
+    with pytest.raises(ConfigError, match=r"specific to TensorRT backend .*\['fast_build'\]"):
+        await engine.start(RecordingEngineSink())
+
+
 @pytest.mark.parametrize(
     ("backend", "cls"), [("pytorch", FakeTorchLLM), ("tensorrt", FakeTrtEngineLLM)]
 )
@@ -272,6 +280,9 @@ async def test_backend_picks_the_llm_class(
     info = await engine.start(RecordingEngineSink())
     try:
         assert type(engine._llm) is cls
+        # enable_iter_perf_stats is a PyTorch-backend field (TrtLlmArgs would refuse it)
+        assert engine._llm.args.enable_iter_perf_stats is (backend == "pytorch")
+        assert engine._llm.stats_enabled
         assert info.context_length == 131072
         outs = await collect(engine, req([EOS - 1], max_tokens=4))
         assert outs[-1]["finish_reason"] == "eos"

@@ -43,7 +43,7 @@ def test_the_guides_command_parses_with_the_images_dynamo_home(
         "tensor_parallel_size": 1,
         "backend": "pytorch",
     }
-    FakeTorchLLM(**kwargs)  # every key is a TorchLlmArgs field (the fake rejects others)
+    FakeTorchLLM(**kwargs)  # every key is a TorchLlmArgs field (the fake refuses others)
 
 
 def test_dockerfile_sets_dynamo_home_to_the_examples() -> None:

@@ -167,7 +167,8 @@ class TrtllmEngine:
             kv.setdefault("enable_block_reuse", True)
             kv.setdefault("event_buffer_max_size", 1024)
             kwargs["kv_cache_config"] = kv
-        kwargs.setdefault("enable_iter_perf_stats", True)  # else get_stats_async stays empty
+        if backend == "pytorch":  # a TorchLlmArgs field; without it get_stats_async stays empty
+            kwargs.setdefault("enable_iter_perf_stats", True)
         kwargs.setdefault("skip_tokenizer_init", True)  # token ids in and out
         try:  # model loading takes minutes: off the event loop (leases and health keep going)
             llm = await asyncio.to_thread(factory, **kwargs)

@@ -18,9 +18,10 @@ from typing import Any
 
 from dynamo.testing.fake_engines import VOCAB, FakePrefixCache, next_token
 
-# Keyword arguments of `TorchLlmArgs` (tensorrt_llm/llmapi/llm_args.py) the tests and the
-# recipes use. The real pydantic model forbids unknown fields; so does the fake.
-TORCH_LLM_ARGS = frozenset(
+# `LLM` keyword arguments by the args model that has them (tensorrt_llm/llmapi/llm_args.py):
+# `BaseLlmArgs` fields the tests and recipes use, the PyTorch backend's `TorchLlmArgs` only, and
+# the TensorRT backend's `TrtLlmArgs` only. The real pydantic models forbid unknown fields.
+BASE_LLM_ARGS = frozenset(
     {
         "max_seq_len",
         "max_batch_size",
@@ -28,21 +29,24 @@ TORCH_LLM_ARGS = frozenset(
         "max_beam_width",
         "kv_cache_config",
         "enable_chunked_prefill",
+        "pipeline_parallel_size",
+        "build_config",  # TensorRT's build settings; a deprecated placeholder in TorchLlmArgs
+    }
+)
+TORCH_ONLY_LLM_ARGS = frozenset(
+    {
         "cuda_graph_config",
         "disable_overlap_scheduler",
         "enable_iter_perf_stats",
         "enable_iter_req_stats",
         "print_iter_log",
-        "pipeline_parallel_size",
-        "moe_expert_parallel_size",
-        "enable_attention_dp",
-        "cache_transceiver_config",
-        "speculative_config",
+        "attn_backend",
+        "torch_compile_config",
     }
 )
-# Fields of `TrtLlmArgs` that `TorchLlmArgs` lacks: `_TorchLLM._validate_args_for_torch_backend`
-# rejects them.
-TRT_ONLY_LLM_ARGS = frozenset({"build_config", "enable_build_cache", "workspace"})
+TRT_ONLY_LLM_ARGS = frozenset(
+    {"enable_tqdm", "workspace", "enable_build_cache", "fast_build", "calib_config"}
+)
 
 DEFAULT_MAX_BATCH_SIZE = 2048  # BaseLlmArgs.max_batch_size
 DEFAULT_MAX_NUM_TOKENS = 8192  # BaseLlmArgs.max_num_tokens
@@ -204,7 +208,7 @@ class _FakeBaseLLM:
     (`_maybe_initialize_iteration_results`); before that the stats are an empty iterable and
     the KV events an AssertionError."""
 
-    ACCEPTED: frozenset[str] = TORCH_LLM_ARGS
+    ACCEPTED: frozenset[str] = BASE_LLM_ARGS
 
     def __init__(
         self,
@@ -232,6 +236,7 @@ class _FakeBaseLLM:
             max_num_tokens=kwargs.get("max_num_tokens", DEFAULT_MAX_NUM_TOKENS),
             enable_iter_perf_stats=bool(kwargs.get("enable_iter_perf_stats", False)),
         )
+        self.stats_enabled = self._stats_enabled(self.args)
         self.tokenizer = None if skip_tokenizer_init else FakeTokenizer(_config_eos(model))
         self.cache = FakePrefixCache(self.block)
         self.results: list[FakeRequestOutput] = []
@@ -244,6 +249,9 @@ class _FakeBaseLLM:
 
     def _max_seq_len(self, model: str, given: int | None) -> int | None:
         return given
+
+    def _stats_enabled(self, args: Any) -> bool:
+        return bool(args.enable_iter_perf_stats)
 
     def generate_async(
         self,
@@ -269,7 +277,7 @@ class _FakeBaseLLM:
             self._publish_stored(stored)
         result = FakeRequestOutput(prompt, params, cached // self.block)
         self.results.append(result)
-        if self.args.enable_iter_perf_stats:
+        if self.stats_enabled:
             self._iter_stats.queue.put_nowait(self._stats_record())
         return result
 
@@ -336,8 +344,11 @@ class _FakeBaseLLM:
 
 class FakeTorchLLM(_FakeBaseLLM):
     """Mirrors `tensorrt_llm.LLM` = `_TorchLLM` (llmapi/llm.py), the PyTorch backend: pops
-    `backend`, rejects TensorRT-only fields (`_validate_args_for_torch_backend`), and leaves
-    `args.max_seq_len` None unless given (the PyTorch executor derives it internally)."""
+    `backend`, rejects TensorRT-only fields (`_validate_args_for_torch_backend`), leaves
+    `args.max_seq_len` None unless given (the PyTorch executor derives it internally), and
+    reports iteration stats only with `enable_iter_perf_stats=True` (`TorchLlmArgs`)."""
+
+    ACCEPTED = BASE_LLM_ARGS | TORCH_ONLY_LLM_ARGS
 
     def __init__(self, model: str, *args: Any, **kwargs: Any) -> None:
         self.backend = kwargs.pop("backend", "pytorch")
@@ -352,10 +363,14 @@ class FakeTorchLLM(_FakeBaseLLM):
 
 class FakeTrtEngineLLM(_FakeBaseLLM):
     """Mirrors `tensorrt_llm._tensorrt_engine.LLM` = `_TrtLLM` (llmapi/llm.py), the TensorRT
-    engine backend: takes `build_config`; its build fills `max_seq_len` from the model's
-    `max_position_embeddings` when not given."""
+    engine backend: `TrtLlmArgs` (no PyTorch-only fields such as `enable_iter_perf_stats`; the
+    C++ executor always reports iteration stats); its build fills `max_seq_len` from the
+    model's `max_position_embeddings` when not given."""
 
-    ACCEPTED = TORCH_LLM_ARGS | TRT_ONLY_LLM_ARGS
+    ACCEPTED = BASE_LLM_ARGS | TRT_ONLY_LLM_ARGS
+
+    def _stats_enabled(self, args: Any) -> bool:
+        return True
 
     def _max_seq_len(self, model: str, given: int | None) -> int | None:
         if given:
