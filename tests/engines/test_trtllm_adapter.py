@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,29 @@ async def test_a_failed_start_shuts_the_engine_down(tmp_path: Path) -> None:
     (llm,) = made
     assert llm.shut_down
     assert engine._tasks == [] and engine._llm is None
+
+
+async def test_a_start_cancelled_during_model_loading_shuts_the_engine_down(
+    tmp_path: Path,
+) -> None:
+    loading, release = threading.Event(), threading.Event()
+    made: list[FakeTorchLLM] = []
+
+    def slow_factory(**kwargs: Any) -> FakeTorchLLM:
+        loading.set()
+        release.wait(10)
+        made.append(FakeTorchLLM(**kwargs))
+        return made[-1]
+
+    engine = make(tmp_path, slow_factory)
+    start = asyncio.create_task(engine.start(RecordingEngineSink()))
+    await asyncio.to_thread(loading.wait, 10)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    release.set()
+    await eventually(lambda: bool(made) and made[0].shut_down)
+    assert engine._llm is None and engine._tasks == []
 
 
 async def test_invalid_llm_argument_is_a_config_error(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import logging
 import os
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -170,8 +171,13 @@ class TrtllmEngine:
         if backend == "pytorch":  # a TorchLlmArgs field; without it get_stats_async stays empty
             kwargs.setdefault("enable_iter_perf_stats", True)
         kwargs.setdefault("skip_tokenizer_init", True)  # token ids in and out
-        try:  # model loading takes minutes: off the event loop (leases and health keep going)
-            llm = await asyncio.to_thread(factory, **kwargs)
+        # Model loading takes minutes: off the event loop (leases and health keep going).
+        build = asyncio.ensure_future(asyncio.to_thread(factory, **kwargs))
+        try:
+            llm = await asyncio.shield(build)
+        except asyncio.CancelledError:  # the thread goes on building: shut down what it builds
+            build.add_done_callback(_shut_down_when_built)
+            raise
         except Exception as exc:  # TRT-LLM validates its arguments with pydantic/ValueError
             raise ConfigError(f"TensorRT-LLM rejected the engine arguments: {exc}") from exc
         try:
@@ -332,6 +338,14 @@ class TrtllmEngine:
             if not out.finished:
                 with contextlib.suppress(Exception):
                     result.abort()
+
+
+def _shut_down_when_built(build: asyncio.Future[Any]) -> None:
+    """Shut down an engine whose start was cancelled while it was being built."""
+    if build.cancelled() or build.exception() is not None:
+        return
+    llm = build.result()
+    threading.Thread(target=llm.shutdown, name="trtllm-shutdown", daemon=True).start()
 
 
 async def _aiter(result: Any) -> AsyncIterator[Any]:
