@@ -201,9 +201,10 @@ async def test_stats_reader_does_not_spin_before_or_after_requests(started: Star
     await asyncio.sleep(0.3)  # six poll timeouts: a spinning reader polls thousands of times
     assert fake.stats_calls <= 2
     assert fake._iter_stats is not None and fake._iter_stats.polls <= 4
-    m = engine.metrics()[0]
-    assert (m.total_kv_blocks, m.active_kv_blocks, m.running_requests) == (100, 2, 1)
     assert sink.load_changes == 1
+    assert engine._stats.active_requests == 1  # the last stats, taken while it ran
+    m = engine.metrics()[0]
+    assert (m.total_kv_blocks, m.active_kv_blocks, m.running_requests) == (100, 2, 0)
 
 
 async def test_cancel_aborts_the_trtllm_request(tmp_path: Path) -> None:
@@ -216,6 +217,7 @@ async def test_cancel_aborts_the_trtllm_request(tmp_path: Path) -> None:
         async for out in engine.generate(req([5], max_tokens=50_000, ignore_eos=True), ctx):
             outs.append(out)
             if len(outs) == 2:
+                await eventually(lambda: engine.metrics()[0].running_requests == 1)
                 ctx.stop()
     finally:
         FakeRequestOutput.token_delay_s = 0.0
@@ -223,6 +225,7 @@ async def test_cancel_aborts_the_trtllm_request(tmp_path: Path) -> None:
         await engine.shutdown()
     assert outs[-1]["finish_reason"] == "cancelled"
     assert fake.results[0].aborted and fake.shut_down
+    assert engine._in_flight == 0
 
 
 async def test_default_pytorch_config_takes_the_context_length_from_the_model(

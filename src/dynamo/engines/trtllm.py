@@ -136,6 +136,7 @@ class TrtllmEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._served = asyncio.Event()  # set by the first request: the engine's readers exist
         self._wakeups: list[asyncio.Event] = []  # one per pump, set by every request
+        self._in_flight = 0  # requests between generate_async and their last output
         self._closing = False
 
     @property
@@ -285,12 +286,15 @@ class TrtllmEngine:
         if self._info is None:
             return []
         s = self._stats
+        # Iteration stats stop when the engine idles, the last one still counting the requests
+        # it finished; every request goes through this adapter, so none in flight means idle.
+        busy = self._in_flight > 0
         return [
             EngineMetrics(
                 active_kv_blocks=s.used_blocks,
                 total_kv_blocks=s.max_blocks or self._info.total_kv_blocks,
-                running_requests=s.active_requests,
-                waiting_requests=s.queued_requests,
+                running_requests=s.active_requests if busy else 0,
+                waiting_requests=s.queued_requests if busy else 0,
                 max_num_seqs=self._info.max_num_seqs or 0,
                 prefix_cache_hit_rate=s.cache_hit_rate,
             )
@@ -329,12 +333,14 @@ class TrtllmEngine:
         self._served.set()
         for wake in self._wakeups:
             wake.set()
+        self._in_flight += 1
         try:
             outputs = stream_outputs("TensorRT-LLM", _aiter(result), context, out, convert)
             async with contextlib.aclosing(outputs) as outs:
                 async for output in outs:
                     yield output
         finally:
+            self._in_flight -= 1
             if not out.finished:
                 with contextlib.suppress(Exception):
                     result.abort()
