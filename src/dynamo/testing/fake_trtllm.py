@@ -1,7 +1,7 @@
 """Fakes of TensorRT-LLM's LLM API (the 1.x `llmapi`) for adapter tests without a GPU.
 
-Each fake names the upstream code it mirrors, read in the public NVIDIA/TensorRT-LLM
-repository (1.1/1.2 line; see docs/engines.md for the files and what is proven where). The
+Each fake names the upstream code it mirrors, as of `UPSTREAM` (the version every "Mirrors"
+below refers to; docs/engines.md lists the files read and what is proven where). The
 "model" is deterministic: each next token is the previous one + 1 (mod `VOCAB`); it ends on
 `SamplingParams.end_id` as the real engine does, not on a fixed token.
 """
@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from dynamo.testing.fake_engines import VOCAB, FakePrefixCache, next_token
+
+# Read in the public repository's sources of the 1.1/1.2 line (PyPI's newest: 1.2.1); the
+# index they were read from maps no commit to a release tag (see docs/engines.md).
+UPSTREAM = "NVIDIA/TensorRT-LLM 1.x (1.1/1.2 line), tensorrt_llm/llmapi and tensorrt_llm/executor"
 
 # `LLM` keyword arguments by the args model that has them (tensorrt_llm/llmapi/llm_args.py):
 # `BaseLlmArgs` fields the tests and recipes use, the PyTorch backend's `TorchLlmArgs` only, and
