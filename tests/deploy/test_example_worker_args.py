@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dynamo.engines.sglang import parse_sglang_args
-from dynamo.engines.trtllm import parse_trtllm_args
+from dynamo.engines.trtllm_args import parse_trtllm_args
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.testing.fake_engines import FakeServerArgs
 

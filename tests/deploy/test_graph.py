@@ -23,7 +23,8 @@ from dynamo.deploy.schema import json_schema
 from dynamo.runtime.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))
+# Graphs only: examples/<backend>/recipes/ holds engine-argument files (--extra-engine-args).
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "recipes" not in p.parts)
 
 
 def _doc(text: str = GUIDE_MY_LLM) -> dict:

@@ -10,6 +10,7 @@ import pytest
 from dynamo.engines.adapter_common import (
     OutputStream,
     build_sampling_params,
+    finish_reason,
     import_engine,
     max_new_tokens,
     request_error,
@@ -116,3 +117,13 @@ def test_vllm_delta_outputs_become_ours() -> None:
         "finish_reason": "length",
         "usage": {"prompt_tokens": 5, "completion_tokens": 3, "cached_tokens": 2},
     }
+
+
+def test_engine_ended_requests_finish_as_cancelled_not_error() -> None:
+    # SGLang's "abort"; TensorRT-LLM's "cancelled" and "timeout" (CompletionOutput.finish_reason)
+    assert [finish_reason(r, None, ()) for r in ("abort", "cancelled", "timeout")] == [
+        "cancelled",
+        "cancelled",
+        "cancelled",
+    ]
+    assert finish_reason("something-new", None, ()) == "error"

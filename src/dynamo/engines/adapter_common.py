@@ -126,6 +126,11 @@ def build_sampling_params(factory: Callable[..., T], **kwargs: Any) -> T:
         raise InvalidRequestError(f"invalid sampling parameters: {exc}") from exc
 
 
+# Finish reasons of requests the engine ended before the model did, not failures: SGLang's
+# "abort", TensorRT-LLM's "cancelled" (aborted) and "timeout" (past its time limit).
+ENGINE_GAVE_UP = frozenset({"abort", "cancelled", "timeout"})
+
+
 def finish_reason(
     engine_reason: str | None, stop_reason: int | str | None, eos_token_ids: Collection[int]
 ) -> FinishReason | None:
@@ -142,7 +147,7 @@ def finish_reason(
         return "stop"
     if engine_reason == "length":
         return "length"
-    if engine_reason == "abort":
+    if engine_reason in ENGINE_GAVE_UP:
         return "cancelled"
     return "error"
 

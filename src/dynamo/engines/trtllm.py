@@ -1,34 +1,33 @@
-"""`TrtllmEngine`: TensorRT-LLM's `LLM` API behind our `Engine` interface, token ids in/out.
+"""`TrtllmEngine`: TensorRT-LLM's LLM API (1.x) behind our `Engine` interface, token ids in/out.
 
-Built on TensorRT-LLM's public LLM API: `LLM(model=..., **engine_args)`,
-`llm.generate_async(token_ids, sampling_params=SamplingParams(...), streaming=True)` (an async
-iterable `RequestOutput` with cumulative `outputs[0].token_ids` and `abort()`),
-`llm.get_kv_cache_events_async(timeout)` and `llm.get_stats_async(timeout)`.
-Engine arguments come from `--extra-engine-args file.yaml` (the `LLM` keyword arguments).
-Tested against fakes of that API (`dynamo.testing.fake_engines`); not yet exercised on a real
-TensorRT-LLM engine.
+`--backend pytorch` builds `tensorrt_llm.LLM` (the PyTorch backend's class in 1.x);
+`--backend tensorrt` builds `tensorrt_llm._tensorrt_engine.LLM` where the installed release
+still has the TensorRT engine backend. Requests go through `generate_async(token_ids,
+sampling_params=SamplingParams(end_id=..., pad_id=..., return_perf_metrics=True, ...),
+streaming=True)`; `get_kv_cache_events_async` and `get_stats_async` are polled only once the
+engine has served a request (before that they assert / return nothing), and wait for the next
+request instead of spinning once they run dry. Engine arguments come from
+`--extra-engine-args file.yaml` (the `LLM` keyword arguments). Tested against fakes that mirror
+the upstream code (`dynamo.testing.fake_trtllm`); not yet exercised on a real engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import importlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from dynamo.engines.adapter_common import (
-    ConfigErrorParser,
     OutputStream,
     build_sampling_params,
     finish_reason,
     import_engine,
-    role_of_disaggregation_mode,
+    request_error,
     serving,
     set_options,
     stop_options,
@@ -36,32 +35,72 @@ from dynamo.engines.adapter_common import (
     validate_prompt,
 )
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
-from dynamo.engines.model_resolution import resolve_model
+from dynamo.engines.trtllm_args import BACKENDS
 from dynamo.engines.trtllm_events import KvEventTranslator, StatsView
+from dynamo.engines.trtllm_model import ModelFacts, read_model_facts
 from dynamo.protocols.engine import EngineOutput, EngineRequest
-from dynamo.protocols.model_card import WorkerRole
-from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
-from dynamo.runtime.errors import ConfigError, UnavailableError
+from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install tensorrt-llm (NVIDIA GPU; see NVIDIA's install guide)"
 DEFAULT_TOKENS_PER_BLOCK = 32  # TensorRT-LLM's default KV block size
-POLL_TIMEOUT_S = 2.0
+POLL_TIMEOUT_S = 2.0  # how long one stats / KV-event read waits for a record
+IDLE_REPOLL_S = 5.0  # after a read came back empty: wait this long for a request, then re-read
 
 
 def import_tensorrt_llm() -> Any:
     return import_engine("tensorrt_llm", "TensorRT-LLM", INSTALL_HINT)
 
 
-def sampling_kwargs(request: EngineRequest, context_length: int) -> dict[str, Any]:
-    """Keyword arguments of `tensorrt_llm.SamplingParams` for `request` (token output)."""
+def llm_class(trt: Any, backend: str) -> Callable[..., Any]:
+    """The `LLM` class of `backend` in the installed TensorRT-LLM.
+
+    In 1.x `tensorrt_llm.LLM` is the PyTorch backend's class; the TensorRT engine backend's is
+    `tensorrt_llm._tensorrt_engine.LLM`, a module that releases without that backend lack.
+    """
+    if backend == "pytorch":
+        return trt.LLM
+    if backend != "tensorrt":
+        raise ConfigError(f"unknown TensorRT-LLM backend {backend!r}: use one of {BACKENDS}")
+    try:
+        module = importlib.import_module("tensorrt_llm._tensorrt_engine")
+    except ImportError as exc:
+        raise ConfigError(
+            "--backend tensorrt: this TensorRT-LLM has no TensorRT engine backend "
+            f"(tensorrt_llm._tensorrt_engine: {exc}); use --backend pytorch"
+        ) from exc
+    return module.LLM
+
+
+def sampling_kwargs(
+    request: EngineRequest, context_length: int, facts: ModelFacts
+) -> dict[str, Any]:
+    """Keyword arguments of `tensorrt_llm.SamplingParams` for `request` (token output).
+
+    `end_id`/`pad_id` come from the model's tokenizer (TensorRT-LLM without its own tokenizer
+    refuses a request without them); the model's other EOS ids become stop tokens, and the
+    per-request perf metrics are asked for because they carry the reused KV blocks.
+    """
     sampling = request.get("sampling_options") or {}
     kwargs = stop_options(request, context_length, max_key="max_tokens", min_key="min_tokens")
-    kwargs["detokenize"] = False
+    kwargs.update(end_id=facts.end_id, pad_id=facts.pad_id, detokenize=False)
+    kwargs["return_perf_metrics"] = True
+    extra_eos = [i for i in facts.eos_token_ids if i != facts.end_id]
+    if extra_eos and not kwargs["ignore_eos"]:
+        stops = list(kwargs.get("stop_token_ids") or [])
+        kwargs["stop_token_ids"] = stops + [i for i in extra_eos if i not in stops]
     kwargs.update(set_options(sampling, ("temperature", "top_p", "top_k", "seed")))
     return kwargs
+
+
+def cached_tokens(completion: Any, block_size: int, prompt_tokens: int) -> int:
+    """Prompt tokens served from the KV cache: the reused blocks in the completion's
+    `request_perf_metrics.kv_cache_metrics` (0 when the engine did not report them)."""
+    perf = getattr(completion, "request_perf_metrics", None)
+    reused = getattr(getattr(perf, "kv_cache_metrics", None), "num_reused_blocks", 0)
+    return min(prompt_tokens, int(reused or 0) * block_size)
 
 
 class TrtllmEngine:
@@ -69,7 +108,7 @@ class TrtllmEngine:
 
     `llm_kwargs` are the `LLM` constructor's keyword arguments (`model`, `backend`,
     `tensor_parallel_size`, `kv_cache_config`, ...; see `parse_trtllm_args`). `llm_factory`
-    and `sampling_params_cls` replace `tensorrt_llm.LLM` / `SamplingParams` (tests pass fakes).
+    and `sampling_params_cls` replace the `LLM` class and `SamplingParams` (tests pass fakes).
     """
 
     def __init__(
@@ -80,17 +119,24 @@ class TrtllmEngine:
         publish_kv_events: bool = True,
         llm_factory: Callable[..., Any] | None = None,
         sampling_params_cls: Callable[..., Any] | None = None,
+        poll_timeout_s: float = POLL_TIMEOUT_S,
+        idle_repoll_s: float = IDLE_REPOLL_S,
     ) -> None:
         self.llm_kwargs = dict(llm_kwargs)
         self._served_name = served_model_name
         self.publish_kv_events = publish_kv_events
         self._factory = llm_factory
         self._sampling_cls = sampling_params_cls
+        self._poll_timeout_s = poll_timeout_s
+        self._idle_repoll_s = idle_repoll_s
         self._llm: Any = None
         self._info: EngineInfo | None = None
+        self._facts: ModelFacts | None = None
         self._stats = StatsView()
         self._tasks: list[asyncio.Task[None]] = []
-        self._eos_ids: frozenset[int] = frozenset()
+        self._served = asyncio.Event()  # set by the first request: the engine's readers exist
+        self._wakeups: list[asyncio.Event] = []  # one per pump, set by every request
+        self._in_flight = 0  # requests between generate_async and their last output
         self._closing = False
 
     @property
@@ -109,44 +155,67 @@ class TrtllmEngine:
     async def start(self, sink: EngineEventSink) -> EngineInfo:
         if self._llm is not None:
             raise RuntimeError("TrtllmEngine.start called twice")
-        if self._factory is None or self._sampling_cls is None:
-            trt = import_tensorrt_llm()
-            self._factory = self._factory or trt.LLM
-            self._sampling_cls = self._sampling_cls or trt.SamplingParams
         kwargs = dict(self.llm_kwargs)
+        backend = str(kwargs.pop("backend", None) or "pytorch")
+        factory, sampling_cls = self._factory, self._sampling_cls
+        if factory is None or sampling_cls is None:
+            trt = import_tensorrt_llm()
+            factory = factory or llm_class(trt, backend)
+            sampling_cls = sampling_cls or trt.SamplingParams
+        facts = await asyncio.to_thread(read_model_facts, self.model_dir)
         if self.publish_kv_events:
             # KV events need block reuse and an event buffer in the KV cache config.
             kv = dict(kwargs.get("kv_cache_config") or {})
             kv.setdefault("enable_block_reuse", True)
             kv.setdefault("event_buffer_max_size", 1024)
             kwargs["kv_cache_config"] = kv
+        if backend == "pytorch":  # a TorchLlmArgs field; without it get_stats_async stays empty
+            kwargs.setdefault("enable_iter_perf_stats", True)
         kwargs.setdefault("skip_tokenizer_init", True)  # token ids in and out
-        self.llm_kwargs = kwargs
+        # Model loading takes minutes: off the event loop (leases and health keep going).
+        build = asyncio.ensure_future(asyncio.to_thread(factory, **kwargs))
         try:
-            self._llm = await asyncio.to_thread(self._factory, **kwargs)
+            llm = await asyncio.shield(build)
+        except asyncio.CancelledError:  # the thread goes on building: shut down what it builds
+            build.add_done_callback(_shut_down_when_built)
+            raise
         except Exception as exc:  # TRT-LLM validates its arguments with pydantic/ValueError
             raise ConfigError(f"TensorRT-LLM rejected the engine arguments: {exc}") from exc
-        self._info = self._engine_info(kwargs)
-        self._eos_ids = frozenset(_eos_ids(self._llm))
+        try:
+            info = self._engine_info(llm, kwargs, facts)
+        except BaseException:
+            await asyncio.to_thread(llm.shutdown)
+            raise
+        self._llm, self._info, self._facts = llm, info, facts
+        self._sampling_cls = sampling_cls
         self._tasks.append(asyncio.create_task(self._pump_stats(sink), name="trtllm-stats"))
         if self.publish_kv_events:
-            translator = KvEventTranslator(self._info.kv_block_size)
+            translator = KvEventTranslator(info.kv_block_size)
             self._tasks.append(
                 asyncio.create_task(self._pump_events(sink, translator), name="trtllm-kv-events")
             )
-        return self._info
+        return info
 
-    def _engine_info(self, kwargs: dict[str, Any]) -> EngineInfo:
-        args = getattr(self._llm, "args", None)
+    @staticmethod
+    def _engine_info(llm: Any, kwargs: dict[str, Any], facts: ModelFacts) -> EngineInfo:
+        args = getattr(llm, "args", None)
         kv = kwargs.get("kv_cache_config") or {}
         block = int(
             kv.get("tokens_per_block")
             or getattr(args, "tokens_per_block", None)
             or DEFAULT_TOKENS_PER_BLOCK
         )
-        max_seq = getattr(args, "max_seq_len", None) or kwargs.get("max_seq_len")
+        # The PyTorch backend leaves args.max_seq_len None and derives it from the model.
+        max_seq = (
+            getattr(args, "max_seq_len", None)
+            or kwargs.get("max_seq_len")
+            or facts.max_position_embeddings
+        )
         if not max_seq:
-            raise UnavailableError("TensorRT-LLM did not report max_seq_len")
+            raise ConfigError(
+                "TensorRT-LLM did not report max_seq_len and the model's config.json has no "
+                "max_position_embeddings: set max_seq_len in --extra-engine-args"
+            )
         batch = getattr(args, "max_batch_size", None) or kwargs.get("max_batch_size")
         if kv.get("max_tokens"):
             total = int(kv["max_tokens"]) // block
@@ -161,21 +230,47 @@ class TrtllmEngine:
         )
 
     async def _pump_stats(self, sink: EngineEventSink) -> None:
-        while True:
-            async for stat in self._llm.get_stats_async(timeout=POLL_TIMEOUT_S):
+        read = self._poll("iteration stats", lambda t: self._llm.get_stats_async(t))
+        async with contextlib.aclosing(read) as stats:
+            async for stat in stats:
                 if self._stats.update(stat):
                     sink.load_changed()
-            await asyncio.sleep(0)
 
     async def _pump_events(self, sink: EngineEventSink, translator: KvEventTranslator) -> None:
-        while True:
-            async for raw in self._llm.get_kv_cache_events_async(timeout=POLL_TIMEOUT_S):
+        read = self._poll("KV events", lambda t: self._llm.get_kv_cache_events_async(t))
+        async with contextlib.aclosing(read) as records:
+            async for raw in records:
                 for event in translator.translate(raw):
                     try:
                         sink.kv_event(event)
                     except Exception:
                         log.exception("KV event sink failed")
-            await asyncio.sleep(0)
+
+    async def _poll(self, what: str, reader: Callable[[float], Any]) -> AsyncGenerator[Any, None]:
+        """Records of one of the engine's iteration readers, forever.
+
+        Waits for the first request (before it TensorRT-LLM's KV-event reader asserts and its
+        stats reader is empty). A reader that times out stays done until the next request, so
+        an empty read waits for a request (or `idle_repoll_s`) rather than spinning; a failed
+        read is logged and retried the same way.
+        """
+        wake = asyncio.Event()
+        self._wakeups.append(wake)
+        await self._served.wait()
+        while True:
+            wake.clear()
+            got = False
+            try:
+                async for record in reader(self._poll_timeout_s):
+                    got = True
+                    yield record
+            except AssertionError as exc:  # the engine's reader is not set up yet
+                log.debug("TensorRT-LLM %s not ready: %s", what, exc)
+            except Exception:
+                log.exception("reading TensorRT-LLM %s failed; retrying", what)
+            if not got:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._idle_repoll_s)
 
     async def shutdown(self) -> None:
         self._closing = True
@@ -191,12 +286,15 @@ class TrtllmEngine:
         if self._info is None:
             return []
         s = self._stats
+        # Iteration stats stop when the engine idles, the last one still counting the requests
+        # it finished; every request goes through this adapter, so none in flight means idle.
+        busy = self._in_flight > 0
         return [
             EngineMetrics(
                 active_kv_blocks=s.used_blocks,
                 total_kv_blocks=s.max_blocks or self._info.total_kv_blocks,
-                running_requests=s.active_requests,
-                waiting_requests=s.queued_requests,
+                running_requests=s.active_requests if busy else 0,
+                waiting_requests=s.queued_requests if busy else 0,
                 max_num_seqs=self._info.max_num_seqs or 0,
                 prefix_cache_hit_rate=s.cache_hit_rate,
             )
@@ -205,14 +303,17 @@ class TrtllmEngine:
     async def generate(
         self, request: EngineRequest, context: RequestContext
     ) -> AsyncIterator[EngineOutput]:
-        made, cls = self._llm, self._sampling_cls
-        started = (made, cls) if made is not None and cls is not None else None
-        (llm, sampling_cls), info = serving("TensorRT-LLM", self._closing, started, self._info)
+        made, cls, facts = self._llm, self._sampling_cls, self._facts
+        started = (made, cls, facts) if made is not None and cls and facts else None
+        (llm, sampling_cls, facts), info = serving(
+            "TensorRT-LLM", self._closing, started, self._info
+        )
         prompt = validate_prompt(request, info.context_length)
-        kwargs = sampling_kwargs(request, info.context_length)
+        kwargs = sampling_kwargs(request, info.context_length, facts)
         params = build_sampling_params(sampling_cls, **kwargs)
-        eos = self._eos_ids | frozenset(request.get("eos_token_ids") or ())
+        eos = frozenset(facts.eos_token_ids) | frozenset(request.get("eos_token_ids") or ())
         out = OutputStream(len(prompt))
+        block = info.kv_block_size
 
         def convert(res: Any) -> EngineOutput:
             completion = res.outputs[0]
@@ -222,96 +323,40 @@ class TrtllmEngine:
             return out.output(
                 out.new_tokens(list(completion.token_ids)),
                 reason,
-                cached_tokens=int(getattr(res, "cached_tokens", 0) or 0),
+                cached_tokens=cached_tokens(completion, block, len(prompt)),
             )
 
-        result = llm.generate_async(prompt, sampling_params=params, streaming=True)
+        try:
+            result = llm.generate_async(prompt, sampling_params=params, streaming=True)
+        except ValueError as exc:  # e.g. a prompt or budget the engine's own checks refuse
+            raise request_error(exc, "TensorRT-LLM") from exc
+        self._served.set()
+        for wake in self._wakeups:
+            wake.set()
+        self._in_flight += 1
         try:
             outputs = stream_outputs("TensorRT-LLM", _aiter(result), context, out, convert)
             async with contextlib.aclosing(outputs) as outs:
                 async for output in outs:
                     yield output
         finally:
+            self._in_flight -= 1
             if not out.finished:
                 with contextlib.suppress(Exception):
                     result.abort()
 
 
+def _shut_down_when_built(build: asyncio.Future[Any]) -> None:
+    """Shut down an engine whose start was cancelled while it was being built."""
+    if build.cancelled() or build.exception() is not None:
+        return
+    llm = build.result()
+    threading.Thread(target=llm.shutdown, name="trtllm-shutdown", daemon=True).start()
+
+
 async def _aiter(result: Any) -> AsyncIterator[Any]:
     async for item in result:
         yield item
-
-
-def _eos_ids(llm: Any) -> list[int]:
-    tokenizer = getattr(llm, "tokenizer", None)
-    eos = getattr(tokenizer, "eos_token_id", None)
-    return [int(eos)] if isinstance(eos, int) else []
-
-
-@dataclasses.dataclass(frozen=True)
-class TrtllmWorkerConfig:
-    """`python -m dynamo.trtllm` flags (Dynamo's own and the engine's)."""
-
-    model_path: str = option(help="local model directory, GGUF file or hub id", flag="--model-path")
-    served_model_name: str | None = option(None, help="name clients use (default: --model-path)")
-    extra_engine_args: str | None = option(
-        None, help="YAML file of TensorRT-LLM `LLM` keyword arguments"
-    )
-    tensor_parallel_size: int = option(1, help="GPUs per engine (tensor parallelism)")
-    backend: str = option("pytorch", help="TensorRT-LLM backend", choices=("pytorch", "tensorrt"))
-    disaggregation_mode: str = option(
-        "prefill_and_decode", help="role", choices=("prefill_and_decode", "prefill", "decode")
-    )
-    publish_events_and_metrics: bool = option(True, help="forward KV events and load metrics")
-    endpoint: str | None = option(None, help="dyn://namespace.component.endpoint to serve")
-    migration_limit: int = option(0, help="times a broken request may move to another worker")
-    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
-
-    @property
-    def role(self) -> WorkerRole:
-        return role_of_disaggregation_mode(self.disaggregation_mode)
-
-
-def parse_trtllm_args(
-    argv: Sequence[str] | None = None, *, resolve_model_path: bool = True
-) -> tuple[TrtllmWorkerConfig, dict[str, Any]]:
-    """(our config, `LLM` keyword arguments) from `python -m dynamo.trtllm` flags."""
-
-    parser = ConfigErrorParser(prog="python -m dynamo.trtllm", allow_abbrev=False)
-    add_arguments(parser, TrtllmWorkerConfig, title="worker")
-    add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
-    ns = parser.parse_args(list(argv) if argv is not None else None)
-    if ns.model_path is None:
-        raise ConfigError("--model-path is required")
-    config = dataclasses.replace(
-        resolve(TrtllmWorkerConfig, ns), runtime=resolve(RuntimeConfig, ns)
-    )
-    kwargs: dict[str, Any] = {}
-    if config.extra_engine_args:
-        kwargs.update(load_engine_args_yaml(config.extra_engine_args))
-    model = config.model_path
-    if resolve_model_path:
-        model = resolve_model(model).path
-    kwargs.update(
-        model=model, tensor_parallel_size=config.tensor_parallel_size, backend=config.backend
-    )
-    if config.served_model_name is None:
-        config = dataclasses.replace(config, served_model_name=config.model_path)
-    return config, kwargs
-
-
-def load_engine_args_yaml(path: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--extra-engine-args {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--extra-engine-args {path}: invalid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"--extra-engine-args {path}: expected a mapping of LLM arguments")
-    return data
 
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from dynamo.engines.trtllm import TrtllmEngine, import_tensorrt_llm, parse_trtllm_args
+from dynamo.engines.trtllm import TrtllmEngine, import_tensorrt_llm, llm_class
+from dynamo.engines.trtllm_args import parse_trtllm_args
 from dynamo.runtime.errors import DynamoError
 from dynamo.worker.run import serve_engine, setup_logging
 
@@ -15,8 +16,9 @@ PROG = "python -m dynamo.trtllm"
 def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
     try:
-        import_tensorrt_llm()  # before the model is resolved (maybe downloaded), as vllm/sglang
+        trt = import_tensorrt_llm()  # before the model is resolved (maybe downloaded)
         config, llm_kwargs = parse_trtllm_args(argv)
+        llm_class(trt, config.backend)  # --backend tensorrt needs that backend installed
     except DynamoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
