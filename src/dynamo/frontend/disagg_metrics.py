@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import Counter, Gauge
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from dynamo.frontend.metrics import FrontendMetrics, Histogram
 
@@ -17,8 +20,16 @@ LOCAL_REASONS = ("short_uncached_prompt", "prefill_queue_full")
 class DisaggMetrics:
     """`{prefix}_disagg_*`, `{prefix}_prefill_*` and `{prefix}_kv_transfer_*` per model."""
 
-    def __init__(self, metrics: FrontendMetrics) -> None:
+    def __init__(
+        self,
+        metrics: FrontendMetrics,
+        decode_index_blocks: Callable[[], Iterable[tuple[str, int]]] | None = None,
+    ) -> None:
         r, p, m = metrics.registry, metrics.prefix, ("model",)
+        if decode_index_blocks is not None:
+            r.register(
+                _DecodeIndexCollector(f"{p}_disagg_decode_kv_index_blocks", decode_index_blocks)
+            )
         self.requests = Counter(
             f"{p}_disagg_requests",
             "Requests of models with prefill workers, by the path they took "
@@ -58,3 +69,20 @@ class DisaggMetrics:
         self.kv_transfer_bytes = Counter(
             f"{p}_kv_transfer_bytes", "KV bytes decode workers pulled", m, registry=r
         )
+
+
+class _DecodeIndexCollector:
+    """Blocks the KV router indexes for a disaggregated model's decode workers (read at scrape
+    time): what conditional disaggregation knows of their caches."""
+
+    def __init__(self, name: str, source: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self._name = name
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            self._name, "KV blocks the router indexes on decode workers", labels=("model",)
+        )
+        for model, blocks in self._source():
+            family.add_metric([model], blocks)
+        yield family

@@ -115,6 +115,13 @@ class ModelManager:
             *(prefill.worker_ids() if prefill else []),
         ]
 
+    def decode_index_blocks(self) -> Iterator[tuple[str, int]]:
+        """(model, blocks the KV router indexes on its decode workers) per disaggregated model."""
+        for name in self._prefill:
+            routed = self._routed.get(name)
+            if routed is not None and isinstance(routed.policy, KvPolicy):
+                yield name, routed.policy.stats().index_size
+
     # --- per-worker gauges (read at scrape time) -----------------------------------------
     def live_workers(self) -> set[tuple[str, int]]:
         return {(name, iid) for name, routed in self._routed.items() for iid in routed.worker_ids()}

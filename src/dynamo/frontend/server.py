@@ -57,7 +57,10 @@ class Frontend:
             self.preprocessors,
             self.metrics,
             overload_status=config.overload_status_code,
-            disagg=DisaggRouter(disagg_settings(config), DisaggMetrics(self.metrics)),
+            disagg=DisaggRouter(
+                disagg_settings(config),
+                DisaggMetrics(self.metrics, self.models.decode_index_blocks),
+            ),
         )
         self.app = FrontendApp(
             self.serving,
