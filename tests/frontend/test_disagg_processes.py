@@ -4,6 +4,7 @@ and a decode mocker (file discovery, TCP request plane, ZMQ KV events), the offi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 
@@ -220,3 +221,56 @@ async def test_enforce_disagg_answers_503_without_a_prefill_worker(procs: Procs)
     assert payload["error"]["type"] == "service_unavailable"
     assert "--enforce-disagg" in payload["error"]["message"]
     assert "no_prefill_worker" in payload["error"]["message"]
+
+
+async def _wait_for_value(url: str, name: str, wanted: float, **labels: str) -> float:
+    value = -1.0
+    for _ in range(600):
+        value = _value(await _metrics(url), name, **labels)
+        if value == wanted:
+            break
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def test_a_client_that_disconnects_during_prefill_cancels_the_prefill_leg(
+    procs: Procs,
+) -> None:
+    url = await procs.frontend("--router-mode", "kv")
+    # speedup 0.001: a 2,000-token prefill takes about 49 s, far longer than the polling
+    # below, so the leg only ends in time if the disconnect cancelled it
+    _, prefill = await _worker(procs, "--is-prefill-worker", speedup=0.001)
+    _, decode = await _worker(procs, "--is-decode-worker", speedup=0.001)
+    await wait_for_instances(url, 2)
+    body = {"model": MODEL, "prompt": list(range(10, 2010)), "max_tokens": 5, "stream": True}
+    inflight = "dynamo_component_inflight_requests"
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(session.post(url + "/v1/completions", json=body))
+        assert await _wait_for_value(prefill, inflight, 1) == 1
+        task.cancel()  # the client goes away before the first token
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await _wait_for_value(prefill, inflight, 0) == 0
+    assert _value(await _metrics(decode), "dynamo_component_requests_total") == 0
+    assert _value(await _metrics(prefill), "dynamo_component_requests_total") == 1
+
+
+async def test_a_client_that_disconnects_during_decode_cancels_the_decode_leg(
+    procs: Procs,
+) -> None:
+    url = await procs.frontend("--router-mode", "kv")
+    await _worker(procs, "--is-prefill-worker")
+    _, decode = await _worker(procs, "--is-decode-worker", speedup=0.2)
+    await wait_for_instances(url, 2)
+    body = {"model": MODEL, "prompt": _prompt(5), "max_tokens": 5000, "stream": True}
+    inflight = "dynamo_component_inflight_requests"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + "/v1/completions", json=body) as resp,
+    ):
+        assert resp.status == 200
+        for _ in range(3):
+            await resp.content.readline()
+        assert _value(await _metrics(decode), inflight) == 1
+        resp.close()  # drop the connection mid-stream
+    assert await _wait_for_value(decode, inflight, 0) == 0
