@@ -11,7 +11,8 @@ at fixed intervals (1/rate), distinct random prompts of `isl` token ids (no shar
 `osl` output tokens each (ignore_eos), streamed. TTFT is the time to the first text chunk, ITL
 the gaps between the later chunks of every request; goodput counts requests per second whose
 TTFT and mean ITL both meet the SLA. `--peer` runs the same configurations on the real Dynamo
-1.6.1 (its mocker's `--disaggregation-mode prefill|decode`; it has no conditional mode).
+1.6.1 (its mocker's `--disaggregation-mode prefill|decode`, `--kv-transfer-bandwidth` and
+`--kv-bytes-per-token`; its frontend's `--router-conditional-disagg` with its default config).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def start(config: str, args: argparse.Namespace, peer: Path | None) -> tuple[Sta
     port = free_port()
     plane = ["--discovery-backend", "file", "--request-plane", "tcp", "--event-plane", "zmq"]
     extra = plane if peer else []
-    ours_only = [] if peer else [
+    transfer = [
         "--kv-bytes-per-token", str(args.kv_bytes_per_token),
         "--kv-transfer-bandwidth", f"{args.kv_transfer_bandwidth:g}",
     ]  # fmt: skip
@@ -131,8 +132,8 @@ def start(config: str, args: argparse.Namespace, peer: Path | None) -> tuple[Sta
         if config == "agg2":
             stack.spawn("mocker", [*mocker, "--num-workers", "2"])
         else:
-            stack.spawn("prefill", [*mocker, "--disaggregation-mode", "prefill", *ours_only])
-            stack.spawn("decode", [*mocker, "--disaggregation-mode", "decode", *ours_only])
+            stack.spawn("prefill", [*mocker, "--disaggregation-mode", "prefill", *transfer])
+            stack.spawn("decode", [*mocker, "--disaggregation-mode", "decode", *transfer])
         frontend = [
             py, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
             "--router-mode", "kv", "--kv-cache-block-size", str(args.block_size), *extra,
@@ -190,8 +191,6 @@ def main() -> None:
     results = []
     for system in systems:
         for config in args.configs:
-            if system is not None and config == "disagg-cond":
-                continue  # Dynamo 1.6.1's frontend has no conditional disaggregation
             stack, url = start(config, args, system)
             with stack:
                 result = asyncio.run(replay(url, prompts, args))
