@@ -189,6 +189,7 @@ async def test_stale_transfer_params_are_rejected_and_the_request_is_served_aggr
     front, dec = await _metrics(url), await _metrics(decode)
     assert _value(front, "dynamo_frontend_disagg_fallbacks_total", reason="transfer_failed") == 2
     assert _value(front, "dynamo_frontend_disagg_requests_total", path="aggregated") == 2
+    assert _value(front, "dynamo_frontend_disagg_requests_total", path="disaggregated") == 0
     # the decode worker refused each decode leg, then served it aggregated
     assert _value(dec, "dynamo_component_errors_total", error_type="KvTransferError") == 2
     assert _value(dec, "dynamo_component_requests_total") == 4

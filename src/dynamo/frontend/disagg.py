@@ -125,12 +125,17 @@ class DisaggRouter:
                 async for out in outputs:
                     yield out
             return
+        started = False
         try:
-            self._count_path(model, "disaggregated")
             async with aclosing(self._decode(r, decode_request(r.request, params))) as outputs:
                 async for out in outputs:
+                    if not started:
+                        started = True
+                        self._count_path(model, "disaggregated")
                     yield out
-        except KvTransferError as exc:  # raised before the decode worker sent anything
+        except KvTransferError as exc:
+            if started:  # a worker that took the params cannot refuse them later
+                raise
             self._fallback(model, "transfer_failed", exc)
             self._count_path(model, "aggregated")
             async with aclosing(self._decode(r, r.request)) as outputs:

@@ -32,8 +32,9 @@ class DisaggMetrics:
             )
         self.requests = Counter(
             f"{p}_disagg_requests",
-            "Requests of models with prefill workers, by the path they took "
-            "(disaggregated: prefilled on a prefill worker; aggregated: on the decode worker)",
+            "Requests of models with prefill workers, by the path they took (disaggregated: "
+            "prefilled on a prefill worker, counted when the decode worker accepted the KV; "
+            "aggregated: prefilled on the decode worker)",
             ("model", "path"),
             registry=r,
         )
