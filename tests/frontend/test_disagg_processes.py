@@ -275,3 +275,38 @@ async def test_a_client_that_disconnects_during_decode_cancels_the_decode_leg(
         assert _value(await _metrics(decode), inflight) == 1
         resp.close()  # drop the connection mid-stream
     assert await _wait_for_value(decode, inflight, 0) == 0
+
+
+async def test_a_prefill_leg_migrates_to_another_prefill_worker_then_falls_back(
+    procs: Procs,
+) -> None:
+    url = await procs.frontend("--router-mode", "round-robin", "--migration-limit", "1")
+    # speedup 0.002: a 2,000-token prefill takes about 24 s, so the kill lands mid-prefill
+    first = await _worker(procs, "--is-prefill-worker", speedup=0.002)
+    second = await _worker(procs, "--is-prefill-worker", speedup=0.002)
+    await _worker(procs, "--is-decode-worker")
+    await wait_for_instances(url, 3)
+    body = {"model": MODEL, "prompt": list(range(10, 2010)), "max_tokens": 3}
+    inflight = "dynamo_component_inflight_requests"
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(session.post(url + "/v1/completions", json=body))
+        victim = survivor = None
+        for _ in range(600):
+            for worker, other in ((first, second), (second, first)):
+                if _value(await _metrics(worker[1]), inflight) == 1:
+                    victim, survivor = worker, other
+            if victim is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert victim is not None and survivor is not None
+        Procs.kill_group(victim[0])  # type: ignore[arg-type]
+        assert await _wait_for_value(survivor[1], inflight, 1) == 1
+        Procs.kill_group(survivor[0])  # type: ignore[arg-type]
+        resp = await asyncio.wait_for(task, 60)
+        reply = await resp.json()
+    # both prefill workers died mid-prefill: the request was served aggregated, not lost
+    assert resp.status == 200
+    assert reply["usage"]["completion_tokens"] == 3
+    front = await _metrics(url)
+    assert _value(front, "dynamo_frontend_model_migration_total", migration_type="new_request") == 1
+    assert _value(front, "dynamo_frontend_disagg_fallbacks_total", reason="prefill_failed") == 1

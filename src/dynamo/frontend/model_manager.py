@@ -209,16 +209,7 @@ class ModelManager:
             entry = self.registry.get(name)
             if entry is None:  # added and removed within one event
                 return
-            on_migration = None
-            if self._metrics is not None:
-                counters = self._metrics.for_model(name).migrations
-                on_migration = lambda kind: counters[kind].inc()  # noqa: E731
-            self._routed[name] = RoutedModel(
-                name,
-                self._policy_factory(entry.card),
-                migration_limit=max(self._migration_limit, entry.card.migration_limit),
-                on_migration=on_migration,
-            )
+            self._routed[name] = self._new_pool(entry.card)
             self._apply_thresholds(self._routed[name])
         elif change.kind == "worker_added" and change.worker is not None:
             await self._worker_added(change.worker)
@@ -256,10 +247,17 @@ class ModelManager:
         log.info("model %s: worker %x registered", worker.card.name, worker.instance_id)
 
     def _new_pool(self, card: ModelCard) -> RoutedModel:
+        """A model's decode (or aggregated) pool, or its prefill pool: migrations of either
+        count in the model's migration metric."""
+        on_migration = None
+        if self._metrics is not None:
+            counters = self._metrics.for_model(card.name).migrations
+            on_migration = lambda kind: counters[kind].inc()  # noqa: E731
         return RoutedModel(
             card.name,
             self._policy_factory(card),
             migration_limit=max(self._migration_limit, card.migration_limit),
+            on_migration=on_migration,
         )
 
     def _pool_of(self, worker: WorkerEntry) -> RoutedModel | None:
