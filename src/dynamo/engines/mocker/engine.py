@@ -278,8 +278,11 @@ class MockerEngine:
         return tokens
 
     def _enqueue(self, rank: _Rank, request: EngineRequest, remote_tokens: int = 0) -> SchedRequest:
-        """Validate `request` and queue it on `rank`; bad input raises before anything runs."""
-        tokens = self._check_tokens(request)
+        """Validate `request` and queue it on `rank`; bad input raises before anything runs.
+
+        `remote_tokens` > 0: `_pull_kv` has already checked the tokens.
+        """
+        tokens = request["token_ids"] if remote_tokens else self._check_tokens(request)
         stop = request.get("stop_conditions") or {}
         max_tokens = stop.get("max_tokens")
         min_tokens = stop.get("min_tokens") or 0
