@@ -20,6 +20,7 @@ from dynamo.testing.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "mocker" / "agg_router.yaml"
+DISAGG = REPO / "examples" / "mocker" / "disagg_router.yaml"
 START_S = 60.0  # two workers and a frontend importing on 2 shared cores
 
 
@@ -61,7 +62,10 @@ def _models(port: int) -> list[str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path]]:
+def served(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path]]:
+    example = getattr(request, "param", EXAMPLE)
     port = free_port()
     run_dir = tmp_path / "run"
     log = tmp_path / "serve.log"
@@ -73,7 +77,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path,
                 "dynamo.cli",
                 "serve",
                 "-f",
-                str(EXAMPLE),
+                str(example),
                 "--http-port",
                 str(port),
                 "--run-dir",
@@ -145,3 +149,31 @@ def test_agg_router_serves_restarts_and_stops(
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=WAIT_S) == 0
     assert [p for p in everything if not gone(p)] == []
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.mark.parametrize("served", [DISAGG], indirect=True)
+def test_disagg_router_example_prefills_on_the_prefill_workers(
+    served: tuple[subprocess.Popen[bytes], int, Path, Path],
+) -> None:
+    proc, port, _, log = served
+    assert wait_for(lambda: len(_mocker_pids(proc)) == 4, START_S), log.read_text()[-4000:]
+
+    def all_four_registered() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                return len(json.loads(r.read())["instances"]) == 4
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return False
+
+    assert wait_for(all_four_registered, START_S), log.read_text()[-4000:]
+    for _ in range(6):
+        assert _chat(port) is not None, log.read_text()[-4000:]
+    disaggregated = 'dynamo_frontend_disagg_requests_total{model="tinymodel",path="disaggregated"}'
+    assert _metric(port, disaggregated) == 6
+    assert _metric(port, "dynamo_frontend_disagg_fallbacks_total") == 0

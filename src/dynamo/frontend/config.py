@@ -34,6 +34,27 @@ class FrontendConfig:
         32 * 1024 * 1024, help="largest accepted HTTP request body, in bytes"
     )
 
+    enforce_disagg: bool = option(
+        False,
+        help="while prefill workers are expected, answer 503 instead of serving a request "
+        "aggregated on a decode worker when no prefill worker is up or its prefill failed",
+    )
+    router_conditional_disagg: bool = option(
+        False,
+        help="prefill on the decode worker when the prompt's uncached part is short or the "
+        "prefill queue is long (needs --router-mode kv and decode workers' KV events)",
+    )
+    disagg_max_local_prefill_tokens: int = option(
+        512,
+        help="conditional disaggregation: prompts with at most this many tokens not cached on "
+        "the chosen decode worker are prefilled there",
+    )
+    disagg_max_prefill_queue: int = option(
+        4,
+        help="conditional disaggregation: prefill on the decode worker once this many "
+        "prefill requests per prefill worker are in flight",
+    )
+
     model_files_cache: str = option(
         default_factory=default_cache_dir,
         help="directory caching the model files fetched from workers ('' = memory only)",
@@ -47,5 +68,9 @@ class FrontendConfig:
             raise ConfigError(f"--http-port {self.http_port}: expected 0..65535 (0 = any free)")
         if self.migration_limit < 0:
             raise ConfigError(f"--migration-limit {self.migration_limit}: expected >= 0")
+        if self.disagg_max_local_prefill_tokens < 0:
+            raise ConfigError("--disagg-max-local-prefill-tokens must be >= 0")
+        if self.disagg_max_prefill_queue < 1:
+            raise ConfigError("--disagg-max-prefill-queue must be >= 1")
         if (self.tls_cert_path is None) != (self.tls_key_path is None):
             raise ConfigError("--tls-cert-path and --tls-key-path must be given together")

@@ -11,7 +11,7 @@ worker's stream, which cancels the work there.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 from dynamo.protocols.engine import EngineOutput, EngineRequest
@@ -108,7 +108,7 @@ class RoutedModel:
         *,
         backend_instance_id: int | None = None,
         on_route: Callable[[int, int], None] | None = None,
-    ) -> AsyncIterator[EngineOutput]:
+    ) -> AsyncGenerator[EngineOutput, None]:
         """Stream the outputs of `request`, migrating it when a worker's stream breaks.
 
         `on_route(instance_id, dp_rank)` hears each worker the request is sent to.
@@ -200,7 +200,8 @@ def continued(request: EngineRequest, generated: list[int]) -> EngineRequest | N
     min_tokens = stop.get("min_tokens")
     if min_tokens:
         stop["min_tokens"] = max(0, min_tokens - len(generated))
-    out = dict(request)
+    # the KV a prefill worker sent went to the worker that failed: the next one prefills
+    out = {k: v for k, v in request.items() if k != "disaggregated_params"}
     out["token_ids"] = [*request["token_ids"], *generated]
     out["stop_conditions"] = stop
     return out  # type: ignore[return-value]

@@ -42,12 +42,13 @@ def parse_configs(
     argv: Sequence[str] | None = None,
 ) -> tuple[RuntimeConfig, FrontendConfig, RouterConfig, str]:
     args = build_parser().parse_args(argv)
-    return (
-        resolve(RuntimeConfig, args),
-        resolve(FrontendConfig, args),
-        resolve(RouterConfig, args),
-        log_level(args),
-    )
+    frontend_cfg, router_cfg = resolve(FrontendConfig, args), resolve(RouterConfig, args)
+    if frontend_cfg.router_conditional_disagg and router_cfg.router_mode != "kv":
+        raise ConfigError(
+            "--router-conditional-disagg needs --router-mode kv (it reads the decode "
+            "workers' KV events to know how much of a prompt they hold)"
+        )
+    return resolve(RuntimeConfig, args), frontend_cfg, router_cfg, log_level(args)
 
 
 def policy_factory(

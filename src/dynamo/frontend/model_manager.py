@@ -73,6 +73,9 @@ class ModelManager:
         self._use_kv_events = use_kv_events  # off: KV events are dropped undecoded
         self.registry = ModelRegistry()
         self._routed: dict[str, RoutedModel] = {}
+        # Prefill pools, from a model's first prefill worker on (kept while the model exists).
+        self._prefill: dict[str, RoutedModel] = {}
+        self._prefill_workers: set[int] = set()
         self._clients: dict[EndpointAddress, _ClientState] = {}
         self._model_of_worker: dict[int, str] = {}
         self._thresholds: dict[str, tuple[float | None, int | None]] = {}
@@ -95,13 +98,29 @@ class ModelManager:
     def routed(self, name: str) -> RoutedModel | None:
         return self._routed.get(name)
 
+    def prefill_of(self, name: str) -> RoutedModel | None:
+        """The model's prefill pool (maybe empty now); None if it never had a prefill worker."""
+        return self._prefill.get(name)
+
     def ready_workers(self, name: str) -> int:
         routed = self._routed.get(name)
         return len(routed.worker_ids()) if routed else 0
 
     def ready_workers_of(self, name: str) -> list[int]:
+        """Decode (or aggregated) workers taking requests, then prefill workers."""
         routed = self._routed.get(name)
-        return routed.worker_ids() if routed else []
+        prefill = self._prefill.get(name)
+        return [
+            *(routed.worker_ids() if routed else []),
+            *(prefill.worker_ids() if prefill else []),
+        ]
+
+    def decode_index_blocks(self) -> Iterator[tuple[str, int]]:
+        """(model, blocks the KV router indexes on its decode workers) per disaggregated model."""
+        for name in self._prefill:
+            routed = self._routed.get(name)
+            if routed is not None and isinstance(routed.policy, KvPolicy):
+                yield name, routed.policy.stats().index_size
 
     # --- per-worker gauges (read at scrape time) -----------------------------------------
     def live_workers(self) -> set[tuple[str, int]]:
@@ -173,7 +192,10 @@ class ModelManager:
     def _policy_of(self, instance_id: int) -> RoutingPolicy | None:
         """The policy of the model that `instance_id` serves (it gets that worker's events)."""
         name = self._model_of_worker.get(instance_id)
-        routed = self._routed.get(name) if name is not None else None
+        if name is None:
+            return None
+        pools = self._prefill if instance_id in self._prefill_workers else self._routed
+        routed = pools.get(name)
         return routed.policy if routed is not None else None
 
     # --- discovery changes -------------------------------------------------------------
@@ -187,16 +209,7 @@ class ModelManager:
             entry = self.registry.get(name)
             if entry is None:  # added and removed within one event
                 return
-            on_migration = None
-            if self._metrics is not None:
-                counters = self._metrics.for_model(name).migrations
-                on_migration = lambda kind: counters[kind].inc()  # noqa: E731
-            self._routed[name] = RoutedModel(
-                name,
-                self._policy_factory(entry.card),
-                migration_limit=max(self._migration_limit, entry.card.migration_limit),
-                on_migration=on_migration,
-            )
+            self._routed[name] = self._new_pool(entry.card)
             self._apply_thresholds(self._routed[name])
         elif change.kind == "worker_added" and change.worker is not None:
             await self._worker_added(change.worker)
@@ -204,6 +217,7 @@ class ModelManager:
             await self._worker_removed(change.worker)
         elif change.kind == "model_removed":
             self._routed.pop(name, None)
+            self._prefill.pop(name, None)
             if self._metrics:
                 self._metrics.remove_model(name)
             if self._on_model_removed:
@@ -224,21 +238,42 @@ class ModelManager:
         state.refs += 1
         self._model_of_worker[worker.instance_id] = worker.card.name
         if worker.is_prefill:
-            return  # prefill workers are routed by the disaggregation path, not here
+            self._prefill_workers.add(worker.instance_id)
+            if worker.card.name not in self._prefill:
+                self._prefill[worker.card.name] = self._new_pool(worker.card)
         state.live.update(state.client.instance_ids())
         if worker.instance_id in state.live:
             self._activate(worker, state.client)
         log.info("model %s: worker %x registered", worker.card.name, worker.instance_id)
 
+    def _new_pool(self, card: ModelCard) -> RoutedModel:
+        """A model's decode (or aggregated) pool, or its prefill pool: migrations of either
+        count in the model's migration metric."""
+        on_migration = None
+        if self._metrics is not None:
+            counters = self._metrics.for_model(card.name).migrations
+            on_migration = lambda kind: counters[kind].inc()  # noqa: E731
+        return RoutedModel(
+            card.name,
+            self._policy_factory(card),
+            migration_limit=max(self._migration_limit, card.migration_limit),
+            on_migration=on_migration,
+        )
+
+    def _pool_of(self, worker: WorkerEntry) -> RoutedModel | None:
+        pools = self._prefill if worker.is_prefill else self._routed
+        return pools.get(worker.card.name)
+
     def _activate(self, worker: WorkerEntry, client: EndpointClient) -> None:
-        routed = self._routed.get(worker.card.name)
+        routed = self._pool_of(worker)
         if routed is not None:
             routed.add_worker(worker_info_from_card(worker.instance_id, worker.card), client)
             self._update_gauges(worker.card.name)
 
     async def _worker_removed(self, worker: WorkerEntry) -> None:
         self._model_of_worker.pop(worker.instance_id, None)
-        routed = self._routed.get(worker.card.name)
+        self._prefill_workers.discard(worker.instance_id)
+        routed = self._pool_of(worker)
         if routed is not None:
             routed.remove_worker(worker.instance_id)
         state = self._clients.get(worker.address)
@@ -258,11 +293,12 @@ class ModelManager:
         if kind == "add":
             state.live.add(instance_id)
             worker = entry.workers.get(instance_id) if entry else None
-            if worker is not None and not worker.is_prefill:
+            if worker is not None:
                 self._activate(worker, state.client)
         elif kind == "remove":
             state.live.discard(instance_id)
-            routed = self._routed.get(name) if name else None
+            pools = self._prefill if instance_id in self._prefill_workers else self._routed
+            routed = pools.get(name) if name else None
             if routed is not None and routed.has_worker(instance_id):
                 routed.remove_worker(instance_id)
                 self._update_gauges(routed.name)

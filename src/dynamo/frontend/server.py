@@ -13,6 +13,8 @@ from aiohttp import web
 
 from dynamo.frontend.app import FrontendApp
 from dynamo.frontend.config import FrontendConfig
+from dynamo.frontend.disagg import DisaggRouter, DisaggSettings
+from dynamo.frontend.disagg_metrics import DisaggMetrics
 from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.model_files import ModelFileFetcher
 from dynamo.frontend.model_manager import ModelManager, PolicyFactory
@@ -55,6 +57,10 @@ class Frontend:
             self.preprocessors,
             self.metrics,
             overload_status=config.overload_status_code,
+            disagg=DisaggRouter(
+                disagg_settings(config),
+                DisaggMetrics(self.metrics, self.models.decode_index_blocks),
+            ),
         )
         self.app = FrontendApp(
             self.serving,
@@ -103,3 +109,12 @@ class Frontend:
             self._runner = None
         await self.models.close()
         await self.preprocessors.close()
+
+
+def disagg_settings(config: FrontendConfig) -> DisaggSettings:
+    return DisaggSettings(
+        enforce=config.enforce_disagg,
+        conditional=config.router_conditional_disagg,
+        max_local_prefill_tokens=config.disagg_max_local_prefill_tokens,
+        max_prefill_queue=config.disagg_max_prefill_queue,
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from dynamo.frontend import logprobs as lp
 from dynamo.frontend import responses as rs
 from dynamo.frontend.detokenize import TextStream
+from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
 from dynamo.frontend.errors import HttpError, to_http_error
 from dynamo.frontend.metrics import FrontendMetrics, ModelMetrics, WorkerLast
 from dynamo.frontend.model_manager import ModelManager
@@ -132,11 +133,13 @@ class OpenAIServing:
         metrics: FrontendMetrics,
         *,
         overload_status: int = 503,
+        disagg: DisaggRouter | None = None,
     ) -> None:
         self._models = models
         self._pre = preprocessors
         self._metrics = metrics
         self._overload_status = overload_status
+        self._disagg = disagg or DisaggRouter(DisaggSettings())
 
     def error(self, exc: BaseException) -> HttpError:
         return to_http_error(exc, overload_status=self._overload_status)
@@ -153,7 +156,7 @@ class OpenAIServing:
     async def completions(self, body: bytes) -> Reply:
         return await self._serve(body, chat=False)
 
-    async def _prepare(self, model: str, kind: str) -> tuple[Preprocessor, Any]:
+    async def _prepare(self, model: str, kind: str) -> tuple[Preprocessor, Any, int]:
         entry, routed = self._models.lookup(model)
         if not entry.serves(kind):
             raise InvalidRequestError(f"The model `{model}` does not serve {kind}", param="model")
@@ -163,7 +166,7 @@ class OpenAIServing:
             pre = await self._pre.get(entry.card, [w.card for w in entry.workers.values()])
         except (ConfigError, UnavailableError) as exc:
             raise UnavailableError(f"The model `{model}` cannot be served: {exc}") from exc
-        return pre, routed
+        return pre, routed, entry.card.kv_block_size
 
     async def _serve(self, body: bytes, *, chat: bool) -> Reply:
         endpoint = "chat_completions" if chat else "completions"
@@ -176,7 +179,9 @@ class OpenAIServing:
         except DynamoError as exc:
             return self._error_reply(exc, "", endpoint, False)
         try:
-            pre, routed = await self._prepare(req.model, "chat" if chat else "completions")
+            pre, routed, block_size = await self._prepare(
+                req.model, "chat" if chat else "completions"
+            )
             started = time.perf_counter()
             ids = await pre.prompt_ids(req)
             if isinstance(req, ChatCompletionRequest) or isinstance(req.single_prompt(), str):
@@ -187,8 +192,15 @@ class OpenAIServing:
             return self._error_reply(exc, req.model, endpoint, req.stream)
         text = TextStream(pre.tokenizer, stop=req.stop_strings(), prompt_ids=ids)
         acct = _Accounting(self._metrics.for_model(req.model), endpoint, req.stream, len(ids), text)
-        outputs = routed.generate(
-            engine_request, backend_instance_id=req.backend_instance_id(), on_route=acct.routed
+        outputs = self._disagg.generate(
+            DisaggRequest(
+                engine_request,
+                routed,
+                self._models.prefill_of(req.model),
+                block_size,
+                backend_instance_id=req.backend_instance_id(),
+                on_route=acct.routed,
+            )
         )
         want_lp = req.num_logprobs() is not None
         if req.stream:

@@ -11,6 +11,7 @@ from pathlib import Path
 from dynamo.engines.base import EngineInfo
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
+from dynamo.engines.mocker.transfer import kv_bytes_per_token
 from dynamo.protocols.model_card import ModelCard, WorkerRole
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
@@ -56,13 +57,11 @@ def is_hub_id(model_path: str | None) -> bool:
 
 
 def role_of(config: MockerConfig) -> WorkerRole:
-    if config.is_prefill_worker and config.is_decode_worker:
-        raise ConfigError("--is-prefill-worker and --is-decode-worker are mutually exclusive")
-    if config.is_prefill_worker:
-        return WorkerRole.PREFILL
-    if config.is_decode_worker:
-        return WorkerRole.DECODE
-    return WorkerRole.AGGREGATED
+    return {
+        "prefill": WorkerRole.PREFILL,
+        "decode": WorkerRole.DECODE,
+        "agg": WorkerRole.AGGREGATED,
+    }[config.mode]
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[RuntimeConfig, MockerConfig]:
@@ -102,11 +101,16 @@ def build_workers(
     return [
         Worker(
             runtime,
-            MockerEngine(config, facts.vocab_size, facts.eos_token_ids),
+            MockerEngine(
+                config,
+                facts.vocab_size,
+                facts.eos_token_ids,
+                kv_bytes_per_token=config.kv_bytes_per_token or kv_bytes_per_token(facts.directory),
+            ),
             address,
             make_card,
             metrics=metrics,
-            publish_kv_events=role is not WorkerRole.DECODE,
+            publish_kv_events=True,  # decode workers too: conditional disagg reads them
             model_dir=facts.directory,
         )
         for _ in range(config.num_workers)

@@ -39,12 +39,23 @@ class EngineRequest(TypedDict):
     sampling_options: SamplingOptions
     eos_token_ids: NotRequired[list[int]]
     extra_args: NotRequired[dict[str, object]]
+    # Disaggregation: what a prefill worker returned, handed to the decode worker as is
+    # (vLLM: {"kv_transfer_params": {...}}; the mocker: {"kv_transfer_params": {...}}).
+    disaggregated_params: NotRequired[dict[str, object]]
 
 
 class Usage(TypedDict, total=False):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+
+
+class KvTransferStats(TypedDict):
+    """What a decode worker's KV transfer cost (sent once, on its first output)."""
+
+    seconds: float
+    bytes: int
+    blocks: int
 
 
 class EngineOutput(TypedDict, total=False):
@@ -55,3 +66,5 @@ class EngineOutput(TypedDict, total=False):
     usage: Usage
     log_probs: list[float]
     error: str
+    disaggregated_params: dict[str, object]  # a prefill worker's result, for the decode worker
+    kv_transfer: KvTransferStats  # a decode worker pulled the prompt's KV from a prefill worker

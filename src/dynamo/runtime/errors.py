@@ -24,6 +24,11 @@ class PromptTooLongError(InvalidRequestError):
     """The prompt does not fit the model's context or the engine's KV cache."""
 
 
+class KvTransferError(InvalidRequestError):
+    """A decode request's KV transfer params are malformed, stale or for another engine:
+    send the request again without them (the decode worker then prefills it itself)."""
+
+
 # --- the caller may retry later or elsewhere -------------------------------------------
 class UnavailableError(DynamoError):
     """Nothing can serve the request right now (no instance, draining, starting)."""

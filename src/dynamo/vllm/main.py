@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_engine(
         PROG,
         config.runtime,
-        VllmEngine(engine_args, publish_kv_events=publish and not config.is_decode_worker),
+        VllmEngine(engine_args, publish_kv_events=publish),
         role=config.role,
         endpoint=config.endpoint,
         publish_kv_events=publish,

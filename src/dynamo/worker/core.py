@@ -92,6 +92,10 @@ class Worker:
         try:
             engine_request: EngineRequest = request  # type: ignore[assignment]
             async for output in self.engine.generate(engine_request, context):
+                transfer = output.get("kv_transfer")
+                if transfer is not None and metrics is not None:
+                    metrics.kv_transfer_seconds.labels(*self._labels).observe(transfer["seconds"])
+                    metrics.kv_transfer_bytes.labels(*self._labels).inc(transfer["bytes"])
                 yield dict(output)
         except DynamoError as exc:
             if metrics is not None:

@@ -30,6 +30,18 @@ class ComponentMetrics:
             _LABELS,
             registry=registry,
         )
+        self.kv_transfer_seconds = Histogram(
+            "dynamo_component_kv_transfer_seconds",
+            "Time a decode worker spent pulling a request's KV from a prefill worker",
+            _LABELS,
+            registry=registry,
+        )
+        self.kv_transfer_bytes = Counter(
+            "dynamo_component_kv_transfer_bytes",
+            "KV bytes a decode worker pulled from prefill workers",
+            _LABELS,
+            registry=registry,
+        )
         self.kv_active_blocks = Gauge(
             "dynamo_component_kvstats_active_blocks",
             "KV blocks in use",

@@ -86,7 +86,8 @@ def serve_engine(
     migration_limit: int = 0,
 ) -> None:
     """Serve one real engine at `endpoint` (default `dyn://{ns}.{component}.generate`;
-    prefill workers `dyn://{ns}.prefill.generate`); decode workers publish no KV events."""
+    prefill workers `dyn://{ns}.prefill.generate`). Decode workers publish KV events too: the
+    router reads them for conditional disaggregation and KV-aware decode routing."""
     if endpoint:
         address = EndpointAddress.parse(endpoint)
     else:
@@ -106,7 +107,7 @@ def serve_engine(
         return card.model_copy(update={"migration_limit": migration_limit})
 
     def build(runtime: DistributedRuntime, metrics: ComponentMetrics) -> list[Worker]:
-        publish = publish_kv_events and role is not WorkerRole.DECODE
+        publish = publish_kv_events
         return [
             Worker(
                 runtime,

@@ -61,6 +61,13 @@ def test_env_vars_follow_the_flag_names_and_flags_win() -> None:
         ({"preemption_mode": "random"}, "--preemption-mode"),
         ({"is_prefill_worker": True, "is_decode_worker": True}, "exclusive"),
         ({"max_model_len": 0}, "--max-model-len"),
+        (
+            {"is_decode_worker": True, "disaggregation_mode": "prefill"},
+            "--disaggregation-mode prefill contradicts --is-decode-worker",
+        ),
+        ({"kv_transfer_bandwidth_gb_s": -1.0}, "--kv-transfer-bandwidth must be >= 0"),
+        ({"kv_bytes_per_token": 0}, "--kv-bytes-per-token must be >= 1"),
+        ({"kv_transfer_keep_s": 0.0}, "--kv-transfer-keep must be > 0"),
     ],
 )
 def test_bad_values_are_config_errors(kwargs: dict[str, object], message: str) -> None:
@@ -84,3 +91,11 @@ def test_default_endpoint_depends_on_the_role() -> None:
     assert MockerConfig().endpoint_for("ns") == "dyn://ns.backend.generate"
     assert MockerConfig(is_prefill_worker=True).endpoint_for("ns") == "dyn://ns.prefill.generate"
     assert MockerConfig(endpoint="dyn://a.b.c").endpoint_for("ns") == "dyn://a.b.c"
+    prefill = MockerConfig(disaggregation_mode="prefill")
+    assert prefill.endpoint_for("ns") == "dyn://ns.prefill.generate"
+    assert prefill.mode == "prefill"
+    assert (
+        MockerConfig(disaggregation_mode="decode").endpoint_for("ns") == "dyn://ns.backend.generate"
+    )
+    assert MockerConfig(is_decode_worker=True, disaggregation_mode="decode").mode == "decode"
+    assert MockerConfig().mode == "agg"

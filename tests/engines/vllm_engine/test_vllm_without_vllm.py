@@ -51,6 +51,13 @@ def test_worker_roles() -> None:
     assert VllmWorkerConfig(is_decode_worker=True).role is WorkerRole.DECODE
     with pytest.raises(ConfigError, match="exclude each other"):
         VllmWorkerConfig(is_prefill_worker=True, is_decode_worker=True)
+    assert VllmWorkerConfig(disaggregation_mode="prefill").role is WorkerRole.PREFILL
+    assert VllmWorkerConfig(disaggregation_mode="decode").role is WorkerRole.DECODE
+    assert VllmWorkerConfig(disaggregation_mode="agg").role is WorkerRole.AGGREGATED
+    with pytest.raises(
+        ConfigError, match="--disaggregation-mode decode contradicts --is-prefill-worker"
+    ):
+        VllmWorkerConfig(is_prefill_worker=True, disaggregation_mode="decode")
 
 
 def test_hub_repo_names_only_a_hub_download() -> None:

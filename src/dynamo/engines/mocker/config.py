@@ -11,6 +11,7 @@ from dynamo.runtime.config import option
 from dynamo.runtime.errors import ConfigError
 
 PREEMPTION_MODES = ("lifo", "fifo")
+DISAGGREGATION_MODES = ("agg", "prefill", "decode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +28,35 @@ class MockerConfig:
         "(default dyn://<ns>.backend.generate, prefill workers dyn://<ns>.prefill.generate)",
     )
     num_workers: int = option(1, help="simulated workers in this process, each its own instance")
-    is_prefill_worker: bool = option(False, help="register as a prefill worker (disaggregation)")
-    is_decode_worker: bool = option(False, help="register as a decode worker (disaggregation)")
+    is_prefill_worker: bool = option(
+        False, help="register as a prefill worker (same as --disaggregation-mode prefill)"
+    )
+    is_decode_worker: bool = option(
+        False, help="register as a decode worker (same as --disaggregation-mode decode)"
+    )
+    disaggregation_mode: str | None = option(
+        None,
+        choices=DISAGGREGATION_MODES,
+        help="agg (default), prefill (return KV transfer params) or decode (pull the KV "
+        "named by transfer params, then decode)",
+    )
+    kv_transfer_bandwidth_gb_s: float = option(
+        25.0,
+        flag="--kv-transfer-bandwidth",
+        env="DYN_KV_TRANSFER_BANDWIDTH",
+        help="decode workers: simulated KV transfer bandwidth in GB/s (0 = instantaneous)",
+    )
+    kv_bytes_per_token: int | None = option(
+        None,
+        help="KV bytes per token (default: 2 x layers x KV heads x head dim x dtype bytes from "
+        "the model's config.json, else 114688)",
+    )
+    kv_transfer_keep_s: float = option(
+        60.0,
+        flag="--kv-transfer-keep",
+        env="DYN_KV_TRANSFER_KEEP",
+        help="prefill workers: seconds their transfer params stay valid",
+    )
     num_gpu_blocks: int = option(
         16384,
         flag="--num-gpu-blocks-override",
@@ -86,10 +114,34 @@ class MockerConfig:
                 not (self.is_prefill_worker and self.is_decode_worker),
                 "--is-prefill-worker and --is-decode-worker are exclusive",
             ),
+            (
+                self.disaggregation_mode is None
+                or not (self.is_prefill_worker or self.is_decode_worker)
+                or self.disaggregation_mode == self.mode_from_booleans,
+                f"--disaggregation-mode {self.disaggregation_mode} contradicts "
+                f"--is-{self.mode_from_booleans}-worker",
+            ),
+            (self.kv_transfer_bandwidth_gb_s >= 0.0, "--kv-transfer-bandwidth must be >= 0"),
+            (
+                self.kv_bytes_per_token is None or self.kv_bytes_per_token >= 1,
+                "--kv-bytes-per-token must be >= 1",
+            ),
+            (self.kv_transfer_keep_s > 0.0, "--kv-transfer-keep must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    @property
+    def mode_from_booleans(self) -> str:
+        if self.is_prefill_worker:
+            return "prefill"
+        return "decode" if self.is_decode_worker else "agg"
+
+    @property
+    def mode(self) -> str:
+        """agg, prefill or decode: `--disaggregation-mode`, else the `--is-*-worker` flags."""
+        return self.disaggregation_mode or self.mode_from_booleans
 
     @property
     def capacity_tokens(self) -> int:
@@ -114,5 +166,5 @@ class MockerConfig:
         """The endpoint to serve: `--endpoint`, else Dynamo's default for this worker role."""
         if self.endpoint:
             return self.endpoint
-        component = "prefill" if self.is_prefill_worker else "backend"
+        component = "prefill" if self.mode == "prefill" else "backend"
         return f"dyn://{namespace}.{component}.generate"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,19 @@ from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
 from dynamo.engines.mocker.scheduler import Scheduler
 from dynamo.engines.mocker.sequence import Finished, SchedRequest, StepResult
-from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason, Usage
+from dynamo.engines.mocker.transfer import (
+    DEFAULT_KV_BYTES_PER_TOKEN,
+    KvLink,
+    check_params,
+    transfer_params,
+)
+from dynamo.protocols.engine import (
+    EngineOutput,
+    EngineRequest,
+    FinishReason,
+    KvTransferStats,
+    Usage,
+)
 from dynamo.protocols.kv_events import KvCacheEvent
 from dynamo.runtime.errors import (
     EngineShutdownError,
@@ -80,8 +93,11 @@ class MockerEngine:
         eos_token_ids: Sequence[int] = (),
         *,
         special_token_ids: Iterable[int] = (),
+        kv_bytes_per_token: int = DEFAULT_KV_BYTES_PER_TOKEN,
     ) -> None:
         self.config = config
+        self.kv_bytes_per_token = kv_bytes_per_token
+        self._link = KvLink(config.kv_transfer_bandwidth_gb_s, config.speedup_ratio)
         self.vocab_size = vocab_size
         self.eos_token_ids = tuple(eos_token_ids)
         self.max_len = config.effective_max_model_len
@@ -160,7 +176,11 @@ class MockerEngine:
         rank = self._ranks[self._pick_rank(request)]
         if rank.task is None or rank.task.done():
             raise UnavailableError(f"mocker rank {rank.dp_rank} is not running")
-        req = self._enqueue(rank, request)
+        remote_tokens = 0
+        transfer: KvTransferStats | None = None
+        if self.config.mode != "prefill" and "disaggregated_params" in request:
+            remote_tokens, transfer = await self._pull_kv(rank, request)
+        req = self._enqueue(rank, request, remote_tokens)
         stream = _Stream(req)
         rank.streams[req.key] = stream
         rank.wake.set()
@@ -175,7 +195,17 @@ class MockerEngine:
                 sent += len(tokens)
                 if stream.final is not None:
                     done = True
-                    yield _final(tokens, stream.final.reason, req, sent)
+                    final = _final(tokens, stream.final.reason, req, sent)
+                    if self.config.mode == "prefill":
+                        final["disaggregated_params"] = transfer_params(
+                            req.prompt,
+                            self.config.block_size,
+                            now_s=time.time(),
+                            keep_s=self.config.kv_transfer_keep_s,
+                        )
+                    if transfer is not None:
+                        final["kv_transfer"] = transfer
+                    yield final
                     return
                 if stream.error is not None:
                     done = True
@@ -186,7 +216,11 @@ class MockerEngine:
                     yield _final(tokens, "cancelled", req, sent)
                     return
                 if tokens:
-                    yield {"token_ids": tokens}
+                    if transfer is not None:
+                        yield {"token_ids": tokens, "kv_transfer": transfer}
+                        transfer = None
+                    else:
+                        yield {"token_ids": tokens}
         finally:
             watcher.cancel()
             rank.streams.pop(req.key, None)
@@ -208,8 +242,24 @@ class MockerEngine:
         ]
         return loads.index(min(loads))
 
-    def _enqueue(self, rank: _Rank, request: EngineRequest) -> SchedRequest:
-        """Validate `request` and queue it on `rank`; bad input raises before anything runs."""
+    async def _pull_kv(self, rank: _Rank, request: EngineRequest) -> tuple[int, KvTransferStats]:
+        """Check the request's transfer params and wait while the blocks this rank does not
+        cache cross the link; (prompt tokens now computed, what the transfer cost)."""
+        tokens = self._check_tokens(request)
+        bs = self.config.block_size
+        hashes = check_params(request.get("disaggregated_params"), tokens, bs, now_s=time.time())
+        cached, _ = rank.scheduler.kv.cached_prefix(hashes, len(hashes))
+        remote = len(tokens) - 1
+        pulled = max(0, remote - cached * bs)
+        nbytes = pulled * self.kv_bytes_per_token
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = self._link.schedule(nbytes, started) - started
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return remote, {"seconds": delay, "bytes": nbytes, "blocks": -(-pulled // bs)}
+
+    def _check_tokens(self, request: EngineRequest) -> list[int]:
         tokens = request.get("token_ids")
         if not isinstance(tokens, list) or not tokens:
             raise InvalidRequestError("token_ids must be a non-empty list", param="token_ids")
@@ -225,6 +275,14 @@ class MockerEngine:
             raise InvalidRequestError(
                 f"token_ids must be integers in 0..{self.vocab_size - 1}", param="token_ids"
             )
+        return tokens
+
+    def _enqueue(self, rank: _Rank, request: EngineRequest, remote_tokens: int = 0) -> SchedRequest:
+        """Validate `request` and queue it on `rank`; bad input raises before anything runs.
+
+        `remote_tokens` > 0: `_pull_kv` has already checked the tokens.
+        """
+        tokens = request["token_ids"] if remote_tokens else self._check_tokens(request)
         stop = request.get("stop_conditions") or {}
         max_tokens = stop.get("max_tokens")
         min_tokens = stop.get("min_tokens") or 0
@@ -245,6 +303,7 @@ class MockerEngine:
             stop_token_ids=stop.get("stop_token_ids") or (),
             eos_token_ids=self.eos_token_ids if eos is None else eos,
             ignore_eos=bool(stop.get("ignore_eos", False)),
+            remote_tokens=remote_tokens,
         )
 
     def _limit_reason(self) -> str:

@@ -110,8 +110,14 @@ class Scheduler:
         stop_token_ids: Iterable[int] = (),
         eos_token_ids: Iterable[int] = (),
         ignore_eos: bool = False,
+        remote_tokens: int = 0,
     ) -> SchedRequest:
-        """Queue a request; the caller has checked that the prompt fits (`max_len`)."""
+        """Queue a request; the caller has checked that the prompt fits (`max_len`).
+
+        `remote_tokens`: leading prompt tokens whose KV a prefill worker computed and this
+        worker pulled; they are stored on admission (events, prefix reuse) without a prefill
+        step, and the request's first step is a decode step (at most `len(prompt) - 1`).
+        """
         if key in self._requests:
             raise ValueError(f"request key {key} already queued")
         if not 1 <= len(prompt) <= self.max_len:
@@ -126,6 +132,7 @@ class Scheduler:
             eos_ids=frozenset() if ignore_eos else frozenset(eos_token_ids),
             seed=seed,
         )
+        req.remote_tokens = max(0, min(remote_tokens, len(prompt) - 1))
         self._requests[key] = req
         self._waiting.append(req)
         self._num_waiting += 1
@@ -162,8 +169,12 @@ class Scheduler:
         finished: list[Finished] = []
         for req, n in scheduled.items():
             start = req.num_computed
-            if n == 1 and start == req.total_len - 1 and start >= len(req.prompt):
-                decoding = True
+            if (
+                n == 1
+                and start == req.total_len - 1
+                and start >= len(req.prompt) - bool(req.remote_tokens)
+            ):
+                decoding = True  # a transferred prompt's last token is the first decode step
             else:
                 prefill_tokens += n
             self._pending_prefill -= self._pending_of(req)
@@ -241,7 +252,8 @@ class Scheduler:
             if self._caching:
                 self._extend_hashes(req, total // bs)
                 hits, hits_inactive = kv.cached_prefix(req.seq_hashes, (total - 1) // bs)
-            n = total - hits * bs
+            computed = max(hits * bs, req.remote_tokens)
+            n = total - computed
             if n > budget:
                 if not self._chunked:
                     break
@@ -258,8 +270,10 @@ class Scheduler:
             kv.acquire_cached(req.seq_hashes[:hits])
             if not kv.allocate(new_blocks):
                 raise RuntimeError("admission check and allocation disagree")
-            req.committed, req.private, req.num_computed = hits, new_blocks, hits * bs
+            req.committed, req.private, req.num_computed = hits, new_blocks, computed
             req.state = RUNNING
+            if self._caching and computed > hits * bs:
+                self._commit_full_blocks(req)  # the transferred blocks enter the cache
             if req.cached_tokens is None:
                 req.cached_tokens = hits * bs
                 self._admitted_prompt_tokens += len(req.prompt)
@@ -318,6 +332,7 @@ class Scheduler:
         self._pending_prefill -= self._pending_of(req)
         self._release(req)
         req.num_computed = 0
+        req.remote_tokens = 0  # its pulled KV is gone: recompute it here
         req.state = WAITING
         req.num_preemptions += 1
         self._waiting.appendleft(req)
@@ -333,7 +348,7 @@ class Scheduler:
     @staticmethod
     def _pending_of(req: SchedRequest) -> int:
         if req.state == WAITING:
-            return req.total_len
+            return req.total_len - req.remote_tokens
         if req.state == DONE:
             return 0
         remaining = req.total_len - req.num_computed

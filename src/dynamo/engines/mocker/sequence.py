@@ -26,6 +26,7 @@ class SchedRequest:
         "output",
         "private",
         "prompt",
+        "remote_tokens",
         "seed",
         "seq_hashes",
         "state",
@@ -58,6 +59,8 @@ class SchedRequest:
         self.num_computed = 0
         self.cached_tokens: int | None = None
         self.num_preemptions = 0
+        # Prompt tokens whose KV arrived from a prefill worker (decode only; 0 after preemption).
+        self.remote_tokens = 0
         self.state = WAITING
 
     @property

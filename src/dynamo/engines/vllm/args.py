@@ -27,8 +27,19 @@ class VllmWorkerConfig:
         help="dyn://namespace.component.endpoint to serve (default dyn://<ns>.backend.generate, "
         "prefill workers dyn://<ns>.prefill.generate)",
     )
-    is_prefill_worker: bool = option(False, help="register as a prefill worker (disaggregation)")
-    is_decode_worker: bool = option(False, help="register as a decode worker (disaggregation)")
+    is_prefill_worker: bool = option(
+        False,
+        help="register as a prefill worker (same as --disaggregation-mode prefill; vLLM's KV "
+        "connector is not wired yet, so frontends serve these requests aggregated)",
+    )
+    is_decode_worker: bool = option(
+        False, help="register as a decode worker (same as --disaggregation-mode decode)"
+    )
+    disaggregation_mode: str | None = option(
+        None,
+        choices=("agg", "prefill", "decode"),
+        help="agg (default), prefill or decode; replaces --is-prefill-worker/--is-decode-worker",
+    )
     publish_kv_events: bool = option(
         True,
         help="forward vLLM's KV cache events to the router (vLLM publishes on a free local "
@@ -42,14 +53,22 @@ class VllmWorkerConfig:
     def __post_init__(self) -> None:
         if self.is_prefill_worker and self.is_decode_worker:
             raise ConfigError("--is-prefill-worker and --is-decode-worker exclude each other")
+        booleans = (
+            "prefill" if self.is_prefill_worker else "decode" if self.is_decode_worker else None
+        )
+        if self.disaggregation_mode and booleans and self.disaggregation_mode != booleans:
+            raise ConfigError(
+                f"--disaggregation-mode {self.disaggregation_mode} contradicts "
+                f"--is-{booleans}-worker"
+            )
         if self.migration_limit < 0:
             raise ConfigError("--migration-limit must be >= 0")
 
     @property
     def role(self) -> WorkerRole:
-        if self.is_prefill_worker:
+        if self.is_prefill_worker or self.disaggregation_mode == "prefill":
             return WorkerRole.PREFILL
-        if self.is_decode_worker:
+        if self.is_decode_worker or self.disaggregation_mode == "decode":
             return WorkerRole.DECODE
         return WorkerRole.AGGREGATED
 
