@@ -176,9 +176,14 @@ class SglangEngine:
         if self._kv_config is not None:
             self._subscriber = self._kv_subscriber(self._kv_config, sink)
             self._subscriber.start()
-        self._info = await self._engine_info()
+        try:
+            info = await self._engine_info()
+        except BaseException:
+            await self._stop_subscriber()
+            raise
         self._eos_ids = frozenset(_eos_ids(self._engine))
-        return self._info
+        self._info = info
+        return info
 
     def _kv_subscriber(self, cfg: dict[str, Any], sink: EngineEventSink) -> ZmqKvEventSubscriber:
         endpoint = str(cfg.get("endpoint", "tcp://*:5557"))
@@ -306,15 +311,25 @@ class _ParentRepairingSink:
         self._sink.load_changed()
 
 
+INTERNAL_STATE_TIMEOUT_S = 30.0
+
+
 async def _internal_states(engine: Any) -> list[dict[str, Any]]:
-    """SGLang's `get_internal_state()` (one dict per scheduler), or [] where it is missing."""
-    get = getattr(getattr(engine, "tokenizer_manager", None), "get_internal_state", None)
+    """SGLang's `get_internal_state()` (one dict per scheduler), or [] where it is missing,
+    fails or does not answer in time (then the caller falls back)."""
+    manager = getattr(engine, "tokenizer_manager", None)
+    get = getattr(manager, "get_internal_state", None)
     if get is None:
         return []
+    # The scheduler's answers are read by SGLang's handle loop, which starts lazily; 0.5.23's
+    # get_internal_state starts it itself, 0.5.4's does not.
+    create_loop = getattr(manager, "auto_create_handle_loop", None)
     try:
-        states = await get()
-    except Exception as exc:  # an older scheduler without the figure: fall back
-        log.debug("SGLang get_internal_state failed: %s", exc)
+        if create_loop is not None:
+            create_loop()
+        states = await asyncio.wait_for(get(), INTERNAL_STATE_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("SGLang get_internal_state failed (%s): using the configured limits", exc)
         return []
     return [s for s in states or () if isinstance(s, dict)]
 

@@ -123,15 +123,24 @@ class FakeServerArgs054:
 
 class FakeTokenizerManager:
     """Mirrors `sglang.srt.managers.tokenizer_manager.TokenizerManager`: `context_len`,
-    `eos_token_ids`, `abort_request(rid="", abort_all=False)` (0.5.4 and 0.5.23) and
-    `async get_internal_state()` (one dict per scheduler)."""
+    `eos_token_ids`, `abort_request(rid="", abort_all=False)` (0.5.4 and 0.5.23),
+    `auto_create_handle_loop()` and `async get_internal_state()` (one dict per scheduler),
+    answered only once the handle loop runs: 0.5.23's starts it, 0.5.4's does not
+    (`tokenizer_communicator_mixin.get_internal_state`)."""
 
-    def __init__(self, context_len: int, internal_state: dict[str, Any]) -> None:
+    def __init__(
+        self, context_len: int, internal_state: dict[str, Any], starts_handle_loop: bool
+    ) -> None:
         self.context_len = context_len
         self.eos_token_ids = [EOS]
         self.aborted: list[str] = []
         self.abort_events: dict[str, asyncio.Event] = {}
         self._internal_state = internal_state
+        self._starts_handle_loop = starts_handle_loop
+        self.handle_loop_running = False
+
+    def auto_create_handle_loop(self) -> None:
+        self.handle_loop_running = True
 
     def abort_request(self, rid: str = "", abort_all: bool = False) -> None:
         self.aborted.append(rid)
@@ -140,6 +149,10 @@ class FakeTokenizerManager:
             event.set()
 
     async def get_internal_state(self) -> list[dict[str, Any]]:
+        if self._starts_handle_loop:
+            self.auto_create_handle_loop()
+        if not self.handle_loop_running:
+            await asyncio.Event().wait()  # nobody reads the scheduler's answer
         return [dict(self._internal_state)]
 
 
@@ -169,8 +182,9 @@ class FakeSglEngine:
     and the tokenizer manager's length check (`_validate_one_request`: new + prompt > context)."""
 
     token_delay_s = 0.0
-    # `_validate_one_request`: refused when max_new_tokens + prompt exceeds this.
+    # `_validate_one_request`: refuses new + prompt >= context (True) or > context (False).
     strict_context_check = False
+    starts_handle_loop = True  # `get_internal_state` starts SGLang's handle loop itself
 
     def __init__(self, **kwargs: Any) -> None:
         args = kwargs["server_args"]
@@ -180,7 +194,9 @@ class FakeSglEngine:
         self.page = args.page_size or 1
         self.context = args.context_length or 4096
         self.max_total_num_tokens = 64 * self.page
-        self.tokenizer_manager = FakeTokenizerManager(self.context, self._internal_state())
+        self.tokenizer_manager = FakeTokenizerManager(
+            self.context, self._internal_state(), starts_handle_loop=self.starts_handle_loop
+        )
         self._set_scheduler_info(
             {
                 "status": "ready",
@@ -379,6 +395,7 @@ class FakeSglEngine054(FakeSglEngine):
     hashed alone, and the first page of every new radix node has no parent."""
 
     strict_context_check = True
+    starts_handle_loop = False
 
     def __init__(self, **kwargs: Any) -> None:
         if threading.current_thread() is not threading.main_thread():
