@@ -46,7 +46,27 @@ pytestmark = pytest.mark.sglang
 
 ROOT = Path(__file__).resolve().parents[3]
 VERSION = tuple(int(p) for p in importlib.metadata.version("sglang").split(".")[:3])
-ServerArgs = server_args_mod.ServerArgs
+RealServerArgs = server_args_mod.ServerArgs
+
+
+def _cpu_server_args_cls() -> Any:
+    """SGLang's `ServerArgs`, or where its `__post_init__` needs an accelerator to run (0.5.4
+    probes for CUDA and loads quantization configs) a subclass that skips only that check:
+    parser, `from_cli_args` and fields stay SGLang's own."""
+    try:
+        RealServerArgs(model_path="m")
+        return RealServerArgs
+    except Exception:  # e.g. RuntimeError: No accelerator (CUDA, XPU, HPU) is available.
+        pass
+
+    class ServerArgsWithoutDeviceChecks(RealServerArgs):  # type: ignore[misc, valid-type]
+        def __post_init__(self) -> None:
+            pass
+
+    return ServerArgsWithoutDeviceChecks
+
+
+ServerArgs = _cpu_server_args_cls()
 GUIDE_COMMAND = "--model-path Qwen/Qwen3-0.6B --tp 1 --trust-remote-code"
 
 
@@ -147,7 +167,7 @@ def _example_commands() -> list[tuple[str, list[str]]]:
 @pytest.mark.parametrize(("where", "argv"), _example_commands())
 def test_documented_commands_parse_with_sglangs_parser(where: str, argv: list[str]) -> None:
     _, args, role = parse_sglang_args(argv, server_args_cls=ServerArgs, resolve_model_path=False)
-    assert isinstance(args, ServerArgs), where
+    assert isinstance(args, RealServerArgs), where
     assert args.model_path == argv[argv.index("--model-path") + 1]
     if "--tp" in argv:
         assert args.tp_size == int(argv[argv.index("--tp") + 1])
@@ -174,7 +194,7 @@ def test_server_args_replaced_and_streaming_mode_read() -> None:
     )
     assert sglang_compat.incremental_streaming(args) is True
     new = sglang_compat.replace_server_args(args, skip_tokenizer_init=True, kv_events_config="{}")
-    assert isinstance(new, ServerArgs)
+    assert isinstance(new, RealServerArgs)
     assert (new.skip_tokenizer_init, new.kv_events_config, new.tp_size) == (True, "{}", 1)
     assert args.skip_tokenizer_init is False
 
@@ -254,3 +274,35 @@ async def test_page_parents_repair_0_5_4_style_events() -> None:
         publisher.shutdown()
         await subscriber.stop()
     assert stored[0].parent_hash == external_hash(first)
+
+
+@pytest.mark.skipif(
+    VERSION > (0, 5, 9),
+    reason="newer radix caches send parents (and need torchvision to import on CPU)",
+)
+async def test_0_5_4_radix_cache_events_get_their_parent() -> None:
+    """SGLang's own radix cache: a prompt extending a cached one stores a parentless page."""
+    torch = importlib.import_module("torch")
+    radix = importlib.import_module("sglang.srt.mem_cache.radix_cache")
+    cache = radix.RadixCache(None, None, page_size=4, enable_kv_cache_events=True)
+    first, longer = list(range(1, 9)), list(range(1, 13))
+    cache.insert(radix.RadixKey(first), torch.arange(8))
+    cache.insert(radix.RadixKey(longer), torch.arange(12))
+    events = [e for e in cache.take_events() if isinstance(e, kv_events_mod.BlockStored)]
+    assert [e.parent_block_hash is None for e in events] == [True, False, True]
+
+    cfg = sglang_compat.kv_events_config(None, free_tcp_port())
+    engine = SglangEngine(ServerArgs(model_path="m"), publish_kv_events=True)
+    engine._parents.learn(longer, 4)  # what `generate` does with each prompt
+    sink = RecordingEngineSink()
+    subscriber = engine._kv_subscriber(cfg, sink)
+    subscriber.start()
+    publisher = kv_events_mod.EventPublisherFactory.create(json.dumps(cfg), 0)
+    try:
+        stored = await _heard(publisher, sink, events)
+    finally:
+        publisher.shutdown()
+        await subscriber.stop()
+    hashes = [external_hash(e.block_hashes[0]) for e in events]
+    # (a batch may arrive more than once: SUB joins while we resend)
+    assert [s.parent_hash for s in stored[:3]] == [None, hashes[0], hashes[1]]
