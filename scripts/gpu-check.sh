@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # GPU check: a real engine worker behind our frontend, on a machine with an NVIDIA GPU.
 #
-#   pip install 'pydynamo[vllm]'            # vLLM's CUDA build (or: pip install tensorrt-llm)
-#   scripts/gpu-check.sh [--backend vllm|trtllm] [MODEL] [-- extra worker args]
+#   pip install 'pydynamo[vllm]'            # vLLM's CUDA build
+#   pip install pydynamo 'sglang[all]'      # --backend sglang: SGLang 0.5.4 to 0.5.23
+#   pip install pydynamo tensorrt-llm       # --backend trtllm: TensorRT-LLM 1.x
+#   scripts/gpu-check.sh [--backend vllm|sglang|trtllm] [MODEL] [-- extra worker args]
 #
 # --backend picks the worker: vllm (default) runs `python -m dynamo.vllm --model MODEL`,
+# sglang runs `python -m dynamo.sglang --model-path MODEL`,
 # trtllm runs `python -m dynamo.trtllm --model-path MODEL` (extra args such as
 # `--extra-engine-args engine.yaml` follow `--`).
 # MODEL defaults to Qwen/Qwen3-0.6B (a hub id, a local directory or a .gguf file).
@@ -15,7 +18,7 @@
 # and stops both processes (and the engine's children) on exit.
 set -uo pipefail
 
-usage() { echo "usage: $0 [--backend vllm|trtllm] [MODEL] [-- extra worker args]" >&2; exit 2; }
+usage() { echo "usage: $0 [--backend vllm|sglang|trtllm] [MODEL] [-- extra worker args]" >&2; exit 2; }
 BACKEND=vllm
 if [[ "${1:-}" == "--backend" ]]; then
   [[ $# -ge 2 ]] || usage
@@ -24,6 +27,8 @@ fi
 case "$BACKEND" in
   vllm) MODULE=vllm PRODUCT=vLLM INSTALL="pip install 'pydynamo[vllm]'"
         WORKER=(-m dynamo.vllm --model) ;;
+  sglang) MODULE=sglang PRODUCT=SGLang INSTALL="pip install pydynamo 'sglang[all]'"
+          WORKER=(-m dynamo.sglang --model-path) ;;
   trtllm) MODULE=tensorrt_llm PRODUCT=TensorRT-LLM INSTALL="pip install tensorrt-llm"
           WORKER=(-m dynamo.trtllm --model-path) ;;
   *) echo "unknown backend '$BACKEND'" >&2; usage ;;

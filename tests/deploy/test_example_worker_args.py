@@ -13,7 +13,7 @@ import yaml
 from dynamo.engines.sglang import parse_sglang_args
 from dynamo.engines.trtllm_args import parse_trtllm_args
 from dynamo.protocols.model_card import WorkerRole
-from dynamo.testing.fake_engines import FakeServerArgs
+from dynamo.testing.fake_sglang import FakeServerArgs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXPECTED_ROLE = {

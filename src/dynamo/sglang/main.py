@@ -16,13 +16,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
     try:
         config, server_args, role = parse_sglang_args(argv)
+        engine = SglangEngine(server_args, publish_kv_events=config.publish_kv_events)
+        # The model loads here, on the main thread (SGLang 0.5.4 installs signal handlers) and
+        # before the runtime exists: no lease or health check waits on it.
+        engine.prepare()
     except DynamoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     serve_engine(
         PROG,
         config.runtime,
-        SglangEngine(server_args, publish_kv_events=config.publish_kv_events),
+        engine,
         role=role,
         endpoint=config.endpoint,
         publish_kv_events=config.publish_kv_events,
