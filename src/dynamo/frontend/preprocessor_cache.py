@@ -67,9 +67,12 @@ class PreprocessorCache:
         self._retry_after_s = retry_after_s
         self._clock = clock
 
-    async def get(self, card: ModelCard, peers: Sequence[ModelCard] = ()) -> Preprocessor:
-        """The preprocessor of `card`'s model; `peers` are the cards of its live workers, any
-        of which may serve the files. Raises ConfigError or UnavailableError if it cannot."""
+    async def get(
+        self, card: ModelCard, peers: Callable[[], Sequence[ModelCard]] = tuple
+    ) -> Preprocessor:
+        """The preprocessor of `card`'s model; `peers()` gives the cards of its live workers, any
+        of which may serve the files (asked only when the files must be loaded, not per request).
+        Raises ConfigError or UnavailableError if it cannot."""
         # Hot path: the same card object as last time (a model's card is its first worker's).
         last = self._by_card.get(card.name)
         if last is not None and last[0] is card:
@@ -85,7 +88,7 @@ class PreprocessorCache:
         task = self._loading.get(key)
         if task is None:
             # A task of its own: a client that disconnects does not cancel the load.
-            task = asyncio.ensure_future(self._load(card, list(peers)))
+            task = asyncio.ensure_future(self._load(card, list(peers())))
             self._loading[key] = task
             task.add_done_callback(lambda t: self._loaded(key, t))
         return await asyncio.shield(task)

@@ -163,7 +163,7 @@ class OpenAIServing:
         if not routed.worker_ids():
             raise UnavailableError(f"No worker of model `{model}` is ready; retry later")
         try:
-            pre = await self._pre.get(entry.card, [w.card for w in entry.workers.values()])
+            pre = await self._pre.get(entry.card, entry.cards)
         except (ConfigError, UnavailableError) as exc:
             raise UnavailableError(f"The model `{model}` cannot be served: {exc}") from exc
         return pre, routed, entry.card.kv_block_size

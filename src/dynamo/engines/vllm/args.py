@@ -29,8 +29,8 @@ class VllmWorkerConfig:
     )
     is_prefill_worker: bool = option(
         False,
-        help="register as a prefill worker (same as --disaggregation-mode prefill; vLLM's KV "
-        "connector is not wired yet, so frontends serve these requests aggregated)",
+        help="register as a prefill worker (same as --disaggregation-mode prefill; refused at "
+        "start until vLLM's KV connector is wired)",
     )
     is_decode_worker: bool = option(
         False, help="register as a decode worker (same as --disaggregation-mode decode)"
@@ -71,6 +71,17 @@ class VllmWorkerConfig:
         if self.is_decode_worker or self.disaggregation_mode == "decode":
             return WorkerRole.DECODE
         return WorkerRole.AGGREGATED
+
+
+def require_wired_role(config: VllmWorkerConfig) -> None:
+    """Refuse a prefill worker until vLLM's KV connector is wired: the frontend would prefill
+    every request there, get no KV transfer back and prefill it again on a decode worker."""
+    if config.role is WorkerRole.PREFILL:
+        raise ConfigError(
+            "a vLLM prefill worker (--is-prefill-worker / --disaggregation-mode prefill) needs "
+            "vLLM's KV connector, which is not wired yet (docs/disaggregation.md): run aggregated "
+            "workers (examples/vllm/agg.yaml, agg_router.yaml) or the mocker's disaggregated graphs"
+        )
 
 
 def build_parser(prog: str = "python -m dynamo.vllm") -> argparse.ArgumentParser:
