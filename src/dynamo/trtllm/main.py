@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dynamo.engines.trtllm import TrtllmEngine, import_tensorrt_llm, llm_class
 from dynamo.engines.trtllm_args import parse_trtllm_args
 from dynamo.runtime.errors import DynamoError
-from dynamo.worker.run import serve_engine, setup_logging
+from dynamo.worker.run import require_kv_transfer, serve_engine, setup_logging
 
 PROG = "python -m dynamo.trtllm"
 
@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         trt = import_tensorrt_llm()  # before the model is resolved (maybe downloaded)
         config, llm_kwargs = parse_trtllm_args(argv)
+        require_kv_transfer(config.role)
         llm_class(trt, config.backend)  # --backend tensorrt needs that backend installed
     except DynamoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from dynamo.engines.vllm.args import parse_vllm_args, require_wired_role
+from dynamo.engines.vllm.args import parse_vllm_args
 from dynamo.engines.vllm.engine import VllmEngine
 from dynamo.runtime.errors import DynamoError
-from dynamo.worker.run import serve_engine, setup_logging
+from dynamo.worker.run import require_kv_transfer, serve_engine, setup_logging
 
 PROG = "python -m dynamo.vllm"
 
@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
     try:
         config, engine_args = parse_vllm_args(argv)
-        require_wired_role(config)
+        require_kv_transfer(config.role)
     except DynamoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -9,7 +9,6 @@ import pytest
 
 from dynamo.engines.model_resolution import ResolvedModel
 from dynamo.engines.vllm import INSTALL_HINT, VllmEngine, VllmWorkerConfig, parse_vllm_args
-from dynamo.engines.vllm.args import require_wired_role
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import ConfigError
 from dynamo.testing.engine_sink import RecordingEngineSink
@@ -68,14 +67,3 @@ def test_hub_repo_names_only_a_hub_download() -> None:
     assert engine.hub_repo == "Qwen/Qwen3-0.6B"
     engine.resolved = ResolvedModel("/models/q", "/models/q", "directory")
     assert engine.hub_repo is None
-
-
-def test_a_prefill_worker_is_refused_until_the_kv_connector_is_wired() -> None:
-    require_wired_role(VllmWorkerConfig())
-    require_wired_role(VllmWorkerConfig(disaggregation_mode="decode"))
-    for config in (
-        VllmWorkerConfig(is_prefill_worker=True),
-        VllmWorkerConfig(disaggregation_mode="prefill"),
-    ):
-        with pytest.raises(ConfigError, match="needs vLLM's KV connector, which is not wired yet"):
-            require_wired_role(config)

@@ -73,17 +73,6 @@ class VllmWorkerConfig:
         return WorkerRole.AGGREGATED
 
 
-def require_wired_role(config: VllmWorkerConfig) -> None:
-    """Refuse a prefill worker until vLLM's KV connector is wired: the frontend would prefill
-    every request there, get no KV transfer back and prefill it again on a decode worker."""
-    if config.role is WorkerRole.PREFILL:
-        raise ConfigError(
-            "a vLLM prefill worker (--is-prefill-worker / --disaggregation-mode prefill) needs "
-            "vLLM's KV connector, which is not wired yet (docs/disaggregation.md): run aggregated "
-            "workers (examples/vllm/agg.yaml, agg_router.yaml) or the mocker's disaggregated graphs"
-        )
-
-
 def build_parser(prog: str = "python -m dynamo.vllm") -> argparse.ArgumentParser:
     """vLLM's `FlexibleArgumentParser` with vLLM's engine arguments and ours (imports vLLM)."""
     import_vllm()
