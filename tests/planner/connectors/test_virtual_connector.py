@@ -89,16 +89,35 @@ async def test_a_decision_is_published_carried_out_and_acknowledged(
     await planner.close()
 
 
-async def test_a_decision_equal_to_the_last_is_not_published_again(
+async def test_a_decision_equal_to_the_last_acknowledged_one_is_not_published_again(
     store_factory: OpenStore,
 ) -> None:
     planner_store, scaler_store = await store_factory(), await store_factory()
-    planner = VirtualScaling(_settings("ns2"), discovery=planner_store, ack_timeout_s=SHORT_ACK_S)
+    planner = VirtualScaling(_settings("ns2"), discovery=planner_store, ack_timeout_s=ACK_LIMIT_S)
+    seen: list[Decision] = []
+    async with VirtualScalerClient("ns2", discovery=scaler_store) as client:
+        loop = asyncio.create_task(_scaler_loop(client, seen))
+        try:
+            await planner.scale({"prefill": 1, "decode": 2}, "first")
+            await planner.scale({"prefill": 1, "decode": 2}, "same again")
+            await planner.scale({"prefill": 1, "decode": 3}, "changed")
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert [(d.decision_id, d.reason) for d in seen] == [(1, "first"), (2, "changed")]
+
+
+async def test_an_unacknowledged_decision_is_published_again_as_a_new_one(
+    store_factory: OpenStore,
+) -> None:
+    planner_store, scaler_store = await store_factory(), await store_factory()
+    planner = VirtualScaling(_settings("ns9"), discovery=planner_store, ack_timeout_s=SHORT_ACK_S)
     with pytest.raises(ScalerTimeoutError):
         await planner.scale({"prefill": 1, "decode": 2}, "first")
-    await planner.scale({"prefill": 1, "decode": 2}, "same again")  # no wait: skipped
-    client = VirtualScalerClient("ns2", discovery=scaler_store)
-    assert await client.get() == Decision(1, 1, 2, "first")
+    with pytest.raises(ScalerTimeoutError):
+        await planner.scale({"prefill": 1, "decode": 2}, "again")
+    client = VirtualScalerClient("ns9", discovery=scaler_store)
+    assert await client.get() == Decision(2, 1, 2, "again")
 
 
 async def test_no_acknowledgement_times_out_and_the_decision_stays(
@@ -241,10 +260,18 @@ async def test_the_follow_command_carries_out_and_acknowledges_decisions(
         await planner.close()
 
 
-async def test_a_failing_command_is_not_acknowledged(procs: Procs) -> None:
+async def test_a_failing_command_is_not_acknowledged_and_runs_again_on_the_next_decision(
+    procs: Procs, tmp_path: Path
+) -> None:
+    marker = tmp_path / "failed-once"
+    # Fails the first time (leaving a marker), succeeds the next.
+    script = (
+        f"import pathlib, sys; m = pathlib.Path({str(marker)!r}); "
+        "sys.exit(0) if m.exists() else (m.touch(), sys.exit(3))"
+    )
     follow = await procs.spawn(
         "dynamo.cli", "planner", "follow", "--namespace", "bad", "--decode", "1",
-        "--", sys.executable, "-c", "raise SystemExit(3)",
+        "--", sys.executable, "-c", script,
     )  # fmt: skip
     await read_until(follow, re.compile(rb"(following) decisions"), ACK_LIMIT_S)
     planner = VirtualScaling(_settings("bad", roles=("decode",)), ack_timeout_s=2.0)
@@ -253,8 +280,16 @@ async def test_a_failing_command_is_not_acknowledged(procs: Procs) -> None:
             await planner.scale({"decode": 2}, "will fail")
         line = await read_until(follow, re.compile(rb"(decision 1: command exited 3)"), 30)
         assert line == b"decision 1: command exited 3"
+        assert await planner.live_replicas() == {"decode": 1}
     finally:
         await planner.close()
+    # A restarted, more patient planner still wants 2: decision 2, and the command succeeds.
+    patient = VirtualScaling(_settings("bad", roles=("decode",)), ack_timeout_s=ACK_LIMIT_S)
+    try:
+        await patient.scale({"decode": 2}, "try again")
+        assert await patient.live_replicas() == {"decode": 2}
+    finally:
+        await patient.close()
 
 
 async def test_follow_without_a_command_says_so(procs: Procs) -> None:

@@ -88,9 +88,10 @@ class VirtualScaling:
         return max(seen) + 1
 
     async def scale(self, targets: Mapping[Role, int], reason: str) -> None:
-        """Publish `targets` as the next decision (unless it equals the last one) and wait
-        until the scaler reports `scaled_decision_id >= decision_id`; `ScalerTimeoutError`
-        after `ack_timeout_s` (the decision stays published)."""
+        """Publish `targets` as the next decision (unless it equals the last one, which the
+        scaler acknowledged) and wait until the scaler reports `scaled_decision_id >=
+        decision_id`; `ScalerTimeoutError` after `ack_timeout_s` (the decision stays
+        published; the same targets next time are published again as a new decision)."""
         for role, target in targets.items():
             if role not in self._settings.roles:
                 raise ConfigError(f"this planner does not scale the {role} role")
@@ -117,7 +118,13 @@ class VirtualScaling:
             decode,
             reason,
         )
-        await self._wait_for_ack(store, decision.decision_id)
+        try:
+            await self._wait_for_ack(store, decision.decision_id)
+        except BaseException:
+            # Not carried out (yet): the same targets next time are a new decision, which
+            # also makes a scaler whose command failed try again.
+            self._last = None
+            raise
 
     async def _wait_for_ack(self, store: Discovery, decision_id: int) -> None:
         def done(value: Mapping[str, Any]) -> bool:

@@ -186,11 +186,10 @@ async def _follow(args: argparse.Namespace) -> int:
                 else:
                     print(
                         f"decision {decision.decision_id}: command exited {code}; not "
-                        "acknowledged (waiting for the next decision)",
+                        "acknowledged (the planner publishes it again if it still wants it)",
                         file=sys.stderr,
                         flush=True,
                     )
-                    await client.report(prefill=UNSET, decode=UNSET)
     finally:
         await discovery.close()
 
