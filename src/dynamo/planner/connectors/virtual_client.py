@@ -50,7 +50,7 @@ class VirtualScalerClient:
         self._discovery = discovery
         self._owns_discovery = discovery is None
         self._scaled = Scaled(0)
-        self._seen = 0  # the newest decision `wait` returned
+        self._seen: Decision | None = None  # the decision `wait` last returned
 
     async def __aenter__(self) -> VirtualScalerClient:
         await self.start()
@@ -79,17 +79,19 @@ class VirtualScalerClient:
         return await read_decision(await self._store(), self.namespace)
 
     async def wait(self) -> Decision:
-        """The next decision newer than the last one returned or completed (at once when the
-        planner has already published one)."""
-        after = max(self._seen, self._scaled.scaled_decision_id)
+        """The planner's decision once it is one this client has neither completed nor
+        returned before (at once when the planner has already published such a one)."""
+        done, seen = self._scaled.scaled_decision_id, self._seen
 
-        def newer(value: Mapping[str, Any]) -> bool:
-            return Decision.from_value(value).decision_id > after
+        def new(value: Mapping[str, Any]) -> bool:
+            # By value, not only by id: a restarted planner whose predecessor's unfinished
+            # decision vanished with its lease may publish that id again.
+            decision = Decision.from_value(value)
+            return decision.decision_id > done and decision != seen
 
-        value = await first_value(await self._store(), decision_key(self.namespace), newer)
-        decision = Decision.from_value(value)
-        self._seen = decision.decision_id
-        return decision
+        value = await first_value(await self._store(), decision_key(self.namespace), new)
+        self._seen = Decision.from_value(value)
+        return self._seen
 
     async def report(self, *, prefill: int = UNSET, decode: int = UNSET) -> None:
         """Tell the planner what runs now, without acknowledging a decision."""
