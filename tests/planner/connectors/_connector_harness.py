@@ -22,6 +22,7 @@ class RecordingKubeApi(FakeKubeApi):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.planner_calls: list[Call] = []
+        self.forbid_planner = False  # answer the planner's calls 403, as RBAC would
 
     @override
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
@@ -37,4 +38,14 @@ class RecordingKubeApi(FakeKubeApi):
                     request.name,
                 )
             )
+            if self.forbid_planner:
+                status = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "Forbidden",
+                    "code": 403,
+                    "message": "dynamographdeployments.nvidia.com is forbidden",
+                }
+                return aiohttp.web.json_response(status, status=403)
         return await super()._handle(request)

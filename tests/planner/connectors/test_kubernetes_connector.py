@@ -87,10 +87,19 @@ async def test_planner_scales_the_graph_through_the_operator_and_status_follows(
             services["MockerPrefillWorker"]["replicas"],
             services["MockerDecodeWorker"]["replicas"],
         ) == (2, 3)
+        owned = {m["manager"]: m["fieldsV1"] for m in dgd["metadata"]["managedFields"]}
+        assert owned["dynamo-planner"] == {
+            "f:spec": {
+                "f:services": {
+                    "f:MockerDecodeWorker": {"f:replicas": {}},
+                    "f:MockerPrefillWorker": {"f:replicas": {}},
+                }
+            }
+        }
         await _deployment_replicas(cluster, PREFILL_DEP, 2)
         await _deployment_replicas(cluster, DECODE_DEP, 3)
         pending = await cluster.wait_state(GRAPH, NS, "pending")
-        assert "MockerDecodeWorker: 1/3 replicas updated" in pending["conditions"][0]["message"]
+        assert "MockerDecodeWorker: " in pending["conditions"][0]["message"]
         # Decisions start from what runs: nothing new is ready yet.
         assert await connector.live_replicas() == {"prefill": 1, "decode": 1}
 
@@ -188,6 +197,25 @@ async def test_status_not_yet_reported_is_unavailable_not_zero(
     try:
         with pytest.raises(UnavailableError, match="has not reported service Mocker"):
             await connector.live_replicas()
+    finally:
+        await connector.close()
+
+
+async def test_a_forbidden_call_is_a_config_error_naming_the_grant(
+    kube: RecordingKubeApi, cluster: Cluster
+) -> None:
+    await cluster.apply(_graph(), NS)
+    kube.forbid_planner = True
+    connector = _connector(kube)
+    try:
+        with pytest.raises(ConfigError) as err:
+            await connector.scale({"prefill": 2, "decode": 2}, "no RBAC")
+        assert str(err.value) == (
+            f"the planner may not read or patch DynamoGraphDeployment {NS}/{GRAPH}: get "
+            f"DynamoGraphDeployment {NS}/{GRAPH}: 403: dynamographdeployments.nvidia.com is "
+            "forbidden (it needs get and patch on dynamographdeployments.nvidia.com; the "
+            "operator grants them to the `<dgd>-planner` ServiceAccount)"
+        )
     finally:
         await connector.close()
 
