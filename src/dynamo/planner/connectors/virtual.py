@@ -98,11 +98,7 @@ class VirtualScaling:
             if target < 0:
                 raise ConfigError(f"{role}: replicas must be >= 0, got {target}")
         prefill, decode = targets.get("prefill", UNSET), targets.get("decode", UNSET)
-        last = self._last
-        if last is not None and (last.num_prefill_workers, last.num_decode_workers) == (
-            prefill,
-            decode,
-        ):
+        if self._last is not None and self._last.counts() == (prefill, decode):
             return
         store = await self._store()
         if self._next_id is None:

@@ -56,6 +56,10 @@ class Decision:
     def count(self, role: Role) -> int:
         return self.num_prefill_workers if role == "prefill" else self.num_decode_workers
 
+    def counts(self) -> tuple[int, int]:
+        """(prefill, decode)."""
+        return self.num_prefill_workers, self.num_decode_workers
+
     def as_value(self) -> dict[str, Any]:
         return asdict(self)
 
