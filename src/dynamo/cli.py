@@ -1,4 +1,4 @@
-"""The `dynamo` console script: `serve`, `ps`, `scale`, `check`, `version`.
+"""The `dynamo` console script: `serve`, `ps`, `scale`, `check`, `planner`, `version`.
 
 Subcommands import their implementation lazily, so `dynamo --help` stays fast and a missing
 optional part (e.g. the operator's checks) only fails the command that needs it.
@@ -70,6 +70,12 @@ def _cmd_check(argv: list[str]) -> int:
     return result
 
 
+def _cmd_planner(argv: list[str]) -> int:
+    from dynamo.planner.connectors.virtual_client import main as planner_main
+
+    return planner_main(argv, prog="dynamo planner")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dynamo.deploy.serve import ServeConfig
     from dynamo.runtime.config import add_arguments
@@ -102,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     # `dynamo check ARGS...` is handed over unparsed (see `main`); listed here for --help.
     sub.add_parser("check", help="pre-deployment checks of a Kubernetes cluster", add_help=False)
 
+    # `dynamo planner ACTION ...` likewise (the virtual connector's external side).
+    sub.add_parser(
+        "planner", help="read and acknowledge a virtual planner's decisions", add_help=False
+    )
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     return parser
@@ -115,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DynamoError as exc:
             print(f"dynamo check: {exc}", file=sys.stderr)
             return 1
+    if args_list[:1] == ["planner"]:
+        return _cmd_planner(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     try:

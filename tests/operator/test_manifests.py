@@ -268,7 +268,8 @@ def test_planner_gets_an_account_that_may_patch_the_graph() -> None:
     assert role["rules"][0] == {
         "apiGroups": ["nvidia.com"],
         "resources": ["dynamographdeployments"],
-        "verbs": ["get", "list", "watch", "patch", "update"],
+        "verbs": ["get", "patch"],
+        "resourceNames": ["my-llm"],
     }
     planner = objs[("Deployment", "my-llm-planner")]
     assert planner["spec"]["template"]["spec"]["serviceAccountName"] == "my-llm-planner"

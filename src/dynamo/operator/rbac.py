@@ -30,11 +30,13 @@ DISCOVERY_RULES: tuple[dict[str, Any], ...] = (
         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
     },
 )
+# What the planner's kubernetes connector does: read its own DGD (spec and status) and merge
+# patch `spec.services.<svc>.replicas` (dynamo.planner.connectors.kubernetes); nothing more.
 PLANNER_RULES: tuple[dict[str, Any], ...] = (
     {
         "apiGroups": ["nvidia.com"],
         "resources": ["dynamographdeployments"],
-        "verbs": ["get", "list", "watch", "patch", "update"],
+        "verbs": ["get", "patch"],
     },
 )
 
@@ -80,7 +82,8 @@ def discovery_rbac(graph: lbl.GraphRef) -> list[dict[str, Any]]:
 
 
 def planner_rbac(graph: lbl.GraphRef, *, with_discovery: bool) -> list[dict[str, Any]]:
-    """`{dgd}-planner`: may read and patch DynamoGraphDeployments (to scale services)."""
+    """`{dgd}-planner`: may get and patch its own DynamoGraphDeployment (to scale services)."""
     name = planner_account_name(graph)
-    rules = PLANNER_RULES + (DISCOVERY_RULES if with_discovery else ())
+    own_graph = tuple({**rule, "resourceNames": [graph.name]} for rule in PLANNER_RULES)
+    rules = own_graph + (DISCOVERY_RULES if with_discovery else ())
     return _account(graph, name, f"{name}-role", rules)
