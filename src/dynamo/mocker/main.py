@@ -13,6 +13,7 @@ from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
 from dynamo.engines.mocker.transfer import kv_bytes_per_token
 from dynamo.protocols.model_card import ModelCard, WorkerRole
+from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
 from dynamo.runtime.distributed import DistributedRuntime
@@ -64,15 +65,18 @@ def role_of(config: MockerConfig) -> WorkerRole:
     }[config.mode]
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[RuntimeConfig, MockerConfig]:
+def parse_args(
+    argv: Sequence[str] | None,
+) -> tuple[RuntimeConfig, MockerConfig, ParserFlags]:
     parser = argparse.ArgumentParser(
         prog="python -m dynamo.mocker",
         description="Simulated vLLM workers: paged KV cache, continuous batching, KV events.",
     )
     add_arguments(parser, MockerConfig, title="mocker engine")
     add_arguments(parser, RuntimeConfig, title="runtime")
+    add_arguments(parser, ParserFlags, title="output parsers")
     args = parser.parse_args(argv)
-    return resolve(RuntimeConfig, args), resolve(MockerConfig, args)
+    return resolve(RuntimeConfig, args), resolve(MockerConfig, args), resolve(ParserFlags, args)
 
 
 def build_workers(
@@ -81,6 +85,7 @@ def build_workers(
     config: MockerConfig,
     facts: TokenizerFacts,
     metrics: ComponentMetrics | None = None,
+    parsers: ParserFlags | None = None,
 ) -> list[Worker]:
     """`--num-workers` mocker engines, each its own instance of the endpoint."""
     name = config.model_name or config.model_path or "mocker"
@@ -94,9 +99,10 @@ def build_workers(
     hub_repo = config.model_path if is_hub_id(config.model_path) else None
 
     def make_card(info: EngineInfo) -> ModelCard:
-        return build_model_card(
+        card = build_model_card(
             name, facts, info, role=role, source_path=config.model_path, hub_repo=hub_repo
         )
+        return card.model_copy(update=parsers.card_fields()) if parsers else card
 
     return [
         Worker(
@@ -120,7 +126,7 @@ def build_workers(
 def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
     try:
-        runtime_config, config = parse_args(argv)
+        runtime_config, config, parsers = parse_args(argv)
         if not config.model_path:
             raise ConfigError(
                 "--model-path is required (a model directory, hub id or dynamo:tinymodel)"
@@ -132,5 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_workers(
         "python -m dynamo.mocker",
         runtime_config,
-        lambda runtime, metrics: build_workers(runtime, runtime_config, config, facts, metrics),
+        lambda runtime, metrics: build_workers(
+            runtime, runtime_config, config, facts, metrics, parsers
+        ),
     )

@@ -204,6 +204,15 @@ async def test_metrics_report_kv_capacity(started: Started) -> None:
     assert m.max_num_seqs > 0
 
 
+async def test_output_parser_flags_are_ours_beside_vllms() -> None:
+    config, _ = parse_vllm_args(
+        ["--model", SMOLLM2_HUB_ID, "--dyn-tool-call-parser", "hermes"], resolve_model_path=False
+    )
+    assert config.parsers.tool_call_parser == "hermes"
+    with pytest.raises(ConfigError, match="invalid choice: 'nope'"):
+        parse_vllm_args(["--model", SMOLLM2_HUB_ID, "--dyn-reasoning-parser", "nope"])
+
+
 async def test_bad_flag_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unrecognized arguments: --no-such-flag"):
         parse_vllm_args(["--model", SMOLLM2_HUB_ID, "--no-such-flag"])
