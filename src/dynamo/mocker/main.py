@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dynamo.engines.base import EngineInfo
+from dynamo.engines.mocker.canned import CannedOutputs
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
 from dynamo.engines.mocker.transfer import kv_bytes_per_token
@@ -86,6 +87,7 @@ def build_workers(
     facts: TokenizerFacts,
     metrics: ComponentMetrics | None = None,
     parsers: ParserFlags | None = None,
+    canned: CannedOutputs | None = None,
 ) -> list[Worker]:
     """`--num-workers` mocker engines, each its own instance of the endpoint."""
     name = config.model_name or config.model_path or "mocker"
@@ -112,6 +114,7 @@ def build_workers(
                 facts.vocab_size,
                 facts.eos_token_ids,
                 kv_bytes_per_token=config.kv_bytes_per_token or kv_bytes_per_token(facts.directory),
+                canned=canned,
             ),
             address,
             make_card,
@@ -132,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "--model-path is required (a model directory, hub id or dynamo:tinymodel)"
             )
         facts = read_tokenizer_facts(tokenizer_dir(config.model_path))
+        canned = (
+            CannedOutputs.from_files(config.canned_outputs, facts.directory)
+            if config.canned_outputs
+            else None
+        )
     except DynamoError as exc:
         print(f"dynamo.mocker: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -139,6 +147,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "python -m dynamo.mocker",
         runtime_config,
         lambda runtime, metrics: build_workers(
-            runtime, runtime_config, config, facts, metrics, parsers
+            runtime, runtime_config, config, facts, metrics, parsers, canned
         ),
     )
