@@ -107,13 +107,61 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    name: str = Field(min_length=1)
+    arguments: str = Field(description="JSON text of the arguments, as the model produced it")
+
+
+class AssistantToolCall(BaseModel):
+    """A call in an assistant message the client sends back (the agent loop)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = _STRICT
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[AssistantToolCall] | None = None
+
+    @model_validator(mode="after")
+    def _check_tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str | None:
         """The message text; content parts other than text are rejected."""
@@ -135,10 +183,41 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: bool = True
+
+    @model_validator(mode="after")
+    def _check_tools(self) -> ChatCompletionRequest:
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        choice = self.tool_choice
+        if choice is None or choice in ("none", "auto"):
+            return self
+        if not names:
+            raise ValueError("tool_choice: needs tools to choose from")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(
+                f"tool_choice: function {choice.function.name!r} is not among the tools"
+            )
+        return self
+
+    def rendered_tools(self) -> list[dict[str, Any]] | None:
+        """The tools the chat template shows the model: none for `tool_choice: none` (the
+        model cannot call what it is not shown), only the named one for a named choice."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        tools = self.tools
+        if isinstance(self.tool_choice, NamedToolChoice):
+            tools = [t for t in tools if t.function.name == self.tool_choice.function.name]
+        return [t.model_dump(exclude_none=True) for t in tools]
+
+    def parses_tool_calls(self) -> bool:
+        """Whether the output may hold tool calls to parse (tools given, not `none`)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -227,7 +306,7 @@ _SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none", "function-after
 
 def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and (
-        "[" in part or part in _SCALAR_TAGS or part[:1].isupper() or part.startswith("function")
+        "[" in part or part in _SCALAR_TAGS or part[:1].isupper() or part.startswith("function-")
     )
 
 
