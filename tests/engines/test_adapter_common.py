@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -127,3 +128,14 @@ def test_engine_ended_requests_finish_as_cancelled_not_error() -> None:
         "cancelled",
     ]
     assert finish_reason("something-new", None, ()) == "error"
+
+
+def test_unknown_engine_finish_reason_is_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dynamo.engines.adapter_common"):
+        assert finish_reason("something-new", None, ()) == "error"
+        assert finish_reason("error", None, ()) == "error"
+    assert [r.getMessage() for r in caplog.records] == [
+        "unknown engine finish reason 'something-new': reported as an error"
+    ]

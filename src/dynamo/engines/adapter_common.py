@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import inspect
+import logging
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -35,6 +36,8 @@ from dynamo.runtime.errors import (
     UnavailableError,
 )
 from dynamo.runtime.transport.base import RequestContext
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -149,6 +152,10 @@ def finish_reason(
         return "length"
     if engine_reason in ENGINE_GAVE_UP:
         return "cancelled"
+    # "error" for an engine's own error, and for a reason we do not know (which the frontend
+    # then answers as an error rather than guessing it was a normal end)
+    if engine_reason != "error":
+        log.warning("unknown engine finish reason %r: reported as an error", engine_reason)
     return "error"
 
 

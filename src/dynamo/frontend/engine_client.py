@@ -2,10 +2,11 @@
 
 `RoutedModel` owns one model's `RoutingPolicy` and the endpoint clients of its workers. Its
 `generate` picks a worker, streams `EngineOutput` dicts from it and, when the stream breaks
-(`StreamIncompleteError`, a failed connection or an engine shutting down), re-issues the
-request elsewhere with the tokens generated so far appended, up to `migration_limit` times.
-The policy hears `on_first_token` and always `on_finish`. Closing the stream closes the
-worker's stream, which cancels the work there.
+(`StreamIncompleteError`, which a stream ending without a finish reason also raises, a failed
+connection or an engine shutting down), re-issues the request elsewhere with the tokens
+generated so far appended, up to `migration_limit` times. The policy hears `on_first_token`
+and always `on_finish`. Closing the stream closes the worker's stream, which cancels the work
+there.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class RoutedModel:
                     )
                 except NotFoundError as exc:  # the client forgot it first: it left
                     raise TransportError(str(exc)) from exc
+                finished = False
                 try:
                     first = True
                     async for out in stream:
@@ -149,12 +151,18 @@ class RoutedModel:
                             ids = out.get("token_ids")
                             if ids:
                                 generated.extend(ids)
+                        finished = finished or out.get("finish_reason") is not None
                         yield out  # type: ignore[misc]
                 finally:
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
                         await aclose()
-                return
+                if finished:
+                    return
+                # a clean end without a finish reason is as incomplete as a broken one
+                raise StreamIncompleteError(
+                    f"worker {instance_id:x} ended the stream without a finish reason"
+                )
             except MIGRATABLE as exc:
                 if migrations_left <= 0 or backend_instance_id is not None:
                     raise

@@ -1,7 +1,8 @@
 """OpenAI response bodies and SSE chunks, built as bytes.
 
-Streaming chunks come from per-response byte templates: everything but the text is rendered
-once, so a token costs one `orjson.dumps` of its text and two concatenations.
+Finish reasons arrive here already mapped to OpenAI's (`dynamo.frontend.generation` decides
+how a stream ends). Streaming chunks come from per-response byte templates: everything but the
+text is rendered once, so a token costs one `orjson.dumps` of its text and two concatenations.
 """
 
 from __future__ import annotations
@@ -14,15 +15,6 @@ import orjson
 
 DONE = b"data: [DONE]\n\n"
 _NULL_TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
-
-# OpenAI has no "eos"/"cancelled": they read as "stop".
-_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
-
-
-def finish_reason(engine_reason: str | None) -> str | None:
-    if engine_reason is None:
-        return None
-    return _FINISH.get(engine_reason, engine_reason)
 
 
 def new_id(prefix: str) -> str:

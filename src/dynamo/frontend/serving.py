@@ -1,29 +1,35 @@
-"""Serve chat and text completions: validate, preprocess, route, detokenize, respond.
+"""Serve chat and text completions: validate, preprocess, route, then answer from the steps
+of one `Generation` (the per-request object of `dynamo.frontend.generation`).
 
 Each call returns a `JsonReply` (a full response or an error) or a `StreamReply` (SSE bytes).
-A stream is only returned once the first output arrived, so routing and worker failures up to
-then are plain HTTP errors; later failures are sent in-band, followed by `data: [DONE]`.
+Both paths read the same `Generation.steps()`, so they end by the same rule: a normal finish
+answers 200; an engine error, an engine abort or a broken stream answers an OpenAI error (a
+5xx body when unary; when streaming, a plain HTTP error while no chunk was sent, else an
+in-band `{"error": ...}` event followed by `data: [DONE]`), counted as an error in
+`requests_total`. Post-processing of the generated text (tool calls, reasoning) plugs in on
+`Step`, before `_unary` joins the steps and `_stream` renders them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 from dynamo.frontend import logprobs as lp
 from dynamo.frontend import responses as rs
+from dynamo.frontend.accounting import RequestAccounting
 from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
 from dynamo.frontend.errors import HttpError, to_http_error
-from dynamo.frontend.metrics import FrontendMetrics, ModelMetrics, WorkerLast
+from dynamo.frontend.generation import Generation
+from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.preprocess import Preprocessor
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
-from dynamo.protocols.engine import EngineOutput
 from dynamo.runtime.errors import (
     ConfigError,
     DynamoError,
@@ -45,84 +51,6 @@ class StreamReply:
 
 
 Reply = JsonReply | StreamReply
-
-
-class _Accounting:
-    """Metrics of one request, recorded exactly once by `done`."""
-
-    __slots__ = (
-        "cached",
-        "endpoint",
-        "last",
-        "mm",
-        "prompt",
-        "recorded",
-        "start",
-        "stream",
-        "text",
-        "tokens",
-        "worker",
-    )
-
-    def __init__(
-        self, mm: ModelMetrics, endpoint: str, stream: bool, prompt: int, text: TextStream
-    ) -> None:
-        self.mm = mm
-        self.endpoint = endpoint
-        self.stream = stream
-        self.prompt = prompt
-        self.text = text
-        self.tokens = 0
-        self.cached = 0
-        self.worker: WorkerLast | None = None  # the per-worker gauges of the current worker
-        self.start = self.last = time.monotonic()
-        self.recorded = False
-        mm.inflight.inc()
-        mm.queued.inc()
-
-    def routed(self, instance_id: int, dp_rank: int) -> None:
-        self.worker = self.mm.parent.worker_last(self.mm.model, instance_id, dp_rank)
-
-    def first_output(self) -> None:
-        now = time.monotonic()
-        self.mm.queued.dec()
-        self.mm.ttft.observe(now - self.start)
-        worker = self.worker
-        if worker is not None:
-            worker.ttft_s = now - self.start
-            worker.isl = self.prompt
-        self.last = now
-
-    def more_tokens(self, n: int) -> None:
-        now = time.monotonic()
-        itl = (now - self.last) / n
-        self.mm.itl.observe(itl)
-        if self.worker is not None:
-            self.worker.itl_s = itl
-        self.last = now
-
-    def add_tokens(self, n: int) -> None:
-        self.tokens += n
-        self.mm.output_tokens += n
-
-    def done(self, error_type: str | None, *, started: bool) -> None:
-        if self.recorded:
-            return
-        self.recorded = True
-        mm = self.mm
-        if not started:
-            mm.queued.dec()
-        mm.inflight.dec()
-        mm.duration.observe(time.monotonic() - self.start)
-        mm.request_done(self.endpoint, self.stream, error_type)
-        detokenize_ms = self.text.mean_step_ms()
-        if detokenize_ms is not None:
-            mm.parent.detokenize_ms.observe(detokenize_ms)
-        if error_type is None:
-            mm.tokens_done(self.prompt, self.tokens, self.cached)
-
-    def usage(self) -> dict[str, Any]:
-        return rs.usage_dict(self.prompt, self.tokens, min(self.cached, self.prompt))
 
 
 class OpenAIServing:
@@ -191,7 +119,9 @@ class OpenAIServing:
         except DynamoError as exc:
             return self._error_reply(exc, req.model, endpoint, req.stream)
         text = TextStream(pre.tokenizer, stop=req.stop_strings(), prompt_ids=ids)
-        acct = _Accounting(self._metrics.for_model(req.model), endpoint, req.stream, len(ids), text)
+        acct = RequestAccounting(
+            self._metrics.for_model(req.model), endpoint, req.stream, len(ids), text
+        )
         outputs = self._disagg.generate(
             DisaggRequest(
                 engine_request,
@@ -202,61 +132,29 @@ class OpenAIServing:
                 on_route=acct.routed,
             )
         )
-        want_lp = req.num_logprobs() is not None
-        if req.stream:
-            tpl = rs.ChunkTemplates(chat=chat, request_id=request_id, model=req.model)
-            gen = self._stream(acct, outputs, text, tpl, req.include_usage(), pre, want_lp)
-            try:
-                first = await gen.__anext__()
-            except Exception as exc:
-                err = self.error(exc)
-                acct.done(err.error_type, started=False)
-                return JsonReply(err.status, err.body())
-            return StreamReply(first, gen)
-        return await self._unary(acct, outputs, text, pre, req, request_id, chat, want_lp)
+        gen = Generation(
+            req=req, request_id=request_id, pre=pre, text=text, acct=acct, outputs=outputs
+        )
+        if not req.stream:
+            return await self._unary(gen)
+        stream = self._stream(gen)
+        try:
+            first = await stream.__anext__()
+        except _FailedBeforeFirstChunk as exc:  # nothing sent yet: a plain HTTP error
+            return JsonReply(exc.error.status, exc.error.body())
+        return StreamReply(first, stream)
 
-    async def _unary(
-        self,
-        acct: _Accounting,
-        outputs: AsyncIterator[EngineOutput],
-        text: TextStream,
-        pre: Preprocessor,
-        req: ChatCompletionRequest | CompletionRequest,
-        request_id: str,
-        chat: bool,
-        want_lp: bool,
-    ) -> Reply:
+    async def _unary(self, gen: Generation) -> Reply:
         parts: list[str] = []
-        text_len = 0
         lps: list[dict[str, Any]] = []
         finish: str | None = None
-        started = False
         error_type: str | None = "cancelled"
         try:
-            async for out in outputs:
-                ids = out.get("token_ids")
-                if not started:
-                    acct.first_output()
-                    started = True
-                elif ids:
-                    acct.more_tokens(len(ids))
-                if ids:
-                    acct.add_tokens(len(ids))
-                    if want_lp and out.get("log_probs"):
-                        lps.append(self._lp(pre, ids, out, chat, text_len))
-                    piece = text.push(ids)
-                    parts.append(piece)
-                    text_len += len(piece)
-                usage = out.get("usage")
-                if usage:
-                    acct.cached = usage.get("cached_tokens") or 0
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if out.get("finish_reason") is not None:
-                    finish = rs.finish_reason(out.get("finish_reason"))
-                    break
-            parts.append(text.finish())
+            async for step in gen.steps():
+                parts.append(step.text)
+                if step.logprobs is not None:
+                    lps.append(step.logprobs)
+                finish = step.finish
             error_type = None
         except asyncio.CancelledError:
             self._metrics.disconnected.inc()  # the client went away (handler cancelled)
@@ -266,114 +164,64 @@ class OpenAIServing:
             error_type = err.error_type
             return JsonReply(err.status, err.body())
         finally:
-            await _close(outputs)
-            acct.done(error_type, started=started)
-        build = rs.chat_completion if chat else rs.completion
-        merged = lp.merge_chat(lps) if chat else lp.merge_completion(lps)
+            await gen.close()
+            gen.acct.done(error_type, started=gen.started)
+        build = rs.chat_completion if gen.chat else rs.completion
+        merged = lp.merge_chat(lps) if gen.chat else lp.merge_completion(lps)
         return JsonReply(
             200,
             build(
-                request_id=request_id,
-                model=req.model,
+                request_id=gen.request_id,
+                model=gen.model,
                 created=int(time.time()),
                 text="".join(parts),
                 finish=finish,
-                usage=acct.usage(),
+                usage=gen.acct.usage(),
                 logprobs=merged,
             ),
         )
 
-    def _lp(
-        self, pre: Preprocessor, ids: list[int], out: EngineOutput, chat: bool, offset: int
-    ) -> dict[str, Any]:
-        values = out.get("log_probs") or []
-        if chat:
-            return lp.chat_logprobs(pre.tokenizer, ids, values)
-        return lp.completion_logprobs(pre.tokenizer, ids, values, offset)
-
-    async def _stream(
-        self,
-        acct: _Accounting,
-        outputs: AsyncIterator[EngineOutput],
-        text: TextStream,
-        tpl: rs.ChunkTemplates,
-        include_usage: bool,
-        pre: Preprocessor,
-        want_lp: bool,
-    ) -> AsyncGenerator[bytes, None]:
-        is_chat = tpl.is_chat
-        started = False
+    async def _stream(self, gen: Generation) -> AsyncGenerator[bytes, None]:
+        tpl = rs.ChunkTemplates(chat=gen.chat, request_id=gen.request_id, model=gen.model)
         error_type: str | None = "cancelled"
-        offset = 0
+        pending = [tpl.role()] if gen.chat else []
+        sent = False
         try:
-            it = outputs.__aiter__()
-            try:
-                out = await it.__anext__()
-            except StopAsyncIteration:
-                out = _ENDED
-            acct.first_output()
-            started = True
-            pending = [tpl.role()] if is_chat else []
-            while True:
-                ids = out.get("token_ids")
-                chunk_text = ""
-                if ids:
-                    acct.add_tokens(len(ids))
-                    chunk_text = text.push(ids)
-                finish = out.get("finish_reason")
-                usage = out.get("usage")
-                if usage:
-                    acct.cached = usage.get("cached_tokens") or 0
-                if text.stopped:
-                    finish = "stop"
-                if finish is not None:
-                    chunk_text += text.finish()
-                logprobs = None
-                if want_lp and ids and out.get("log_probs"):
-                    logprobs = self._lp(pre, ids, out, is_chat, offset)
-                if chunk_text or logprobs is not None:
-                    offset += len(chunk_text)
-                    if logprobs is None:
-                        pending.append(tpl.text(chunk_text))
-                    else:
-                        pending.append(tpl.chunk(chunk_text, logprobs=logprobs))
-                if finish is not None:
-                    pending.append(tpl.chunk(None, finish=rs.finish_reason(finish)))
-                    if include_usage:
-                        pending.append(tpl.usage(acct.usage()))
+            async for step in gen.steps():
+                if step.logprobs is not None:
+                    pending.append(tpl.chunk(step.text, logprobs=step.logprobs))
+                elif step.text:
+                    pending.append(tpl.text(step.text))
+                if step.finish is not None:
+                    pending.append(tpl.chunk(None, finish=step.finish))
+                    if gen.req.include_usage():
+                        pending.append(tpl.usage(gen.acct.usage()))
                     pending.append(rs.DONE)
                     error_type = None
                     yield b"".join(pending)
                     return
                 if pending:
+                    sent = True
                     yield pending[0] if len(pending) == 1 else b"".join(pending)
                     pending = []
-                try:
-                    out = await it.__anext__()
-                except StopAsyncIteration:
-                    out = _ENDED
-                if out.get("token_ids"):
-                    acct.more_tokens(len(out["token_ids"]))
         except (GeneratorExit, asyncio.CancelledError):
             if error_type is not None:  # closed before its last chunk: the client left
                 self._metrics.disconnected.inc()
             raise
         except Exception as exc:
-            if not started:
-                raise
             err = self.error(exc)
             error_type = err.error_type
+            if not sent:
+                raise _FailedBeforeFirstChunk(err) from exc
             yield rs.error_event(err.body()) + rs.DONE
         finally:
-            await _close(outputs)
-            acct.done(error_type, started=started)
+            await gen.close()
+            gen.acct.done(error_type, started=gen.started)
 
 
-# A worker stream that ended without a finish reason ends the response normally.
-_ENDED: EngineOutput = {"token_ids": [], "finish_reason": "stop"}
+class _FailedBeforeFirstChunk(Exception):
+    """A stream failed before sending anything; `_serve` answers with `error` instead."""
 
-
-async def _close(stream: AsyncIterator[Any]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    def __init__(self, error: HttpError) -> None:
+        super().__init__(error.message)
+        self.error = error

@@ -36,6 +36,8 @@ class FakeWorker:
         cached_tokens: int = 0,
         delay_s: float = 0.0,
         chunk_tokens: int = 1,
+        final_finish: str | None = None,
+        end_without_finish: bool = False,
     ) -> None:
         self.card = card
         self.address = address
@@ -46,6 +48,8 @@ class FakeWorker:
         self.cached_tokens = cached_tokens
         self.delay_s = delay_s
         self.chunk_tokens = chunk_tokens
+        self.final_finish = final_finish  # replaces the last output's finish reason
+        self.end_without_finish = end_without_finish  # the last output has none (clean end)
         self.requests: list[dict[str, Any]] = []  # every request received
         self.active: set[str] = set()  # request ids being generated now
         self.cancelled: list[str] = []  # request ids whose caller went away
@@ -118,6 +122,11 @@ class FakeWorker:
             if request.get("sampling_options", {}).get("logprobs") is not None:
                 out["log_probs"] = [-0.25 * (i + 1) for i in range(len(chunk))]
             if finish is not None:
+                if self.final_finish is not None:
+                    out["finish_reason"] = finish = self.final_finish
+                    out["error"] = f"scripted {finish}"
+                if self.end_without_finish:
+                    out["finish_reason"] = None
                 out["usage"] = {
                     "prompt_tokens": len(prompt),
                     "completion_tokens": produced,
