@@ -46,7 +46,7 @@ class _SamplingFields(BaseModel):
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 disables")
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    n: int = Field(1, ge=1, description="only 1 is supported")
+    n: int = Field(1, ge=1, le=16, description="independent samples (choices)")
     stop: str | list[str] | None = Field(None, description="up to 4 stop strings")
     stop_token_ids: list[int] | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -60,8 +60,8 @@ class _SamplingFields(BaseModel):
 
     @model_validator(mode="after")
     def _check_common(self) -> _SamplingFields:
-        if self.n != 1:
-            raise ValueError("n: only n=1 is supported")
+        if self.n > 1 and self.stream:
+            raise ValueError("n: n > 1 is not supported with stream=true yet; send stream=false")
         if isinstance(self.stop, list):
             if len(self.stop) > 4:
                 raise ValueError("stop: at most 4 stop sequences are allowed")
@@ -239,8 +239,10 @@ class CompletionRequest(_SamplingFields):
 
     @model_validator(mode="after")
     def _check_completion(self) -> CompletionRequest:
-        if self.echo:
-            raise ValueError("echo: echo=true is not supported")
+        if self.echo and self.logprobs is not None:
+            raise ValueError(
+                "echo: echo with logprobs is not supported (engines return no prompt logprobs)"
+            )
         if self.best_of not in (None, 1):
             raise ValueError("best_of: only best_of=1 is supported")
         if self.suffix:

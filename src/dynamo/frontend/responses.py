@@ -75,6 +75,18 @@ class ChunkTemplates:
         """The first chat chunk: the assistant role, empty content."""
         return self._head + b'"delta":{"role":"assistant","content":""}' + _NULL_TAIL
 
+    def delta(
+        self,
+        delta: dict[str, Any],
+        *,
+        index: int = 0,
+        finish: str | None = None,
+        logprobs: Any = None,
+    ) -> bytes:
+        """A chat chunk with a structured delta (reasoning, tool calls) or of choice `index`."""
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return sse(_envelope(self.id, self._obj, self.created, self.model, [choice]))
+
     def _choice(self, text: str | None, finish: str | None, logprobs: Any) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}
         if self.is_chat:
@@ -105,6 +117,34 @@ class ChunkTemplates:
         body = _envelope(self.id, self._obj, self.created, self.model, [])
         body["usage"] = usage
         return sse(body)
+
+
+def chat_choice(
+    index: int, message: dict[str, Any], finish: str | None, logprobs: Any = None
+) -> dict[str, Any]:
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
+
+
+def completion_choice(
+    index: int, text: str, finish: str | None, logprobs: Any = None
+) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+
+
+def body_of(
+    *,
+    chat: bool,
+    request_id: str,
+    model: str,
+    created: int,
+    choices: list[dict[str, Any]],
+    usage: dict[str, Any],
+) -> bytes:
+    """A whole response with several choices (`n` > 1, parsed tool calls, reasoning)."""
+    obj = "chat.completion" if chat else "text_completion"
+    body = _envelope(request_id, obj, created, model, choices)
+    body["usage"] = usage
+    return orjson.dumps(body)
 
 
 def chat_completion(

@@ -57,6 +57,7 @@ class Frontend:
             self.preprocessors,
             self.metrics,
             overload_status=config.overload_status_code,
+            reasoning_field=config.reasoning_field_name,
             disagg=DisaggRouter(
                 disagg_settings(config),
                 DisaggMetrics(self.metrics, self.models.decode_index_blocks),
