@@ -1,0 +1,153 @@
+"""Issue #17's proof: the official openai client against `python -m dynamo.frontend` and
+`python -m dynamo.mocker --canned-outputs` (real processes, a Hermes-layout chat template),
+the worker started with `--dyn-tool-call-parser hermes --dyn-reasoning-parser deepseek_r1`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
+from dynamo.testing.tool_model import hermes_tiny_model
+
+pytestmark = pytest.mark.slow
+
+TOOL_OUTPUT = (
+    "The user wants the weather; I should call get_weather.</think>\n\n"
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", '
+    '"options": {"unit": "celsius", "days": [1, 2]}, "note": "café ☕"}}\n</tool_call>'
+)
+ARGS = {"city": "Paris", "options": {"unit": "celsius", "days": [1, 2]}, "note": "café ☕"}
+CANNED = [
+    # first match wins: the tool result turn before the question it answers
+    {"match": "<tool_response>", "text": "The tool says 21.</think>\n\nIt is 21 °C in Paris."},
+    {"match": '"name": "get_weather"', "text": TOOL_OUTPUT},
+    {"match": "What is 2+2?", "text": "Two plus two is four.</think>\n\nThe answer is 4."},
+]
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+QUESTION: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture
+async def client(procs: Procs, tmp_path: Path) -> AsyncIterator[openai.AsyncOpenAI]:
+    canned = tmp_path / "canned.jsonl"
+    canned.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in CANNED))
+    model = hermes_tiny_model(tmp_path / "model")
+    url = await procs.frontend("--router-mode", "round-robin")
+    args = mocker_args(
+        "--canned-outputs",
+        str(canned),
+        "--dyn-tool-call-parser",
+        "hermes",
+        "--dyn-reasoning-parser",
+        "deepseek_r1",
+        model_name="agent",
+    )
+    args = tuple(str(model) if a == "dynamo:tinymodel" else a for a in args)
+    procs.drain(await procs.spawn(*args))
+    await wait_for_instances(url, 1)
+    async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as c:
+        yield c
+
+
+async def test_a_hermes_tool_call_comes_back_as_tool_calls(client: openai.AsyncOpenAI) -> None:
+    chat = await client.chat.completions.create(
+        model="agent", messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=400
+    )
+    choice = chat.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == ARGS  # type: ignore[union-attr]
+    extra = choice.message.model_extra or {}
+    assert extra["reasoning_content"] == "The user wants the weather; I should call get_weather."
+
+
+async def test_a_streamed_tool_call_arrives_as_incremental_deltas(
+    client: openai.AsyncOpenAI,
+) -> None:
+    stream = await client.chat.completions.create(
+        model="agent", messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=400, stream=True
+    )
+    content, reasoning, finish = "", "", None
+    calls: dict[int, dict[str, str]] = {}
+    async for chunk in stream:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+        for t in delta.tool_calls or []:
+            if t.index not in calls:  # the first piece of a call carries its id and name
+                assert t.id and t.function and t.function.name
+                calls[t.index] = {"id": t.id, "name": t.function.name, "arguments": ""}
+            else:
+                assert t.id is None
+            calls[t.index]["arguments"] += (t.function.arguments if t.function else "") or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert "<tool_call>" not in content and content.strip() == ""
+    assert reasoning == "The user wants the weather; I should call get_weather."
+    assert [c["name"] for c in calls.values()] == ["get_weather"]
+    assert json.loads(calls[0]["arguments"]) == ARGS
+
+
+async def test_the_agent_loop_turns_a_tool_result_into_an_answer(
+    client: openai.AsyncOpenAI,
+) -> None:
+    first = await client.chat.completions.create(
+        model="agent", messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=400
+    )
+    call = (first.choices[0].message.tool_calls or [])[0]
+    messages: Any = [
+        *QUESTION,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21})},
+    ]
+    final = await client.chat.completions.create(
+        model="agent", messages=messages, tools=[WEATHER_TOOL], max_tokens=400
+    )
+    assert final.choices[0].finish_reason == "stop"
+    assert final.choices[0].message.content == "\n\nIt is 21 °C in Paris."
+    assert not final.choices[0].message.tool_calls
+
+
+async def test_a_deepseek_r1_think_block_comes_back_as_reasoning(
+    client: openai.AsyncOpenAI,
+) -> None:
+    q: Any = [{"role": "user", "content": "What is 2+2?"}]
+    chat = await client.chat.completions.create(model="agent", messages=q, max_tokens=400)
+    message = chat.choices[0].message
+    assert (message.model_extra or {})["reasoning_content"] == "Two plus two is four."
+    assert message.content == "\n\nThe answer is 4."
+    assert chat.choices[0].finish_reason == "stop"
+
+
+async def test_n_3_gives_three_choices_with_summed_usage(client: openai.AsyncOpenAI) -> None:
+    q: Any = [{"role": "user", "content": "Tell me a story"}]  # no canned match: sampled tokens
+    chat = await client.chat.completions.create(model="agent", messages=q, max_tokens=6, n=3)
+    assert [c.index for c in chat.choices] == [0, 1, 2]
+    assert all(c.finish_reason == "length" for c in chat.choices)
+    texts = [(c.message.model_extra or {}).get("reasoning_content") for c in chat.choices]
+    assert len(set(texts)) == 3  # independent samples
+    assert chat.usage is not None and chat.usage.completion_tokens == 18
+    completion = await client.completions.create(
+        model="agent", prompt="Once upon", max_tokens=4, n=3, echo=True
+    )
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    assert all(c.text.startswith("Once upon") for c in completion.choices)
+    assert completion.usage is not None and completion.usage.completion_tokens == 12
