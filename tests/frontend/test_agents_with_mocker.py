@@ -26,6 +26,7 @@ ARGS = {"city": "Paris", "options": {"unit": "celsius", "days": [1, 2]}, "note":
 CANNED = [
     # first match wins: the tool result turn before the question it answers
     {"match": "<tool_response>", "text": "The tool says 21.</think>\n\nIt is 21 °C in Paris."},
+    {"match": "Break it", "text": "Hmm.</think>\n\n<tool_call>{not json}</tool_call>"},
     {"match": '"name": "get_weather"', "text": TOOL_OUTPUT},
     {"match": "What is 2+2?", "text": "Two plus two is four.</think>\n\nThe answer is 4."},
 ]
@@ -151,3 +152,36 @@ async def test_n_3_gives_three_choices_with_summed_usage(client: openai.AsyncOpe
     assert [c.index for c in completion.choices] == [0, 1, 2]
     assert all(c.text.startswith("Once upon") for c in completion.choices)
     assert completion.usage is not None and completion.usage.completion_tokens == 12
+
+
+async def test_malformed_tool_markup_comes_back_as_content(client: openai.AsyncOpenAI) -> None:
+    q: Any = [{"role": "user", "content": "Break it"}]
+    for stream in (False, True):
+        if not stream:
+            chat = await client.chat.completions.create(
+                model="agent", messages=q, tools=[WEATHER_TOOL], max_tokens=400
+            )
+            content, finish = chat.choices[0].message.content, chat.choices[0].finish_reason
+            assert not chat.choices[0].message.tool_calls
+        else:
+            chunks = await client.chat.completions.create(
+                model="agent", messages=q, tools=[WEATHER_TOOL], max_tokens=400, stream=True
+            )
+            content, finish = "", None
+            async for chunk in chunks:
+                if chunk.choices:
+                    assert not chunk.choices[0].delta.tool_calls
+                    content += chunk.choices[0].delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+        assert (content, finish) == ("\n\n<tool_call>{not json}</tool_call>", "stop")
+
+
+async def test_response_format_is_a_clear_400_on_the_mocker(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(
+            model="agent",
+            messages=QUESTION,
+            response_format={"type": "json_object"},
+            max_tokens=5,
+        )
+    assert "response_format: the workers of model `agent` cannot constrain" in str(info.value)

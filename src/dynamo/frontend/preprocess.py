@@ -211,6 +211,9 @@ def _sampling(req: _SamplingFields) -> SamplingOptions:
         s["frequency_penalty"] = req.frequency_penalty
     if req.repetition_penalty is not None:
         s["repetition_penalty"] = req.repetition_penalty
+    guided = req.guided_decoding()
+    if guided is not None:
+        s["guided_decoding"] = guided
     n_logprobs = req.num_logprobs()  # type: ignore[attr-defined]
     if n_logprobs is not None:
         s["logprobs"] = n_logprobs

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dynamo.protocols.engine import GuidedDecoding
 from dynamo.runtime.errors import InvalidRequestError
 
 _STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
@@ -30,6 +31,26 @@ class NvExt(BaseModel):
     ignore_eos: bool | None = None
     top_k: int | None = Field(None, ge=-1)
     min_tokens: int | None = Field(None, ge=0)
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = _STRICT
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format: type json_schema needs json_schema")
+        return self
 
 
 class _SamplingFields(BaseModel):
@@ -57,6 +78,12 @@ class _SamplingFields(BaseModel):
     user: str | None = None
     nvext: NvExt | None = None
     extra_args: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    # vLLM's structured-output extensions; at most one (or response_format) per request
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = Field(None, min_length=1)
+    guided_grammar: str | None = None
 
     @model_validator(mode="after")
     def _check_common(self) -> _SamplingFields:
@@ -69,7 +96,43 @@ class _SamplingFields(BaseModel):
                 raise ValueError("stop: stop sequences must not be empty")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options: only allowed when stream is true")
+        given = [
+            name
+            for name in ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+            if getattr(self, name) is not None
+        ]
+        if self.response_format is not None and self.response_format.type != "text":
+            given.append("response_format")
+        if len(given) > 1:
+            raise ValueError(f"{given[1]}: only one of {', '.join(given)} may constrain the output")
         return self
+
+    def guided_decoding(self) -> GuidedDecoding | None:
+        """The output constraint the engine must apply, if any."""
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_object":
+            return {"json_object": True}
+        if fmt is not None and fmt.json_schema is not None:
+            schema = fmt.json_schema.schema_
+            return {"json": schema} if schema is not None else {"json_object": True}
+        if self.guided_json is not None:
+            return {"json": self.guided_json}
+        if self.guided_regex is not None:
+            return {"regex": self.guided_regex}
+        if self.guided_choice is not None:
+            return {"choice": list(self.guided_choice)}
+        if self.guided_grammar is not None:
+            return {"grammar": self.guided_grammar}
+        return None
+
+    def guided_param(self) -> str:
+        """The request field that asked for the constraint (for error messages)."""
+        if self.response_format is not None and self.response_format.type != "text":
+            return "response_format"
+        for name in ("guided_json", "guided_regex", "guided_choice", "guided_grammar"):
+            if getattr(self, name) is not None:
+                return name
+        return "response_format"
 
     # --- derived values the preprocessor uses ------------------------------------------
     def stop_strings(self) -> list[str]:

@@ -113,6 +113,12 @@ class OpenAIServing:
             return self._error_reply(exc, "", endpoint, False)
         try:
             pre, routed, card = await self._prepare(req.model, "chat" if chat else "completions")
+            if req.guided_decoding() is not None and not card.structured_output:
+                raise InvalidRequestError(
+                    f"{req.guided_param()}: the workers of model `{req.model}` cannot constrain "
+                    "their output (structured output needs a vLLM worker)",
+                    param=req.guided_param(),
+                )
             started = time.perf_counter()
             ids = await pre.prompt_ids(req)
             if isinstance(req, ChatCompletionRequest) or isinstance(req.single_prompt(), str):
