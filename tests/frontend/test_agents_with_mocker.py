@@ -185,3 +185,65 @@ async def test_response_format_is_a_clear_400_on_the_mocker(client: openai.Async
             max_tokens=5,
         )
     assert "response_format: the workers of model `agent` cannot constrain" in str(info.value)
+
+
+RESPONSES_TOOL: Any = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+async def test_responses_api_tool_call_then_the_loop(client: openai.AsyncOpenAI) -> None:
+    first = await client.responses.create(
+        model="agent", input="What is the weather in Paris?", tools=[RESPONSES_TOOL]
+    )
+    assert first.status == "completed"
+    kinds = [item.type for item in first.output]
+    assert kinds == ["reasoning", "function_call"]
+    call = first.output[1]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == ARGS
+    assert first.usage is not None and first.usage.output_tokens > 0
+    follow: Any = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "type": "function_call",
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+        },
+        {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 21}'},
+    ]
+    final = await client.responses.create(model="agent", input=follow, tools=[RESPONSES_TOOL])
+    assert final.output_text == "\n\nIt is 21 °C in Paris."
+
+
+async def test_responses_api_streams_events(client: openai.AsyncOpenAI) -> None:
+    stream = await client.responses.create(
+        model="agent", input="What is the weather in Paris?", tools=[RESPONSES_TOOL], stream=True
+    )
+    kinds: list[str] = []
+    args = ""
+    done_args = None
+    completed: Any = None
+    async for ev in stream:
+        kinds.append(ev.type)
+        if ev.type == "response.function_call_arguments.delta":
+            args += ev.delta
+        elif ev.type == "response.function_call_arguments.done":
+            done_args = ev.arguments
+        elif ev.type == "response.completed":
+            completed = ev.response
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert "response.reasoning_text.delta" in kinds
+    assert json.loads(args) == ARGS and done_args == args
+    assert [item.type for item in completed.output] == ["reasoning", "function_call"]
+    assert completed.usage.output_tokens > 0
+
+
+async def test_responses_api_refuses_stored_state(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="responses are not stored"):
+        await client.responses.create(model="agent", input="hi", previous_response_id="resp_1")

@@ -91,6 +91,7 @@ class FrontendApp:
         r = app.router
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/completions", self.completions)
+        r.add_post("/v1/responses", self.responses)
         r.add_post("/v1/embeddings", self.embeddings)
         r.add_get("/v1/models", self.list_models)
         r.add_get("/health", self.health)
@@ -107,6 +108,9 @@ class FrontendApp:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._reply(request, await self.serving.completions(await request.read()))
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._reply(request, await self.serving.responses(await request.read()))
 
     async def _reply(
         self, request: web.Request, reply: JsonReply | StreamReply

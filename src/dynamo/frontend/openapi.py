@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from dynamo.frontend.responses_api import ResponsesRequest
 
 _REF = "#/components/schemas/{model}"
 
@@ -67,12 +68,14 @@ def openapi_document(version: str) -> dict[str, Any]:
     chat = _schema(ChatCompletionRequest, schemas)
     completion = _schema(CompletionRequest, schemas)
     embedding = _schema(EmbeddingRequest, schemas)
+    responses = _schema(ResponsesRequest, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "pydynamo OpenAI-compatible frontend", "version": version},
         "paths": {
             "/v1/chat/completions": _post("Create a chat completion", chat, True),
             "/v1/completions": _post("Create a text completion", completion, True),
+            "/v1/responses": _post("Create a model response (stateless)", responses, True),
             "/v1/embeddings": _post("Create embeddings", embedding, False),
             "/v1/models": _get("List the served models"),
             "/health": _get("Ready when at least one model has a worker", (503,)),
