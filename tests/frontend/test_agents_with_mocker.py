@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -46,7 +47,7 @@ async def client(procs: Procs, tmp_path: Path) -> AsyncIterator[openai.AsyncOpen
     canned = tmp_path / "canned.jsonl"
     canned.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in CANNED))
     model = hermes_tiny_model(tmp_path / "model")
-    url = await procs.frontend("--router-mode", "round-robin")
+    url = await procs.frontend("--router-mode", "round-robin", "--enable-anthropic-api")
     args = mocker_args(
         "--canned-outputs",
         str(canned),
@@ -247,3 +248,82 @@ async def test_responses_api_streams_events(client: openai.AsyncOpenAI) -> None:
 async def test_responses_api_refuses_stored_state(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="responses are not stored"):
         await client.responses.create(model="agent", input="hi", previous_response_id="resp_1")
+
+
+ANTHROPIC_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather of a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+async def post_messages(client: openai.AsyncOpenAI, body: dict[str, Any]) -> tuple[int, Any]:
+    url = str(client.base_url).rstrip("/") + "/messages"
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
+        if resp.content_type == "text/event-stream":
+            events = []
+            async for line in resp.content:
+                if line.startswith(b"data: "):
+                    events.append(json.loads(line[6:]))
+            return resp.status, events
+        return resp.status, await resp.json()
+
+
+async def test_anthropic_messages_tool_use_thinking_and_the_loop(
+    client: openai.AsyncOpenAI,
+) -> None:
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    body: dict[str, Any] = {
+        "model": "agent",
+        "max_tokens": 400,
+        "messages": [question],
+        "tools": [ANTHROPIC_TOOL],
+    }
+    status, msg = await post_messages(client, body)
+    assert status == 200 and msg["type"] == "message" and msg["stop_reason"] == "tool_use"
+    thinking, tool_use = msg["content"]
+    assert thinking["thinking"] == "The user wants the weather; I should call get_weather."
+    assert tool_use["type"] == "tool_use" and tool_use["name"] == "get_weather"
+    assert tool_use["input"] == ARGS
+    assert msg["usage"]["input_tokens"] > 0 and msg["usage"]["output_tokens"] > 0
+    body["messages"] = [
+        question,
+        {"role": "assistant", "content": [tool_use]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "21"}],
+        },
+    ]
+    status, final = await post_messages(client, body)
+    assert status == 200 and final["stop_reason"] == "end_turn"
+    assert final["content"][-1] == {"type": "text", "text": "\n\nIt is 21 °C in Paris."}
+
+
+async def test_anthropic_messages_stream(client: openai.AsyncOpenAI) -> None:
+    body = {
+        "model": "agent",
+        "max_tokens": 400,
+        "stream": True,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [ANTHROPIC_TOOL],
+    }
+    status, events = await post_messages(client, body)
+    assert status == 200
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    assert starts == ["thinking", "tool_use"]
+    partial = "".join(
+        e["delta"]["partial_json"]
+        for e in events
+        if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta"
+    )
+    assert json.loads(partial) == ARGS
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+async def test_anthropic_errors_have_anthropics_shape(client: openai.AsyncOpenAI) -> None:
+    status, body = await post_messages(client, {"model": "agent", "messages": []})
+    assert status == 400 and body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in body["error"]["message"]

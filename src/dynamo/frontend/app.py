@@ -77,13 +77,15 @@ class FrontendApp:
         *,
         max_body_bytes: int,
         version: str = "0",
+        anthropic_api: bool = False,
     ) -> None:
+        self._anthropic = anthropic_api
         self.serving = serving
         self.models = models
         self.preprocessors = preprocessors
         self.metrics = metrics
         self._max_body = max_body_bytes
-        self._openapi = orjson.dumps(openapi_document(version))
+        self._openapi = orjson.dumps(openapi_document(version, anthropic_api=anthropic_api))
         self._started = int(time.time())
 
     def build(self) -> web.Application:
@@ -92,6 +94,8 @@ class FrontendApp:
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/completions", self.completions)
         r.add_post("/v1/responses", self.responses)
+        if self._anthropic:
+            r.add_post("/v1/messages", self.messages)
         r.add_post("/v1/embeddings", self.embeddings)
         r.add_get("/v1/models", self.list_models)
         r.add_get("/health", self.health)
@@ -108,6 +112,9 @@ class FrontendApp:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._reply(request, await self.serving.completions(await request.read()))
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._reply(request, await self.serving.messages(await request.read()))
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         return await self._reply(request, await self.serving.responses(await request.read()))

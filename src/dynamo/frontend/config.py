@@ -28,6 +28,9 @@ class FrontendConfig:
         choices=(503, 529),
     )
     metrics_prefix: str = option("dynamo_frontend", help="prefix of the Prometheus metric names")
+    enable_anthropic_api: bool = option(
+        False, help="serve Anthropic's POST /v1/messages (experimental, as in Dynamo)"
+    )
     reasoning_field_name: str = option(
         "reasoning_content",
         help="response field of the reasoning a worker's --dyn-reasoning-parser splits off",

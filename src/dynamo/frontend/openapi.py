@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dynamo.frontend.anthropic_api import MessagesRequest
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from dynamo.frontend.responses_api import ResponsesRequest
 
@@ -63,12 +64,18 @@ def _get(summary: str, codes: tuple[int, ...] = ()) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": responses}}
 
 
-def openapi_document(version: str) -> dict[str, Any]:
+def openapi_document(version: str, *, anthropic_api: bool = False) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
     chat = _schema(ChatCompletionRequest, schemas)
     completion = _schema(CompletionRequest, schemas)
     embedding = _schema(EmbeddingRequest, schemas)
     responses = _schema(ResponsesRequest, schemas)
+    paths: dict[str, Any] = {}
+    if anthropic_api:
+        messages = _schema(MessagesRequest, schemas)
+        paths["/v1/messages"] = _post(
+            "Create an Anthropic message (--enable-anthropic-api)", messages, True
+        )
     return {
         "openapi": "3.1.0",
         "info": {"title": "pydynamo OpenAI-compatible frontend", "version": version},
@@ -81,6 +88,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/health": _get("Ready when at least one model has a worker", (503,)),
             "/live": _get("The process is up"),
             "/metrics": _get("Prometheus metrics"),
+            **paths,
         },
         "components": {"schemas": schemas},
     }

@@ -70,6 +70,7 @@ class Frontend:
             self.metrics,
             max_body_bytes=config.max_request_body_bytes,
             version=version,
+            anthropic_api=config.enable_anthropic_api,
         )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None

@@ -20,11 +20,14 @@ from typing import Any
 
 import orjson
 
+from dynamo.frontend import anthropic_api as aa
 from dynamo.frontend import logprobs as lp
 from dynamo.frontend import postprocess as pp
 from dynamo.frontend import responses as rs
 from dynamo.frontend import responses_api as ra
 from dynamo.frontend.accounting import RequestAccounting
+from dynamo.frontend.anthropic_stream import MessageEvents
+from dynamo.frontend.anthropic_stream import convert as anthropic_convert
 from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
 from dynamo.frontend.errors import HttpError, to_http_error
@@ -92,6 +95,22 @@ class OpenAIServing:
 
     async def completions(self, body: bytes) -> Reply:
         return await self._serve(body, chat=False)
+
+    async def messages(self, body: bytes) -> Reply:
+        """Anthropic's `/v1/messages`: served as the equivalent chat completion."""
+        try:
+            req = parse_body(aa.MessagesRequest, body)
+            chat_body = orjson.dumps(aa.to_chat_body(req))
+        except DynamoError as exc:
+            err = self.error(exc)
+            return JsonReply(err.status, aa.error_body(err.status, err.body()))
+        reply = await self._serve(chat_body, chat=True)
+        if isinstance(reply, JsonReply):
+            if reply.status != 200:
+                return JsonReply(reply.status, aa.error_body(reply.status, reply.body))
+            return JsonReply(200, orjson.dumps(aa.to_message(req, orjson.loads(reply.body))))
+        stream = anthropic_convert(MessageEvents(req), reply.first, reply.rest)
+        return StreamReply(await stream.__anext__(), stream)
 
     async def responses(self, body: bytes) -> Reply:
         """`/v1/responses`: served as the equivalent chat completion (`responses_api`)."""
