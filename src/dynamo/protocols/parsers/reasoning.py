@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dynamo.protocols.parsers.base import ReasoningDelta
-from dynamo.protocols.parsers.markers import earliest, held_tail
+from dynamo.protocols.parsers.markers import MarkerSet
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,10 @@ class ThinkParser:
     def __init__(self, fmt: ThinkFormat) -> None:
         self._fmt = fmt
         self._in_reasoning = fmt.starts_in_reasoning
+        # In reasoning a repeated start marker is dropped (R1 may echo the prompt's <think>);
+        # in content an end marker is plain text.
+        self._reasoning_markers = MarkerSet([fmt.start, fmt.end, *fmt.drop])
+        self._content_markers = MarkerSet([fmt.start, *fmt.drop])
         self._buf = ""
         self._finished = False
 
@@ -57,10 +61,10 @@ class ThinkParser:
         out = ReasoningDelta()
         self._buf += text
         while True:
-            markers = self._markers()
-            found = earliest(self._buf, markers)
+            markers = self._reasoning_markers if self._in_reasoning else self._content_markers
+            found = markers.earliest(self._buf)
             if found is None:
-                keep = held_tail(self._buf, markers)
+                keep = markers.held_tail(self._buf)
                 self._emit(self._buf[: len(self._buf) - keep], out)
                 self._buf = self._buf[len(self._buf) - keep :]
                 return out
@@ -79,12 +83,6 @@ class ThinkParser:
             self._emit(self._buf, out)
             self._buf = ""
         return out
-
-    def _markers(self) -> list[str]:
-        # In reasoning a repeated start marker is dropped (R1 may echo the prompt's <think>);
-        # in content an end marker is plain text.
-        own = [self._fmt.start, self._fmt.end] if self._in_reasoning else [self._fmt.start]
-        return own + list(self._fmt.drop)
 
     def _emit(self, text: str, out: ReasoningDelta) -> None:
         if self._in_reasoning:

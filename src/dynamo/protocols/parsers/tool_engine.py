@@ -21,7 +21,7 @@ from dynamo.protocols.parsers.base import (
     ToolParseDelta,
     new_call_id,
 )
-from dynamo.protocols.parsers.markers import earliest, held_tail
+from dynamo.protocols.parsers.markers import MarkerSet
 
 BodyParser = Callable[[str], list[ParsedCall]]
 
@@ -51,7 +51,7 @@ class MarkupToolParser:
         self._fmt = fmt
         self._make_id = make_id
         self._anywhere = [b for b in fmt.blocks if not b.at_start]
-        self._markers = [b.start for b in self._anywhere] + list(fmt.drop)
+        self._markers = MarkerSet([b.start for b in self._anywhere] + list(fmt.drop))
         self._buf = ""  # outside a block: text not yet emitted
         self._ws = ""  # whitespace held until we know whether a call follows
         self._block: Block | None = None
@@ -106,9 +106,9 @@ class MarkupToolParser:
                 return  # only whitespace (or a partial marker) so far
             if self._block is not None:
                 continue
-            found = earliest(self._buf, self._markers)
+            found = self._markers.earliest(self._buf)
             if found is None:
-                keep = held_tail(self._buf, self._markers)
+                keep = self._markers.held_tail(self._buf)
                 self._content(self._buf[: len(self._buf) - keep], out)
                 self._buf = self._buf[len(self._buf) - keep :]
                 return
