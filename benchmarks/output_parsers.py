@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -36,45 +38,41 @@ OUTPUTS = {
 }
 
 
-def per_token_us(fn: object, pieces: list[object], repeat: int) -> float:
+def per_token_us(fn: Callable[[], object], n: int, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
         began = time.perf_counter()
-        fn(pieces)  # type: ignore[operator]
+        fn()
         best = min(best, time.perf_counter() - began)
-    return 1e6 * best / len(pieces)
+    return 1e6 * best / n
+
+
+def detokenize(tok: Tokenizer, ids: list[int]) -> list[str]:
+    stream = TextStream(tok, stop=[], prompt_ids=[])
+    texts = [stream.push([i]) for i in ids]
+    return [*texts, stream.finish()]
+
+
+def parse(family: str, texts: list[str]) -> None:
+    p = OutputParser(reasoning_parser("deepseek_r1"), tool_call_parser(family))
+    for t in texts:
+        p.feed(t)
+    p.finish()
+    if len(p.tool_calls) != 3:
+        raise SystemExit(f"{family}: expected 3 calls, got {p.tool_calls}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
     tok = Tokenizer.from_file(str(Path(tiny_model_path()) / "tokenizer.json"))
     print(f"{'family':<14}{'tokens':>8}{'detok us/tok':>14}{'parse us/tok':>14}{'ratio':>8}")
     for family, text in OUTPUTS.items():
         ids = tok.encode(text, add_special_tokens=False).ids
-        texts: list[str] = []
-        stream = TextStream(tok, stop=[], prompt_ids=[])
-        for i in ids:
-            texts.append(stream.push([i]))
-        texts.append(stream.finish())
-
-        def detok(pieces: list[object]) -> None:
-            s = TextStream(tok, stop=[], prompt_ids=[])
-            for i in pieces:
-                s.push([i])  # type: ignore[list-item]
-            s.finish()
-
-        def parse(pieces: list[object]) -> None:
-            p = OutputParser(reasoning_parser("deepseek_r1"), tool_call_parser(family))
-            for t in pieces:
-                p.feed(t)  # type: ignore[arg-type]
-            p.finish()
-            if len(p.tool_calls) != 3:
-                raise SystemExit(f"{family}: expected 3 calls, got {p.tool_calls}")
-
-        d = per_token_us(detok, list(ids), args.repeat)
-        p = per_token_us(parse, list(texts), args.repeat)
+        texts = detokenize(tok, ids)
+        d = per_token_us(partial(detokenize, tok, ids), len(ids), args.repeat)
+        p = per_token_us(partial(parse, family, texts), len(ids), args.repeat)
         print(f"{family:<14}{len(ids):>8}{d:>14.2f}{p:>14.2f}{p / d:>8.2f}")
 
 

@@ -155,6 +155,33 @@ async def test_n_3_gives_three_choices_with_summed_usage(client: openai.AsyncOpe
     assert completion.usage is not None and completion.usage.completion_tokens == 12
 
 
+async def test_n_3_streams_three_interleaved_choices(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model="agent",
+        messages=QUESTION,
+        tools=[WEATHER_TOOL],
+        max_tokens=400,
+        n=3,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    args: dict[int, str] = {0: "", 1: "", 2: ""}
+    finishes: dict[int, str] = {}
+    usage = None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            for t in choice.delta.tool_calls or []:
+                args[choice.index] += (t.function.arguments if t.function else "") or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert finishes == {0: "tool_calls", 1: "tool_calls", 2: "tool_calls"}
+    assert all(json.loads(a) == ARGS for a in args.values())
+    assert usage is not None and usage.completion_tokens > 0
+    assert usage.completion_tokens % 3 == 0  # three identical canned answers
+
+
 async def test_malformed_tool_markup_comes_back_as_content(client: openai.AsyncOpenAI) -> None:
     q: Any = [{"role": "user", "content": "Break it"}]
     for stream in (False, True):

@@ -52,7 +52,6 @@ def chat(**kw: Any) -> dict[str, Any]:
         (CHAT, chat(max_tokens=0), "max_tokens", "greater than or equal to 1"),
         (CHAT, chat(max_tokens="5"), "max_tokens", "valid integer"),
         (CHAT, chat(n=17), "n", "less than or equal to 16"),
-        (CHAT, chat(n=2, stream=True), "n", "not supported with stream=true"),
         (CHAT, chat(stream="yes"), "stream", "valid boolean"),
         (CHAT, chat(stop=["a", "b", "c", "d", "e"]), "stop", "at most 4"),
         (CHAT, chat(stop=5), "stop", "string or array"),

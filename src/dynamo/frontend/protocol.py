@@ -87,8 +87,6 @@ class _SamplingFields(BaseModel):
 
     @model_validator(mode="after")
     def _check_common(self) -> _SamplingFields:
-        if self.n > 1 and self.stream:
-            raise ValueError("n: n > 1 is not supported with stream=true yet; send stream=false")
         if isinstance(self.stop, list):
             if len(self.stop) > 4:
                 raise ValueError("stop: at most 4 stop sequences are allowed")

@@ -194,7 +194,10 @@ class OpenAIServing:
         echo = _echo_text(req, pre, ids)
         if not req.stream:
             return await self._unary(choices, echo)
-        stream = self._stream(choices[0], echo)
+        if len(choices) > 1:
+            stream = self._stream_many(choices, echo)
+        else:
+            stream = self._stream(choices[0], echo)
         try:
             first = await stream.__anext__()
         except _FailedBeforeFirstChunk as exc:  # nothing sent yet: a plain HTTP error
@@ -315,6 +318,95 @@ class OpenAIServing:
             if not sent:
                 raise _FailedBeforeFirstChunk(err) from exc
             yield rs.error_event(err.body()) + rs.DONE
+        finally:
+            await gen.close()
+            gen.acct.done(error_type, started=gen.started)
+
+    async def _stream_many(self, choices: list[_Choice], echo: str) -> AsyncGenerator[bytes, None]:
+        """`n` > 1 streamed: each choice's chunks as they come (with its `index`), then one
+        usage chunk for all (completion tokens summed) and `[DONE]`."""
+        queue: asyncio.Queue[tuple[bytes | None, BaseException | None]] = asyncio.Queue()
+
+        async def pump(choice: _Choice) -> None:
+            try:
+                async for chunk in self._choice_chunks(choice, echo):
+                    await queue.put((chunk, None))
+                await queue.put((None, None))
+            except Exception as exc:
+                await queue.put((None, exc))
+
+        tasks = [asyncio.create_task(pump(c)) for c in choices]
+        sent = False
+        done = 0
+        try:
+            while done < len(choices):
+                chunk, exc = await queue.get()
+                if exc is not None:
+                    err = self.error(exc)
+                    if not sent:
+                        raise _FailedBeforeFirstChunk(err) from exc
+                    yield rs.error_event(err.body()) + rs.DONE
+                    return
+                if chunk is None:
+                    done += 1
+                    continue
+                sent = True
+                yield chunk
+            first = choices[0].gen
+            tail = b""
+            if first.req.include_usage():
+                usage = first.acct.usage()
+                for c in choices[1:]:
+                    more = c.gen.acct.usage()["completion_tokens"]
+                    usage["completion_tokens"] += more
+                    usage["total_tokens"] += more
+                tpl = rs.ChunkTemplates(
+                    chat=first.chat, request_id=first.request_id, model=first.model
+                )
+                tail = tpl.usage(usage)
+            yield tail + rs.DONE
+        except (GeneratorExit, asyncio.CancelledError):
+            if done < len(choices):
+                self._metrics.disconnected.inc()
+            raise
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _choice_chunks(self, choice: _Choice, echo: str) -> AsyncGenerator[bytes, None]:
+        """One choice's chunks up to its finish chunk (no usage, no `[DONE]`); raises what
+        failed it; records its outcome."""
+        gen, parser = choice.gen, choice.parser
+        tpl = rs.ChunkTemplates(
+            chat=gen.chat, request_id=gen.request_id, model=gen.model, index=choice.index
+        )
+        error_type: str | None = "cancelled"
+        pending = [tpl.role()] if gen.chat else []
+        if echo:
+            pending.append(tpl.text(echo))
+        try:
+            async for step in gen.steps():
+                finish = step.finish
+                if parser is not None:
+                    parsed = parser.step(step)
+                    finish = parsed.finish
+                    pending.extend(self._parsed_chunks(tpl, parsed))
+                elif step.logprobs is not None:
+                    pending.append(tpl.chunk(step.text, logprobs=step.logprobs))
+                elif step.text:
+                    pending.append(tpl.text(step.text))
+                if finish is not None:
+                    pending.append(tpl.chunk(None, finish=finish))
+                if pending:
+                    yield b"".join(pending)
+                    pending = []
+                if finish is not None:
+                    error_type = None
+                    return
+        except Exception as exc:
+            error_type = self.error(exc).error_type
+            raise
         finally:
             await gen.close()
             gen.acct.done(error_type, started=gen.started)
