@@ -169,11 +169,20 @@ class OpenAIServing:
             ]
         except DynamoError as exc:
             return self._error_reply(exc, req.model, endpoint, req.stream)
+        # Parsed output keeps special tokens (harmony's <|channel|>, Mistral's [TOOL_CALLS]
+        # are special in their tokenizers) but never decodes EOS.
+        parsed = chat and (card.tool_call_parser is not None or card.reasoning_parser is not None)
         choices = []
         for i, engine_request in enumerate(engine_requests):
             if i and req.seed is not None:  # n samples of one seed must still differ
                 engine_request["sampling_options"]["seed"] = req.seed + i
-            text = TextStream(pre.tokenizer, stop=req.stop_strings(), prompt_ids=ids)
+            text = TextStream(
+                pre.tokenizer,
+                stop=req.stop_strings(),
+                prompt_ids=ids,
+                skip_special_tokens=not parsed,
+                drop_ids=pre.eos_token_ids if parsed else (),
+            )
             acct = RequestAccounting(
                 self._metrics.for_model(req.model), endpoint, req.stream, len(ids), text
             )
