@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from dynamo.frontend import adapters
 from dynamo.frontend.embeddings import embed
 from dynamo.frontend.errors import HttpError, bad_request
 from dynamo.frontend.metrics import CONTENT_TYPE, FrontendMetrics
@@ -114,10 +115,14 @@ class FrontendApp:
         return await self._reply(request, await self.serving.completions(await request.read()))
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(request, await self.serving.messages(await request.read()))
+        return await self._reply(
+            request, await adapters.messages(self.serving, await request.read())
+        )
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(request, await self.serving.responses(await request.read()))
+        return await self._reply(
+            request, await adapters.responses(self.serving, await request.read())
+        )
 
     async def _reply(
         self, request: web.Request, reply: JsonReply | StreamReply

@@ -18,16 +18,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from dynamo.frontend import anthropic_api as aa
 from dynamo.frontend import logprobs as lp
 from dynamo.frontend import postprocess as pp
 from dynamo.frontend import responses as rs
-from dynamo.frontend import responses_api as ra
 from dynamo.frontend.accounting import RequestAccounting
-from dynamo.frontend.anthropic_stream import MessageEvents
-from dynamo.frontend.anthropic_stream import convert as anthropic_convert
 from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
 from dynamo.frontend.errors import HttpError, to_http_error
@@ -38,7 +32,6 @@ from dynamo.frontend.postprocess import choice_parser
 from dynamo.frontend.preprocess import Preprocessor
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
-from dynamo.frontend.responses_stream import ResponseEvents, convert
 from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import (
     ConfigError,
@@ -90,43 +83,17 @@ class OpenAIServing:
         self._metrics.for_model(label).request_done(endpoint, stream, err.error_type)
         return JsonReply(err.status, err.body())
 
+    def reject(self, exc: BaseException, endpoint: str) -> JsonReply:
+        """The error reply for a body that did not parse (counted under `endpoint`)."""
+        err = self.error(exc)
+        self._metrics.for_model("unknown").request_done(endpoint, False, err.error_type)
+        return JsonReply(err.status, err.body())
+
     async def chat(self, body: bytes) -> Reply:
         return await self._serve(body, chat=True)
 
     async def completions(self, body: bytes) -> Reply:
         return await self._serve(body, chat=False)
-
-    async def messages(self, body: bytes) -> Reply:
-        """Anthropic's `/v1/messages`: served as the equivalent chat completion."""
-        try:
-            req = parse_body(aa.MessagesRequest, body)
-            chat_body = orjson.dumps(aa.to_chat_body(req))
-        except DynamoError as exc:
-            err = self.error(exc)
-            return JsonReply(err.status, aa.error_body(err.status, err.body()))
-        reply = await self._serve(chat_body, chat=True)
-        if isinstance(reply, JsonReply):
-            if reply.status != 200:
-                return JsonReply(reply.status, aa.error_body(reply.status, reply.body))
-            return JsonReply(200, orjson.dumps(aa.to_message(req, orjson.loads(reply.body))))
-        stream = anthropic_convert(MessageEvents(req), reply.first, reply.rest)
-        return StreamReply(await stream.__anext__(), stream)
-
-    async def responses(self, body: bytes) -> Reply:
-        """`/v1/responses`: served as the equivalent chat completion (`responses_api`)."""
-        try:
-            req = parse_body(ra.ResponsesRequest, body)
-            chat_body = orjson.dumps(ra.to_chat_body(req))
-        except DynamoError as exc:
-            return self._error_reply(exc, "", "responses", False)
-        reply = await self._serve(chat_body, chat=True)
-        if isinstance(reply, JsonReply):
-            if reply.status != 200:
-                return reply
-            return JsonReply(200, orjson.dumps(ra.to_response(req, orjson.loads(reply.body))))
-        events = ResponseEvents(req, ra.new_id("resp"), int(time.time()))
-        stream = convert(events, reply.first, reply.rest)
-        return StreamReply(await stream.__anext__(), stream)
 
     async def _prepare(self, model: str, kind: str) -> tuple[Preprocessor, Any, ModelCard]:
         entry, routed = self._models.lookup(model)
