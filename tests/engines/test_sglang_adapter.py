@@ -350,9 +350,17 @@ def test_parse_sglang_args(version: str, tmp_path: Path) -> None:
             "ns1",
             "--migration-limit",
             "2",
+            "--dyn-tool-call-parser",
+            "qwen3_coder",
+            "--dyn-reasoning-parser",
+            "qwen3",
         ],
         server_args_cls=VERSIONS[version][0],
     )
+    assert config.parsers.card_fields() == {
+        "tool_call_parser": "qwen3_coder",
+        "reasoning_parser": "qwen3",
+    }
     assert (args.page_size, args.tp_size) == (16, 2)
     assert args.served_model_name == str(tmp_path)
     assert role is WorkerRole.DECODE

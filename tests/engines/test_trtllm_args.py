@@ -96,3 +96,13 @@ def test_parse_trtllm_args_errors(tmp_path: Path) -> None:
         parse_trtllm_args(
             ["--model-path", "m", "--extra-engine-args", str(bad)], resolve_model_path=False
         )
+
+
+def test_output_parser_flags(tmp_path: Path) -> None:
+    config, _ = parse_trtllm_args(
+        ["--model-path", str(tmp_path), "--dyn-tool-call-parser", "harmony"],
+        resolve_model_path=False,
+    )
+    assert config.parsers.card_fields() == {"tool_call_parser": "harmony", "reasoning_parser": None}
+    with pytest.raises(ConfigError, match="invalid choice: 'nope'"):
+        parse_trtllm_args(["--model-path", "m", "--dyn-reasoning-parser", "nope"])

@@ -80,3 +80,10 @@ def test_text_stream_stops_and_skips_special_tokens(tokenizer: Tokenizer) -> Non
     assert stream.stopped
     assert out == "hello world"
     assert stream.push(ids) == "" and stream.finish() == ""
+
+
+def test_text_stream_for_parsers_keeps_special_tokens_but_drops_eos(tokenizer: Tokenizer) -> None:
+    ids = tokenizer.encode("hello", add_special_tokens=False).ids
+    stream = TextStream(tokenizer, skip_special_tokens=False, drop_ids=[2])
+    out = "".join(stream.push([t]) for t in [1, *ids, 2]) + stream.finish()
+    assert out == "<s>hello"  # <s> is special in the tiny tokenizer; </s> (EOS) is dropped

@@ -24,6 +24,7 @@ _PATHS = {
     "/v1/chat/completions": sorted(_SCHEMAS["ChatCompletionRequest"]["properties"]),
     "/v1/completions": sorted(_SCHEMAS["CompletionRequest"]["properties"]),
     "/v1/embeddings": sorted(_SCHEMAS["EmbeddingRequest"]["properties"]),
+    "/v1/responses": sorted(_SCHEMAS["ResponsesRequest"]["properties"]),
 }
 
 _scalars = (
@@ -81,6 +82,7 @@ _VALID = {
         ("/v1/chat/completions", "ChatCompletionRequest"),
         ("/v1/completions", "CompletionRequest"),
         ("/v1/embeddings", "EmbeddingRequest"),
+        ("/v1/responses", "ResponsesRequest"),
     )
 }
 
@@ -97,6 +99,9 @@ def bodies(draw: st.DrawFn) -> tuple[str, bytes]:
         body["messages"] = draw(st.lists(_message, min_size=1, max_size=3) | _json)
     elif path == "/v1/completions":
         body["prompt"] = draw(st.text(max_size=30) | st.lists(st.integers(-5, 3000), max_size=5))
+    elif path == "/v1/responses":
+        items = st.lists(_message | _json, min_size=1, max_size=3)
+        body["input"] = draw(st.text(max_size=30) | items | _json)
     else:
         body["input"] = draw(st.text(max_size=30) | _json)
     for field in draw(st.lists(st.sampled_from(_PATHS[path]), max_size=5, unique=True)):

@@ -51,7 +51,7 @@ def chat(**kw: Any) -> dict[str, Any]:
         (CHAT, chat(top_p=0), "top_p", "greater than 0"),
         (CHAT, chat(max_tokens=0), "max_tokens", "greater than or equal to 1"),
         (CHAT, chat(max_tokens="5"), "max_tokens", "valid integer"),
-        (CHAT, chat(n=2), "n", "only n=1"),
+        (CHAT, chat(n=17), "n", "less than or equal to 16"),
         (CHAT, chat(stream="yes"), "stream", "valid boolean"),
         (CHAT, chat(stop=["a", "b", "c", "d", "e"]), "stop", "at most 4"),
         (CHAT, chat(stop=5), "stop", "string or array"),
@@ -63,7 +63,12 @@ def chat(**kw: Any) -> dict[str, Any]:
         (COMPLETIONS, {"model": MODEL, "prompt": "x", "logprobs": 9}, "logprobs", "less than"),
         (COMPLETIONS, {"model": MODEL, "prompt": ["a", "b"]}, "prompt", "batched"),
         (COMPLETIONS, {"model": MODEL, "prompt": [99999]}, "prompt", "outside the vocabulary"),
-        (COMPLETIONS, {"model": MODEL, "prompt": "x", "echo": True}, "echo", "not supported"),
+        (
+            COMPLETIONS,
+            {"model": MODEL, "prompt": "x", "echo": True, "logprobs": 1},
+            "echo",
+            "echo with logprobs is not supported",
+        ),
         (
             COMPLETIONS,
             {"model": MODEL, "prompt": "x", "min_tokens": 9, "max_tokens": 2},

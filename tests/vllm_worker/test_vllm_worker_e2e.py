@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 
 import openai
 import pytest
@@ -77,6 +78,30 @@ async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
             usage = chunk.usage or usage
         assert usage is not None and usage.completion_tokens == 6
         assert "".join(pieces)
+
+        # vLLM's structured outputs behind response_format, and logprobs, end to end
+        schema = {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+            "required": ["city", "country"],
+            "additionalProperties": False,
+        }
+        shaped = await client.chat.completions.create(
+            model=SMOLLM2,
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=60,
+            logprobs=True,
+            top_logprobs=2,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "capital", "schema": schema},
+            },
+        )
+        value = json.loads(shaped.choices[0].message.content or "")
+        assert set(value) == {"city", "country"}
+        lps = shaped.choices[0].logprobs
+        assert lps is not None and lps.content and all(t.logprob <= 0 for t in lps.content)
 
         stopped = await client.chat.completions.create(
             model=SMOLLM2, messages=QUESTION, temperature=0, max_tokens=32, stop=["Paris"]

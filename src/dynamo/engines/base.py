@@ -25,6 +25,7 @@ class EngineInfo:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     data_parallel_size: int = 1
+    structured_output: bool = False  # honours `sampling_options.guided_decoding`
 
 
 @dataclass(frozen=True, slots=True)

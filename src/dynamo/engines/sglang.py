@@ -44,6 +44,7 @@ from dynamo.engines.vllm.kv_subscriber import (
 from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason
 from dynamo.protocols.kv_events import KvCacheEvent, KvStored
 from dynamo.protocols.model_card import WorkerRole
+from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
 from dynamo.runtime.errors import ConfigError, UnavailableError
 from dynamo.runtime.transport.base import RequestContext
@@ -347,6 +348,7 @@ class SglangWorkerConfig:
     publish_kv_events: bool = option(True, help="forward SGLang's KV cache events to the router")
     migration_limit: int = option(0, help="times a broken request may move to another worker")
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    parsers: ParserFlags = dataclasses.field(default_factory=ParserFlags)
 
 
 def parse_sglang_args(
@@ -369,10 +371,13 @@ def parse_sglang_args(
     parser = ConfigErrorParser(prog="python -m dynamo.sglang")
     add_arguments(parser, SglangWorkerConfig, title="Dynamo worker")
     add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
+    add_arguments(parser, ParserFlags, title="Dynamo output parsers")
     server_args_cls.add_cli_args(parser)
     ns = parser.parse_args(list(argv) if argv is not None else None)
     config = dataclasses.replace(
-        resolve(SglangWorkerConfig, ns), runtime=resolve(RuntimeConfig, ns)
+        resolve(SglangWorkerConfig, ns),
+        runtime=resolve(RuntimeConfig, ns),
+        parsers=resolve(ParserFlags, ns),
     )
     if resolve_model_path:
         requested = str(ns.model_path)

@@ -14,6 +14,7 @@ import yaml
 from dynamo.engines.adapter_common import ConfigErrorParser, role_of_disaggregation_mode
 from dynamo.engines.model_resolution import resolve_model
 from dynamo.protocols.model_card import WorkerRole
+from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
 from dynamo.runtime.errors import ConfigError
 
@@ -43,6 +44,7 @@ class TrtllmWorkerConfig:
     endpoint: str | None = option(None, help="dyn://namespace.component.endpoint to serve")
     migration_limit: int = option(0, help="times a broken request may move to another worker")
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    parsers: ParserFlags = dataclasses.field(default_factory=ParserFlags)
 
     @property
     def role(self) -> WorkerRole:
@@ -57,11 +59,14 @@ def parse_trtllm_args(
     parser = ConfigErrorParser(prog="python -m dynamo.trtllm", allow_abbrev=False)
     add_arguments(parser, TrtllmWorkerConfig, title="worker")
     add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
+    add_arguments(parser, ParserFlags, title="Dynamo output parsers")
     ns = parser.parse_args(list(argv) if argv is not None else None)
     if ns.model_path is None:
         raise ConfigError("--model-path is required")
     config = dataclasses.replace(
-        resolve(TrtllmWorkerConfig, ns), runtime=resolve(RuntimeConfig, ns)
+        resolve(TrtllmWorkerConfig, ns),
+        runtime=resolve(RuntimeConfig, ns),
+        parsers=resolve(ParserFlags, ns),
     )
     kwargs: dict[str, Any] = {}
     if config.extra_engine_args:

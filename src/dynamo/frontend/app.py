@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from dynamo.frontend import adapters
 from dynamo.frontend.embeddings import embed
 from dynamo.frontend.errors import HttpError, bad_request
 from dynamo.frontend.metrics import CONTENT_TYPE, FrontendMetrics
@@ -77,13 +78,15 @@ class FrontendApp:
         *,
         max_body_bytes: int,
         version: str = "0",
+        anthropic_api: bool = False,
     ) -> None:
+        self._anthropic = anthropic_api
         self.serving = serving
         self.models = models
         self.preprocessors = preprocessors
         self.metrics = metrics
         self._max_body = max_body_bytes
-        self._openapi = orjson.dumps(openapi_document(version))
+        self._openapi = orjson.dumps(openapi_document(version, anthropic_api=anthropic_api))
         self._started = int(time.time())
 
     def build(self) -> web.Application:
@@ -91,6 +94,9 @@ class FrontendApp:
         r = app.router
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/completions", self.completions)
+        r.add_post("/v1/responses", self.responses)
+        if self._anthropic:
+            r.add_post("/v1/messages", self.messages)
         r.add_post("/v1/embeddings", self.embeddings)
         r.add_get("/v1/models", self.list_models)
         r.add_get("/health", self.health)
@@ -107,6 +113,16 @@ class FrontendApp:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._reply(request, await self.serving.completions(await request.read()))
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._reply(
+            request, await adapters.messages(self.serving, await request.read())
+        )
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._reply(
+            request, await adapters.responses(self.serving, await request.read())
+        )
 
     async def _reply(
         self, request: web.Request, reply: JsonReply | StreamReply

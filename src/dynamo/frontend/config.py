@@ -28,6 +28,14 @@ class FrontendConfig:
         choices=(503, 529),
     )
     metrics_prefix: str = option("dynamo_frontend", help="prefix of the Prometheus metric names")
+    enable_anthropic_api: bool = option(
+        False, help="serve Anthropic's POST /v1/messages (experimental, as in Dynamo)"
+    )
+    reasoning_field_name: str = option(
+        "reasoning_content",
+        help="response field of the reasoning a worker's --dyn-reasoning-parser splits off",
+        choices=("reasoning_content", "reasoning"),
+    )
     tls_cert_path: str | None = option(None, help="TLS certificate (with --tls-key-path)")
     tls_key_path: str | None = option(None, help="TLS private key (with --tls-cert-path)")
     max_request_body_bytes: int = option(

@@ -8,7 +8,7 @@ the next tokens show whether it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from time import perf_counter
 
 from tokenizers import Tokenizer
@@ -62,7 +62,16 @@ class StopMatcher:
 class TextStream:
     """New token ids in, text deltas out, for one response."""
 
-    __slots__ = ("_decoder", "_pushes", "_stops", "_tokenizer", "stopped", "timed_n", "timed_s")
+    __slots__ = (
+        "_decoder",
+        "_drop",
+        "_pushes",
+        "_stops",
+        "_tokenizer",
+        "stopped",
+        "timed_n",
+        "timed_s",
+    )
 
     def __init__(
         self,
@@ -71,11 +80,15 @@ class TextStream:
         stop: Sequence[str] = (),
         prompt_ids: Sequence[int] = (),
         skip_special_tokens: bool = True,
+        drop_ids: Collection[int] = (),
     ) -> None:
+        """`skip_special_tokens=False` keeps special tokens in the text (output parsers read
+        markers such as harmony's `<|channel|>`); `drop_ids` (EOS) are never decoded."""
         context = list(prompt_ids[-_CONTEXT_TOKENS:]) if prompt_ids else None
         self._tokenizer = tokenizer
         self._decoder = DecodeStream(ids=context, skip_special_tokens=skip_special_tokens)
         self._stops = StopMatcher(stop) if stop else None
+        self._drop = frozenset(drop_ids)
         self.stopped = False  # a stop string was reached: send nothing more
         self._pushes = 0
         self.timed_s = 0.0  # time spent in the timed decoder steps (a sample of them)
@@ -83,6 +96,8 @@ class TextStream:
 
     def push(self, token_ids: list[int]) -> str:
         """Text to emit for these new tokens ('' when held back or after a stop string)."""
+        if self._drop:
+            token_ids = [t for t in token_ids if t not in self._drop]
         if self.stopped or not token_ids:
             return ""
         ids: int | list[int] = token_ids[0] if len(token_ids) == 1 else token_ids

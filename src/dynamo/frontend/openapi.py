@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dynamo.frontend.anthropic_api import MessagesRequest
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from dynamo.frontend.responses_api import ResponsesRequest
 
 _REF = "#/components/schemas/{model}"
 
@@ -62,22 +64,31 @@ def _get(summary: str, codes: tuple[int, ...] = ()) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": responses}}
 
 
-def openapi_document(version: str) -> dict[str, Any]:
+def openapi_document(version: str, *, anthropic_api: bool = False) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
     chat = _schema(ChatCompletionRequest, schemas)
     completion = _schema(CompletionRequest, schemas)
     embedding = _schema(EmbeddingRequest, schemas)
+    responses = _schema(ResponsesRequest, schemas)
+    paths: dict[str, Any] = {}
+    if anthropic_api:
+        messages = _schema(MessagesRequest, schemas)
+        paths["/v1/messages"] = _post(
+            "Create an Anthropic message (--enable-anthropic-api)", messages, True
+        )
     return {
         "openapi": "3.1.0",
         "info": {"title": "pydynamo OpenAI-compatible frontend", "version": version},
         "paths": {
             "/v1/chat/completions": _post("Create a chat completion", chat, True),
             "/v1/completions": _post("Create a text completion", completion, True),
+            "/v1/responses": _post("Create a model response (stateless)", responses, True),
             "/v1/embeddings": _post("Create embeddings", embedding, False),
             "/v1/models": _get("List the served models"),
             "/health": _get("Ready when at least one model has a worker", (503,)),
             "/live": _get("The process is up"),
             "/metrics": _get("Prometheus metrics"),
+            **paths,
         },
         "components": {"schemas": schemas},
     }

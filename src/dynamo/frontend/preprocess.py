@@ -8,19 +8,24 @@ conditions and sampling options, and leaves routing to the engine client.
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import Executor
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from dynamo.frontend.chat_template import ChatTemplate, fallback_template
-from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
+from dynamo.frontend.protocol import (
+    AssistantToolCall,
+    ChatCompletionRequest,
+    CompletionRequest,
+    _SamplingFields,
+)
 from dynamo.frontend.tokenizer_files import TokenizerFiles
 from dynamo.protocols.engine import EngineRequest, SamplingOptions, StopConditions
 from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import InvalidRequestError, PromptTooLongError
 
-_MESSAGE_KEYS = ("name", "tool_call_id", "tool_calls")
 # Texts shorter than this are encoded on the event loop (~1 us per token, ~5 characters a
 # token): handing them to a thread would cost more than it frees.
 INLINE_ENCODE_CHARS = 2048
@@ -64,16 +69,22 @@ class Preprocessor:
         messages: list[dict[str, Any]] = []
         for m in req.messages:
             msg: dict[str, Any] = {"role": m.role, "content": m.text()}
-            for key in _MESSAGE_KEYS:
-                value = getattr(m, key)
-                if value is not None:
-                    msg[key] = value
+            if m.name is not None:
+                msg["name"] = m.name
+            if m.tool_call_id is not None:
+                msg["tool_call_id"] = m.tool_call_id
+            if m.tool_calls is not None:
+                msg["tool_calls"] = [_template_tool_call(c) for c in m.tool_calls]
             messages.append(msg)
+        extra = dict(req.chat_template_kwargs or {})
+        if req.tool_choice is not None:
+            choice = req.tool_choice
+            extra["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
         return self._template.render(
             messages,
             add_generation_prompt=req.add_generation_prompt,
-            tools=req.tools,
-            extra=req.chat_template_kwargs,
+            tools=req.rendered_tools(),
+            extra=extra,
         )
 
     def completion_prompt_ids(self, req: CompletionRequest) -> list[int]:
@@ -168,6 +179,19 @@ class Preprocessor:
         return out
 
 
+def _template_tool_call(call: AssistantToolCall) -> dict[str, Any]:
+    """A past call as chat templates expect it: arguments as a mapping (templates write them
+    with `tojson`; a JSON string would be quoted twice), as transformers and vLLM pass them."""
+    out = call.model_dump()
+    try:
+        args = json.loads(call.function.arguments)
+    except json.JSONDecodeError:
+        return out  # not JSON: the template gets the text as the client sent it
+    if isinstance(args, dict):
+        out["function"]["arguments"] = args
+    return out
+
+
 def _sampling(req: _SamplingFields) -> SamplingOptions:
     s: SamplingOptions = {}
     if req.temperature is not None:
@@ -187,6 +211,9 @@ def _sampling(req: _SamplingFields) -> SamplingOptions:
         s["frequency_penalty"] = req.frequency_penalty
     if req.repetition_penalty is not None:
         s["repetition_penalty"] = req.repetition_penalty
+    guided = req.guided_decoding()
+    if guided is not None:
+        s["guided_decoding"] = guided
     n_logprobs = req.num_logprobs()  # type: ignore[attr-defined]
     if n_logprobs is not None:
         s["logprobs"] = n_logprobs

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dynamo.protocols.engine import GuidedDecoding
 from dynamo.runtime.errors import InvalidRequestError
 
 _STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
@@ -32,6 +33,26 @@ class NvExt(BaseModel):
     min_tokens: int | None = Field(None, ge=0)
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = _STRICT
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format: type json_schema needs json_schema")
+        return self
+
+
 class _SamplingFields(BaseModel):
     """Fields common to chat and completions."""
 
@@ -46,7 +67,7 @@ class _SamplingFields(BaseModel):
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 disables")
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    n: int = Field(1, ge=1, description="only 1 is supported")
+    n: int = Field(1, ge=1, le=16, description="independent samples (choices)")
     stop: str | list[str] | None = Field(None, description="up to 4 stop strings")
     stop_token_ids: list[int] | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -57,11 +78,15 @@ class _SamplingFields(BaseModel):
     user: str | None = None
     nvext: NvExt | None = None
     extra_args: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    # vLLM's structured-output extensions; at most one (or response_format) per request
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = Field(None, min_length=1)
+    guided_grammar: str | None = None
 
     @model_validator(mode="after")
     def _check_common(self) -> _SamplingFields:
-        if self.n != 1:
-            raise ValueError("n: only n=1 is supported")
         if isinstance(self.stop, list):
             if len(self.stop) > 4:
                 raise ValueError("stop: at most 4 stop sequences are allowed")
@@ -69,7 +94,43 @@ class _SamplingFields(BaseModel):
                 raise ValueError("stop: stop sequences must not be empty")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options: only allowed when stream is true")
+        given = [
+            name
+            for name in ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+            if getattr(self, name) is not None
+        ]
+        if self.response_format is not None and self.response_format.type != "text":
+            given.append("response_format")
+        if len(given) > 1:
+            raise ValueError(f"{given[1]}: only one of {', '.join(given)} may constrain the output")
         return self
+
+    def guided_decoding(self) -> GuidedDecoding | None:
+        """The output constraint the engine must apply, if any."""
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_object":
+            return {"json_object": True}
+        if fmt is not None and fmt.json_schema is not None:
+            schema = fmt.json_schema.schema_
+            return {"json": schema} if schema is not None else {"json_object": True}
+        if self.guided_json is not None:
+            return {"json": self.guided_json}
+        if self.guided_regex is not None:
+            return {"regex": self.guided_regex}
+        if self.guided_choice is not None:
+            return {"choice": list(self.guided_choice)}
+        if self.guided_grammar is not None:
+            return {"grammar": self.guided_grammar}
+        return None
+
+    def guided_param(self) -> str:
+        """The request field that asked for the constraint (for error messages)."""
+        if self.response_format is not None and self.response_format.type != "text":
+            return "response_format"
+        for name in ("guided_json", "guided_regex", "guided_choice", "guided_grammar"):
+            if getattr(self, name) is not None:
+                return name
+        return "response_format"
 
     # --- derived values the preprocessor uses ------------------------------------------
     def stop_strings(self) -> list[str]:
@@ -107,13 +168,61 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    name: str = Field(min_length=1)
+    arguments: str = Field(description="JSON text of the arguments, as the model produced it")
+
+
+class AssistantToolCall(BaseModel):
+    """A call in an assistant message the client sends back (the agent loop)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = _STRICT
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[AssistantToolCall] | None = None
+
+    @model_validator(mode="after")
+    def _check_tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str | None:
         """The message text; content parts other than text are rejected."""
@@ -135,10 +244,41 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: bool = True
+
+    @model_validator(mode="after")
+    def _check_tools(self) -> ChatCompletionRequest:
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        choice = self.tool_choice
+        if choice is None or choice in ("none", "auto"):
+            return self
+        if not names:
+            raise ValueError("tool_choice: needs tools to choose from")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(
+                f"tool_choice: function {choice.function.name!r} is not among the tools"
+            )
+        return self
+
+    def rendered_tools(self) -> list[dict[str, Any]] | None:
+        """The tools the chat template shows the model: none for `tool_choice: none` (the
+        model cannot call what it is not shown), only the named one for a named choice."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        tools = self.tools
+        if isinstance(self.tool_choice, NamedToolChoice):
+            tools = [t for t in tools if t.function.name == self.tool_choice.function.name]
+        return [t.model_dump(exclude_none=True) for t in tools]
+
+    def parses_tool_calls(self) -> bool:
+        """Whether the output may hold tool calls to parse (tools given, not `none`)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -160,8 +300,10 @@ class CompletionRequest(_SamplingFields):
 
     @model_validator(mode="after")
     def _check_completion(self) -> CompletionRequest:
-        if self.echo:
-            raise ValueError("echo: echo=true is not supported")
+        if self.echo and self.logprobs is not None:
+            raise ValueError(
+                "echo: echo with logprobs is not supported (engines return no prompt logprobs)"
+            )
         if self.best_of not in (None, 1):
             raise ValueError("best_of: only best_of=1 is supported")
         if self.suffix:
@@ -227,7 +369,7 @@ _SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none", "function-after
 
 def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and (
-        "[" in part or part in _SCALAR_TAGS or part[:1].isupper() or part.startswith("function")
+        "[" in part or part in _SCALAR_TAGS or part[:1].isupper() or part.startswith("function-")
     )
 
 

@@ -44,10 +44,11 @@ def _envelope(
 class ChunkTemplates:
     """The SSE chunks of one streamed response (chat or completion)."""
 
-    __slots__ = ("_head", "_mid", "_obj", "created", "id", "is_chat", "model")
+    __slots__ = ("_head", "_mid", "_obj", "created", "id", "index", "is_chat", "model")
 
-    def __init__(self, *, chat: bool, request_id: str, model: str) -> None:
+    def __init__(self, *, chat: bool, request_id: str, model: str, index: int = 0) -> None:
         self.is_chat = chat
+        self.index = index
         self.id = request_id
         self.model = model
         self.created = int(time.time())
@@ -61,7 +62,9 @@ class ChunkTemplates:
             + str(self.created).encode()
             + b',"model":'
             + orjson.dumps(model)
-            + b',"choices":[{"index":0,'
+            + b',"choices":[{"index":'
+            + str(index).encode()
+            + b","
         )
         self._mid = b'"delta":{"content":' if chat else b'"text":'
 
@@ -75,8 +78,20 @@ class ChunkTemplates:
         """The first chat chunk: the assistant role, empty content."""
         return self._head + b'"delta":{"role":"assistant","content":""}' + _NULL_TAIL
 
+    def delta(
+        self, delta: dict[str, Any], *, finish: str | None = None, logprobs: Any = None
+    ) -> bytes:
+        """A chat chunk with a structured delta (reasoning, tool calls)."""
+        choice = {
+            "index": self.index,
+            "delta": delta,
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }
+        return sse(_envelope(self.id, self._obj, self.created, self.model, [choice]))
+
     def _choice(self, text: str | None, finish: str | None, logprobs: Any) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0}
+        choice: dict[str, Any] = {"index": self.index}
         if self.is_chat:
             choice["delta"] = {} if text is None else {"content": text}
         else:
@@ -105,6 +120,34 @@ class ChunkTemplates:
         body = _envelope(self.id, self._obj, self.created, self.model, [])
         body["usage"] = usage
         return sse(body)
+
+
+def chat_choice(
+    index: int, message: dict[str, Any], finish: str | None, logprobs: Any = None
+) -> dict[str, Any]:
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
+
+
+def completion_choice(
+    index: int, text: str, finish: str | None, logprobs: Any = None
+) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+
+
+def body_of(
+    *,
+    chat: bool,
+    request_id: str,
+    model: str,
+    created: int,
+    choices: list[dict[str, Any]],
+    usage: dict[str, Any],
+) -> bytes:
+    """A whole response with several choices (`n` > 1, parsed tool calls, reasoning)."""
+    obj = "chat.completion" if chat else "text_completion"
+    body = _envelope(request_id, obj, created, model, choices)
+    body["usage"] = usage
+    return orjson.dumps(body)
 
 
 def chat_completion(

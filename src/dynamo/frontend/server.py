@@ -57,6 +57,7 @@ class Frontend:
             self.preprocessors,
             self.metrics,
             overload_status=config.overload_status_code,
+            reasoning_field=config.reasoning_field_name,
             disagg=DisaggRouter(
                 disagg_settings(config),
                 DisaggMetrics(self.metrics, self.models.decode_index_blocks),
@@ -69,6 +70,7 @@ class Frontend:
             self.metrics,
             max_body_bytes=config.max_request_body_bytes,
             version=version,
+            anthropic_api=config.enable_anthropic_api,
         )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None

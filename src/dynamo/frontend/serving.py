@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamo.frontend import logprobs as lp
+from dynamo.frontend import postprocess as pp
 from dynamo.frontend import responses as rs
 from dynamo.frontend.accounting import RequestAccounting
 from dynamo.frontend.detokenize import TextStream
@@ -27,9 +28,11 @@ from dynamo.frontend.errors import HttpError, to_http_error
 from dynamo.frontend.generation import Generation
 from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.model_manager import ModelManager
+from dynamo.frontend.postprocess import choice_parser
 from dynamo.frontend.preprocess import Preprocessor
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
+from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import (
     ConfigError,
     DynamoError,
@@ -62,8 +65,10 @@ class OpenAIServing:
         *,
         overload_status: int = 503,
         disagg: DisaggRouter | None = None,
+        reasoning_field: str = "reasoning_content",
     ) -> None:
         self._models = models
+        self._reasoning_field = reasoning_field
         self._pre = preprocessors
         self._metrics = metrics
         self._overload_status = overload_status
@@ -78,13 +83,19 @@ class OpenAIServing:
         self._metrics.for_model(label).request_done(endpoint, stream, err.error_type)
         return JsonReply(err.status, err.body())
 
+    def reject(self, exc: BaseException, endpoint: str) -> JsonReply:
+        """The error reply for a body that did not parse (counted under `endpoint`)."""
+        err = self.error(exc)
+        self._metrics.for_model("unknown").request_done(endpoint, False, err.error_type)
+        return JsonReply(err.status, err.body())
+
     async def chat(self, body: bytes) -> Reply:
         return await self._serve(body, chat=True)
 
     async def completions(self, body: bytes) -> Reply:
         return await self._serve(body, chat=False)
 
-    async def _prepare(self, model: str, kind: str) -> tuple[Preprocessor, Any, int]:
+    async def _prepare(self, model: str, kind: str) -> tuple[Preprocessor, Any, ModelCard]:
         entry, routed = self._models.lookup(model)
         if not entry.serves(kind):
             raise InvalidRequestError(f"The model `{model}` does not serve {kind}", param="model")
@@ -94,7 +105,7 @@ class OpenAIServing:
             pre = await self._pre.get(entry.card, entry.cards)
         except (ConfigError, UnavailableError) as exc:
             raise UnavailableError(f"The model `{model}` cannot be served: {exc}") from exc
-        return pre, routed, entry.card.kv_block_size
+        return pre, routed, entry.card
 
     async def _serve(self, body: bytes, *, chat: bool) -> Reply:
         endpoint = "chat_completions" if chat else "completions"
@@ -107,93 +118,162 @@ class OpenAIServing:
         except DynamoError as exc:
             return self._error_reply(exc, "", endpoint, False)
         try:
-            pre, routed, block_size = await self._prepare(
-                req.model, "chat" if chat else "completions"
-            )
+            pre, routed, card = await self._prepare(req.model, "chat" if chat else "completions")
+            if req.guided_decoding() is not None and not card.structured_output:
+                raise InvalidRequestError(
+                    f"{req.guided_param()}: the workers of model `{req.model}` cannot constrain "
+                    "their output (structured output needs a vLLM worker)",
+                    param=req.guided_param(),
+                )
             started = time.perf_counter()
             ids = await pre.prompt_ids(req)
             if isinstance(req, ChatCompletionRequest) or isinstance(req.single_prompt(), str):
                 self._metrics.tokenize_ms.observe(1000 * (time.perf_counter() - started))
             request_id = rs.new_id("chatcmpl" if chat else "cmpl")
-            engine_request = pre.engine_request(req, ids, request_id)
+            engine_requests = [
+                pre.engine_request(req, ids, request_id if i == 0 else f"{request_id}-{i}")
+                for i in range(req.n)
+            ]
         except DynamoError as exc:
             return self._error_reply(exc, req.model, endpoint, req.stream)
-        text = TextStream(pre.tokenizer, stop=req.stop_strings(), prompt_ids=ids)
-        acct = RequestAccounting(
-            self._metrics.for_model(req.model), endpoint, req.stream, len(ids), text
-        )
-        outputs = self._disagg.generate(
-            DisaggRequest(
-                engine_request,
-                routed,
-                self._models.prefill_of(req.model),
-                block_size,
-                backend_instance_id=req.backend_instance_id(),
-                on_route=acct.routed,
+        # Parsed output keeps special tokens (harmony's <|channel|>, Mistral's [TOOL_CALLS]
+        # are special in their tokenizers) but never decodes EOS.
+        parsed = chat and (card.tool_call_parser is not None or card.reasoning_parser is not None)
+        choices = []
+        for i, engine_request in enumerate(engine_requests):
+            if i and req.seed is not None:  # n samples of one seed must still differ
+                engine_request["sampling_options"]["seed"] = req.seed + i
+            text = TextStream(
+                pre.tokenizer,
+                stop=req.stop_strings(),
+                prompt_ids=ids,
+                skip_special_tokens=not parsed,
+                drop_ids=pre.eos_token_ids if parsed else (),
             )
-        )
-        gen = Generation(
-            req=req, request_id=request_id, pre=pre, text=text, acct=acct, outputs=outputs
-        )
+            acct = RequestAccounting(
+                self._metrics.for_model(req.model), endpoint, req.stream, len(ids), text
+            )
+            outputs = self._disagg.generate(
+                DisaggRequest(
+                    engine_request,
+                    routed,
+                    self._models.prefill_of(req.model),
+                    card.kv_block_size,
+                    backend_instance_id=req.backend_instance_id(),
+                    on_route=acct.routed,
+                )
+            )
+            gen = Generation(
+                req=req, request_id=request_id, pre=pre, text=text, acct=acct, outputs=outputs
+            )
+            choices.append(_Choice(i, gen, choice_parser(card, req)))
+        echo = _echo_text(req, pre, ids)
         if not req.stream:
-            return await self._unary(gen)
-        stream = self._stream(gen)
+            return await self._unary(choices, echo)
+        if len(choices) > 1:
+            stream = self._stream_many(choices, echo)
+        else:
+            stream = self._stream(choices[0], echo)
         try:
             first = await stream.__anext__()
         except _FailedBeforeFirstChunk as exc:  # nothing sent yet: a plain HTTP error
             return JsonReply(exc.error.status, exc.error.body())
         return StreamReply(first, stream)
 
-    async def _unary(self, gen: Generation) -> Reply:
-        parts: list[str] = []
+    async def _unary(self, choices: list[_Choice], echo: str) -> Reply:
+        try:
+            if len(choices) == 1:
+                results = [await self._collect(choices[0], echo)]
+            else:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._collect(c, echo)) for c in choices]
+                results = [t.result() for t in tasks]
+        except asyncio.CancelledError:
+            self._metrics.disconnected.inc()  # the client went away (handler cancelled)
+            raise
+        except Exception as exc:
+            if isinstance(exc, ExceptionGroup):  # one choice failed: report the first error
+                exc = exc.exceptions[0]
+            err = self.error(exc)
+            return JsonReply(err.status, err.body())
+        first = choices[0].gen
+        usage = first.acct.usage()
+        for c in choices[1:]:  # one prompt, n samples: completion tokens add up
+            more = c.gen.acct.usage()
+            usage["completion_tokens"] += more["completion_tokens"]
+            usage["total_tokens"] += more["completion_tokens"]
+        return JsonReply(
+            200,
+            rs.body_of(
+                chat=first.chat,
+                request_id=first.request_id,
+                model=first.model,
+                created=int(time.time()),
+                choices=results,
+                usage=usage,
+            ),
+        )
+
+    async def _collect(self, choice: _Choice, echo: str) -> dict[str, Any]:
+        """Run one choice to its end; its OpenAI choice object (or the error it raised)."""
+        gen, parser = choice.gen, choice.parser
+        content: list[str] = [echo]
+        reasoning: list[str] = []
         lps: list[dict[str, Any]] = []
         finish: str | None = None
         error_type: str | None = "cancelled"
         try:
             async for step in gen.steps():
-                parts.append(step.text)
                 if step.logprobs is not None:
                     lps.append(step.logprobs)
-                finish = step.finish
+                if parser is None:
+                    content.append(step.text)
+                    finish = step.finish
+                    continue
+                parsed = parser.step(step)
+                content.append(parsed.content)
+                reasoning.append(parsed.reasoning)
+                finish = parsed.finish
             error_type = None
-        except asyncio.CancelledError:
-            self._metrics.disconnected.inc()  # the client went away (handler cancelled)
-            raise
         except Exception as exc:
-            err = self.error(exc)
-            error_type = err.error_type
-            return JsonReply(err.status, err.body())
+            error_type = self.error(exc).error_type
+            raise
         finally:
             await gen.close()
             gen.acct.done(error_type, started=gen.started)
-        build = rs.chat_completion if gen.chat else rs.completion
-        merged = lp.merge_chat(lps) if gen.chat else lp.merge_completion(lps)
-        return JsonReply(
-            200,
-            build(
-                request_id=gen.request_id,
-                model=gen.model,
-                created=int(time.time()),
-                text="".join(parts),
-                finish=finish,
-                usage=gen.acct.usage(),
-                logprobs=merged,
-            ),
-        )
+        if not gen.chat:
+            return rs.completion_choice(
+                choice.index, "".join(content), finish, lp.merge_completion(lps)
+            )
+        if parser is None:
+            msg: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        else:
+            msg = pp.message(
+                "".join(content), "".join(reasoning), parser.calls, self._reasoning_field
+            )
+        return rs.chat_choice(choice.index, msg, finish, lp.merge_chat(lps))
 
-    async def _stream(self, gen: Generation) -> AsyncGenerator[bytes, None]:
+    async def _stream(self, choice: _Choice, echo: str) -> AsyncGenerator[bytes, None]:
+        gen, parser = choice.gen, choice.parser
         tpl = rs.ChunkTemplates(chat=gen.chat, request_id=gen.request_id, model=gen.model)
         error_type: str | None = "cancelled"
         pending = [tpl.role()] if gen.chat else []
+        if echo:
+            pending.append(tpl.text(echo))
         sent = False
         try:
             async for step in gen.steps():
-                if step.logprobs is not None:
+                finish = step.finish
+                if parser is not None:
+                    parsed = parser.step(step)
+                    finish = parsed.finish
+                    pending.extend(self._parsed_chunks(tpl, parsed))
+                elif step.logprobs is not None:
                     pending.append(tpl.chunk(step.text, logprobs=step.logprobs))
                 elif step.text:
                     pending.append(tpl.text(step.text))
-                if step.finish is not None:
-                    pending.append(tpl.chunk(None, finish=step.finish))
+                if finish is not None:
+                    pending.append(tpl.chunk(None, finish=finish))
                     if gen.req.include_usage():
                         pending.append(tpl.usage(gen.acct.usage()))
                     pending.append(rs.DONE)
@@ -217,6 +297,120 @@ class OpenAIServing:
         finally:
             await gen.close()
             gen.acct.done(error_type, started=gen.started)
+
+    async def _stream_many(self, choices: list[_Choice], echo: str) -> AsyncGenerator[bytes, None]:
+        """`n` > 1 streamed: each choice's chunks as they come (with its `index`), then one
+        usage chunk for all (completion tokens summed) and `[DONE]`."""
+        queue: asyncio.Queue[tuple[bytes | None, BaseException | None]] = asyncio.Queue()
+
+        async def pump(choice: _Choice) -> None:
+            try:
+                async for chunk in self._choice_chunks(choice, echo):
+                    await queue.put((chunk, None))
+                await queue.put((None, None))
+            except Exception as exc:
+                await queue.put((None, exc))
+
+        tasks = [asyncio.create_task(pump(c)) for c in choices]
+        sent = False
+        done = 0
+        try:
+            while done < len(choices):
+                chunk, exc = await queue.get()
+                if exc is not None:
+                    err = self.error(exc)
+                    if not sent:
+                        raise _FailedBeforeFirstChunk(err) from exc
+                    yield rs.error_event(err.body()) + rs.DONE
+                    return
+                if chunk is None:
+                    done += 1
+                    continue
+                sent = True
+                yield chunk
+            first = choices[0].gen
+            tail = b""
+            if first.req.include_usage():
+                usage = first.acct.usage()
+                for c in choices[1:]:
+                    more = c.gen.acct.usage()["completion_tokens"]
+                    usage["completion_tokens"] += more
+                    usage["total_tokens"] += more
+                tpl = rs.ChunkTemplates(
+                    chat=first.chat, request_id=first.request_id, model=first.model
+                )
+                tail = tpl.usage(usage)
+            yield tail + rs.DONE
+        except (GeneratorExit, asyncio.CancelledError):
+            if done < len(choices):
+                self._metrics.disconnected.inc()
+            raise
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _choice_chunks(self, choice: _Choice, echo: str) -> AsyncGenerator[bytes, None]:
+        """One choice's chunks up to its finish chunk (no usage, no `[DONE]`); raises what
+        failed it; records its outcome."""
+        gen, parser = choice.gen, choice.parser
+        tpl = rs.ChunkTemplates(
+            chat=gen.chat, request_id=gen.request_id, model=gen.model, index=choice.index
+        )
+        error_type: str | None = "cancelled"
+        pending = [tpl.role()] if gen.chat else []
+        if echo:
+            pending.append(tpl.text(echo))
+        try:
+            async for step in gen.steps():
+                finish = step.finish
+                if parser is not None:
+                    parsed = parser.step(step)
+                    finish = parsed.finish
+                    pending.extend(self._parsed_chunks(tpl, parsed))
+                elif step.logprobs is not None:
+                    pending.append(tpl.chunk(step.text, logprobs=step.logprobs))
+                elif step.text:
+                    pending.append(tpl.text(step.text))
+                if finish is not None:
+                    pending.append(tpl.chunk(None, finish=finish))
+                if pending:
+                    yield b"".join(pending)
+                    pending = []
+                if finish is not None:
+                    error_type = None
+                    return
+        except Exception as exc:
+            error_type = self.error(exc).error_type
+            raise
+        finally:
+            await gen.close()
+            gen.acct.done(error_type, started=gen.started)
+
+    def _parsed_chunks(self, tpl: rs.ChunkTemplates, parsed: pp.ParsedStep) -> list[bytes]:
+        deltas = pp.deltas(parsed, self._reasoning_field)
+        if parsed.logprobs is not None and not deltas:
+            deltas = [{}]  # the tokens' logprobs still go out (their text is held back)
+        return [
+            tpl.delta(d, logprobs=parsed.logprobs if i == 0 else None) for i, d in enumerate(deltas)
+        ]
+
+
+@dataclass(slots=True)
+class _Choice:
+    index: int
+    gen: Generation
+    parser: pp.ChoiceParser | None
+
+
+def _echo_text(
+    req: ChatCompletionRequest | CompletionRequest, pre: Preprocessor, ids: list[int]
+) -> str:
+    """The prompt a completion echoes before its text ("" when not asked)."""
+    if not isinstance(req, CompletionRequest) or not req.echo:
+        return ""
+    prompt = req.single_prompt()
+    return prompt if isinstance(prompt, str) else pre.tokenizer.decode(ids)
 
 
 class _FailedBeforeFirstChunk(Exception):

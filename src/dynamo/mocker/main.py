@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dynamo.engines.base import EngineInfo
+from dynamo.engines.mocker.canned import CannedOutputs
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
 from dynamo.engines.mocker.transfer import kv_bytes_per_token
 from dynamo.protocols.model_card import ModelCard, WorkerRole
+from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
 from dynamo.runtime.distributed import DistributedRuntime
@@ -64,15 +66,18 @@ def role_of(config: MockerConfig) -> WorkerRole:
     }[config.mode]
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[RuntimeConfig, MockerConfig]:
+def parse_args(
+    argv: Sequence[str] | None,
+) -> tuple[RuntimeConfig, MockerConfig, ParserFlags]:
     parser = argparse.ArgumentParser(
         prog="python -m dynamo.mocker",
         description="Simulated vLLM workers: paged KV cache, continuous batching, KV events.",
     )
     add_arguments(parser, MockerConfig, title="mocker engine")
     add_arguments(parser, RuntimeConfig, title="runtime")
+    add_arguments(parser, ParserFlags, title="output parsers")
     args = parser.parse_args(argv)
-    return resolve(RuntimeConfig, args), resolve(MockerConfig, args)
+    return resolve(RuntimeConfig, args), resolve(MockerConfig, args), resolve(ParserFlags, args)
 
 
 def build_workers(
@@ -81,6 +86,8 @@ def build_workers(
     config: MockerConfig,
     facts: TokenizerFacts,
     metrics: ComponentMetrics | None = None,
+    parsers: ParserFlags | None = None,
+    canned: CannedOutputs | None = None,
 ) -> list[Worker]:
     """`--num-workers` mocker engines, each its own instance of the endpoint."""
     name = config.model_name or config.model_path or "mocker"
@@ -94,9 +101,10 @@ def build_workers(
     hub_repo = config.model_path if is_hub_id(config.model_path) else None
 
     def make_card(info: EngineInfo) -> ModelCard:
-        return build_model_card(
+        card = build_model_card(
             name, facts, info, role=role, source_path=config.model_path, hub_repo=hub_repo
         )
+        return card.model_copy(update=parsers.card_fields()) if parsers else card
 
     return [
         Worker(
@@ -106,6 +114,7 @@ def build_workers(
                 facts.vocab_size,
                 facts.eos_token_ids,
                 kv_bytes_per_token=config.kv_bytes_per_token or kv_bytes_per_token(facts.directory),
+                canned=canned,
             ),
             address,
             make_card,
@@ -120,17 +129,24 @@ def build_workers(
 def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
     try:
-        runtime_config, config = parse_args(argv)
+        runtime_config, config, parsers = parse_args(argv)
         if not config.model_path:
             raise ConfigError(
                 "--model-path is required (a model directory, hub id or dynamo:tinymodel)"
             )
         facts = read_tokenizer_facts(tokenizer_dir(config.model_path))
+        canned = (
+            CannedOutputs.from_files(config.canned_outputs, facts.directory)
+            if config.canned_outputs
+            else None
+        )
     except DynamoError as exc:
         print(f"dynamo.mocker: error: {exc}", file=sys.stderr)
         sys.exit(2)
     run_workers(
         "python -m dynamo.mocker",
         runtime_config,
-        lambda runtime, metrics: build_workers(runtime, runtime_config, config, facts, metrics),
+        lambda runtime, metrics: build_workers(
+            runtime, runtime_config, config, facts, metrics, parsers, canned
+        ),
     )

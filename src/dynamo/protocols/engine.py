@@ -17,6 +17,17 @@ class StopConditions(TypedDict, total=False):
     stop_token_ids: list[int]
 
 
+class GuidedDecoding(TypedDict, total=False):
+    """Constrain the output (one of these): a JSON schema, any JSON object, a regex, one of
+    several strings, or an EBNF grammar. Engines without structured output never get it."""
+
+    json: dict[str, object] | str
+    json_object: bool
+    regex: str
+    choice: list[str]
+    grammar: str
+
+
 class SamplingOptions(TypedDict, total=False):
     temperature: float | None
     top_p: float | None
@@ -27,6 +38,7 @@ class SamplingOptions(TypedDict, total=False):
     presence_penalty: float | None
     frequency_penalty: float | None
     repetition_penalty: float | None
+    guided_decoding: GuidedDecoding
 
 
 class EngineRequest(TypedDict):

@@ -54,3 +54,8 @@ class ModelCard(BaseModel):
     model_types: list[str] = Field(default_factory=lambda: ["chat", "completions"])
     data_parallel_size: int = Field(1, ge=1)
     migration_limit: int = Field(0, ge=0)
+    structured_output: bool = Field(
+        default=False, description="the engine honours guided decoding (response_format)"
+    )
+    tool_call_parser: str | None = Field(default=None, description="the worker's tool-call parser")
+    reasoning_parser: str | None = Field(default=None, description="the worker's reasoning parser")

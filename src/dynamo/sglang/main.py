@@ -32,4 +32,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         endpoint=config.endpoint,
         publish_kv_events=config.publish_kv_events,
         migration_limit=config.migration_limit,
+        parsers=config.parsers,
     )

@@ -36,4 +36,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         component="tensorrt_llm",  # Dynamo's component name for TRT-LLM decode workers
         publish_kv_events=config.publish_events_and_metrics,
         migration_limit=config.migration_limit,
+        parsers=config.parsers,
     )

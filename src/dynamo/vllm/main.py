@@ -30,4 +30,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         endpoint=config.endpoint,
         publish_kv_events=publish,
         migration_limit=config.migration_limit,
+        parsers=config.parsers,
     )

@@ -103,5 +103,6 @@ def build_model_card(
         max_num_batched_tokens=info.max_num_batched_tokens,
         role=role,
         data_parallel_size=info.data_parallel_size,
+        structured_output=info.structured_output,
         migration_limit=0,
     )

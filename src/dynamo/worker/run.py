@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from dynamo.engines.base import Engine, EngineInfo
 from dynamo.protocols.model_card import ModelCard, WorkerRole
+from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
@@ -96,6 +97,7 @@ def serve_engine(
     component: str = "backend",
     publish_kv_events: bool = True,
     migration_limit: int = 0,
+    parsers: ParserFlags | None = None,
 ) -> None:
     """Serve one real engine at `endpoint` (default `dyn://{ns}.{component}.generate`;
     prefill workers `dyn://{ns}.prefill.generate`). Decode workers publish KV events too: the
@@ -116,7 +118,10 @@ def serve_engine(
             source_path=engine.model_dir,
             hub_repo=engine.hub_repo,
         )
-        return card.model_copy(update={"migration_limit": migration_limit})
+        update: dict[str, object] = {"migration_limit": migration_limit}
+        if parsers is not None:
+            update.update(parsers.card_fields())
+        return card.model_copy(update=update)
 
     def build(runtime: DistributedRuntime, metrics: ComponentMetrics) -> list[Worker]:
         publish = publish_kv_events

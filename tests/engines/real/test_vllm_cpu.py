@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -202,6 +203,37 @@ async def test_metrics_report_kv_capacity(started: Started) -> None:
     (m,) = started.engine.metrics()
     assert m.total_kv_blocks == started.engine._engine_info().total_kv_blocks
     assert m.max_num_seqs > 0
+
+
+async def test_a_json_schema_constrains_smollm2_and_logprobs_come_back(started: Started) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    ids = chat_ids(started.tokenizer, "Describe Paris in JSON.")
+    req = request(ids, "guided", max_tokens=60)
+    req["sampling_options"]["guided_decoding"] = {"json": schema}
+    req["sampling_options"]["logprobs"] = 0
+    outs = [o async for o in started.engine.generate(req, RequestContext("guided"))]
+    tokens = [t for o in outs for t in o.get("token_ids", [])]
+    logprobs = [x for o in outs for x in o.get("log_probs", [])]
+    assert outs[-1]["finish_reason"] in ("eos", "stop")
+    assert len(logprobs) == len(tokens) and all(x <= 0.0 for x in logprobs)
+    value = json.loads(started.tokenizer.decode(tokens, skip_special_tokens=True))
+    assert set(value) == {"city", "population"}
+    assert isinstance(value["city"], str) and isinstance(value["population"], int)
+    assert started.engine._engine_info().structured_output
+
+
+async def test_output_parser_flags_are_ours_beside_vllms() -> None:
+    config, _ = parse_vllm_args(
+        ["--model", SMOLLM2_HUB_ID, "--dyn-tool-call-parser", "hermes"], resolve_model_path=False
+    )
+    assert config.parsers.tool_call_parser == "hermes"
+    with pytest.raises(ConfigError, match="invalid choice: 'nope'"):
+        parse_vllm_args(["--model", SMOLLM2_HUB_ID, "--dyn-reasoning-parser", "nope"])
 
 
 async def test_bad_flag_is_a_config_error() -> None:

@@ -141,3 +141,10 @@ def test_sampled_logprobs() -> None:
     assert sampled_logprobs([5, 9], entries) == [-0.5, -0.1]
     assert sampled_logprobs([6, 8], entries) == [-2.0, float("-inf")]
     assert sampled_logprobs([5], None) is None
+
+
+def test_guided_decoding_becomes_structured_outputs() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    kwargs = sampling_kwargs(req(sampling_options={"guided_decoding": {"json": schema}}), 100)
+    assert kwargs["structured_outputs"] == {"json": schema}
+    assert "structured_outputs" not in sampling_kwargs(req(), 100)

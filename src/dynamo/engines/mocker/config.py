@@ -22,6 +22,11 @@ class MockerConfig:
         None, help="local model directory or HF id; tokenizer and chat template come from it"
     )
     model_name: str | None = option(None, help="served model name (default: the model path)")
+    canned_outputs: str | None = option(
+        None,
+        help='JSON Lines file of {"match": "<substring of the rendered prompt>", "text": '
+        '"<output>"}: the first match is generated (then EOS), otherwise hashed tokens',
+    )
     endpoint: str | None = option(
         None,
         help="dyn://namespace.component.endpoint to serve "

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
+from dynamo.engines.mocker.canned import CannedOutputs
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
 from dynamo.engines.mocker.scheduler import Scheduler
@@ -84,6 +85,7 @@ class MockerEngine:
     mocker, a request runs to `max_tokens` unless one of its `stop_token_ids` comes up.
     With `data_parallel_size` > 1 each rank has its own scheduler and KV cache; a request
     names its rank in `extra_args["dp_rank"]`, else it goes to the least loaded rank.
+    With `canned` outputs, a prompt that matches one gets that text's tokens, then EOS.
     """
 
     def __init__(
@@ -94,8 +96,10 @@ class MockerEngine:
         *,
         special_token_ids: Iterable[int] = (),
         kv_bytes_per_token: int = DEFAULT_KV_BYTES_PER_TOKEN,
+        canned: CannedOutputs | None = None,
     ) -> None:
         self.config = config
+        self._canned = canned
         self.kv_bytes_per_token = kv_bytes_per_token
         self._link = KvLink(config.kv_transfer_bandwidth_gb_s, config.speedup_ratio)
         self.vocab_size = vocab_size
@@ -304,6 +308,7 @@ class MockerEngine:
             eos_token_ids=self.eos_token_ids if eos is None else eos,
             ignore_eos=bool(stop.get("ignore_eos", False)),
             remote_tokens=remote_tokens,
+            script=self._canned.script_for(tokens) if self._canned else None,
         )
 
     def _limit_reason(self) -> str:

@@ -111,6 +111,7 @@ class Scheduler:
         eos_token_ids: Iterable[int] = (),
         ignore_eos: bool = False,
         remote_tokens: int = 0,
+        script: Sequence[int] | None = None,
     ) -> SchedRequest:
         """Queue a request; the caller has checked that the prompt fits (`max_len`).
 
@@ -131,6 +132,8 @@ class Scheduler:
             stop_ids=frozenset(stop_token_ids),
             eos_ids=frozenset() if ignore_eos else frozenset(eos_token_ids),
             seed=seed,
+            script=script,
+            script_ends=not ignore_eos,
         )
         req.remote_tokens = max(0, min(remote_tokens, len(prompt) - 1))
         self._requests[key] = req
@@ -182,7 +185,7 @@ class Scheduler:
             if self._caching:
                 self._commit_full_blocks(req)
             if req.num_computed == req.total_len:
-                token = self._sampler.token(req.seed, len(req.output))
+                token = self._next_token(req)
                 req.output.append(token)
                 emitted.append((req.key, token))
                 reason = self._finish_reason(req, token)
@@ -311,6 +314,12 @@ class Scheduler:
         req.private -= full - start
         req.committed = full
 
+    def _next_token(self, req: SchedRequest) -> int:
+        i = len(req.output)
+        if req.script is not None and i < len(req.script):
+            return req.script[i]
+        return self._sampler.token(req.seed, i)
+
     def _finish_reason(self, req: SchedRequest, token: int) -> FinishReason | None:
         n_out = len(req.output)
         if n_out >= req.min_tokens:
@@ -318,6 +327,8 @@ class Scheduler:
                 return "eos"
             if token in req.stop_ids:
                 return "stop"
+            if req.script is not None and n_out == len(req.script) and req.script_ends:
+                return "eos"  # the canned text is all said (ignore_eos goes on sampling)
         if n_out >= req.max_output:
             return "length"
         return None

@@ -27,6 +27,8 @@ class SchedRequest:
         "private",
         "prompt",
         "remote_tokens",
+        "script",
+        "script_ends",
         "seed",
         "seq_hashes",
         "state",
@@ -43,6 +45,8 @@ class SchedRequest:
         stop_ids: frozenset[int],
         eos_ids: frozenset[int],
         seed: int,
+        script: Sequence[int] | None = None,
+        script_ends: bool = True,
     ) -> None:
         self.key = key
         self.prompt = prompt
@@ -52,6 +56,9 @@ class SchedRequest:
         self.stop_ids = stop_ids
         self.eos_ids = eos_ids
         self.seed = seed
+        # Canned output: these tokens first, then the request ends (unless ignore_eos).
+        self.script = script
+        self.script_ends = script_ends
         self.seq_hashes: list[int] = []
         self.local_hashes: list[int] = []
         self.committed = 0

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from dynamo.engines.model_resolution import resolve_model
 from dynamo.engines.vllm.engine import describe_error, import_vllm
 from dynamo.protocols.model_card import WorkerRole
+from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
 from dynamo.runtime.errors import ConfigError
 
@@ -49,6 +50,7 @@ class VllmWorkerConfig:
         0, help="times a request broken by this worker's death may move to another worker"
     )
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    parsers: ParserFlags = dataclasses.field(default_factory=ParserFlags)
 
     def __post_init__(self) -> None:
         if self.is_prefill_worker and self.is_decode_worker:
@@ -86,6 +88,7 @@ def build_parser(prog: str = "python -m dynamo.vllm") -> argparse.ArgumentParser
     parser = _Parser(prog=prog, description="A Dynamo worker serving a vLLM engine.")
     add_arguments(parser, VllmWorkerConfig, title="Dynamo worker")
     add_arguments(parser, RuntimeConfig, title="Dynamo runtime")
+    add_arguments(parser, ParserFlags, title="Dynamo output parsers")
     AsyncEngineArgs.add_cli_args(parser)
     return parser
 
@@ -106,7 +109,7 @@ def parse_vllm_args(
     ns = parser.parse_args(list(argv) if argv is not None else None)
     worker = resolve(VllmWorkerConfig, ns)
     runtime = resolve(RuntimeConfig, ns)
-    config = dataclasses.replace(worker, runtime=runtime)
+    config = dataclasses.replace(worker, runtime=runtime, parsers=resolve(ParserFlags, ns))
     if resolve_model_path:
         requested = str(ns.model)
         resolved = resolve_model(requested)

@@ -220,6 +220,7 @@ class VllmEngine:
             max_num_seqs=int(cfg.scheduler_config.max_num_seqs),
             max_num_batched_tokens=int(cfg.scheduler_config.max_num_batched_tokens),
             data_parallel_size=int(cfg.parallel_config.data_parallel_size),
+            structured_output=True,  # vLLM's structured outputs (xgrammar / guidance)
         )
 
     def _local_dp_ranks(self) -> list[int]:
@@ -288,13 +289,16 @@ class VllmEngine:
             raise UnavailableError("vLLM engine is not started")
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         prompt = validate_prompt(request, self._max_model_len)
+        kwargs = sampling_kwargs(request, self._max_model_len)
+        if "structured_outputs" in kwargs:
+            kwargs["structured_outputs"] = build_sampling_params(
+                StructuredOutputsParams, **kwargs["structured_outputs"]
+            )
         params = build_sampling_params(
-            SamplingParams,
-            **sampling_kwargs(request, self._max_model_len),
-            output_kind=RequestOutputKind.DELTA,
+            SamplingParams, **kwargs, output_kind=RequestOutputKind.DELTA
         )
         eos_ids = self._eos_token_ids | frozenset(request.get("eos_token_ids") or ())
         # Unique per call: a migrated request may come back with the same id.

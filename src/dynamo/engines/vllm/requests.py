@@ -44,6 +44,9 @@ def sampling_kwargs(request: EngineRequest, max_model_len: int) -> dict[str, Any
         kwargs["top_k"] = 0 if top_k < 0 else top_k  # vLLM: 0 disables top-k
     if sampling.get("logprobs") is not None:
         kwargs["logprobs"] = sampling["logprobs"]
+    guided = sampling.get("guided_decoding")
+    if guided:  # vllm.sampling_params.StructuredOutputsParams keyword arguments
+        kwargs["structured_outputs"] = dict(guided)
     return kwargs
 
 

@@ -1,0 +1,1 @@
+"""Tool-call families: one module each, a `FORMAT` (or several) built on `tool_engine`."""
