@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 async def test_kill_9_a_worker_mid_stream(procs: Procs) -> None:
     url = await procs.frontend("--migration-limit", "3")
-    workers = [await procs.echo_worker(delay_s=0.01) for _ in range(3)]
+    workers = [await procs.echo_worker(delay_s=0.05) for _ in range(3)]
     await wait_for_instances(url, 3)
 
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
@@ -46,7 +46,8 @@ async def test_kill_9_a_worker_mid_stream(procs: Procs) -> None:
     try:
         tasks = [asyncio.create_task(one(i)) for i in range(50)]
         for _ in range(600):
-            if sum(1 for p in progress if p >= 3) >= 40:
+            # kill while streams are mid-way (on a loaded machine early ones may be done)
+            if sum(1 for p in progress if 3 <= p < 30) >= 30:
                 break
             await asyncio.sleep(0.02)
         victim, _ = workers[0]
