@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import aiohttp
 import kubernetes_validate
 import yaml
-from _podmonitor import validate_podmonitor
+from _crd_schema import known, validate_crd_instance
 
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.handlers import run
@@ -215,10 +215,10 @@ async def running_operator(
 
 def validate_k8s(obj: Mapping[str, Any]) -> None:
     """Check `obj` against Kubernetes 1.33's own schemas (strict: unknown fields fail). A
-    LeaderWorkerSet (a CRD) is checked through its pod templates, a PodMonitor with its CRD's
-    schema."""
-    if obj["kind"] == "PodMonitor":
-        validate_podmonitor(dict(obj))
+    LeaderWorkerSet (a CRD) is checked through its pod templates; a PodMonitor, Flux or Argo CD
+    object with its CRD's schema (`_crd_schema`)."""
+    if known(dict(obj)):
+        validate_crd_instance(dict(obj))
         return
     if obj["kind"] == "LeaderWorkerSet":
         lws = obj["spec"]["leaderWorkerTemplate"]

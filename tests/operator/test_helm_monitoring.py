@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from _operator_harness import validate_k8s
-from _podmonitor import validate_podmonitor
 from test_helm import PLATFORM, _by_kind, _render
 
 PODMONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
@@ -36,7 +35,7 @@ def test_podmonitors_render_where_the_api_exists() -> None:
         "dynamo-platform-worker",
     ]
     for doc in found.values():
-        validate_podmonitor(doc)
+        validate_k8s(doc)
     ports = {n: d["spec"]["podMetricsEndpoints"][0]["port"] for n, d in found.items()}
     assert ports == {
         "dynamo-platform-frontend": "http",
@@ -71,7 +70,7 @@ def test_forced_on_with_a_restricted_operator_and_release_labels() -> None:
     )  # fmt: skip
     assert len(found) == 4
     for name, doc in found.items():
-        validate_podmonitor(doc)
+        validate_k8s(doc)
         assert doc["metadata"]["labels"]["release"] == "prometheus"
         if name != "dynamo-platform-operator":
             assert doc["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
