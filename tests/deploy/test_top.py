@@ -8,12 +8,15 @@ import asyncio
 import math
 import os
 import sys
+from pathlib import Path
 
 import openai
 import pytest
 
-from dynamo.deploy.top import find_targets
+from dynamo.deploy.state import RunState, write_state
+from dynamo.deploy.top import find_targets, top_main
 from dynamo.deploy.top_view import Scrape, model_rows, parse_metrics, quantile, render, worker_rows
+from dynamo.runtime.errors import ConfigError
 from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
 
 FRONTEND_T0 = """
@@ -143,3 +146,23 @@ async def test_top_over_a_live_frontend_and_mocker(procs: Procs) -> None:
         assert cols[1] == "backend" and cols[3].endswith("%")
         assert int(cols[4].split("/")[1]) > 0  # active/total KV blocks
     assert not [line for line in frame if line.startswith("unreachable")]
+
+
+def test_a_running_serve_graph_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYN_SERVE_RUN_ROOT", str(tmp_path))
+    run_dir = tmp_path / "my-graph"
+    run_dir.mkdir()
+    state = RunState("my-graph", os.getpid(), 0.0, "ns-g", 8123, str(tmp_path / "kv"))
+    write_state(run_dir, state)
+    for graph in ("my-graph", None):  # by name, and as the only running graph
+        targets = find_targets(graph=graph, run_dir=None, frontends=[], workers=[], env={})
+        assert targets.title == "dynamo top: graph my-graph"
+        assert targets.frontends == ("http://127.0.0.1:8123",)
+        assert targets.discovery is not None
+        assert (targets.discovery.discovery_backend, targets.discovery.namespace) == (
+            "file",
+            "ns-g",
+        )
+        assert targets.discovery.file_kv_root == str(tmp_path / "kv")
+    with pytest.raises(ConfigError, match="--interval must be > 0"):
+        top_main(graph=None, run_dir=None, frontends=[], workers=[], interval_s=0, once=True)
