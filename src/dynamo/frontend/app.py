@@ -83,7 +83,7 @@ async def _scoped(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[_REQUEST_ID] = request_id
     with (
         request_scope(request_id, request.headers.get(TRACEPARENT)),
-        span("http", **{"http.method": request.method, "http.route": request.path}),
+        span("http", **{"http.method": request.method, "url.path": request.path}),
     ):
         log.debug("%s %s", request.method, request.path)
         return await handler(request)
