@@ -1,4 +1,4 @@
-"""The `dynamo` console script: `serve`, `ps`, `scale`, `check`, `planner`, `version`.
+"""The `dynamo` console script: `serve`, `ps`, `scale`, `top`, `check`, `planner`, `version`.
 
 Subcommands import their implementation lazily, so `dynamo --help` stays fast and a missing
 optional part (e.g. the operator's checks) only fails the command that needs it.
@@ -49,6 +49,19 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     asyncio.run(connector.set_replicas(args.service, args.replicas))
     print(f"{args.service} scaled to {args.replicas}")
     return 0
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    from dynamo.deploy.top import top_main
+
+    return top_main(
+        graph=args.graph,
+        run_dir=args.run_dir,
+        frontends=args.frontend,
+        workers=args.worker,
+        interval_s=args.interval,
+        once=args.once,
+    )
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -104,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--graph", help="graph name (default: the only running graph)")
     scale.add_argument("--run-dir", help="run dir of the graph")
     scale.set_defaults(func=_cmd_scale)
+
+    top = sub.add_parser(
+        "top",
+        help="a refreshing terminal view of models and workers (rates, latencies, KV usage)",
+        description="Scrape the frontends' and workers' /metrics and show rates and latencies "
+        "over each interval. Targets: --frontend/--worker, else a running `dynamo serve` "
+        "graph, else a frontend on DYN_HTTP_PORT (8000) and the workers in discovery.",
+    )
+    top.add_argument("graph", nargs="?", help="graph name of a running `dynamo serve`")
+    top.add_argument("--run-dir", help="run dir of the graph")
+    top.add_argument("--frontend", action="append", default=[], help="frontend base URL (repeat)")
+    top.add_argument("--worker", action="append", default=[], help="worker status URL (repeat)")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.set_defaults(func=_cmd_top)
 
     # `dynamo check ARGS...` is handed over unparsed (see `main`); listed here for --help.
     sub.add_parser("check", help="pre-deployment checks of a Kubernetes cluster", add_help=False)

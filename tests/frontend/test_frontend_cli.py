@@ -24,7 +24,7 @@ def test_flags_beat_env_beat_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert frontend.http_port == 9001 and frontend.http_host == "0.0.0.0"
     assert frontend.migration_limit == 3 and frontend.overload_status_code == 529
     assert router.router_mode == "random" and runtime.namespace == "x"
-    assert level == "INFO"
+    assert level == "info"
     _, frontend, router, _ = parse_configs(["--http-port", "8123", "--router-mode", "kv"])
     assert frontend.http_port == 8123 and router.router_mode == "kv"
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import aiohttp
 import kubernetes_validate
 import yaml
+from _crd_schema import known, validate_crd_instance
 
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.handlers import run
@@ -214,7 +215,11 @@ async def running_operator(
 
 def validate_k8s(obj: Mapping[str, Any]) -> None:
     """Check `obj` against Kubernetes 1.33's own schemas (strict: unknown fields fail). A
-    LeaderWorkerSet (a CRD) is checked through its pod templates."""
+    LeaderWorkerSet (a CRD) is checked through its pod templates; a PodMonitor, Flux or Argo CD
+    object with its CRD's schema (`_crd_schema`)."""
+    if known(dict(obj)):
+        validate_crd_instance(dict(obj))
+        return
     if obj["kind"] == "LeaderWorkerSet":
         lws = obj["spec"]["leaderWorkerTemplate"]
         for key in ("leaderTemplate", "workerTemplate"):

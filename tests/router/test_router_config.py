@@ -124,8 +124,8 @@ def test_routing_process_parser_and_log_level():
     assert resolve(Own, args).port == 9
     assert resolve(RouterConfig, args).router_mode == "kv"
     assert resolve(RuntimeConfig, args).namespace == "n"
-    assert log_level(args, {}) == "INFO"
-    assert log_level(args, {"DYN_LOG": "debug"}) == "DEBUG"
+    assert log_level(args, {}) == "info"
+    assert log_level(args, {"DYN_LOG": "debug"}) == "debug"
     assert log_level(parser.parse_args(["--log-level", "warning"]), {"DYN_LOG": "debug"}) == (
-        "WARNING"
+        "warning"
     )

@@ -7,6 +7,7 @@ endpoints through its own `DistributedRuntime`.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import signal
@@ -20,6 +21,7 @@ from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import InvalidRequestError, UnavailableError
+from dynamo.runtime.request_scope import request_scope
 from dynamo.testing.processes import Procs, mocker_args, read_until
 
 pytestmark = pytest.mark.slow
@@ -207,3 +209,47 @@ async def test_without_workers_and_with_bad_requests(procs: Procs, caller: Route
         await caller.call("mark", {"request_id": "r", "event": "x"})
     with pytest.raises(InvalidRequestError, match="request_id must be a non-empty string"):
         await caller.call("mark", {"event": "finish"})
+
+
+async def test_the_callers_request_id_reaches_router_and_worker_logs(
+    procs: Procs, caller: RouterCaller
+) -> None:
+    log_env = {
+        "DYN_LOGGING_JSONL": "1",
+        "DYN_LOG": "info,dynamo.router.service=debug,dynamo.worker.core=debug",
+    }
+    mocker = await procs.spawn(*MOCKER, env=log_env)
+    mocker_lines = procs.collect(mocker)
+    router = await procs.spawn("dynamo.router", env=log_env)
+    await read_until(router, ROUTER_READY)
+    router_lines = procs.collect(router)
+
+    async def all_workers() -> bool:
+        return len((await caller.one("workers", {}))["workers"]) == 2
+
+    await eventually(all_workers)
+    with request_scope("from-the-frontend-7"):  # what the frontend's request plane carries
+        outputs = await caller.call(
+            "generate",
+            {
+                "model": "tinymodel",
+                "token_ids": list(range(10, 60)),
+                "stop_conditions": {"max_tokens": 2},
+                "sampling_options": {},
+            },
+        )
+    assert outputs[-1]["finish_reason"] == "length"
+
+    def logged(lines: list[bytes], target: str) -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in lines if line.strip()]
+        return [r for r in records if r["target"] == target and r["request_id"]]
+
+    async def worker_logged() -> list[dict[str, Any]]:
+        return logged(mocker_lines, "dynamo.worker.core")
+
+    (served,) = await eventually(worker_logged)
+    await procs.stop_all()
+    (routed,) = logged(router_lines, "dynamo.router.service")
+    assert (routed["component"], routed["request_id"]) == ("router", "from-the-frontend-7")
+    assert str(routed["message"]).startswith("request ")
+    assert (served["component"], served["request_id"]) == ("mocker", "from-the-frontend-7")

@@ -25,6 +25,13 @@ from dynamo.frontend.protocol import EmbeddingRequest, parse_body
 from dynamo.frontend.serving import JsonReply, OpenAIServing, StreamReply
 from dynamo.frontend.sse import write_sse
 from dynamo.runtime.errors import DynamoError
+from dynamo.runtime.request_scope import (
+    REQUEST_ID_HEADER,
+    TRACEPARENT,
+    accepted_request_id,
+    request_scope,
+)
+from dynamo.runtime.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,29 @@ async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(HttpError(500, "Internal server error", "internal_error"))
 
 
+_REQUEST_ID = web.RequestKey("dynamo_request_id", str)
+
+
+@web.middleware
+async def _scoped(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Each request runs in its scope: `x-request-id` accepted or generated (echoed in the
+    response), a received W3C `traceparent` joined, an `http` span around it all."""
+    request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER))
+    request[_REQUEST_ID] = request_id
+    with (
+        request_scope(request_id, request.headers.get(TRACEPARENT)),
+        span("http", **{"http.method": request.method, "url.path": request.path}),
+    ):
+        log.debug("%s %s", request.method, request.path)
+        return await handler(request)
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get(_REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
 class FrontendApp:
     """Route handlers; the state they use is built by `dynamo.frontend.server`."""
 
@@ -90,7 +120,8 @@ class FrontendApp:
         self._started = int(time.time())
 
     def build(self) -> web.Application:
-        app = web.Application(middlewares=[_openai_errors], client_max_size=self._max_body)
+        app = web.Application(middlewares=[_scoped, _openai_errors], client_max_size=self._max_body)
+        app.on_response_prepare.append(_echo_request_id)
         r = app.router
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/completions", self.completions)

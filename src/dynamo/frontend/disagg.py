@@ -27,6 +27,7 @@ from dynamo.runtime.errors import (
     KvTransferError,
     UnavailableError,
 )
+from dynamo.runtime.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +178,12 @@ class DisaggRouter:
         if self._metrics is not None:
             self._metrics.prefill_inflight.labels(model).inc()
         try:
-            async with aclosing(pool.generate(prefill_request(r.request))) as outputs:
-                async for out in outputs:
-                    found = out.get("disaggregated_params")
-                    if found:
-                        params = found
+            with span("prefill", model=model):
+                async with aclosing(pool.generate(prefill_request(r.request))) as outputs:
+                    async for out in outputs:
+                        found = out.get("disaggregated_params")
+                        if found:
+                            params = found
         except InvalidRequestError:
             raise  # the request itself is bad: a decode worker would refuse it too
         except DynamoError as exc:
@@ -206,16 +208,17 @@ class DisaggRouter:
         self, r: DisaggRequest, request: EngineRequest
     ) -> AsyncGenerator[EngineOutput, None]:
         first = True
-        async with aclosing(
-            r.decode.generate(
-                request, backend_instance_id=r.backend_instance_id, on_route=r.on_route
-            )
-        ) as outputs:
-            async for out in outputs:
-                if first:
-                    first = False
-                    self._observe_transfer(r.decode.name, out)
-                yield out
+        with span("decode", model=r.decode.name):
+            async with aclosing(
+                r.decode.generate(
+                    request, backend_instance_id=r.backend_instance_id, on_route=r.on_route
+                )
+            ) as outputs:
+                async for out in outputs:
+                    if first:
+                        first = False
+                        self._observe_transfer(r.decode.name, out)
+                    yield out
 
     def _observe_transfer(self, model: str, out: EngineOutput) -> None:
         stats = out.get("kv_transfer")

@@ -24,6 +24,7 @@ from dynamo.runtime.errors import (
     TransportError,
     UnavailableError,
 )
+from dynamo.runtime.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,15 @@ class RoutedModel:
                 f"nvext.backend_instance_id {backend_instance_id} is not a worker of model "
                 f"{self.name!r}"
             )
-        return self.policy.select(
-            RouteRequest(
-                request_id=request["request_id"],
-                token_ids=request["token_ids"],
-                backend_instance_id=backend_instance_id,
-                exclude=frozenset(exclude),
+        with span("route", model=self.name):
+            return self.policy.select(
+                RouteRequest(
+                    request_id=request["request_id"],
+                    token_ids=request["token_ids"],
+                    backend_instance_id=backend_instance_id,
+                    exclude=frozenset(exclude),
+                )
             )
-        )
 
     async def generate(
         self,

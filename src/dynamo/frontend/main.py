@@ -25,6 +25,7 @@ from dynamo.router.policies import make_policy
 from dynamo.router.replica_sync import ReplicaSync, replica_sync_topic
 from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.errors import ConfigError, DynamoError
+from dynamo.runtime.observability import setup_observability
 
 log = logging.getLogger("dynamo.frontend")
 
@@ -117,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        setup_observability("frontend", level)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _event_loop_policy()
     try:
         asyncio.run(serve(runtime_cfg, cfg, router_cfg))

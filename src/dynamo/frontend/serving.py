@@ -39,6 +39,7 @@ from dynamo.runtime.errors import (
     InvalidRequestError,
     UnavailableError,
 )
+from dynamo.runtime.tracing import span
 
 
 @dataclass(slots=True)
@@ -126,7 +127,8 @@ class OpenAIServing:
                     param=req.guided_param(),
                 )
             started = time.perf_counter()
-            ids = await pre.prompt_ids(req)
+            with span("tokenize"):
+                ids = await pre.prompt_ids(req)
             if isinstance(req, ChatCompletionRequest) or isinstance(req.single_prompt(), str):
                 self._metrics.tokenize_ms.observe(1000 * (time.perf_counter() - started))
             request_id = rs.new_id("chatcmpl" if chat else "cmpl")

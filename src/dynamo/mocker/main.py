@@ -127,7 +127,7 @@ def build_workers(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    setup_logging()
+    setup_logging("mocker")
     try:
         runtime_config, config, parsers = parse_args(argv)
         if not config.model_path:

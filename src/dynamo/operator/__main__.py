@@ -13,6 +13,7 @@ from dynamo.operator.config import OperatorConfig
 from dynamo.runtime.config import add_arguments, resolve
 from dynamo.runtime.errors import ConfigError, MissingExtraError
 from dynamo.runtime.extras import import_extra
+from dynamo.runtime.observability import setup_observability
 
 PROG = "python -m dynamo.operator"
 
@@ -29,10 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingExtraError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        setup_observability("operator", config.log_level)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     scope = f"namespace {config.namespace}" if config.namespace else "all namespaces"
     logging.getLogger("dynamo.operator").info("dynamo operator watching %s", scope)
     try:

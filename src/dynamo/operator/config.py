@@ -48,6 +48,11 @@ class OperatorConfig:
         help="port of the /healthz liveness endpoint (0: off)",
         env="DYN_OPERATOR_HEALTH_PORT",
     )
+    metrics_port: int = option(
+        0,
+        help="port of the Prometheus /metrics endpoint (0: off; the chart sets 8082)",
+        env="DYN_OPERATOR_METRICS_PORT",
+    )
     log_level: str = option(
         "info",
         help="log level",

@@ -18,6 +18,7 @@ import kopf
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.kube import connect
 from dynamo.operator.labels import GRAPH_LABEL
+from dynamo.operator.metrics import OperatorMetrics, serve_metrics
 from dynamo.operator.reconcile import (
     DGD_API_VERSION,
     DGD_KIND,
@@ -65,11 +66,17 @@ def _owner_graph(body: Mapping[str, Any]) -> str | None:
 
 
 def build_registry(
-    api: KubeClient, config: OperatorConfig, *, connection: KubeConnection | None = None
+    api: KubeClient,
+    config: OperatorConfig,
+    *,
+    connection: KubeConnection | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> kopf.OperatorRegistry:
     """All handlers in a registry of their own (no global state): kopf logs in to
-    `connection`, else with the in-cluster service account or the kubeconfig."""
+    `connection`, else with the in-cluster service account or the kubeconfig. Reconciles are
+    counted in `metrics`."""
     registry = kopf.OperatorRegistry()
+    counted = metrics or OperatorMetrics()
     if connection is None:
         kopf.on.login(registry=registry)(kopf.login_with_service_account)
         kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
@@ -93,11 +100,18 @@ def build_registry(
     @kopf.on.create(GROUP, VERSION, DGD_PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, DGD_PLURAL, registry=registry)
     async def reconcile_dgd(body: kopf.Body, patch: kopf.Patch, logger: Logger, **_: Any) -> None:
+        with counted.reconcile(DGD_KIND) as outcome:
+            await _reconcile_dgd(body, patch, logger, outcome)
+
+    async def _reconcile_dgd(
+        body: kopf.Body, patch: kopf.Patch, logger: Logger, outcome: dict[str, str]
+    ) -> None:
         generation = body.get("metadata", {}).get("generation")
         previous = dict(body.get("status") or {})
         try:
             status = await reconcile_graph(api, body, config)
         except ConfigError as exc:
+            outcome["result"] = "invalid"
             logger.error("invalid DynamoGraphDeployment: %s", exc)
             kopf.warn(body, reason=REASON_INVALID, message=str(exc))
             status = failed_status(
@@ -110,6 +124,7 @@ def build_registry(
             patch.status.update({**status, "services": None})
             return  # a new spec triggers the next attempt
         except KubeApiError as exc:
+            outcome["result"] = "retry"
             status = failed_status(
                 str(exc),
                 reason=REASON_RECONCILE_FAILED,
@@ -191,8 +206,12 @@ async def run(
     operator embedded in a program (or a test) runs in a thread with a loop of its own, with
     `threading.Event` flags."""
     api = await connect(connection)
+    metrics = OperatorMetrics()
+    metrics_server = None
     try:
-        registry = build_registry(api, config, connection=connection)
+        if config.metrics_port:
+            metrics_server = await serve_metrics(metrics, config.metrics_port)
+        registry = build_registry(api, config, connection=connection, metrics=metrics)
         liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
         await kopf.operator(
             registry=registry,
@@ -205,4 +224,6 @@ async def run(
             ready_flag=ready_flag,
         )
     finally:
+        if metrics_server is not None:
+            await metrics_server.cleanup()
         await api.close()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option
 from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.logging_config import parse_log_filter
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 
@@ -133,15 +134,21 @@ def routing_process_parser(
     add_arguments(parser, RouterConfig, title="router")
     add_arguments(parser, RuntimeConfig, title="runtime (discovery and transports)")
     parser.add_argument(
-        "--log-level", default=None, help="DEBUG, INFO, WARNING... [env DYN_LOG; default INFO]"
+        "--log-level",
+        default=None,
+        help="a level (debug, info, warn...) and target=level overrides, comma-separated "
+        "[env DYN_LOG; default info]",
     )
     return parser
 
 
 def log_level(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str:
-    """`--log-level`, else `DYN_LOG`, else INFO; upper case."""
+    """The log filter (`dynamo.runtime.logging_config` syntax): `--log-level`, else `DYN_LOG`,
+    else info. A bad one is a ConfigError here, before the process starts."""
     env = os.environ if env is None else env
-    return str(args.log_level or env.get("DYN_LOG") or "INFO").upper()
+    spec = str(args.log_level or env.get("DYN_LOG") or "info")
+    parse_log_filter(spec)
+    return spec
 
 
 def _check(ok: bool, message: str) -> None:

@@ -20,6 +20,7 @@ from dynamo.runtime.config import RuntimeConfig, resolve
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.lifecycle import run_until_signal
+from dynamo.runtime.observability import setup_observability
 
 log = logging.getLogger("dynamo.router")
 DEFAULT_MODE = "kv"
@@ -55,7 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dynamo.router: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        setup_observability("router", level)
+    except ConfigError as exc:
+        print(f"dynamo.router: error: {exc}", file=sys.stderr)
+        return 2
 
     async def serve(runtime: DistributedRuntime) -> None:
         service = RouterService(runtime, router_cfg, cfg)

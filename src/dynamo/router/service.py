@@ -233,6 +233,13 @@ class RouterService:
         exclude = set(request.exclude)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             decision = self.policy.select(dataclasses.replace(request, exclude=frozenset(exclude)))
+            log.debug(
+                "request %s: worker %x rank %d (attempt %d)",
+                request_id,
+                decision.instance_id,
+                decision.dp_rank,
+                attempt,
+            )
             started = False
             try:
                 stream = self.workers.client.generate(

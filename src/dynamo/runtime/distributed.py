@@ -31,6 +31,7 @@ from dynamo.runtime.endpoint_client import EndpointClient
 from dynamo.runtime.errors import ConfigError, DynamoError, UnavailableError
 from dynamo.runtime.event_subscription import subscribe_events
 from dynamo.runtime.hosted_files import HostedFiles
+from dynamo.runtime.request_scope import scoped
 from dynamo.runtime.system_server import SystemServer
 from dynamo.runtime.transport.base import (
     EventPublisher,
@@ -166,7 +167,7 @@ class DistributedRuntime:
         server = await self._ensure_server()
         self._served[served.name] = served
         try:
-            transport = await serve(server, served.name, handler)
+            transport = await serve(server, served.name, scoped(handler))
             info = {
                 "namespace": address.namespace,
                 "component": address.component,

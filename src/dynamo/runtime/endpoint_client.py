@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.discovery.base import INSTANCES_ROOT, WatchEvent
 from dynamo.runtime.errors import NotFoundError, UnavailableError
+from dynamo.runtime.request_scope import attach
 from dynamo.runtime.transport.planes import address_of
 
 if TYPE_CHECKING:
@@ -110,7 +111,9 @@ class EndpointClient:
         if target is None:
             raise NotFoundError(f"instance {instance_id:x} of {self.address} is not registered")
         name = f"{self.address.path}/{instance_id:x}"
-        return self._runtime.request_client.stream(target, name, request, request_id=request_id)
+        return self._runtime.request_client.stream(
+            target, name, attach(request), request_id=request_id
+        )
 
     def on_change(self, callback: Callable[[str, int], None]) -> None:
         """Call `callback("add" | "remove", instance_id)` on every change from now on."""

@@ -11,7 +11,7 @@ import sys
 
 import aiohttp
 
-FRONTEND_LISTENING = re.compile(rb"frontend listening on (http://\S+)")
+FRONTEND_LISTENING = re.compile(rb"frontend listening on (http://[^\s\"]+)")
 ECHO_WORKER_READY = re.compile(rb"ready ([0-9a-f]+)")
 
 
@@ -67,6 +67,13 @@ class Procs:
         """Keep reading a child's output so it never blocks on a full pipe."""
         self._drained.add(id(proc))
         self._drains.append(asyncio.get_running_loop().create_task(_drain(proc)))
+
+    def collect(self, proc: asyncio.subprocess.Process) -> list[bytes]:
+        """Like `drain`, but keep the child's output lines (for tests that read its logs)."""
+        lines: list[bytes] = []
+        self._drained.add(id(proc))
+        self._drains.append(asyncio.get_running_loop().create_task(_collect(proc, lines)))
+        return lines
 
     async def frontend(self, *args: str) -> str:
         """Start `python -m dynamo.frontend` on a free port; return its base URL."""
@@ -127,6 +134,12 @@ async def _drain(proc: asyncio.subprocess.Process) -> None:
     assert proc.stdout is not None
     while await proc.stdout.read(65536):
         pass
+
+
+async def _collect(proc: asyncio.subprocess.Process, lines: list[bytes]) -> None:
+    assert proc.stdout is not None
+    while line := await proc.stdout.readline():
+        lines.append(line)
 
 
 async def wait_for_instances(url: str, n: int, timeout_s: float = 60) -> list[object]:

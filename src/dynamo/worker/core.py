@@ -15,6 +15,7 @@ from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.addressing import EndpointAddress, new_instance_id
 from dynamo.runtime.distributed import DistributedRuntime, ServedEndpoint, event_topic
 from dynamo.runtime.errors import DynamoError
+from dynamo.runtime.tracing import span
 from dynamo.runtime.transport.base import RequestContext
 from dynamo.worker.events import EventForwarder
 from dynamo.worker.metrics import ComponentMetrics
@@ -89,14 +90,23 @@ class Worker:
         if metrics is not None:
             metrics.requests_total.labels(*self._labels).inc()
             metrics.inflight_requests.labels(*self._labels).inc()
+        engine_request: EngineRequest = request  # type: ignore[assignment]
+        log.debug(
+            "request %s: %d prompt tokens on %s",
+            context.request_id,
+            len(engine_request.get("token_ids") or ()),
+            self.address,
+        )
         try:
-            engine_request: EngineRequest = request  # type: ignore[assignment]
-            async for output in self.engine.generate(engine_request, context):
-                transfer = output.get("kv_transfer")
-                if transfer is not None and metrics is not None:
-                    metrics.kv_transfer_seconds.labels(*self._labels).observe(transfer["seconds"])
-                    metrics.kv_transfer_bytes.labels(*self._labels).inc(transfer["bytes"])
-                yield dict(output)
+            with span("engine", component=self.address.component):
+                async for output in self.engine.generate(engine_request, context):
+                    transfer = output.get("kv_transfer")
+                    if transfer is not None and metrics is not None:
+                        metrics.kv_transfer_seconds.labels(*self._labels).observe(
+                            transfer["seconds"]
+                        )
+                        metrics.kv_transfer_bytes.labels(*self._labels).inc(transfer["bytes"])
+                    yield dict(output)
         except DynamoError as exc:
             if metrics is not None:
                 metrics.errors_total.labels(*self._labels, type(exc).__name__).inc()

@@ -19,6 +19,7 @@ from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import ConfigError, DynamoError
 from dynamo.runtime.lifecycle import run_until_signal
+from dynamo.runtime.observability import setup_observability
 from dynamo.worker.core import Worker
 from dynamo.worker.metrics import ComponentMetrics
 from dynamo.worker.model_card import build_model_card, read_tokenizer_facts
@@ -28,10 +29,14 @@ log = logging.getLogger(__name__)
 BuildWorkers = Callable[[DistributedRuntime, ComponentMetrics], list[Worker]]
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(component: str = "worker") -> None:
+    """Logs (`DYN_LOG`, `DYN_LOGGING_JSONL`) and traces (`OTEL_*`) of a worker process; a bad
+    setting exits 2 with one line."""
+    try:
+        setup_observability(component)
+    except ConfigError as exc:
+        print(f"{component}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_workers(prog: str, runtime_config: RuntimeConfig, build: BuildWorkers) -> None:

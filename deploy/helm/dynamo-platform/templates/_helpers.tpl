@@ -94,3 +94,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "nats://%s.%s.svc:4222" (include "dynamo-platform.nats.fullname" .) .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Whether to render PodMonitors: forced by monitoring.podMonitors.enabled, or (auto) when
+the cluster serves the Prometheus Operator's PodMonitor API. */}}
+{{- define "dynamo-platform.podMonitors" -}}
+{{- $want := toString .Values.monitoring.podMonitors.enabled -}}
+{{- if eq $want "true" -}}true
+{{- else if eq $want "auto" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PodMonitor" -}}true{{- end -}}
+{{- else if ne $want "false" -}}
+{{- fail (printf "monitoring.podMonitors.enabled must be auto, true or false, not %q" $want) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces graph pods run in: the watched one when restricted, else any. */}}
+{{- define "dynamo-platform.graphNamespaceSelector" -}}
+{{- if (index .Values "dynamo-operator").namespaceRestriction.enabled -}}
+matchNames:
+  - {{ include "dynamo-platform.operator.watchNamespace" . }}
+{{- else -}}
+any: true
+{{- end -}}
+{{- end -}}
