@@ -12,6 +12,7 @@ from typing import Protocol
 
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.kv_events import KvCacheEvent
+from dynamo.protocols.model_card import BootstrapAddress
 from dynamo.runtime.transport.base import RequestContext
 
 
@@ -25,6 +26,7 @@ class EngineInfo:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     data_parallel_size: int = 1
+    bootstrap: BootstrapAddress | None = None  # a bootstrap-style prefill engine's address
 
 
 @dataclass(frozen=True, slots=True)

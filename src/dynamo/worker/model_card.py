@@ -104,4 +104,5 @@ def build_model_card(
         role=role,
         data_parallel_size=info.data_parallel_size,
         migration_limit=0,
+        bootstrap=info.bootstrap,
     )
