@@ -215,8 +215,8 @@ class DisaggRouter:
         finally:
             if not prefill.done():
                 prefill.cancel()
-            with contextlib.suppress(BaseException):
-                await prefill
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await prefill  # its failure, if any, was logged or raised above
 
     @staticmethod
     async def _first_while_prefilling(
@@ -236,7 +236,7 @@ class DisaggRouter:
         finally:
             if not first.done():
                 first.cancel()
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await first
 
     async def _run_prefill_leg(self, model: str, leg: AsyncGenerator[EngineOutput, None]) -> None:
