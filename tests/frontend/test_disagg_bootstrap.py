@@ -138,3 +138,27 @@ async def test_without_a_prefill_worker_an_sglang_decode_worker_answers_unavaila
             await run(router, r)
     finally:
         await decode.shutdown()
+
+
+async def test_a_client_that_goes_away_cancels_both_legs(tmp_path: Path) -> None:
+    prefill = await engine("prefill", tmp_path, port=9401)
+    decode = await engine("decode", tmp_path)
+    prefill._engine.token_delay_s = 5.0  # its leg is still running when the client leaves
+    decode._engine.token_delay_s = 0.01
+    router = DisaggRouter(DisaggSettings())
+    try:
+        r = DisaggRequest(
+            request(list(range(10, 22)), 40),
+            pool((9, decode, None)),
+            pool((1, prefill, prefill.bootstrap)),
+            4,
+        )
+        stream = router.generate(r)
+        first = await anext(stream)
+        assert first.get("token_ids") == [22]
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert len(prefill._engine.tokenizer_manager.aborted) == 1
+        assert len(decode._engine.tokenizer_manager.aborted) == 1
+    finally:
+        await prefill.shutdown()
+        await decode.shutdown()
