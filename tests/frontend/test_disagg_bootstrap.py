@@ -162,3 +162,24 @@ async def test_a_client_that_goes_away_cancels_both_legs(tmp_path: Path) -> None
     finally:
         await prefill.shutdown()
         await decode.shutdown()
+
+
+async def test_conditional_disagg_never_keeps_a_prefill_on_an_sglang_decode_worker(
+    tmp_path: Path,
+) -> None:
+    prefill = await engine("prefill", tmp_path, port=9501)
+    decode = await engine("decode", tmp_path)
+    settings = DisaggSettings(conditional=True, max_local_prefill_tokens=1000)
+    try:
+        r = DisaggRequest(
+            request([1, 2, 3, 4, 5], 2),  # short: would stay on the decode worker elsewhere
+            pool((9, decode, None)),
+            pool((1, prefill, prefill.bootstrap)),
+            4,
+        )
+        outputs = [o async for o in DisaggRouter(settings).generate(r)]
+        assert [t for o in outputs for t in o.get("token_ids", [])] == [6, 7]
+        assert len(prefill._engine.requests) == 1
+    finally:
+        await prefill.shutdown()
+        await decode.shutdown()

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dynamo.frontend.disagg_metrics import DisaggMetrics
 from dynamo.frontend.engine_client import RoutedModel
@@ -261,11 +261,15 @@ class DisaggRouter:
 
     def _local_reason(self, r: DisaggRequest) -> str | None:
         workers = len(r.prefill.worker_ids()) if r.prefill is not None else 0
+        settings = self.settings
+        if r.prefill is not None and r.prefill.uses_bootstrap and settings.conditional:
+            # bootstrap-style decode workers (SGLang) cannot prefill: no local prefill
+            settings = replace(settings, conditional=False)
         cached = 0
-        if self.settings.conditional and workers:
+        if settings.conditional and workers:
             cached = self._cached_on_decode(r)
         return plan_prefill(
-            self.settings,
+            settings,
             prefill_workers=workers,
             prompt_tokens=len(r.request["token_ids"]),
             cached_tokens=cached,
