@@ -12,6 +12,7 @@ import yaml
 
 from dynamo.engines.sglang import parse_sglang_args
 from dynamo.engines.trtllm_args import parse_trtllm_args
+from dynamo.engines.trtllm_disagg import require_cache_transceiver
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.testing.fake_sglang import FakeServerArgs
 
@@ -30,6 +31,7 @@ def _workers(backend: str) -> list[tuple[str, str | None, list[str]]]:
         for name, svc in doc["spec"]["services"].items():
             main = svc.get("extraPodSpec", {}).get("mainContainer", {})
             line = " ".join([*main.get("command", []), *main.get("args", [])])
+            line = line.replace("$DYNAMO_HOME", str(EXAMPLES / backend))  # the image's value
             marker = f"dynamo.{backend}"
             if marker in line:
                 argv = shlex.split(line.split(marker, 1)[1])
@@ -42,6 +44,7 @@ def test_trtllm_example_args_parse(where: str, sub: str | None, argv: list[str])
     config, kwargs = parse_trtllm_args(argv, resolve_model_path=False)
     assert config.role is EXPECTED_ROLE[sub], where
     assert kwargs["model"]
+    require_cache_transceiver(kwargs, config.role)  # prefill/decode workers would start
 
 
 @pytest.mark.parametrize(("where", "sub", "argv"), _workers("sglang"))
@@ -51,3 +54,6 @@ def test_sglang_example_args_parse(where: str, sub: str | None, argv: list[str])
     )
     assert role is EXPECTED_ROLE[sub], where
     assert server_args.model_path
+    if role is WorkerRole.PREFILL:  # decode workers reach its bootstrap server from their pods
+        assert server_args.host == "0.0.0.0", where
+        assert server_args.disaggregation_bootstrap_port == 12345, where

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.kv_events import KvCacheEvent
+from dynamo.protocols.model_card import BootstrapAddress
 from dynamo.runtime.transport.base import RequestContext
 
 
@@ -26,6 +27,7 @@ class EngineInfo:
     max_num_batched_tokens: int | None = None
     data_parallel_size: int = 1
     structured_output: bool = False  # honours `sampling_options.guided_decoding`
+    bootstrap: BootstrapAddress | None = None  # a bootstrap-style prefill engine's address
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from dynamo.engines.adapter_common import (
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.model_resolution import resolve_model
 from dynamo.engines.sglang_compat import CONTEXT_RESERVE_TOKENS, PageParents
+from dynamo.engines.sglang_disagg import bootstrap_address, bootstrap_kwargs
 from dynamo.engines.vllm.kv_subscriber import (
     ZmqKvEventSubscriber,
     free_tcp_port,
@@ -43,7 +44,7 @@ from dynamo.engines.vllm.kv_subscriber import (
 )
 from dynamo.protocols.engine import EngineOutput, EngineRequest, FinishReason
 from dynamo.protocols.kv_events import KvCacheEvent, KvStored
-from dynamo.protocols.model_card import WorkerRole
+from dynamo.protocols.model_card import BootstrapAddress, WorkerRole
 from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.config import RuntimeConfig, add_arguments, option, resolve
 from dynamo.runtime.errors import ConfigError, UnavailableError
@@ -90,11 +91,18 @@ def finish_reason(raw: Any, eos_token_ids: Collection[int]) -> FinishReason | No
     return adapter_common.finish_reason(kind, matched, eos_token_ids) or "error"
 
 
-def generate_kwargs(prompt: list[int], params: dict[str, Any], rid: str | None) -> dict[str, Any]:
-    """Our keyword arguments to `Engine.async_generate` (`rid` only where SGLang takes one)."""
+def generate_kwargs(
+    prompt: list[int],
+    params: dict[str, Any],
+    rid: str | None,
+    bootstrap: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Our keyword arguments to `Engine.async_generate` (`rid` only where SGLang takes one;
+    `bootstrap_host/port/room` on the legs of a disaggregated request)."""
     kwargs: dict[str, Any] = {"input_ids": prompt, "sampling_params": params, "stream": True}
     if rid is not None:
         kwargs["rid"] = rid
+    kwargs.update(bootstrap or {})
     return kwargs
 
 
@@ -132,6 +140,9 @@ class SglangEngine:
         self._parents = PageParents()
         self._inflight = 0
         self._closing = False
+        mode = getattr(server_args, "disaggregation_mode", None)
+        self.role = adapter_common.role_of_disaggregation_mode(mode)
+        self.bootstrap: BootstrapAddress | None = None  # a prefill engine's, once started
 
     @property
     def served_model_name(self) -> str:
@@ -183,6 +194,14 @@ class SglangEngine:
             await self._stop_subscriber()
             raise
         self._eos_ids = frozenset(_eos_ids(self._engine))
+        if self.role is WorkerRole.PREFILL:
+            self.bootstrap = bootstrap_address(self.server_args)
+            info = dataclasses.replace(info, bootstrap=self.bootstrap)
+            log.info(
+                "SGLang prefill engine: bootstrap server at %s:%d",
+                self.bootstrap.host,
+                self.bootstrap.port,
+            )
         self._info = info
         return info
 
@@ -261,7 +280,8 @@ class SglangEngine:
         rid: str | None = None
         if self._takes_rid:
             rid = f"{request.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
-        kwargs = generate_kwargs(prompt, params, rid)
+        bootstrap = bootstrap_kwargs(request, self.role, self.bootstrap)
+        kwargs = generate_kwargs(prompt, params, rid, bootstrap)
         if self._kv_config is not None:
             self._parents.learn(prompt, info.kv_block_size)
 
@@ -271,6 +291,8 @@ class SglangEngine:
             meta = chunk.get("meta_info") or {}
             if rid is None and isinstance(meta.get("id"), str):
                 rid = meta["id"]
+            if bootstrap and not ids and not context.is_stopped():
+                failed_handoff(meta.get("finish_reason"))
             return out.output(
                 ids if incremental else out.new_tokens(ids),
                 finish_reason(meta.get("finish_reason"), eos),
@@ -289,6 +311,13 @@ class SglangEngine:
             if not out.finished and rid is not None:
                 with contextlib.suppress(Exception):
                     engine.tokenizer_manager.abort_request(rid)
+
+
+def failed_handoff(raw: Any) -> None:
+    """Raise when SGLang aborted a disaggregated leg before its first token: its KV handoff
+    failed (no prefill/decode peer at the bootstrap address, a timeout), so nothing will come."""
+    if isinstance(raw, dict) and raw.get("type") == "abort":
+        raise UnavailableError(f"SGLang aborted the disaggregated request: {raw.get('message')}")
 
 
 class _ParentRepairingSink:
@@ -359,7 +388,8 @@ def parse_sglang_args(
 ) -> tuple[SglangWorkerConfig, Any, WorkerRole]:
     """(our config, SGLang `ServerArgs`, role) from `python -m dynamo.sglang` flags.
 
-    Role comes from SGLang's own `--disaggregation-mode prefill|decode|null`.
+    Role comes from SGLang's own `--disaggregation-mode prefill|decode|null`; a prefill
+    engine's bootstrap server listens on `--disaggregation-bootstrap-port`.
     """
     if server_args_cls is None:
         import_sglang()

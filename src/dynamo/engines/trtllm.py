@@ -36,10 +36,17 @@ from dynamo.engines.adapter_common import (
 )
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.trtllm_args import BACKENDS
+from dynamo.engines.trtllm_disagg import encode_params, leg_params
 from dynamo.engines.trtllm_events import KvEventTranslator, StatsView
 from dynamo.engines.trtllm_model import ModelFacts, read_model_facts
 from dynamo.protocols.engine import EngineOutput, EngineRequest
-from dynamo.runtime.errors import ConfigError
+from dynamo.protocols.model_card import WorkerRole
+from dynamo.runtime.errors import (
+    ConfigError,
+    EngineShutdownError,
+    KvTransferError,
+    UnavailableError,
+)
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger(__name__)
@@ -108,7 +115,9 @@ class TrtllmEngine:
 
     `llm_kwargs` are the `LLM` constructor's keyword arguments (`model`, `backend`,
     `tensor_parallel_size`, `kv_cache_config`, ...; see `parse_trtllm_args`). `llm_factory`
-    and `sampling_params_cls` replace the `LLM` class and `SamplingParams` (tests pass fakes).
+    and `sampling_params_cls` replace the `LLM` class and `SamplingParams` (tests pass fakes),
+    `disaggregated_params_cls` the `DisaggregatedParams` a prefill or decode `role` uses (see
+    `trtllm_disagg`).
     """
 
     def __init__(
@@ -119,6 +128,8 @@ class TrtllmEngine:
         publish_kv_events: bool = True,
         llm_factory: Callable[..., Any] | None = None,
         sampling_params_cls: Callable[..., Any] | None = None,
+        disaggregated_params_cls: Callable[..., Any] | None = None,
+        role: WorkerRole = WorkerRole.AGGREGATED,
         poll_timeout_s: float = POLL_TIMEOUT_S,
         idle_repoll_s: float = IDLE_REPOLL_S,
     ) -> None:
@@ -127,6 +138,8 @@ class TrtllmEngine:
         self.publish_kv_events = publish_kv_events
         self._factory = llm_factory
         self._sampling_cls = sampling_params_cls
+        self._disagg_cls = disaggregated_params_cls
+        self.role = role
         self._poll_timeout_s = poll_timeout_s
         self._idle_repoll_s = idle_repoll_s
         self._llm: Any = None
@@ -162,6 +175,8 @@ class TrtllmEngine:
             trt = import_tensorrt_llm()
             factory = factory or llm_class(trt, backend)
             sampling_cls = sampling_cls or trt.SamplingParams
+        if self.role is not WorkerRole.AGGREGATED and self._disagg_cls is None:
+            self._disagg_cls = importlib.import_module("tensorrt_llm.llmapi").DisaggregatedParams
         facts = await asyncio.to_thread(read_model_facts, self.model_dir)
         if self.publish_kv_events:
             # KV events need block reuse and an event buffer in the KV cache config.
@@ -311,6 +326,8 @@ class TrtllmEngine:
         prompt = validate_prompt(request, info.context_length)
         kwargs = sampling_kwargs(request, info.context_length, facts)
         params = build_sampling_params(sampling_cls, **kwargs)
+        disaggregated = leg_params(request, self.role, self._disagg_cls)
+        prefill = self.role is WorkerRole.PREFILL
         eos = frozenset(facts.eos_token_ids) | frozenset(request.get("eos_token_ids") or ())
         out = OutputStream(len(prompt))
         block = info.kv_block_size
@@ -320,25 +337,40 @@ class TrtllmEngine:
             reason = finish_reason(completion.finish_reason, completion.stop_reason, eos)
             if reason is None and res.finished:
                 reason = "stop"
-            return out.output(
+            output = out.output(
                 out.new_tokens(list(completion.token_ids)),
                 reason,
                 cached_tokens=cached_tokens(completion, block, len(prompt)),
             )
+            if prefill and out.finished:  # the context-only result: what the decode leg needs
+                output["disaggregated_params"] = encode_params(
+                    getattr(completion, "disaggregated_params", None)
+                )
+            return output
 
+        extra = {"disaggregated_params": disaggregated} if disaggregated is not None else {}
         try:
-            result = llm.generate_async(prompt, sampling_params=params, streaming=True)
+            result = llm.generate_async(prompt, sampling_params=params, streaming=True, **extra)
         except ValueError as exc:  # e.g. a prompt or budget the engine's own checks refuse
             raise request_error(exc, "TensorRT-LLM") from exc
         self._served.set()
         for wake in self._wakeups:
             wake.set()
         self._in_flight += 1
+        yielded = False
         try:
             outputs = stream_outputs("TensorRT-LLM", _aiter(result), context, out, convert)
             async with contextlib.aclosing(outputs) as outs:
                 async for output in outs:
+                    yielded = True
                     yield output
+        except UnavailableError as exc:
+            if disaggregated is None or prefill or yielded or isinstance(exc, EngineShutdownError):
+                raise
+            # a generation-only request that failed before its first output: the KV never came
+            raise KvTransferError(
+                f"TensorRT-LLM could not take over the prefill worker's KV: {exc}"
+            ) from exc
         finally:
             self._in_flight -= 1
             if not out.finished:

@@ -7,19 +7,29 @@ them to a decode worker. No prefill worker, a failed prefill, no params, or para
 worker rejects (`KvTransferError`) → the request is served aggregated on a decode worker and
 counted, or, with `--enforce-disagg`, answered with 503. Conditional disaggregation keeps the
 prefill on the decode worker when `plan_prefill` says so.
+
+Bootstrap-style engines (SGLang) hand the KV over while both legs run: when the prefill
+workers registered a bootstrap address, the prefill leg goes out with a fresh
+`bootstrap_room`, and as soon as its worker is chosen the decode leg goes out with that
+worker's `bootstrap_host`/`bootstrap_port` and the same room. The prefill leg is read to its
+end beside the decode leg and cancelled with it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dynamo.frontend.disagg_metrics import DisaggMetrics
 from dynamo.frontend.engine_client import RoutedModel
 from dynamo.protocols.engine import EngineOutput, EngineRequest
+from dynamo.protocols.model_card import BootstrapAddress
 from dynamo.router.base import RouteRequest
 from dynamo.runtime.errors import (
     DynamoError,
@@ -77,12 +87,26 @@ def plan_prefill(
     return None
 
 
-def prefill_request(request: EngineRequest) -> EngineRequest:
-    """The prefill leg: the same prompt, one output token."""
+def prefill_request(
+    request: EngineRequest, params: dict[str, object] | None = None
+) -> EngineRequest:
+    """The prefill leg: the same prompt, one output token (and `params`, e.g. a room)."""
     stop = {**request["stop_conditions"], "max_tokens": 1, "min_tokens": None}
     out = {k: v for k, v in request.items() if k != "disaggregated_params"}
     out["stop_conditions"] = stop
+    if params is not None:
+        out["disaggregated_params"] = params
     return out  # type: ignore[return-value]
+
+
+def new_bootstrap_room() -> int:
+    """A fresh room: names one request's KV handoff at a prefill worker (63 bits, as SGLang)."""
+    return secrets.randbits(63)
+
+
+def bootstrap_params(address: BootstrapAddress, room: int) -> dict[str, object]:
+    """The decode leg's `disaggregated_params` for a bootstrap-style prefill worker."""
+    return {"bootstrap_host": address.host, "bootstrap_port": address.port, "bootstrap_room": room}
 
 
 def decode_request(request: EngineRequest, params: dict[str, object]) -> EngineRequest:
@@ -110,6 +134,11 @@ class DisaggRouter:
         model = r.decode.name
         local = self._local_reason(r)
         params: dict[str, object] | None = None
+        if local is None and r.prefill is not None and r.prefill.uses_bootstrap:
+            async with aclosing(self._bootstrapped(r, r.prefill)) as outputs:
+                async for out in outputs:
+                    yield out
+            return
         if local is None and r.prefill is not None:
             params = await self._prefill(r, r.prefill)
         elif local is None or local == "no_prefill_worker":
@@ -143,13 +172,105 @@ class DisaggRouter:
                 async for out in outputs:
                     yield out
 
+    async def _bootstrapped(
+        self, r: DisaggRequest, pool: RoutedModel
+    ) -> AsyncGenerator[EngineOutput, None]:
+        """Both legs at once: the decode leg starts when the prefill worker is chosen."""
+        model = r.decode.name
+        room = new_bootstrap_room()
+        chosen: asyncio.Future[BootstrapAddress | None] = asyncio.get_running_loop().create_future()
+
+        def on_route(instance_id: int, _dp_rank: int) -> None:
+            if not chosen.done():
+                chosen.set_result(pool.bootstrap_of(instance_id))
+
+        leg = pool.generate(prefill_request(r.request, {"bootstrap_room": room}), on_route=on_route)
+        prefill = asyncio.create_task(self._run_prefill_leg(model, leg))
+        try:
+            await asyncio.wait((chosen, prefill), return_when=asyncio.FIRST_COMPLETED)
+            address = chosen.result() if chosen.done() else None
+            failure = prefill.exception() if prefill.done() and not address else None
+            if address is None:
+                if isinstance(failure, InvalidRequestError):
+                    raise failure
+                cause = failure if isinstance(failure, DynamoError) else None
+                self._fallback(
+                    model,
+                    "prefill_failed",
+                    cause or UnavailableError("the prefill worker has no bootstrap address"),
+                )
+                self._count_path(model, "aggregated")
+                async with aclosing(self._decode(r, r.request)) as outputs:
+                    async for out in outputs:
+                        yield out
+                return
+            decode = decode_request(r.request, bootstrap_params(address, room))
+            async with aclosing(self._decode(r, decode)) as outputs:
+                first = await self._first_while_prefilling(outputs, prefill)
+                if first is None:
+                    return
+                self._count_path(model, "disaggregated")
+                yield first
+                async for out in outputs:
+                    yield out
+        finally:
+            if not prefill.done():
+                prefill.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await prefill  # its failure, if any, was logged or raised above
+
+    @staticmethod
+    async def _first_while_prefilling(
+        outputs: AsyncIterator[EngineOutput], prefill: asyncio.Task[None]
+    ) -> EngineOutput | None:
+        """The decode leg's first output; a prefill leg that fails first fails the request
+        (its decode worker would wait for KV that never comes)."""
+        first = asyncio.ensure_future(anext(outputs, None))
+        try:
+            await asyncio.wait((first, prefill), return_when=asyncio.FIRST_COMPLETED)
+            if not first.done() and prefill.exception() is not None:
+                cause = prefill.exception()
+                raise UnavailableError(
+                    f"the prefill leg failed before the KV was handed over: {cause}"
+                ) from cause
+            return await first
+        finally:
+            if not first.done():
+                first.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await first
+
+    async def _run_prefill_leg(self, model: str, leg: AsyncGenerator[EngineOutput, None]) -> None:
+        """Read a bootstrap-style prefill leg to its end (its worker sends the KV meanwhile)."""
+        started = time.monotonic()
+        self._inflight[model] = self._inflight.get(model, 0) + 1
+        if self._metrics is not None:
+            self._metrics.prefill_inflight.labels(model).inc()
+        try:
+            async with aclosing(leg) as outputs:
+                async for _ in outputs:
+                    pass
+            if self._metrics is not None:
+                self._metrics.prefill_duration.labels(model).observe(time.monotonic() - started)
+        except DynamoError as exc:
+            log.warning("model %s: the prefill leg failed: %s", model, exc)
+            raise
+        finally:
+            self._inflight[model] -= 1
+            if self._metrics is not None:
+                self._metrics.prefill_inflight.labels(model).dec()
+
     def _local_reason(self, r: DisaggRequest) -> str | None:
         workers = len(r.prefill.worker_ids()) if r.prefill is not None else 0
+        settings = self.settings
+        if r.prefill is not None and r.prefill.uses_bootstrap and settings.conditional:
+            # bootstrap-style decode workers (SGLang) cannot prefill: no local prefill
+            settings = replace(settings, conditional=False)
         cached = 0
-        if self.settings.conditional and workers:
+        if settings.conditional and workers:
             cached = self._cached_on_decode(r)
         return plan_prefill(
-            self.settings,
+            settings,
             prefill_workers=workers,
             prompt_tokens=len(r.request["token_ids"]),
             cached_tokens=cached,

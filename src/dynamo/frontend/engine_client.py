@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 from dynamo.protocols.engine import EngineOutput, EngineRequest
+from dynamo.protocols.model_card import BootstrapAddress
 from dynamo.router.base import RouteRequest, RoutingDecision, RoutingPolicy, WorkerInfo
 from dynamo.runtime.errors import (
     EngineShutdownError,
@@ -63,12 +64,21 @@ class RoutedModel:
         self._on_migration = on_migration
         self._clients: dict[int, EndpointClient] = {}
         self._dp_workers: set[int] = set()  # workers with several data-parallel ranks
+        self._bootstrap: dict[int, BootstrapAddress] = {}  # bootstrap-style prefill workers
 
     # --- membership (driven by discovery) ----------------------------------------------
-    def add_worker(self, info: WorkerInfo, client: EndpointClient) -> None:
+    def add_worker(
+        self,
+        info: WorkerInfo,
+        client: EndpointClient,
+        *,
+        bootstrap: BootstrapAddress | None = None,
+    ) -> None:
         if info.instance_id in self._clients:
             return
         self._clients[info.instance_id] = client
+        if bootstrap is not None:
+            self._bootstrap[info.instance_id] = bootstrap
         if info.data_parallel_size > 1:
             self._dp_workers.add(info.instance_id)
         self.policy.add_worker(info)
@@ -76,6 +86,7 @@ class RoutedModel:
     def remove_worker(self, instance_id: int) -> None:
         if self._clients.pop(instance_id, None) is not None:
             self._dp_workers.discard(instance_id)
+            self._bootstrap.pop(instance_id, None)
             self.policy.remove_worker(instance_id)
 
     def has_worker(self, instance_id: int) -> bool:
@@ -83,6 +94,15 @@ class RoutedModel:
 
     def worker_ids(self) -> list[int]:
         return list(self._clients)
+
+    def bootstrap_of(self, instance_id: int) -> BootstrapAddress | None:
+        """The bootstrap address a (SGLang) prefill worker registered, if any."""
+        return self._bootstrap.get(instance_id)
+
+    @property
+    def uses_bootstrap(self) -> bool:
+        """Whether this pool's workers meet their decode workers at a bootstrap address."""
+        return bool(self._bootstrap)
 
     # --- requests ----------------------------------------------------------------------
     def _select(

@@ -267,7 +267,8 @@ class ModelManager:
     def _activate(self, worker: WorkerEntry, client: EndpointClient) -> None:
         routed = self._pool_of(worker)
         if routed is not None:
-            routed.add_worker(worker_info_from_card(worker.instance_id, worker.card), client)
+            info = worker_info_from_card(worker.instance_id, worker.card)
+            routed.add_worker(info, client, bootstrap=worker.card.bootstrap)
             self._update_gauges(worker.card.name)
 
     async def _worker_removed(self, worker: WorkerEntry) -> None:

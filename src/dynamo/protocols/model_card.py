@@ -13,6 +13,16 @@ class WorkerRole(StrEnum):
     DECODE = "decode"
 
 
+class BootstrapAddress(BaseModel):
+    """Where a bootstrap-style prefill worker (SGLang) meets its decode workers: the decode
+    engine connects there and names the request by its `bootstrap_room`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(gt=0, lt=65536)
+
+
 class ModelFile(BaseModel):
     """One of the model's tokenizer/config files, named by the sha256 of its content."""
 
@@ -59,3 +69,6 @@ class ModelCard(BaseModel):
     )
     tool_call_parser: str | None = Field(default=None, description="the worker's tool-call parser")
     reasoning_parser: str | None = Field(default=None, description="the worker's reasoning parser")
+    bootstrap: BootstrapAddress | None = Field(
+        None, description="a bootstrap-style prefill worker's address (SGLang)"
+    )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from dynamo.engines.sglang import SglangEngine, parse_sglang_args
 from dynamo.runtime.errors import DynamoError
-from dynamo.worker.run import require_kv_transfer, serve_engine, setup_logging
+from dynamo.worker.run import serve_engine, setup_logging
 
 PROG = "python -m dynamo.sglang"
 
@@ -16,7 +16,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
     try:
         config, server_args, role = parse_sglang_args(argv)
-        require_kv_transfer(role)  # before the model loads
         engine = SglangEngine(server_args, publish_kv_events=config.publish_kv_events)
         # The model loads here, on the main thread (SGLang 0.5.4 installs signal handlers) and
         # before the runtime exists: no lease or health check waits on it.

@@ -44,6 +44,38 @@ def _add_common_cli_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--disaggregation-transfer-backend", default="mooncake")
     parser.add_argument("--disaggregation-bootstrap-port", type=int, default=8998)
+    parser.add_argument("--host", type=str, default="127.0.0.1")
+    parser.add_argument("--dist-init-addr", type=str, default=None)
+
+
+# --- disaggregation: SGLang's bootstrap handshake, between engines of this process -----------
+BOOTSTRAP_TIMEOUT_S = 5.0  # SGLang gives up on a room after its bootstrap timeout too
+
+
+@dataclasses.dataclass
+class _Room:
+    """One request's KV handoff: the decode engine arrives (reserves pages), then the prefill
+    engine writes the prompt's KV into them."""
+
+    decode_arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    kv: asyncio.Future[list[int]] = dataclasses.field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class FakeBootstrapServer:
+    """Mirrors a prefill engine's bootstrap server (`sglang.srt.disaggregation`): decode
+    engines reach it at `bootstrap_host:bootstrap_port` and meet the prefill by `bootstrap_room`.
+    Servers live in `SERVERS`, by port (one machine)."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[int, _Room] = {}
+
+    def room(self, room: int) -> _Room:
+        return self.rooms.setdefault(room, _Room())
+
+
+SERVERS: dict[int, FakeBootstrapServer] = {}
 
 
 def _check_page_size(page_size: int | None) -> None:
@@ -70,6 +102,10 @@ class FakeServerArgs(msgspec.Struct):
     chunked_prefill_size: int | None = None
     incremental_streaming_output: bool = False
     disaggregation_mode: str = "null"
+    disaggregation_transfer_backend: str = "mooncake"
+    disaggregation_bootstrap_port: int = 8998
+    host: str = "127.0.0.1"
+    dist_init_addr: str | None = None
 
     def __post_init__(self) -> None:
         _check_page_size(self.page_size)
@@ -105,6 +141,10 @@ class FakeServerArgs054:
     chunked_prefill_size: int | None = None
     stream_output: bool = False
     disaggregation_mode: str = "null"
+    disaggregation_transfer_backend: str = "mooncake"
+    disaggregation_bootstrap_port: int = 8998
+    host: str = "127.0.0.1"
+    dist_init_addr: str | None = None
 
     def __post_init__(self) -> None:
         _check_page_size(self.page_size)
@@ -213,6 +253,12 @@ class FakeSglEngine:
         self._seq = 0
         if args.kv_events_config:
             self._open_publisher(json.loads(args.kv_events_config))
+        self.mode = args.disaggregation_mode
+        if self.mode == "prefill":
+            port = args.disaggregation_bootstrap_port
+            if port in SERVERS:
+                raise ValueError(f"bootstrap port {port} is in use")
+            SERVERS[port] = self.bootstrap_server = FakeBootstrapServer()
 
     def _internal_state(self) -> dict[str, Any]:
         limit = self.server_args.max_running_requests or self.max_total_num_tokens // 2
@@ -270,10 +316,17 @@ class FakeSglEngine:
         *,
         cache_salt: Any = None,
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
-        return await self._generate(input_ids, sampling_params, stream, rid, prompt)
+        bootstrap = (bootstrap_host, bootstrap_port, bootstrap_room)
+        return await self._generate(input_ids, sampling_params, stream, rid, prompt, bootstrap)
 
     async def _generate(
-        self, input_ids: Any, sampling_params: Any, stream: bool, rid: Any, prompt: Any
+        self,
+        input_ids: Any,
+        sampling_params: Any,
+        stream: bool,
+        rid: Any,
+        prompt: Any,
+        bootstrap: tuple[Any, Any, Any] = (None, None, None),
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         if prompt is not None or input_ids is None:
             raise ValueError("this fake takes input_ids (skip_tokenizer_init=True)")
@@ -283,10 +336,10 @@ class FakeSglEngine:
         ids: list[int] = [int(t) for t in input_ids]
         params = dict(sampling_params or {})
         self._validate(len(ids), params.get("max_new_tokens"))
-        self.requests.append({"input_ids": ids, "sampling_params": params, "rid": rid})
-        cached, first_new = self.tree.insert(ids)
-        self._publish_stored(ids, first_new)
-        gen = self._stream(ids, params, rid, cached)
+        self.requests.append(
+            {"input_ids": ids, "sampling_params": params, "rid": rid, "bootstrap": bootstrap}
+        )
+        gen = self._disaggregated(ids, params, rid, bootstrap)
         if stream:
             return gen
         chunks = [chunk async for chunk in gen]
@@ -311,6 +364,40 @@ class FakeSglEngine:
 
     def _incremental(self) -> bool:
         return bool(self.server_args.incremental_streaming_output)
+
+    async def _disaggregated(
+        self, ids: list[int], params: dict[str, Any], rid: str, bootstrap: tuple[Any, Any, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The handoff of a prefill or decode engine, then the stream (aborted when the
+        handoff fails, as SGLang aborts a request whose KV transfer failed)."""
+        host, port, room = bootstrap
+        cached = 0
+        try:
+            if self.mode == "prefill":
+                if room is None:
+                    raise RuntimeError("a prefill-mode request needs a bootstrap_room")
+                handoff = self.bootstrap_server.room(room)
+                await asyncio.wait_for(handoff.decode_arrived.wait(), BOOTSTRAP_TIMEOUT_S)
+                handoff.kv.set_result(list(ids))
+                del self.bootstrap_server.rooms[room]
+            elif self.mode == "decode":
+                server = SERVERS.get(port) if host else None
+                if server is None or room is None:
+                    raise RuntimeError(f"no bootstrap server at {host}:{port}")
+                handoff = server.room(room)
+                handoff.decode_arrived.set()
+                kv = await asyncio.wait_for(handoff.kv, BOOTSTRAP_TIMEOUT_S)
+                if kv != ids:
+                    raise RuntimeError("the prefill engine sent the KV of another prompt")
+                cached = len(kv)  # every prompt token arrived as KV: none is computed here
+        except (RuntimeError, TimeoutError) as exc:
+            finish = {"type": "abort", "message": f"KV transfer failed: {exc or 'timeout'}"}
+            yield {"output_ids": [], "meta_info": self._meta(rid, ids, [], 0, finish)}
+            return
+        local_cached, first_new = self.tree.insert(ids)
+        self._publish_stored(ids, first_new)
+        async for chunk in self._stream(ids, params, rid, max(cached, local_cached)):
+            yield chunk
 
     async def _stream(
         self, ids: list[int], params: dict[str, Any], rid: str, cached: int
@@ -379,6 +466,8 @@ class FakeSglEngine:
 
     def shutdown(self) -> None:
         self.shut_down = True
+        if self.mode == "prefill":
+            SERVERS.pop(self.server_args.disaggregation_bootstrap_port, None)
         if self._pub is not None:
             self._pub.close(linger=0)
             self._ctx.term()
@@ -436,7 +525,8 @@ class FakeSglEngine054(FakeSglEngine):
         bootstrap_room: Any = None,
         data_parallel_rank: int | None = None,
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
-        return await self._generate(input_ids, sampling_params, stream, None, prompt)
+        bootstrap = (bootstrap_host, bootstrap_port, bootstrap_room)
+        return await self._generate(input_ids, sampling_params, stream, None, prompt, bootstrap)
 
     def _stored_events(self, ids: list[int], first_new: int) -> list[Any]:
         events: list[Any] = []

@@ -35,6 +35,7 @@ BASE_LLM_ARGS = frozenset(
         "enable_chunked_prefill",
         "pipeline_parallel_size",
         "build_config",  # TensorRT's build settings; a deprecated placeholder in TorchLlmArgs
+        "cache_transceiver_config",  # disaggregated serving: how KV moves between engines
     }
 )
 TORCH_ONLY_LLM_ARGS = frozenset(
@@ -78,6 +79,24 @@ class FakeSamplingParams:
     return_perf_metrics: bool = False
 
 
+@dataclasses.dataclass(slots=True, kw_only=True)
+class FakeDisaggregatedParams:
+    """Mirrors `tensorrt_llm.llmapi.DisaggregatedParams` (tensorrt_llm/disaggregated_params.py,
+    a slotted keyword-only dataclass), the prefill/decode fields."""
+
+    request_type: str | None = None
+    first_gen_tokens: list[int] | None = None
+    ctx_request_id: int | None = None
+    opaque_state: bytes | None = None
+    draft_tokens: list[int] | None = None
+
+
+# The cache transceivers of the engines in this process: what a context-only request left for
+# its generation-only request, by context request id (prompt, opaque state).
+CONTEXTS: dict[int, tuple[list[int], bytes]] = {}
+_next_ctx_id = iter(range(1, 1 << 62))
+
+
 @dataclasses.dataclass
 class FakeKvCacheMetrics:
     """Mirrors the bindings' `KvCacheMetrics` (`request_perf_metrics.kv_cache_metrics`)."""
@@ -108,6 +127,7 @@ class FakeCompletionOutput:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     request_perf_metrics: FakeRequestPerfMetrics | None = None
+    disaggregated_params: FakeDisaggregatedParams | None = None
 
 
 class FakeRequestOutput:
@@ -121,13 +141,22 @@ class FakeRequestOutput:
     token_delay_s = 0.0
     time_out_after_tokens: int | None = None
 
-    def __init__(self, prompt: list[int], params: FakeSamplingParams, cached_blocks: int) -> None:
+    def __init__(
+        self,
+        prompt: list[int],
+        params: FakeSamplingParams,
+        cached_blocks: int,
+        disaggregated: FakeDisaggregatedParams | None = None,
+        block_size: int = 1,
+    ) -> None:
         self.prompt_token_ids = prompt
         self.params = params
         self.outputs = [FakeCompletionOutput(index=0)]
         self.finished = False
         self.aborted = False
         self._cached_blocks = cached_blocks
+        self._disaggregated = disaggregated
+        self._block = block_size
 
     def abort(self) -> None:
         self.aborted = True
@@ -138,6 +167,11 @@ class FakeRequestOutput:
     async def _steps(self) -> AsyncIterator[FakeRequestOutput]:
         out, params = self.outputs[0], self.params
         stops = set(params.stop_token_ids or [])
+        disaggregated = self._disaggregated
+        kind = disaggregated.request_type if disaggregated else None
+        if disaggregated is not None and kind == "generation_only":
+            self._load_context(disaggregated)  # the KV and the first token came from context
+            out.token_ids = list(disaggregated.first_gen_tokens or [])
         while not self.finished:
             await asyncio.sleep(self.token_delay_s)
             if params.return_perf_metrics:
@@ -157,7 +191,31 @@ class FakeRequestOutput:
                 out.finish_reason, self.finished = "length", True
             elif self.time_out_after_tokens and len(out.token_ids) >= self.time_out_after_tokens:
                 out.finish_reason, self.finished = "timeout", True
+            if kind == "context_only":  # the context phase ends with its first token
+                out.finish_reason, self.finished = "length", True
+                out.disaggregated_params = self._save_context(tok)
             yield self
+
+    def _save_context(self, first: int) -> FakeDisaggregatedParams:
+        ctx_id = next(_next_ctx_id)
+        state = f"kv-of-request-{ctx_id}".encode()
+        CONTEXTS[ctx_id] = (list(self.prompt_token_ids), state)
+        return FakeDisaggregatedParams(
+            request_type="context_only",
+            first_gen_tokens=[first],
+            ctx_request_id=ctx_id,
+            opaque_state=state,
+        )
+
+    def _load_context(self, params: Any) -> None:
+        """What the generation side's transceiver checks; a failed transfer fails the request
+        (TensorRT-LLM raises from the result)."""
+        saved = CONTEXTS.pop(params.ctx_request_id, None)
+        if saved is None or saved[1] != params.opaque_state:
+            raise RuntimeError(f"KV transfer of context request {params.ctx_request_id} failed")
+        if saved[0] != self.prompt_token_ids:
+            raise RuntimeError("the context request's KV is for another prompt")
+        self._cached_blocks = len(self.prompt_token_ids) // self._block
 
 
 class FakeIterationResult:
@@ -279,7 +337,9 @@ class _FakeBaseLLM:
         cached, stored = self.cache.lookup_and_store(prompt)
         if stored and self.kv_cache_config.get("event_buffer_max_size"):
             self._publish_stored(stored)
-        result = FakeRequestOutput(prompt, params, cached // self.block)
+        result = FakeRequestOutput(
+            prompt, params, cached // self.block, disaggregated_params, block_size=self.block
+        )
         self.results.append(result)
         if self.stats_enabled:
             self._iter_stats.queue.put_nowait(self._stats_record())
@@ -400,7 +460,10 @@ def fake_tensorrt_llm_modules(*, tensorrt_engine: bool = True) -> dict[str, type
     package.LLM = FakeTorchLLM  # type: ignore[attr-defined]
     package.SamplingParams = FakeSamplingParams  # type: ignore[attr-defined]
     package.__version__ = "1.2.1"  # type: ignore[attr-defined]
-    modules = {"tensorrt_llm": package}
+    llmapi = types.ModuleType("tensorrt_llm.llmapi")
+    llmapi.DisaggregatedParams = FakeDisaggregatedParams  # type: ignore[attr-defined]
+    package.llmapi = llmapi  # type: ignore[attr-defined]
+    modules = {"tensorrt_llm": package, "tensorrt_llm.llmapi": llmapi}
     if tensorrt_engine:
         engine = types.ModuleType("tensorrt_llm._tensorrt_engine")
         engine.LLM = FakeTrtEngineLLM  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dynamo.engines.vllm.args import parse_vllm_args
 from dynamo.engines.vllm.engine import VllmEngine
 from dynamo.runtime.errors import DynamoError
-from dynamo.worker.run import require_kv_transfer, serve_engine, setup_logging
+from dynamo.worker.run import serve_engine, setup_logging
 
 PROG = "python -m dynamo.vllm"
 
@@ -16,8 +16,9 @@ PROG = "python -m dynamo.vllm"
 def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
     try:
-        config, engine_args = parse_vllm_args(argv)
-        require_kv_transfer(config.role)
+        config, engine_args = parse_vllm_args(
+            argv
+        )  # refuses a prefill/decode role without KV transfer
     except DynamoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_engine(
         PROG,
         config.runtime,
-        VllmEngine(engine_args, publish_kv_events=publish),
+        VllmEngine(engine_args, publish_kv_events=publish, role=config.role),
         role=config.role,
         endpoint=config.endpoint,
         publish_kv_events=publish,

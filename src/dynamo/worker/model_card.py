@@ -105,4 +105,5 @@ def build_model_card(
         data_parallel_size=info.data_parallel_size,
         structured_output=info.structured_output,
         migration_limit=0,
+        bootstrap=info.bootstrap,
     )

@@ -17,7 +17,7 @@ from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
-from dynamo.runtime.errors import ConfigError, DynamoError
+from dynamo.runtime.errors import DynamoError
 from dynamo.runtime.lifecycle import run_until_signal
 from dynamo.runtime.observability import setup_observability
 from dynamo.worker.core import Worker
@@ -78,18 +78,6 @@ class ModelEngine(Engine, Protocol):
     @property
     def hub_repo(self) -> str | None:
         """The hub repo the model came from, if any (frontends may fetch files from it)."""
-
-
-def require_kv_transfer(role: WorkerRole) -> None:
-    """Refuse a prefill role on a real engine: its KV transfer path (vLLM's KV connector,
-    SGLang's bootstrap, TRT-LLM's context-only params) is not wired yet, so the frontend would
-    prefill every request there, get no transfer back and prefill it again on a decode worker."""
-    if role is WorkerRole.PREFILL:
-        raise ConfigError(
-            "a prefill worker (--is-prefill-worker / --disaggregation-mode prefill) needs this "
-            "engine's KV transfer path, which is not wired yet (docs/disaggregation.md): run "
-            "aggregated workers, or the mocker's disaggregated graphs"
-        )
 
 
 def serve_engine(

@@ -35,11 +35,12 @@ else:
 
 from dynamo.engines import sglang_compat
 from dynamo.engines.sglang import SglangEngine, generate_kwargs, parse_sglang_args
+from dynamo.engines.sglang_disagg import bootstrap_address
 from dynamo.engines.vllm.kv_events import external_hash
 from dynamo.engines.vllm.kv_subscriber import free_tcp_port
 from dynamo.protocols.hashing import block_hashes
 from dynamo.protocols.kv_events import KvStored
-from dynamo.protocols.model_card import WorkerRole
+from dynamo.protocols.model_card import BootstrapAddress, WorkerRole
 from dynamo.testing.engine_sink import RecordingEngineSink
 
 pytestmark = pytest.mark.sglang
@@ -128,6 +129,28 @@ def test_async_generate_takes_our_arguments() -> None:
     if not takes_rid:  # what the adapter did before: a TypeError on every request
         with pytest.raises(TypeError, match="rid"):
             sig.bind("engine", **generate_kwargs([1], params, "r-1"))
+
+
+def test_the_disaggregated_legs_bootstrap_arguments_bind() -> None:
+    sig = source_signature("sglang.srt.entrypoints.engine", "Engine", "async_generate")
+    rid = "r-1" if sglang_compat.accepts_rid(_SourceMethod(sig)) else None
+    boot = {"bootstrap_host": "10.0.0.7", "bootstrap_port": 12345, "bootstrap_room": 7}
+    sig.bind("engine", **generate_kwargs([1, 2, 3], {"max_new_tokens": 1}, rid, boot))
+
+
+def test_a_prefill_worker_reads_its_bootstrap_address_from_sglangs_server_args() -> None:
+    argv = ["--model-path", "m", "--disaggregation-mode", "prefill"]
+    boot = ["--disaggregation-bootstrap-port", "12345", "--host", "0.0.0.0"]
+    _, args, role = parse_sglang_args(
+        [*argv, *boot], server_args_cls=ServerArgs, resolve_model_path=False
+    )
+    assert role is WorkerRole.PREFILL
+    assert bootstrap_address(args, local_host="10.9.9.9") == BootstrapAddress(
+        host="10.9.9.9", port=12345
+    )
+    multi = [*argv, "--dist-init-addr", "node-a:5000"]
+    _, args, _ = parse_sglang_args(multi, server_args_cls=ServerArgs, resolve_model_path=False)
+    assert bootstrap_address(args) == BootstrapAddress(host="node-a", port=8998)
 
 
 def test_engine_takes_server_args_and_aborts_by_rid() -> None:

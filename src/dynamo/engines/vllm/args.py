@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from dynamo.engines.model_resolution import resolve_model
+from dynamo.engines.vllm.disagg import CONNECTOR_CHOICES, check_connector, connector_config
 from dynamo.engines.vllm.engine import describe_error, import_vllm
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.protocols.parsers.flags import ParserFlags
@@ -30,8 +32,7 @@ class VllmWorkerConfig:
     )
     is_prefill_worker: bool = option(
         False,
-        help="register as a prefill worker (same as --disaggregation-mode prefill; refused at "
-        "start until vLLM's KV connector is wired)",
+        help="register as a prefill worker (same as --disaggregation-mode prefill)",
     )
     is_decode_worker: bool = option(
         False, help="register as a decode worker (same as --disaggregation-mode decode)"
@@ -40,6 +41,12 @@ class VllmWorkerConfig:
         None,
         choices=("agg", "prefill", "decode"),
         help="agg (default), prefill or decode; replaces --is-prefill-worker/--is-decode-worker",
+    )
+    connector: str | None = option(
+        None,
+        choices=CONNECTOR_CHOICES,
+        help="vLLM KV connector of a prefill/decode worker: nixl (the default there), lmcache "
+        "or none (the default of an aggregated worker); excludes --kv-transfer-config",
     )
     publish_kv_events: bool = option(
         True,
@@ -118,8 +125,27 @@ def parse_vllm_args(
         ns.model = resolved.path
         if not ns.served_model_name:
             ns.served_model_name = [requested]
+    apply_connector(config, ns)
     try:
         engine_args = AsyncEngineArgs.from_cli_args(ns)
     except Exception as exc:  # vLLM validates some arguments in __post_init__
         raise ConfigError(f"vLLM rejected the engine arguments: {describe_error(exc)}") from exc
     return config, engine_args
+
+
+def apply_connector(config: VllmWorkerConfig, ns: argparse.Namespace) -> None:
+    """Set vLLM's `kv_transfer_config` from `--connector`, and refuse at once a prefill/decode
+    worker that could not transfer KV (imports vLLM)."""
+    from vllm.config import KVTransferConfig
+
+    wanted = connector_config(
+        config.connector, config.role, has_kv_transfer_config=ns.kv_transfer_config is not None
+    )
+    if wanted is not None:
+        ns.kv_transfer_config = KVTransferConfig(**wanted)
+    kv_connector = getattr(ns.kv_transfer_config, "kv_connector", None)
+    check_connector(kv_connector, config.role, installed=_installed)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

@@ -26,6 +26,11 @@ from dynamo.engines.adapter_common import (
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import ResolvedModel, resolve_model
+from dynamo.engines.vllm.disagg import (
+    leg_kv_transfer_params,
+    leg_sampling_kwargs,
+    prefill_result,
+)
 from dynamo.engines.vllm.kv_subscriber import (
     ZmqKvEventSubscriber,
     free_tcp_port,
@@ -35,6 +40,7 @@ from dynamo.engines.vllm.kv_subscriber import (
 from dynamo.engines.vllm.requests import sampled_logprobs, sampling_kwargs
 from dynamo.engines.vllm.stats import SchedulerSnapshot, make_stat_logger_factory
 from dynamo.protocols.engine import EngineOutput, EngineRequest
+from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import (
     ConfigError,
     DynamoError,
@@ -61,7 +67,8 @@ class VllmEngine:
     `engine_args` is a `vllm.engine.arg_utils.AsyncEngineArgs` (see `parse_vllm_args`); its
     `model` may be a directory, a GGUF file or a hub id (see `resolve_model`). With
     `publish_kv_events` and no `kv_events_config` of its own, vLLM publishes KV events on a
-    free local port that this engine subscribes to.
+    free local port that this engine subscribes to. A `role` of prefill or decode makes it one
+    leg of disaggregated serving through the engine's KV connector (see `vllm/disagg.py`).
     """
 
     def __init__(
@@ -70,9 +77,11 @@ class VllmEngine:
         *,
         publish_kv_events: bool = True,
         resolve: bool = True,
+        role: WorkerRole = WorkerRole.AGGREGATED,
     ) -> None:
         self.engine_args = engine_args
         self.publish_kv_events = publish_kv_events
+        self.role = role
         self._resolve = resolve
         self.resolved: ResolvedModel | None = None
         self._llm: Any = None
@@ -292,7 +301,11 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         prompt = validate_prompt(request, self._max_model_len)
-        kwargs = sampling_kwargs(request, self._max_model_len)
+        has_connector = getattr(self.engine_args, "kv_transfer_config", None) is not None
+        kv_params = leg_kv_transfer_params(request, self.role, has_connector=has_connector)
+        kwargs = leg_sampling_kwargs(
+            sampling_kwargs(request, self._max_model_len), self.role, kv_params
+        )
         if "structured_outputs" in kwargs:
             kwargs["structured_outputs"] = build_sampling_params(
                 StructuredOutputsParams, **kwargs["structured_outputs"]
@@ -311,7 +324,10 @@ class VllmEngine:
                     if out is STOPPED:  # the caller went away; vLLM aborted the request
                         yield stream_out.cancelled()
                         return
-                    yield self._chunk(out, stream_out, eos_ids)
+                    chunk = self._chunk(out, stream_out, eos_ids)
+                    if self.role is WorkerRole.PREFILL and stream_out.finished:
+                        chunk["disaggregated_params"] = prefill_result(out.kv_transfer_params)
+                    yield chunk
                     if stream_out.finished:
                         return
             raise UnavailableError("vLLM ended the stream without a final output")
