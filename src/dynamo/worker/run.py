@@ -17,7 +17,7 @@ from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.config import RuntimeConfig
 from dynamo.runtime.distributed import DistributedRuntime
-from dynamo.runtime.errors import DynamoError
+from dynamo.runtime.errors import ConfigError, DynamoError
 from dynamo.runtime.lifecycle import run_until_signal
 from dynamo.runtime.observability import setup_observability
 from dynamo.worker.core import Worker
