@@ -334,10 +334,11 @@ def _threshold(
 ) -> None:
     if value > up:
         wish.up = max(wish.up, now + 1)
-        reasons.append(f"{what} > {up:g}: one more")
+        reasons.append(f"{what} > {up:.4g}: one more")
         floor = now
     else:
         floor = now - 1 if value < down else now
+        reasons.append(f"{what} (one more above {up:.4g}, one fewer below {down:.4g})")
     # a load signal never asks for less than the other signals allow; it may veto a descent
     wish.down = floor if wish.signals == 0 else max(wish.down, floor)
     wish.signals += 1
