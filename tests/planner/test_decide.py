@@ -9,11 +9,20 @@ from typing import Any
 import pytest
 
 from dynamo.planner.config import PlannerConfig
-from dynamo.planner.decide import Forecast, Inputs, RoleLoad, Traffic, decide
+from dynamo.planner.decide import (
+    Forecast,
+    Inputs,
+    RoleLoad,
+    Traffic,
+    decide,
+    prefill_utilization,
+)
 from dynamo.planner.profile import load_profile
 
 PROFILE = load_profile(Path(__file__).parent / "data" / "profile")
-PREFILL_CAP_1024 = 1024 / 0.070  # tokens/s of one prefill worker at ISL 1024 (70 ms TTFT)
+# tokens/s of one prefill worker at ISL 1024 (70 ms TTFT), busy enough to leave room for
+# queueing within the 300 ms TTFT target
+PREFILL_CAP_1024 = 1024 / 0.070 * prefill_utilization(70.0, 300.0)
 
 
 def config(**kw: Any) -> PlannerConfig:
@@ -61,8 +70,8 @@ def test_decode_replicas_follow_the_profile_at_the_itl_target() -> None:
 
 def test_prefill_correction_only_lowers_demand_but_queued_tokens_count() -> None:
     cfg = config(mode="prefill")
-    forecast = Forecast(200, 1024, 100)  # 1.4 workers of prompt tokens
-    fast = Traffic(200, isl=1024, osl=100, ttft_ms=35.0)  # half the profiled 70 ms
+    forecast = Forecast(200, 1024, 100)  # 1.6 workers of prompt tokens
+    fast = Traffic(200, isl=1024, osl=100, ttft_ms=28.0)  # 0.4 x the profiled 70 ms
     assert decide(cfg, inputs(live={"prefill": 2}, forecast=forecast, traffic=fast)).targets == {
         "prefill": 1
     }
@@ -196,3 +205,12 @@ def test_decode_correction(no_correction: bool) -> None:
         assert d.decode_correction is None
     else:
         assert d.decode_correction == pytest.approx(2.0)
+
+
+def test_prefill_utilization_leaves_room_for_queueing() -> None:
+    # M/D/1: TTFT = S + rho S / (2 (1 - rho)); at the returned rho it equals the target
+    for service_ms, target_ms in ((70.0, 300.0), (160.0, 300.0), (32.0, 300.0)):
+        rho = prefill_utilization(service_ms, target_ms)
+        ttft = service_ms + rho * service_ms / (2 * (1 - rho))
+        assert ttft == pytest.approx(target_ms)
+    assert prefill_utilization(400.0, 300.0) == 1.0  # no worker count meets it: size by load

@@ -5,9 +5,10 @@ lower only when every signal agrees, the role has not scaled up within the coold
 remaining workers carry the load with headroom (scale down). Signals:
 
 - throughput: Dynamo's formulas. Prefill replicas = ceil(prompt tokens/s to serve /
-  (profiled prefill tokens/s per GPU at the ISL x GPUs per worker)), demand corrected by
-  min(1, observed / profiled TTFT), *plus the prompt tokens queued on the workers now* (their
-  #10528: bursts queue, so queueing must count). Decode replicas = ceil(output tokens/s /
+  (profiled prefill tokens/s per GPU at the ISL x GPUs per worker x the busy fraction that
+  leaves room for queueing within the TTFT target)), demand corrected by min(1, observed /
+  profiled TTFT), *plus the prompt tokens queued on the workers now* (their #10528: bursts
+  queue, so queueing must count). Decode replicas = ceil(output tokens/s /
   (throughput per GPU at the ITL target, corrected by observed / profiled ITL, x GPUs)).
 - SLA guard: observed TTFT (ITL) above target while the profile says an idle engine meets it
   means the workers queue: one more prefill (decode) worker.
@@ -200,7 +201,8 @@ def _throughput(
     queued_tokens = queued.queued_prefill_tokens * queued.workers if queued else 0.0
     prefill_tps = forecast.num_requests * isl / interval * min(1.0, p_corr)
     prefill_tps += queued_tokens / interval
-    prefill_cap = profile.prefill.throughput_per_gpu(isl) * config.prefill_engine_num_gpu
+    busy = prefill_utilization(profile.prefill.ttft(isl), config.ttft_ms)
+    prefill_cap = profile.prefill.throughput_per_gpu(isl) * config.prefill_engine_num_gpu * busy
     decode_tps = forecast.num_requests * osl / interval
     itl_target = config.itl_ms / d_corr
     per_gpu, feasible = profile.decode.best_throughput_per_gpu(itl_target, context)
@@ -215,7 +217,7 @@ def _throughput(
         _wish(wishes["prefill"], need, headroom)
         reasons.append(
             f"prefill {prefill_tps:.0f} tok/s ({queued_tokens:.0f} queued) / "
-            f"{prefill_cap:.0f} per worker = {need:.2f}"
+            f"{prefill_cap:.0f} per worker at {busy:.0%} busy = {need:.2f}"
         )
     if "decode" in wishes:
         need = decode_tps / decode_cap
@@ -223,6 +225,22 @@ def _throughput(
             need += prefill_tps / prefill_cap
         _wish(wishes["decode"], need, headroom)
         reasons.append(f"decode {decode_tps:.0f} tok/s / {decode_cap:.0f} per worker = {need:.2f}")
+
+
+def prefill_utilization(service_ms: float, ttft_target_ms: float) -> float:
+    """The busy fraction at which a prefill worker still meets the TTFT target with queueing.
+
+    Requests wait for the engine: with Poisson arrivals and a fixed prefill time S (M/D/1),
+    the mean wait is rho * S / (2 (1 - rho)), so TTFT = S + wait <= target holds up to
+    rho = 2k / (1 + 2k) with k = target / S - 1. Sizing prefill at 100 % busy (Dynamo's
+    formula) lets queues, and TTFT, grow without bound under bursts (their #10528). A target
+    below the profiled prefill time itself cannot be met by more workers: then 1 (and the
+    decision says so through the SLA guard's check).
+    """
+    if service_ms <= 0 or ttft_target_ms <= service_ms:
+        return 1.0
+    k = ttft_target_ms / service_ms - 1.0
+    return 2 * k / (1 + 2 * k)
 
 
 def _wish(wish: _Wish, need: float, headroom: float) -> None:

@@ -11,19 +11,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from dynamo.planner.config import PlannerConfig
 from dynamo.planner.connectors.base import Role, ScalingConnector
-from dynamo.planner.decide import Decision, Forecast, Inputs, Traffic, decide
+from dynamo.planner.decide import Decision, Forecast, Inputs, RoleLoad, Traffic, decide
 from dynamo.planner.metrics import PlannerMetrics
 from dynamo.planner.observe import MetricSource
 from dynamo.planner.predictors import LoadPredictor, make_predictor
 from dynamo.planner.profile import EngineProfile, load_profile, mocker_profile
-from dynamo.planner.worker_load import WorkerLoads
 from dynamo.runtime.errors import ConfigError, DynamoError
 
 log = logging.getLogger("dynamo.planner")
+
+
+class LoadView(Protocol):
+    """Where the loop reads worker load (`WorkerLoads`, or a simulator)."""
+
+    def snapshot(self) -> dict[Role, RoleLoad]: ...
 
 
 def engine_profile(config: PlannerConfig) -> EngineProfile:
@@ -44,7 +49,7 @@ class Planner:
         connector: ScalingConnector,
         source: MetricSource,
         *,
-        loads: WorkerLoads | None = None,
+        loads: LoadView | None = None,
         metrics: PlannerMetrics | None = None,
         profile_loader: Callable[[PlannerConfig], EngineProfile] = engine_profile,
         clock: Callable[[], float] = time.monotonic,
