@@ -317,15 +317,23 @@ async def simulate(
     peak = {role: start[role] for role in ROLES}
     summed = dict.fromkeys(ROLES, 0.0)
     t = 0.0
+    # ticks of the load check (the loop's `--load-adjustment-interval`) inside each interval
+    tick = config.load_adjustment_interval_seconds or config.interval_s
+    ticks = max(1, round(config.interval_s / tick))
     while t < end or any(r.done_s is None for r in graph.requests):
-        t += config.interval_s
-        graph.run_until(t)
-        if planner is not None and t <= end + config.interval_s:
-            await planner.step()
-        for role in ROLES:
-            peak[role] = max(peak[role], len(graph.live(role)))
-            if t <= end:
-                summed[role] += len(graph.live(role)) * config.interval_s
+        for i in range(ticks):
+            t += config.interval_s / ticks
+            graph.run_until(t)
+            if planner is None or t > end + config.interval_s:
+                pass
+            elif i == ticks - 1:
+                await planner.step()
+            else:
+                await planner.check_load()
+            for role in ROLES:
+                peak[role] = max(peak[role], len(graph.live(role)))
+                if t <= end:
+                    summed[role] += len(graph.live(role)) * config.interval_s / ticks
         if t > end + 600:
             break
     finished = [r for r in graph.requests if r.done_s is not None and r.first_token_s is not None]

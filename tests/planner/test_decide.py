@@ -15,6 +15,7 @@ from dynamo.planner.decide import (
     RoleLoad,
     Traffic,
     decide,
+    decide_load,
     prefill_utilization,
 )
 from dynamo.planner.profile import load_profile
@@ -214,3 +215,19 @@ def test_prefill_utilization_leaves_room_for_queueing() -> None:
         ttft = service_ms + rho * service_ms / (2 * (1 - rho))
         assert ttft == pytest.approx(target_ms)
     assert prefill_utilization(400.0, 300.0) == 1.0  # no worker count meets it: size by load
+
+
+def test_load_check_between_decisions_only_adds() -> None:
+    cfg = config(enable_load_scaling=True, max_gpu_budget=3)
+    busy = {
+        "prefill": RoleLoad(workers=1, queued_prefill_tokens=50_000),
+        "decode": RoleLoad(workers=1, kv_usage=0.2),  # below the down threshold: no descent here
+    }
+    d = decide_load(cfg, inputs(load=busy))
+    assert d.targets == {"prefill": 2, "decode": 1}
+    assert d.summary().startswith("scale [prefill 1->2, decode 1->1]: prefill queue 50000")
+    full = decide_load(cfg, inputs(live={"prefill": 2, "decode": 1}, load=busy))
+    assert not full.changed
+    assert full.reasons == ("load calls for more workers; at --max-gpu-budget 3",)
+    calm = decide_load(cfg, inputs(load={"decode": RoleLoad(workers=1, kv_usage=0.1)}))
+    assert not calm.changed and calm.reasons == ("load within thresholds",)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dynamo.planner.config import PlannerConfig
-from dynamo.planner.decide import Traffic
+from dynamo.planner.decide import RoleLoad, Traffic
 from dynamo.planner.loop import Planner, engine_profile
 from dynamo.runtime.errors import ConfigError, TransportError
 from dynamo.testing.planner_doubles import RecordingConnector, ScriptedSource
@@ -123,3 +123,30 @@ async def test_budget_below_minimums_holds_every_interval() -> None:
         assert d is not None and d.hold
     assert connector.calls == []
     assert planner.metrics.decisions.labels("hold")._value.get() == 2
+
+
+class Loads:
+    def __init__(self, load: dict[str, RoleLoad]) -> None:
+        self.load = load
+
+    def snapshot(self) -> dict[str, RoleLoad]:
+        return self.load
+
+
+async def test_load_check_adds_a_worker_before_the_next_decision() -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    loads = Loads({"prefill": RoleLoad(workers=1, queued_prefill_tokens=100_000)})
+    cfg = config(enable_load_scaling=True)
+    planner = Planner(cfg, connector, ScriptedSource([]), loads=loads)
+    d = await planner.check_load()
+    assert d is not None and connector.calls[0][0] == {"prefill": 2, "decode": 1}
+    assert connector.calls[0][1].startswith("load check: scale [prefill 1->2")
+    assert (
+        await Planner(
+            config(enable_load_scaling=False),
+            connector,
+            ScriptedSource([]),
+            loads=loads,
+        ).check_load()
+        is None
+    )

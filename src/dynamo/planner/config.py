@@ -37,6 +37,7 @@ FILE_ALIASES = {
     "itl": "itl_ms",
     "advisory": "no_operation",
     "prometheus_port": "metric_reporting_prometheus_port",
+    "load_adjustment_interval": "load_adjustment_interval_seconds",
 }
 
 
@@ -111,6 +112,13 @@ class PlannerConfig:
     enable_load_scaling: bool = option(
         True, help="add replicas when workers queue prefill tokens or fill their KV cache"
     )
+    load_adjustment_interval_seconds: float = option(
+        5.0,
+        flag="--load-adjustment-interval",
+        env="DYN_LOAD_ADJUSTMENT_INTERVAL",
+        help="seconds between load checks inside an interval: a queue or KV usage over its "
+        "up threshold adds a worker at once (they never scale down; 0 = only at decisions)",
+    )
     prefill_scale_up_queue_tokens: int | None = option(
         None,
         help="load scaling: queued prefill tokens per prefill worker that add one "
@@ -181,6 +189,10 @@ class PlannerConfig:
             ),
             (0 < self.scale_down_headroom <= 1, "--scale-down-headroom must be in (0, 1]"),
             (self.scale_down_cooldown_intervals >= 0, "--scale-down-cooldown-intervals >= 0"),
+            (
+                self.load_adjustment_interval_seconds >= 0,
+                "--load-adjustment-interval must be >= 0",
+            ),
             (
                 self.enable_throughput_scaling or self.enable_load_scaling,
                 "--no-enable-throughput-scaling with --no-enable-load-scaling leaves nothing "

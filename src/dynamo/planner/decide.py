@@ -109,6 +109,27 @@ def _clamp(value: float) -> float:
     return min(max(value, low), high)
 
 
+def decide_load(config: PlannerConfig, inputs: Inputs) -> Decision:
+    """The check between decisions: one more worker for each role whose workers' queue or KV
+    usage is over its up threshold, within the GPU budget. Nothing goes down here; that waits
+    for `decide`."""
+    roles = config.roles
+    if any(r not in inputs.live for r in roles):
+        return _hold(inputs, config, "no live replica count")
+    live = {r: inputs.live[r] for r in roles}
+    wishes = {r: _Wish(up=0, down=live[r]) for r in roles}
+    reasons: list[str] = []
+    _load(config, inputs, live, wishes, reasons)
+    targets = {r: max(live[r], wishes[r].up) for r in roles}
+    grown = [r for r in roles if targets[r] > live[r]]
+    if not grown:
+        return Decision(live, targets, ("load within thresholds",))
+    budget = config.max_gpu_budget
+    if budget != -1 and sum(n * config.engine_gpus(r) for r, n in targets.items()) > budget:
+        return Decision(live, live, (f"load calls for more workers; at --max-gpu-budget {budget}",))
+    return Decision(live, targets, tuple(r for r in reasons if r.endswith("one more")))
+
+
 def decide(config: PlannerConfig, inputs: Inputs) -> Decision:
     """Target replicas per role of `config.roles`; see the module docstring."""
     roles = config.roles

@@ -15,7 +15,15 @@ from typing import Any, Protocol
 
 from dynamo.planner.config import PlannerConfig
 from dynamo.planner.connectors.base import Role, ScalingConnector
-from dynamo.planner.decide import Decision, Forecast, Inputs, RoleLoad, Traffic, decide
+from dynamo.planner.decide import (
+    Decision,
+    Forecast,
+    Inputs,
+    RoleLoad,
+    Traffic,
+    decide,
+    decide_load,
+)
 from dynamo.planner.metrics import PlannerMetrics
 from dynamo.planner.observe import MetricSource
 from dynamo.planner.predictors import LoadPredictor, make_predictor
@@ -159,13 +167,56 @@ class Planner:
         self.metrics.record_decision(decision, outcome)
         return decision
 
+    async def check_load(self) -> Decision | None:
+        """Between decisions: add a worker where the workers' load is over its threshold."""
+        if self.loads is None or not self.config.enable_load_scaling:
+            return None
+        try:
+            live = await self.connector.live_replicas()
+        except DynamoError as exc:
+            log.debug("load check skipped: %s", exc)
+            return None
+        now = self._clock()
+        decision = decide_load(
+            self.config,
+            Inputs(now_s=now, live=live, load=self.loads.snapshot(), profile=self._profile),
+        )
+        if not decision.changed:
+            return decision
+        summary = "load check: " + decision.summary()
+        if self.config.no_operation:
+            log.info("dry run (--no-operation): %s", summary)
+            self.metrics.record_decision(decision, "dry_run")
+            return decision
+        log.info("%s", summary)
+        try:
+            await self.connector.scale(decision.targets, summary)
+        except DynamoError as exc:
+            log.warning("hold: scaling failed: %s", exc)
+            self.metrics.record_decision(decision, "error")
+            return decision
+        for role, target in decision.targets.items():
+            if target > decision.live.get(role, 0):
+                self._last_scale_up_s[role] = now
+        self.metrics.record_decision(decision, "scale")
+        return decision
+
     async def run(self) -> None:
-        """Decide every interval until cancelled."""
+        """Decide every interval, check load every load interval, until cancelled."""
         await self.source.start()
         interval = self.config.interval_s
+        load_every = self.config.load_adjustment_interval_seconds
         next_at = self._clock() + interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - self._clock()))
+            now = self._clock()
+            if load_every > 0 and now + load_every < next_at:
+                await asyncio.sleep(load_every)
+                try:
+                    await self.check_load()
+                except DynamoError as exc:
+                    log.warning("hold: %s", exc)
+                continue
+            await asyncio.sleep(max(0.0, next_at - now))
             next_at = max(next_at + interval, self._clock() + interval / 2)
             try:
                 await self.step()
