@@ -67,3 +67,12 @@ def test_heavy_predictors_name_their_extra(name: str, package: str) -> None:
 def test_unknown_predictor() -> None:
     with pytest.raises(ValueError, match="unknown load predictor 'linear'"):
         make_predictor("linear")
+
+
+def test_arima_follows_a_ramp_when_installed() -> None:
+    pytest.importorskip("pmdarima")  # pip install 'pydynamo[planner-arima]'
+    p = make_predictor("arima")
+    for v in range(10, 34, 2):
+        p.add(float(v))
+    forecast = p.predict()
+    assert forecast is not None and abs(forecast - 34.0) < 1.0
