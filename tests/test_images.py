@@ -229,20 +229,7 @@ def test_the_chart_runs_the_operator_module() -> None:
     assert runnable_module("dynamo.operator")
 
 
-@pytest.mark.parametrize(
-    "component",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                strict=True, reason="dynamo.planner has no entry point yet (a known gap)"
-            ),
-        )
-        if DEFAULT_COMMANDS[c][2] == "dynamo.planner"
-        else c
-        for c in sorted(DEFAULT_COMMANDS)
-    ],
-)
+@pytest.mark.parametrize("component", sorted(DEFAULT_COMMANDS))
 def test_default_service_commands_run_a_module_of_the_image(component: str) -> None:
     command = DEFAULT_COMMANDS[component]
     assert command[:2] == ("python3", "-m")

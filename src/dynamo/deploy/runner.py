@@ -180,6 +180,7 @@ class Supervisor:
                 component_type=svc.spec.component_type,
                 desired=svc.desired,
                 replicas=[ReplicaState(**asdict(r.state)) for r in svc.replicas],
+                sub_component_type=svc.spec.sub_component_type,
             )
             for name, svc in self.services.items()
         ]

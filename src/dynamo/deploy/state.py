@@ -47,6 +47,7 @@ class ServiceState:
     component_type: str
     desired: int
     replicas: list[ReplicaState] = field(default_factory=list)
+    sub_component_type: str | None = None  # prefill | decode: how the planner finds its roles
 
 
 @dataclass

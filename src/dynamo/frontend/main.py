@@ -24,6 +24,7 @@ from dynamo.router.kv_policy import KvPolicy
 from dynamo.router.policies import make_policy
 from dynamo.router.replica_sync import ReplicaSync, replica_sync_topic
 from dynamo.runtime.config import RuntimeConfig, resolve
+from dynamo.runtime.discovery.base import FRONTENDS_ROOT
 from dynamo.runtime.errors import ConfigError, DynamoError
 from dynamo.runtime.observability import setup_observability
 
@@ -90,6 +91,11 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
         loop.add_signal_handler(sig, stop.set)
     try:
         await frontend.start()
+        url = advertised_url(frontend, runtime_cfg)
+        await runtime.discovery.put(
+            f"{FRONTENDS_ROOT}/{runtime_cfg.namespace}/{runtime.instance_id:x}",
+            {"url": url, "metrics_url": f"{url}/metrics"},
+        )
         log.info(
             "serving namespace %r with router mode %s on %s",
             runtime_cfg.namespace,
@@ -103,6 +109,15 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
         if sync is not None:
             await sync.close()
         await runtime.shutdown()
+
+
+def advertised_url(frontend: Frontend, runtime_cfg: RuntimeConfig) -> str:
+    """The frontend's URL for peers (the planner scrapes its /metrics): a wildcard bind is
+    advertised with the request plane's host, which is the pod IP in a cluster."""
+    if frontend.config.http_host in ("0.0.0.0", "::", ""):
+        scheme = "https" if frontend.config.tls_cert_path else "http"
+        return f"{scheme}://{runtime_cfg.tcp_host}:{frontend.port}"
+    return frontend.url
 
 
 def _event_loop_policy() -> None:

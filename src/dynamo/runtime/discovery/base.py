@@ -8,6 +8,7 @@ Key layout used by the runtime:
   v1/instances/{namespace}/{component}/{endpoint}/{instance_id:x}  -> InstanceInfo dict
   v1/mdc/{namespace}/{component}/{endpoint}/{instance_id:x}        -> ModelCard dict
   v1/events/{namespace}/{instance_id:x}                            -> event publisher address
+  v1/frontends/{namespace}/{instance_id:x}                         -> {"url", "metrics_url"}
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal, Protocol
 INSTANCES_ROOT = "v1/instances"
 MODEL_CARDS_ROOT = "v1/mdc"
 EVENT_PUBLISHERS_ROOT = "v1/events"
+FRONTENDS_ROOT = "v1/frontends"  # HTTP frontends, so the planner can scrape their /metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,446 @@
+"""The SLA planner against static provisioning, in simulated time (no wall-clock sleeps).
+
+    python benchmarks/planner.py [--base-rate 3] [--seeds 3] [--speedup-ratio 0.2]
+        [--startup-s 5] [--planner-args "--load-predictor kalman ..."]
+
+A disaggregated graph of mocker engines (the real mocker `Scheduler` and timing model, one per
+worker) serves a varying Poisson load: x1 for 60 s, a ramp to x4 over 60 s, x4 for 120 s, a
+ramp back over 60 s, x1 for 60 s, a x8 burst for 10 s, x1 for 60 s. Requests go to the prefill
+worker with the fewest queued prompt tokens, then (prefill done = first token) to the decode
+worker with the fewest running requests. Three graphs are compared:
+
+- planner: the real `Planner` loop (`dynamo.planner.loop`, predictors, `decide`) every
+  interval, on the frontend-side numbers of the interval and the workers' queue / KV load;
+  added workers serve after `--startup-s`, removed ones drain before they go;
+- static at peak / static at mean: the replicas the planner's own formula asks for at the
+  peak rate and at the mean rate of the trace, for the whole run.
+
+Reported: SLA attainment (share of requests with TTFT <= --ttft and mean ITL <= --itl) and
+worker-seconds (every worker from its start to its removal, 1 GPU each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import itertools
+import math
+import random
+import shlex
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamo.engines.mocker.config import MockerConfig
+from dynamo.engines.mocker.sampling import TokenSampler
+from dynamo.engines.mocker.scheduler import Scheduler
+from dynamo.engines.mocker.sequence import StepResult
+from dynamo.planner.config import PlannerConfig, build_parser, planner_config
+from dynamo.planner.connectors.base import ROLES, Role
+from dynamo.planner.decide import RoleLoad, Traffic
+from dynamo.planner.loop import Planner
+from dynamo.planner.profile import mocker_profile
+
+PHASES = ((60, 1, 1), (60, 1, 4), (120, 4, 4), (60, 4, 1), (60, 1, 1), (10, 8, 8), (60, 1, 1))
+
+
+def rate_at(t: float, base: float) -> float:
+    for length, start, end in PHASES:
+        if t < length:
+            return base * (start + (end - start) * t / length)
+        t -= length
+    return 0.0
+
+
+def arrivals(base: float, seed: int) -> list[float]:
+    """Poisson arrivals of the trace by thinning at the peak rate."""
+    rng = random.Random(seed)
+    total = sum(p[0] for p in PHASES)
+    peak = base * max(max(p[1], p[2]) for p in PHASES)
+    t, out = 0.0, []
+    while True:
+        t += rng.expovariate(peak)
+        if t >= total:
+            return out
+        if rng.random() < rate_at(t, base) / peak:
+            out.append(t)
+
+
+@dataclass
+class Worker:
+    role: Role
+    scheduler: Scheduler
+    started_s: float
+    ready_s: float
+    busy: bool = False
+    draining: bool = False
+    stopped_s: float | None = None
+
+
+@dataclass
+class Request:
+    arrived_s: float
+    prompt: list[int]
+    osl: int
+    first_token_s: float | None = None
+    decode_tokens: list[float] = field(default_factory=list)
+    done_s: float | None = None
+
+
+class Graph:
+    """A disaggregated graph of simulated mocker workers and an event heap."""
+
+    def __init__(self, mocker: MockerConfig, startup_s: float) -> None:
+        self.mocker, self.startup_s = mocker, startup_s
+        self.now = 0.0
+        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._sampler = TokenSampler(1000, [2])
+        self.workers: list[Worker] = []
+        self.requests: list[Request] = []
+        self.waiting: dict[Role, list[int]] = {"prefill": [], "decode": []}
+
+    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), fn, args))
+
+    def run_until(self, t: float) -> None:
+        while self._heap and self._heap[0][0] <= t:
+            self.now, _, fn, args = heapq.heappop(self._heap)
+            fn(*args)
+        self.now = t
+
+    # --- workers -------------------------------------------------------------------
+    def live(self, role: Role) -> list[Worker]:
+        return [
+            w for w in self.workers if w.role == role and not w.draining and w.stopped_s is None
+        ]
+
+    def add_worker(self, role: Role, ready_in_s: float) -> None:
+        worker = Worker(
+            role, Scheduler(self.mocker, self._sampler), self.now, self.now + ready_in_s
+        )
+        self.workers.append(worker)
+        self.at(worker.ready_s, self._ready, worker)
+
+    def remove_worker(self, role: Role) -> None:
+        """Drain the newest live worker of `role`: it takes nothing new and stops when idle."""
+        worker = self.live(role)[-1]
+        worker.draining = True
+        if not worker.busy:
+            worker.stopped_s = self.now
+
+    def _ready(self, worker: Worker) -> None:
+        queue = self.waiting[worker.role]
+        while queue and not worker.draining:
+            self._assign(worker, queue.pop(0))
+
+    def _serving(self, role: Role) -> list[Worker]:
+        return [w for w in self.live(role) if w.ready_s <= self.now]
+
+    # --- requests ------------------------------------------------------------------
+    def arrive(self, key: int) -> None:
+        self._route("prefill", key)
+
+    def _route(self, role: Role, key: int) -> None:
+        ready = self._serving(role)
+        if not ready:
+            self.waiting[role].append(key)
+            return
+        if role == "prefill":
+            worker = min(ready, key=lambda w: w.scheduler.pending_prefill_tokens)
+        else:
+            worker = min(ready, key=lambda w: w.scheduler.num_running + w.scheduler.num_waiting)
+        self._assign(worker, key)
+
+    def _assign(self, worker: Worker, key: int) -> None:
+        req = self.requests[key]
+        if worker.role == "prefill":
+            worker.scheduler.add_request(key, req.prompt, seed=key, max_tokens=1, min_tokens=1)
+        else:
+            worker.scheduler.add_request(
+                key,
+                req.prompt,
+                seed=key,
+                max_tokens=req.osl,
+                min_tokens=req.osl,
+                remote_tokens=len(req.prompt),
+            )
+        if not worker.busy:
+            worker.busy = True
+            self.at(self.now, self._step, worker)
+
+    def _step(self, worker: Worker) -> None:
+        if not worker.scheduler.has_work():
+            worker.busy = False
+            if worker.draining:
+                worker.stopped_s = self.now
+            return
+        result = worker.scheduler.step()
+        end = self.now + result.duration_s
+        self.at(end, self._tokens, worker, result)
+        self.at(end, self._step, worker)
+
+    def _tokens(self, worker: Worker, result: StepResult) -> None:
+        for fin in result.finished:
+            req = self.requests[fin.key]
+            if worker.role == "prefill":
+                req.first_token_s = self.now
+                self._route("decode", fin.key)
+            else:
+                req.done_s = self.now
+        if worker.role == "decode":
+            for key, _ in result.emitted:
+                self.requests[key].decode_tokens.append(self.now)
+
+    # --- what the planner sees -----------------------------------------------------
+    def snapshot(self) -> dict[Role, RoleLoad]:
+        """The workers' load now, as `WorkerLoads.snapshot` reports it."""
+        out = {}
+        for role in ROLES:
+            ready = self._serving(role)
+            if ready:
+                out[role] = RoleLoad(
+                    workers=len(ready),
+                    queued_prefill_tokens=statistics.mean(
+                        w.scheduler.pending_prefill_tokens for w in ready
+                    ),
+                    kv_usage=statistics.mean(
+                        w.scheduler.kv.active_blocks / w.scheduler.kv.num_blocks for w in ready
+                    ),
+                )
+        return out
+
+    def worker_seconds(self, end_s: float) -> float:
+        """Worker time up to `end_s` (the end of the trace), 1 GPU each."""
+        return sum(
+            min(w.stopped_s if w.stopped_s is not None else end_s, end_s) - w.started_s
+            for w in self.workers
+            if w.started_s < end_s
+        )
+
+
+def itl_s(req: Request) -> float | None:
+    times = req.decode_tokens
+    return (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+
+
+class SimSource:
+    """The frontend-side numbers of the requests that finished in the last interval."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph, self._seen = graph, 0
+
+    async def start(self) -> None:
+        return None
+
+    async def traffic(self, interval_s: float) -> Traffic:
+        done = [r for r in self.graph.requests if r.done_s is not None]
+        done.sort(key=lambda r: r.done_s or 0.0)
+        fresh, self._seen = done[self._seen :], len(done)
+        if not fresh:
+            return Traffic(0)
+        itls = [v for v in (itl_s(r) for r in fresh) if v is not None]
+        return Traffic(
+            num_requests=len(fresh),
+            isl=statistics.mean(len(r.prompt) for r in fresh),
+            osl=statistics.mean(r.osl for r in fresh),
+            ttft_ms=statistics.mean(((r.first_token_s or 0) - r.arrived_s) * 1000 for r in fresh),
+            itl_ms=statistics.mean(itls) * 1000 if itls else None,
+            request_duration_s=statistics.mean((r.done_s or 0) - r.arrived_s for r in fresh),
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+class SimConnector:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    async def live_replicas(self) -> dict[Role, int]:
+        return {role: len(self.graph.live(role)) for role in ROLES}
+
+    async def scale(self, targets: Mapping[Role, int], reason: str) -> None:
+        for role, target in targets.items():
+            while len(self.graph.live(role)) < target:
+                self.graph.add_worker(role, self.graph.startup_s)
+            while len(self.graph.live(role)) > target:
+                self.graph.remove_worker(role)
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class Result:
+    attainment: float
+    ttft_ok: float  # share within the TTFT target
+    itl_ok: float
+    worker_seconds: float
+    ttft_p90_ms: float
+    itl_p90_ms: float
+    max_replicas: dict[Role, int]
+    mean_replicas: dict[Role, float]  # time-weighted over the trace
+
+
+async def simulate(
+    config: PlannerConfig,
+    mocker: MockerConfig,
+    times: list[float],
+    static: Mapping[Role, int] | None,
+    startup_s: float,
+    isl: int,
+    osl: int,
+) -> Result:
+    graph = Graph(mocker, startup_s)
+    rng = random.Random(len(times))
+    for i, t in enumerate(times):
+        graph.requests.append(Request(t, [rng.randrange(100, 50_000) for _ in range(isl)], osl))
+        graph.at(t, graph.arrive, i)
+    start = static or {role: config.min_endpoint for role in ROLES}
+    for role in ROLES:
+        for _ in range(start[role]):
+            graph.add_worker(role, 0.0)
+    planner = None
+    if static is None:
+        planner = Planner(
+            config,
+            SimConnector(graph),
+            SimSource(graph),
+            loads=graph,
+            profile_loader=lambda c: mocker_profile(c.mocker_speedup_ratio),
+            clock=lambda: graph.now,
+        )
+    end = sum(p[0] for p in PHASES)
+    peak = {role: start[role] for role in ROLES}
+    summed = dict.fromkeys(ROLES, 0.0)
+    t = 0.0
+    # ticks of the load check (the loop's `--load-adjustment-interval`) inside each interval
+    tick = config.load_adjustment_interval_seconds or config.interval_s
+    ticks = max(1, round(config.interval_s / tick))
+    while t < end or any(r.done_s is None for r in graph.requests):
+        for i in range(ticks):
+            t += config.interval_s / ticks
+            graph.run_until(t)
+            if planner is None or t > end + config.interval_s:
+                pass
+            elif i == ticks - 1:
+                await planner.step()
+            else:
+                await planner.check_load()
+            for role in ROLES:
+                peak[role] = max(peak[role], len(graph.live(role)))
+                if t <= end:
+                    summed[role] += len(graph.live(role)) * config.interval_s / ticks
+        if t > end + 600:
+            break
+    finished = [r for r in graph.requests if r.done_s is not None and r.first_token_s is not None]
+    ttfts = sorted((r.first_token_s or 0) - r.arrived_s for r in finished)
+    itls = sorted(v for v in (itl_s(r) for r in finished) if v is not None)
+    ok = sum(
+        1
+        for r in finished
+        if (r.first_token_s or 0) - r.arrived_s <= config.ttft_ms / 1000
+        and (itl_s(r) or 0) <= config.itl_ms / 1000
+    )
+    n = len(graph.requests)
+    return Result(
+        attainment=ok / n,
+        ttft_ok=sum((r.first_token_s or 0) - r.arrived_s <= config.ttft_ms / 1000 for r in finished)
+        / n,
+        itl_ok=sum((itl_s(r) or 0) <= config.itl_ms / 1000 for r in finished) / n,
+        worker_seconds=graph.worker_seconds(end),
+        ttft_p90_ms=ttfts[int(0.9 * len(ttfts))] * 1000 if ttfts else math.nan,
+        itl_p90_ms=itls[int(0.9 * len(itls))] * 1000 if itls else math.nan,
+        max_replicas=peak,
+        mean_replicas={role: summed[role] / end for role in ROLES},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-rate", type=float, default=3.0, help="requests/s at x1")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--isl", type=int, default=1000)
+    parser.add_argument("--osl", type=int, default=100)
+    parser.add_argument("--speedup-ratio", type=float, default=0.2, help="the mockers'")
+    parser.add_argument("--startup-s", type=float, default=5.0, help="a new worker's start")
+    parser.add_argument(
+        "--planner-args",
+        default="--ttft 300 --itl 40 --adjustment-interval 10 --max-gpu-budget 16",
+        help="planner flags, as `python -m dynamo.planner` takes them",
+    )
+    args = parser.parse_args()
+    flags = [
+        *shlex.split(args.planner_args),
+        "--environment",
+        "virtual",
+        "--backend",
+        "mocker",
+        "--mocker-speedup-ratio",
+        str(args.speedup_ratio),
+        "--profile-results-dir",
+        "/nonexistent",
+    ]
+    config = planner_config(build_parser().parse_args(flags), {})
+    mocker = MockerConfig(speedup_ratio=args.speedup_ratio)
+    total = sum(p[0] for p in PHASES)
+    mean_rate = sum(p[0] * args.base_rate * (p[1] + p[2]) / 2 for p in PHASES) / total
+    print(
+        f"trace: {total}s, base {args.base_rate:g} req/s (mean {mean_rate:.2f}, plateau "
+        f"{4 * args.base_rate:g}, burst {8 * args.base_rate:g}); ISL {args.isl}, OSL {args.osl}; "
+        f"mocker speedup {args.speedup_ratio:g}, new workers serve after {args.startup_s:g}s; "
+        f"targets TTFT {config.ttft_ms:g} ms, ITL {config.itl_ms:g} ms; {args.seeds} seeds"
+    )
+
+    def run(static: dict[Role, int] | None) -> list[Result]:
+        return [
+            asyncio.run(
+                simulate(
+                    config,
+                    mocker,
+                    arrivals(args.base_rate, seed),
+                    static,
+                    args.startup_s,
+                    args.isl,
+                    args.osl,
+                )
+            )
+            for seed in range(args.seeds)
+        ]
+
+    planned = run(None)
+    # static graphs sized like the planner's: its largest, and its time-averaged, replicas
+    at_peak = {role: max(r.max_replicas[role] for r in planned) for role in ROLES}
+    at_mean = {
+        role: math.ceil(statistics.mean(r.mean_replicas[role] for r in planned) - 1e-9)
+        for role in ROLES
+    }
+    rows = [
+        ("planner", None, planned),
+        ("static at peak", at_peak, run(at_peak)),
+        ("static at mean", at_mean, run(at_mean)),
+    ]
+    peak_ws = statistics.mean(r.worker_seconds for r in rows[1][2])
+    print(
+        f"{'setup':16} {'replicas P+D':>13} {'SLA attain':>10} {'worker-s':>9} "
+        f"{'vs peak':>8} {'TTFT ok':>8} {'ITL ok':>7} {'TTFT p90':>9} {'ITL p90':>8}"
+    )
+    for name, static, results in rows:
+        counts = static or {role: max(r.max_replicas[role] for r in results) for role in ROLES}
+        label = f"{counts['prefill']}+{counts['decode']}" + ("" if static else " max")
+        ws = statistics.mean(r.worker_seconds for r in results)
+        print(
+            f"{name:16} {label:>13} {statistics.mean(r.attainment for r in results):>10.1%} "
+            f"{ws:>9.0f} {ws / peak_ws:>8.0%} "
+            f"{statistics.mean(r.ttft_ok for r in results):>8.1%} "
+            f"{statistics.mean(r.itl_ok for r in results):>7.1%} "
+            f"{statistics.mean(r.ttft_p90_ms for r in results):>7.0f}ms "
+            f"{statistics.mean(r.itl_p90_ms for r in results):>6.1f}ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

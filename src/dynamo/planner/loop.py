@@ -1,0 +1,239 @@
+"""The planner loop: every interval observe, predict, decide (the pure function), act.
+
+Whatever goes wrong in one interval (no metrics, no profile, a connector that cannot reach
+its environment, a graph without the right services) is one log line and a hold; the loop
+goes on and tries again next interval, so bad input never turns into a crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from dynamo.planner.config import PlannerConfig
+from dynamo.planner.connectors.base import Role, ScalingConnector
+from dynamo.planner.decide import (
+    Decision,
+    Forecast,
+    Inputs,
+    RoleLoad,
+    Traffic,
+    decide,
+    decide_load,
+)
+from dynamo.planner.metrics import PlannerMetrics
+from dynamo.planner.observe import MetricSource
+from dynamo.planner.predictors import LoadPredictor, make_predictor
+from dynamo.planner.profile import EngineProfile, load_profile, mocker_profile
+from dynamo.runtime.errors import ConfigError, DynamoError
+
+log = logging.getLogger("dynamo.planner")
+
+
+class LoadView(Protocol):
+    """Where the loop reads worker load (`WorkerLoads`, or a simulator)."""
+
+    def snapshot(self) -> dict[Role, RoleLoad]: ...
+
+
+def engine_profile(config: PlannerConfig) -> EngineProfile:
+    """The profile in `--profile-results-dir`; with `--backend mocker` and none there, the
+    mocker's timing model. Raises ConfigError when there is none to use."""
+    try:
+        return load_profile(config.profile_results_dir)
+    except ConfigError:
+        if config.backend != "mocker":
+            raise
+        return mocker_profile(config.mocker_speedup_ratio)
+
+
+class Planner:
+    def __init__(
+        self,
+        config: PlannerConfig,
+        connector: ScalingConnector,
+        source: MetricSource,
+        *,
+        loads: LoadView | None = None,
+        metrics: PlannerMetrics | None = None,
+        profile_loader: Callable[[PlannerConfig], EngineProfile] = engine_profile,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.connector = connector
+        self.source = source
+        self.loads = loads
+        self.metrics = metrics or PlannerMetrics()
+        self._profile_loader = profile_loader
+        self._profile: EngineProfile | None = None
+        self._clock = clock
+        self._predictors: dict[str, LoadPredictor] = {
+            name: make_predictor(
+                config.load_predictor,
+                window=config.prophet_window_size,
+                interval_s=config.interval_s,
+                kalman=(
+                    config.kalman_q_level,
+                    config.kalman_q_trend,
+                    config.kalman_r,
+                    config.kalman_min_points,
+                ),
+            )
+            for name in ("requests", "isl", "osl")
+        }
+        self._last_scale_up_s: dict[Role, float] = {}
+        self.last_decision: Decision | None = None
+
+    def _profile_now(self) -> EngineProfile | None:
+        if self._profile is None:
+            try:
+                self._profile = self._profile_loader(self.config)
+                log.info("planning with %s", self._profile.source)
+            except ConfigError as exc:
+                log.warning("%s", exc)
+        return self._profile
+
+    async def _observe(self) -> Traffic | None:
+        try:
+            return await self.source.traffic(self.config.interval_s)
+        except DynamoError as exc:
+            log.warning("no traffic metrics this interval: %s", exc)
+            return None
+
+    def _forecast(self, traffic: Traffic | None) -> Forecast | None:
+        p = self._predictors
+        if traffic is not None:
+            p["requests"].add(traffic.num_requests)
+            if traffic.num_requests > 0:
+                if traffic.isl is not None:
+                    p["isl"].add(traffic.isl)
+                if traffic.osl is not None:
+                    p["osl"].add(traffic.osl)
+        requests = p["requests"].predict()
+        if requests is None:
+            return None
+        isl, osl = p["isl"].predict(), p["osl"].predict()
+        return Forecast(
+            requests,
+            isl if isl is not None else float(self.config.isl),
+            osl if osl is not None else float(self.config.osl),
+        )
+
+    async def step(self) -> Decision | None:
+        """One interval: returns the decision (None when the live replicas were unreadable)."""
+        traffic = await self._observe()
+        forecast = self._forecast(traffic)
+        self.metrics.record_traffic(traffic)
+        self.metrics.record_forecast(forecast)
+        try:
+            live = await self.connector.live_replicas()
+        except DynamoError as exc:
+            log.warning("hold: cannot read the live replicas: %s", exc)
+            self.metrics.decisions.labels("error").inc()
+            return None
+        now = self._clock()
+        decision = decide(
+            self.config,
+            Inputs(
+                now_s=now,
+                live=live,
+                traffic=traffic,
+                forecast=forecast,
+                load=self.loads.snapshot() if self.loads is not None else {},
+                profile=self._profile_now() if self.config.enable_throughput_scaling else None,
+                last_scale_up_s=self._last_scale_up_s,
+            ),
+        )
+        self.last_decision = decision
+        summary = decision.summary()
+        outcome = "hold" if decision.hold else ("scale" if decision.changed else "keep")
+        if decision.changed and self.config.no_operation:
+            outcome = "dry_run"
+            summary = "dry run (--no-operation): " + summary
+        log.info("%s", summary)
+        if outcome == "scale":
+            try:
+                await self.connector.scale(decision.targets, summary)
+            except DynamoError as exc:
+                log.warning("hold: scaling failed: %s", exc)
+                outcome = "error"
+            else:
+                for role, target in decision.targets.items():
+                    if target > decision.live.get(role, 0):
+                        self._last_scale_up_s[role] = now
+        self.metrics.record_decision(decision, outcome)
+        return decision
+
+    async def check_load(self) -> Decision | None:
+        """Between decisions: add a worker where the workers' load is over its threshold."""
+        if self.loads is None or not self.config.enable_load_scaling:
+            return None
+        try:
+            live = await self.connector.live_replicas()
+        except DynamoError as exc:
+            log.debug("load check skipped: %s", exc)
+            return None
+        now = self._clock()
+        decision = decide_load(
+            self.config,
+            Inputs(now_s=now, live=live, load=self.loads.snapshot(), profile=self._profile),
+        )
+        if not decision.changed:
+            return decision
+        summary = "load check: " + decision.summary()
+        if self.config.no_operation:
+            log.info("dry run (--no-operation): %s", summary)
+            self.metrics.record_decision(decision, "dry_run")
+            return decision
+        log.info("%s", summary)
+        try:
+            await self.connector.scale(decision.targets, summary)
+        except DynamoError as exc:
+            log.warning("hold: scaling failed: %s", exc)
+            self.metrics.record_decision(decision, "error")
+            return decision
+        for role, target in decision.targets.items():
+            if target > decision.live.get(role, 0):
+                self._last_scale_up_s[role] = now
+        self.metrics.record_decision(decision, "scale")
+        return decision
+
+    async def run(self) -> None:
+        """Decide every interval, check load every load interval, until cancelled."""
+        await self.source.start()
+        interval = self.config.interval_s
+        load_every = self.config.load_adjustment_interval_seconds
+        next_at = self._clock() + interval
+        while True:
+            now = self._clock()
+            if load_every > 0 and now + load_every < next_at:
+                await asyncio.sleep(load_every)
+                try:
+                    await self.check_load()
+                except DynamoError as exc:
+                    log.warning("hold: %s", exc)
+                continue
+            await asyncio.sleep(max(0.0, next_at - now))
+            next_at = max(next_at + interval, self._clock() + interval / 2)
+            try:
+                await self.step()
+            except DynamoError as exc:  # a planner must outlive any one bad interval
+                log.warning("hold: %s", exc)
+
+    def status(self) -> dict[str, Any]:
+        """The last decision as JSON-able data (served on the planner's endpoint)."""
+        d = self.last_decision
+        if d is None:
+            return {"decision": None}
+        return {
+            "decision": {
+                "live": d.live,
+                "targets": d.targets,
+                "hold": d.hold,
+                "changed": d.changed,
+                "reasons": list(d.reasons),
+            }
+        }

@@ -1,0 +1,233 @@
+"""The decision function alone: Dynamo's formulas and the fixes for their #10528, #9294, #4420."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dynamo.planner.config import PlannerConfig
+from dynamo.planner.decide import (
+    Forecast,
+    Inputs,
+    RoleLoad,
+    Traffic,
+    decide,
+    decide_load,
+    prefill_utilization,
+)
+from dynamo.planner.profile import load_profile
+
+PROFILE = load_profile(Path(__file__).parent / "data" / "profile")
+# tokens/s of one prefill worker at ISL 1024 (70 ms TTFT), busy enough to leave room for
+# queueing within the 300 ms TTFT target
+PREFILL_CAP_1024 = 1024 / 0.070 * prefill_utilization(70.0, 300.0)
+
+
+def config(**kw: Any) -> PlannerConfig:
+    base: dict[str, Any] = {
+        "environment": "local",
+        "throughput_adjustment_interval_seconds": 10,
+        "ttft_ms": 300.0,
+        "itl_ms": 40.0,
+        "max_gpu_budget": -1,
+        "enable_load_scaling": False,
+    }
+    return PlannerConfig(**{**base, **kw})
+
+
+def inputs(**kw: Any) -> Inputs:
+    base: dict[str, Any] = {
+        "now_s": 1000.0,
+        "live": {"prefill": 1, "decode": 1},
+        "profile": PROFILE,
+    }
+    return Inputs(**{**base, **kw})
+
+
+def prefill_need(requests: float, isl: float = 1024) -> float:
+    return requests * isl / 10 / PREFILL_CAP_1024
+
+
+def test_prefill_replicas_follow_dynamos_formula() -> None:
+    cfg = config(mode="prefill")
+    for requests in (100, 300, 900):
+        d = decide(cfg, inputs(live={"prefill": 1}, forecast=Forecast(requests, 1024, 100)))
+        expected = max(1, math.ceil(prefill_need(requests)))
+        assert d.targets == {"prefill": expected}, d.summary()
+
+
+def test_decode_replicas_follow_the_profile_at_the_itl_target() -> None:
+    cfg = config(mode="decode")
+    context = 1024 + 100 / 2
+    per_worker, feasible = PROFILE.decode.best_throughput_per_gpu(40.0, context)
+    assert feasible
+    requests = 3.5 * per_worker * 10 / 100  # 3.5 workers of output tokens
+    d = decide(cfg, inputs(live={"decode": 1}, forecast=Forecast(requests, 1024, 100)))
+    assert d.targets == {"decode": 4}
+
+
+def test_prefill_correction_only_lowers_demand_but_queued_tokens_count() -> None:
+    cfg = config(mode="prefill")
+    forecast = Forecast(200, 1024, 100)  # 1.6 workers of prompt tokens
+    fast = Traffic(200, isl=1024, osl=100, ttft_ms=28.0)  # 0.4 x the profiled 70 ms
+    assert decide(cfg, inputs(live={"prefill": 2}, forecast=forecast, traffic=fast)).targets == {
+        "prefill": 1
+    }
+    # their #10528: a burst queues on the workers; the backlog is demand too
+    backlog = {"prefill": RoleLoad(workers=2, queued_prefill_tokens=PREFILL_CAP_1024 * 10)}
+    d = decide(cfg, inputs(live={"prefill": 2}, forecast=forecast, load=backlog))
+    assert d.targets == {"prefill": math.ceil(prefill_need(200) + 2)}
+    assert "queued" in d.summary()
+
+
+def test_ttft_over_target_from_queueing_adds_a_prefill_worker() -> None:
+    cfg = config(mode="prefill")
+    slow = Traffic(100, isl=1024, osl=100, ttft_ms=2500.0)  # the engine alone does 70 ms
+    d = decide(cfg, inputs(live={"prefill": 1}, forecast=Forecast(100, 1024, 100), traffic=slow))
+    assert d.targets == {"prefill": 2}
+    assert "TTFT 2500ms > 300ms target" in d.summary()
+    # an ISL the engine cannot prefill within the target is not a queue: no blind scale-up
+    huge = Traffic(1, isl=4096, osl=100, ttft_ms=400.0)  # profiled: 300 ms > 200 ms target
+    d = decide(
+        config(mode="prefill", ttft_ms=200.0),
+        inputs(live={"prefill": 1}, forecast=Forecast(1, 4096, 100), traffic=huge),
+    )
+    assert d.targets == {"prefill": 1}
+
+
+def test_no_two_to_one_oscillation_at_steady_load() -> None:
+    cfg = config(mode="prefill")
+    # their #9294: 0.9 workers of load at 2 workers; 1 worker would run at 90 %: stay at 2
+    steady = Forecast(PREFILL_CAP_1024 * 0.9 * 10 / 1024, 1024, 100)
+    for _ in range(5):
+        assert decide(cfg, inputs(live={"prefill": 2}, forecast=steady)).targets == {"prefill": 2}
+    # at 0.7 workers one worker has its headroom (0.7 / 0.8 <= 1): go to 1
+    light = Forecast(PREFILL_CAP_1024 * 0.7 * 10 / 1024, 1024, 100)
+    assert decide(cfg, inputs(live={"prefill": 2}, forecast=light)).targets == {"prefill": 1}
+
+
+def test_cooldown_after_a_scale_up() -> None:
+    cfg = config(mode="prefill", scale_down_cooldown_intervals=2)
+    idle = Forecast(0, 1024, 100)
+    d = decide(cfg, inputs(live={"prefill": 3}, forecast=idle, last_scale_up_s={"prefill": 990.0}))
+    assert d.targets == {"prefill": 3}
+    assert "prefill: scale-down waits 10s more" in d.summary()
+    d = decide(cfg, inputs(live={"prefill": 3}, forecast=idle, last_scale_up_s={"prefill": 980.0}))
+    assert d.targets == {"prefill": 1}
+
+
+def test_decisions_start_from_the_live_replicas() -> None:
+    # their #4420: someone scaled the workers by hand to 4; the planner sizes from 4, not from
+    # the 1 it asked for before
+    cfg = config(mode="prefill")
+    d = decide(cfg, inputs(live={"prefill": 4}, forecast=Forecast(0, 1024, 100)))
+    assert (d.live, d.targets, d.changed) == ({"prefill": 4}, {"prefill": 1}, True)
+
+
+def test_minimum_and_step_limit() -> None:
+    cfg = config(mode="prefill", min_endpoint=2, max_throughput_scaling_replicas=3)
+    assert decide(cfg, inputs(live={"prefill": 2}, forecast=Forecast(0, 1024, 100))).targets == {
+        "prefill": 2
+    }
+    big = Forecast(100_000, 1024, 100)
+    assert decide(cfg, inputs(live={"prefill": 2}, forecast=big)).targets == {"prefill": 5}
+
+
+def test_gpu_budget_scales_both_roles_down_proportionally() -> None:
+    cfg = config(max_gpu_budget=6, prefill_engine_num_gpu=1, decode_engine_num_gpu=2)
+    big = Forecast(2000, 1024, 100)  # lots of prefill and decode
+    d = decide(cfg, inputs(forecast=big))
+    used = d.targets["prefill"] + 2 * d.targets["decode"]
+    assert used <= 6 and d.targets["prefill"] >= 1 and d.targets["decode"] >= 1
+    assert "capped by --max-gpu-budget 6" in d.summary()
+
+
+def test_budget_below_minimums_holds() -> None:
+    cfg = config(max_gpu_budget=1, min_endpoint=1)
+    d = decide(cfg, inputs(forecast=Forecast(1000, 1024, 100)))
+    assert d.hold and not d.changed
+    assert d.targets == {"prefill": 1, "decode": 1}
+    assert d.reasons == (
+        "--max-gpu-budget 1 is below the minimums (1 per role = 2 GPUs): not scaling",
+    )
+
+
+def test_nothing_observed_holds() -> None:
+    d = decide(config(), inputs())
+    assert d.hold and d.reasons == ("no traffic observed yet and no worker load: holding",)
+
+
+def test_missing_live_role_holds() -> None:
+    d = decide(config(), inputs(live={"decode": 1}))
+    assert d.hold and d.reasons == ("no live replica count for prefill",)
+
+
+def test_without_profile_load_scaling_still_acts() -> None:
+    cfg = config(enable_load_scaling=True)
+    load = {
+        "prefill": RoleLoad(workers=1, queued_prefill_tokens=50_000),
+        "decode": RoleLoad(workers=1, kv_usage=0.95),
+    }
+    d = decide(cfg, inputs(profile=None, forecast=Forecast(10, 1024, 100), load=load))
+    assert d.targets == {"prefill": 2, "decode": 2}
+    assert "throughput scaling off: no profile data" in d.reasons
+
+
+def test_load_signal_vetoes_a_descent() -> None:
+    cfg = config(enable_load_scaling=True, mode="decode")
+    busy = {"decode": RoleLoad(workers=3, kv_usage=0.7)}  # between 0.5 and 0.9: stay
+    d = decide(cfg, inputs(live={"decode": 3}, forecast=Forecast(0, 1024, 100), load=busy))
+    assert d.targets == {"decode": 3}
+    idle = {"decode": RoleLoad(workers=3, kv_usage=0.1)}
+    d = decide(cfg, inputs(live={"decode": 3}, forecast=Forecast(0, 1024, 100), load=idle))
+    assert d.targets == {"decode": 2}  # one at a time from the load signal
+
+
+def test_agg_mode_adds_prefill_and_decode_time() -> None:
+    cfg = config(mode="agg")
+    requests = 100.0
+    d = decide(cfg, inputs(live={"decode": 1}, forecast=Forecast(requests, 1024, 100)))
+    per_worker, _ = PROFILE.decode.best_throughput_per_gpu(40.0, 1074)
+    need = prefill_need(requests) + requests * 100 / 10 / per_worker
+    assert d.targets == {"decode": math.ceil(need)}
+
+
+@pytest.mark.parametrize("no_correction", [False, True])
+def test_decode_correction(no_correction: bool) -> None:
+    cfg = config(mode="decode", no_correction=no_correction)
+    # observed ITL twice what the profile predicts: plan for half the ITL target
+    expected_itl = PROFILE.decode.itl_at_concurrency(10 * 2.0 / 10, 1024 + 50)
+    traffic = Traffic(10, isl=1024, osl=100, itl_ms=2 * expected_itl, request_duration_s=2.0)
+    d = decide(cfg, inputs(live={"decode": 1}, forecast=Forecast(10, 1024, 100), traffic=traffic))
+    if no_correction:
+        assert d.decode_correction is None
+    else:
+        assert d.decode_correction == pytest.approx(2.0)
+
+
+def test_prefill_utilization_leaves_room_for_queueing() -> None:
+    # M/D/1: TTFT = S + rho S / (2 (1 - rho)); at the returned rho it equals the target
+    for service_ms, target_ms in ((70.0, 300.0), (160.0, 300.0), (32.0, 300.0)):
+        rho = prefill_utilization(service_ms, target_ms)
+        ttft = service_ms + rho * service_ms / (2 * (1 - rho))
+        assert ttft == pytest.approx(target_ms)
+    assert prefill_utilization(400.0, 300.0) == 1.0  # no worker count meets it: size by load
+
+
+def test_load_check_between_decisions_only_adds() -> None:
+    cfg = config(enable_load_scaling=True, max_gpu_budget=3)
+    busy = {
+        "prefill": RoleLoad(workers=1, queued_prefill_tokens=50_000),
+        "decode": RoleLoad(workers=1, kv_usage=0.2),  # below the down threshold: no descent here
+    }
+    d = decide_load(cfg, inputs(load=busy))
+    assert d.targets == {"prefill": 2, "decode": 1}
+    assert d.summary().startswith("scale [prefill 1->2, decode 1->1]: prefill queue 50000")
+    full = decide_load(cfg, inputs(live={"prefill": 2, "decode": 1}, load=busy))
+    assert not full.changed
+    assert full.reasons == ("load calls for more workers; at --max-gpu-budget 3",)
+    calm = decide_load(cfg, inputs(load={"decode": RoleLoad(workers=1, kv_usage=0.1)}))
+    assert not calm.changed and calm.reasons == ("load within thresholds",)

@@ -1,0 +1,152 @@
+"""The planner loop: observe -> predict -> decide -> act, and holds on bad input."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dynamo.planner.config import PlannerConfig
+from dynamo.planner.decide import RoleLoad, Traffic
+from dynamo.planner.loop import Planner, engine_profile
+from dynamo.runtime.errors import ConfigError, TransportError
+from dynamo.testing.planner_doubles import RecordingConnector, ScriptedSource
+
+PROFILE_DIR = str(Path(__file__).parent / "data" / "profile")
+BUSY = Traffic(400, isl=1024, osl=100, ttft_ms=90.0, itl_ms=20.0, request_duration_s=2.0)
+IDLE = Traffic(0)
+
+
+def config(**kw: Any) -> PlannerConfig:
+    base: dict[str, Any] = {
+        "environment": "local",
+        "throughput_adjustment_interval_seconds": 10,
+        "ttft_ms": 300.0,
+        "itl_ms": 40.0,
+        "load_predictor": "constant",
+        "profile_results_dir": PROFILE_DIR,
+        "max_gpu_budget": -1,
+        "enable_load_scaling": False,
+    }
+    return PlannerConfig(**{**base, **kw})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_scales_up_then_back_down_after_the_cooldown() -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    clock = Clock()
+    planner = Planner(
+        config(mode="prefill"),
+        connector,
+        ScriptedSource([BUSY, IDLE, IDLE]),
+        clock=clock,
+    )
+    connector.replicas = {"prefill": 1}
+    d = await planner.step()
+    # 400 x 1024 tokens / 10 s over 14.6k tok/s x 87 % busy (room for queueing within TTFT)
+    assert d is not None and d.targets == {"prefill": 4}
+    assert connector.calls[0][0] == {"prefill": 4}
+    clock.now = 10.0
+    await planner.step()
+    assert len(connector.calls) == 1  # the cooldown: two intervals after the scale-up
+    clock.now = 20.0
+    await planner.step()
+    assert connector.calls[-1][0] == {"prefill": 1}
+    assert planner.metrics.decisions.labels("scale")._value.get() == 2
+
+
+async def test_dry_run_decides_but_never_scales(caplog: pytest.LogCaptureFixture) -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    planner = Planner(config(no_operation=True), connector, ScriptedSource([BUSY]))
+    with caplog.at_level(logging.INFO, logger="dynamo.planner"):
+        d = await planner.step()
+    assert d is not None and d.changed
+    assert connector.calls == []
+    assert any(r.message.startswith("dry run (--no-operation): scale [") for r in caplog.records)
+
+
+async def test_unreachable_metrics_hold(caplog: pytest.LogCaptureFixture) -> None:
+    connector = RecordingConnector({"prefill": 2, "decode": 2})
+    source = ScriptedSource([TransportError("Prometheus at http://p/api/v1/query: refused")])
+    with caplog.at_level(logging.INFO, logger="dynamo.planner"):
+        d = await Planner(config(), connector, source).step()
+    assert d is not None and d.hold and connector.calls == []
+    messages = [r.message for r in caplog.records]
+    assert "no traffic metrics this interval: Prometheus at http://p/api/v1/query: refused" in (
+        messages
+    )
+
+
+async def test_graph_without_the_services_holds(caplog: pytest.LogCaptureFixture) -> None:
+    error = ConfigError("the graph needs exactly one prefill service")
+    connector = RecordingConnector({}, error=error)
+    with caplog.at_level(logging.INFO, logger="dynamo.planner"):
+        assert await Planner(config(), connector, ScriptedSource([BUSY])).step() is None
+    assert "hold: cannot read the live replicas: the graph needs exactly one prefill service" in (
+        [r.message for r in caplog.records]
+    )
+
+
+async def test_missing_profile_holds_throughput_scaling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    cfg = config(profile_results_dir=str(tmp_path), backend="vllm")
+    with caplog.at_level(logging.INFO, logger="dynamo.planner"):
+        d = await Planner(cfg, connector, ScriptedSource([BUSY])).step()
+    assert d is not None and d.targets == {"prefill": 1, "decode": 1}
+    assert any(f"no prefill profile in {tmp_path}" in r.message for r in caplog.records)
+
+
+def test_mocker_backend_plans_with_the_mocker_model(tmp_path: Path) -> None:
+    profile = engine_profile(config(profile_results_dir=str(tmp_path), backend="mocker"))
+    assert profile.source == "the mocker's timing model (speedup 1)"
+    with pytest.raises(ConfigError, match="no prefill profile"):
+        engine_profile(config(profile_results_dir=str(tmp_path), backend="sglang"))
+    assert "raw_data.npz" in engine_profile(config(backend="mocker")).source
+
+
+async def test_budget_below_minimums_holds_every_interval() -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    planner = Planner(config(max_gpu_budget=1), connector, ScriptedSource([BUSY, BUSY]))
+    for _ in range(2):
+        d = await planner.step()
+        assert d is not None and d.hold
+    assert connector.calls == []
+    assert planner.metrics.decisions.labels("hold")._value.get() == 2
+
+
+class Loads:
+    def __init__(self, load: dict[str, RoleLoad]) -> None:
+        self.load = load
+
+    def snapshot(self) -> dict[str, RoleLoad]:
+        return self.load
+
+
+async def test_load_check_adds_a_worker_before_the_next_decision() -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    loads = Loads({"prefill": RoleLoad(workers=1, queued_prefill_tokens=100_000)})
+    cfg = config(enable_load_scaling=True)
+    planner = Planner(cfg, connector, ScriptedSource([]), loads=loads)
+    d = await planner.check_load()
+    assert d is not None and connector.calls[0][0] == {"prefill": 2, "decode": 1}
+    assert connector.calls[0][1].startswith("load check: scale [prefill 1->2")
+    assert (
+        await Planner(
+            config(enable_load_scaling=False),
+            connector,
+            ScriptedSource([]),
+            loads=loads,
+        ).check_load()
+        is None
+    )
