@@ -68,6 +68,8 @@ class Frontend:
             self.preprocessors,
             self.metrics,
             max_body_bytes=config.max_request_body_bytes,
+            body_timeout_s=config.http_body_timeout_s,
+            write_timeout_s=config.http_write_timeout_s,
             version=version,
         )
         self._runner: web.AppRunner | None = None
@@ -83,7 +85,14 @@ class Frontend:
     async def start(self) -> int:
         """Start watching discovery and serving HTTP; return the bound port."""
         await self.models.start()
-        runner = web.AppRunner(self.app.build(), handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(
+            self.app.build(),
+            handler_cancellation=True,
+            access_log=None,
+            # aiohttp closes a connection that is idle, or still sending its request line and
+            # headers, this long after it opened or its last response ended (slow loris)
+            keepalive_timeout=self.config.http_keepalive_timeout_s,
+        )
         await runner.setup()
         self._runner = runner
         ssl_context = None

@@ -3,19 +3,38 @@
 Chunks produced in the same event-loop iteration (a worker's outputs that arrived together)
 are joined and sent as one HTTP chunk at the end of the iteration, instead of one send per
 token. The first chunk goes through aiohttp (it carries the headers), the last one with the end
-of the body; backpressure uses aiohttp's drain.
+of the body; backpressure uses aiohttp's drain, bounded by `write_timeout_s`: a client that
+reads nothing for that long is cut off (`ClientTooSlowError`), which cancels the work upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
 
 from dynamo.frontend.responses import DONE
 
 _HIGH_WATER = 64 * 1024
+
+
+class ClientTooSlowError(ConnectionResetError):
+    """The client did not read its stream within the write timeout; its connection is dropped."""
+
+
+async def _bounded(write: Awaitable[None], request: web.Request, timeout_s: float | None) -> None:
+    """Await a write that waits for the client to read, for at most `timeout_s`."""
+    if timeout_s is None:
+        await write
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await write
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ClientTooSlowError(f"the client read nothing for {timeout_s:g} s") from None
 
 
 class _Coalescer:
@@ -54,33 +73,38 @@ class _Coalescer:
 
 
 async def write_sse(
-    request: web.Request, resp: web.StreamResponse, first: bytes, rest: AsyncIterator[bytes]
+    request: web.Request,
+    resp: web.StreamResponse,
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    *,
+    write_timeout_s: float | None = None,
 ) -> None:
     """Send `first`, then every chunk of `rest`; the chunk ending in `[DONE]` ends the body."""
     if first.endswith(DONE):
-        await resp.write_eof(first)
+        await _bounded(resp.write_eof(first), request, write_timeout_s)
         return
-    await resp.write(first)  # headers + first chunk, through aiohttp
+    await _bounded(resp.write(first), request, write_timeout_s)  # headers + first chunk
     transport = request.transport
     if transport is None or not resp.chunked:
         async for chunk in rest:  # no raw access: plain writes
             if chunk.endswith(DONE):
-                await resp.write_eof(chunk)
+                await _bounded(resp.write_eof(chunk), request, write_timeout_s)
                 return
-            await resp.write(chunk)
+            await _bounded(resp.write(chunk), request, write_timeout_s)
         return
     out = _Coalescer(transport, asyncio.get_running_loop())
     try:
         async for chunk in rest:
             if chunk.endswith(DONE):
                 out.add(chunk)
-                await resp.write_eof(out.take())
+                await _bounded(resp.write_eof(out.take()), request, write_timeout_s)
                 return
             if out.broken or transport.is_closing():
                 raise ConnectionResetError("client went away")
             out.add(chunk)
             if out.backlog() > _HIGH_WATER:
                 out.flush()
-                await request.writer.drain()
+                await _bounded(request.writer.drain(), request, write_timeout_s)
     finally:
         out.flush()
