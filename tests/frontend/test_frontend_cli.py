@@ -107,5 +107,7 @@ def test_hostile_client_limits_from_flags_and_env(
     assert frontend.http_keepalive_timeout_s == 2.5 and frontend.http_write_timeout_s == 5.0
     assert main(["--http-body-timeout-s", "0"]) == 2
     assert "--http-body-timeout-s 0.0: expected > 0 seconds" in capsys.readouterr().err
+    assert parse_configs(["--http-max-connections", "100"])[1].http_max_connections == 100
+    assert main(["--http-max-connections", "-1"]) == 2
     assert main(["--max-request-body-bytes", "0"]) == 2
-    assert "--max-request-body-bytes must be >= 1" in capsys.readouterr().err
+    assert "--max-request-body-bytes must be >= 1" in capsys.readouterr().err.splitlines()[-1]

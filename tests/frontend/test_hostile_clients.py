@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import openai
 import orjson
 import pytest
 
+from dynamo.frontend.connections import RESERVED_FDS, connection_limit
 from dynamo.frontend.server import Frontend
 from dynamo.testing.fake_worker import FakeRuntime, FakeWorker
 from dynamo.testing.frontend_harness import (
@@ -199,3 +205,74 @@ async def test_deeply_nested_json_is_a_400(
     assert "limit exceeded" in message  # pydantic: recursion, orjson: depth
     writer.close()
     await served(client)
+
+
+def test_connection_limit_defaults_below_the_open_file_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_limit(500) == 500
+    expected = soft - RESERVED_FDS if soft > 2 * RESERVED_FDS else max(1, soft // 2)
+    assert connection_limit(0) == expected
+
+
+async def test_connections_past_the_cap_get_503_and_others_are_still_served(
+    runtime: FakeRuntime,
+) -> None:
+    frontend = await start_frontend(runtime, http_max_connections=20)
+    harness = Harness(runtime, frontend)
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        await harness.add(FakeWorker(tiny_card()))
+        conns = [await connect(frontend) for _ in range(20)]
+        await wait_until(lambda: len(frontend.connections()) == 20, what="20 connections held")
+        reader, writer = await connect(frontend)
+        conns.append((reader, writer))
+        raw = await closed_by_server(reader)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ")
+        assert orjson.loads(body)["error"]["code"] == "too_many_connections"
+        # a held connection is served as usual
+        reader, writer = conns[0]
+        writer.write(b"GET /live HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await reader.readuntil(b'Service is live"}')).startswith(b"HTTP/1.1 200 ")
+        for _, w in conns[1:]:
+            w.close()
+        await wait_until(lambda: len(frontend.connections()) <= 1, what="connections closed")
+        async with openai.AsyncOpenAI(
+            base_url=frontend.url + "/v1", api_key="unused", max_retries=0
+        ) as c:
+            await served(c)
+    finally:
+        for _, w in conns:
+            w.close()
+        await frontend.stop()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_is_served_through_the_capped_listener(
+    runtime: FakeRuntime, self_signed: tuple[Path, Path]
+) -> None:
+    cert, key = self_signed
+    frontend = await start_frontend(runtime, tls_cert_path=str(cert), tls_key_path=str(key))
+    try:
+        await Harness(runtime, frontend).add(FakeWorker(tiny_card()))
+        assert frontend.url.startswith("https://")
+        http = openai.DefaultAsyncHttpxClient(verify=ssl.create_default_context(cafile=str(cert)))
+        async with openai.AsyncOpenAI(
+            base_url=frontend.url + "/v1", api_key="unused", max_retries=0, http_client=http
+        ) as c:
+            await served(c)
+    finally:
+        await frontend.stop()

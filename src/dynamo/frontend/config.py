@@ -43,6 +43,11 @@ class FrontendConfig:
         60.0,
         help="seconds a client may take to send a request body once its headers arrived (then 408)",
     )
+    http_max_connections: int = option(
+        0,
+        help="most client connections held at once; more are answered 503 and closed "
+        "(0 = the open-file limit less 1024)",
+    )
     http_write_timeout_s: float = option(
         60.0,
         help="seconds a streaming response may wait for a client that does not read before the "
@@ -83,6 +88,8 @@ class FrontendConfig:
             raise ConfigError(f"--http-port {self.http_port}: expected 0..65535 (0 = any free)")
         if self.migration_limit < 0:
             raise ConfigError(f"--migration-limit {self.migration_limit}: expected >= 0")
+        if self.http_max_connections < 0:
+            raise ConfigError(f"--http-max-connections {self.http_max_connections}: expected >= 0")
         if self.max_request_body_bytes < 1:
             raise ConfigError("--max-request-body-bytes must be >= 1")
         for flag, seconds in (

@@ -6,6 +6,7 @@ surface) and a policy factory, so the same code serves production and tests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from dynamo.frontend.app import FrontendApp
 from dynamo.frontend.config import FrontendConfig
+from dynamo.frontend.connections import CappedServer, connection_limit
 from dynamo.frontend.disagg import DisaggRouter, DisaggSettings
 from dynamo.frontend.disagg_metrics import DisaggMetrics
 from dynamo.frontend.metrics import FrontendMetrics
@@ -73,6 +75,7 @@ class Frontend:
             version=version,
         )
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port: int | None = None
 
     @property
@@ -99,20 +102,32 @@ class Frontend:
         if self.config.tls_cert_path and self.config.tls_key_path:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(self.config.tls_cert_path, self.config.tls_key_path)
-        site = web.TCPSite(
-            runner,
-            self.config.http_host,
+        server = runner.server
+        if server is None:
+            raise RuntimeError("aiohttp runner has no server after setup")
+        # our own listener (not web.TCPSite) so that connections past the cap are refused
+        capped = CappedServer(server, connection_limit(self.config.http_max_connections))
+        self._listener = await asyncio.get_running_loop().create_server(
+            capped,
+            self.config.http_host or None,
             self.config.http_port,
-            ssl_context=ssl_context,
+            ssl=ssl_context,
             backlog=1024,
+            reuse_address=True,
         )
-        await site.start()
-        addresses = runner.addresses
-        self.port = int(addresses[0][1]) if addresses else self.config.http_port
-        log.info("frontend listening on %s", self.url)
+        self.port = int(self._listener.sockets[0].getsockname()[1])
+        log.info("frontend listening on %s (at most %d connections)", self.url, capped.limit)
         return self.port
 
+    def connections(self) -> list[object]:
+        """The client connections held now (aiohttp request handlers)."""
+        server = self._runner.server if self._runner is not None else None
+        return list(server.connections) if server is not None else []
+
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # stop accepting; the runner closes the connections
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
