@@ -226,10 +226,18 @@ async def test_connections_past_the_cap_get_503_and_others_are_still_served(
         await wait_until(lambda: len(frontend.connections()) == 20, what="20 connections held")
         reader, writer = await connect(frontend)
         conns.append((reader, writer))
+        writer.write(b"GET /live HTTP/1.1\r\nHost: test\r\n\r\n")  # not read, not answered
         raw = await closed_by_server(reader)
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503 ")
         assert orjson.loads(body)["error"]["code"] == "too_many_connections"
+        async with openai.AsyncOpenAI(
+            base_url=frontend.url + "/v1", api_key="unused", max_retries=0
+        ) as c:
+            with pytest.raises(openai.InternalServerError) as info:
+                await served(c)
+        assert info.value.status_code == 503
+        assert info.value.code == "too_many_connections"
         # a held connection is served as usual
         reader, writer = conns[0]
         writer.write(b"GET /live HTTP/1.1\r\nHost: test\r\n\r\n")

@@ -16,6 +16,7 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
+_LINGER_S = 1.0  # how long a refused connection may send before it is closed anyway
 # Descriptors kept for the frontend itself when the cap is derived from the open-file limit.
 RESERVED_FDS = 1024
 
@@ -46,12 +47,34 @@ def connection_limit(configured: int) -> int:
 
 
 class _Refusal(asyncio.Protocol):
-    """A connection over the cap: answered with 503 and closed."""
+    """A connection over the cap: answered with 503, then closed.
+
+    The request is not read, but the socket is half-closed and kept for at most
+    `_LINGER_S` while what the client sends is dropped, so that the client reads the 503
+    instead of a reset (closing with unread data would send one).
+    """
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(_FULL)
-        transport.close()
+        if not isinstance(transport, asyncio.WriteTransport):
+            transport.close()
+            return
+        transport.write(_FULL)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request of a refused connection is dropped
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class CappedServer:
