@@ -145,8 +145,8 @@ class FrontendApp:
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body, read within `--http-body-timeout-s` (slow bodies get 408)."""
-        if self._body_timeout_s is None:
-            return await request.read()
+        if self._body_timeout_s is None or request.content.is_eof():
+            return await request.read()  # all there already: no timer needed
         try:
             async with asyncio.timeout(self._body_timeout_s):
                 return await request.read()

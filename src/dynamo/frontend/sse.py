@@ -4,13 +4,14 @@ Chunks produced in the same event-loop iteration (a worker's outputs that arrive
 are joined and sent as one HTTP chunk at the end of the iteration, instead of one send per
 token. The first chunk goes through aiohttp (it carries the headers), the last one with the end
 of the body; backpressure uses aiohttp's drain, bounded by `write_timeout_s`: a client that
-reads nothing for that long is cut off (`ClientTooSlowError`), which cancels the work upstream.
+reads nothing for that long is cut off (`ClientTooSlowError`, via `_Watchdog`), which cancels
+the work upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -23,18 +24,43 @@ class ClientTooSlowError(ConnectionResetError):
     """The client did not read its stream within the write timeout; its connection is dropped."""
 
 
-async def _bounded(write: Awaitable[None], request: web.Request, timeout_s: float | None) -> None:
-    """Await a write that waits for the client to read, for at most `timeout_s`."""
-    if timeout_s is None:
-        await write
-        return
-    try:
-        async with asyncio.timeout(timeout_s):
-            await write
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-        raise ClientTooSlowError(f"the client read nothing for {timeout_s:g} s") from None
+class _Watchdog:
+    """Drops a connection whose writes have been stuck behind unread data for `timeout_s`.
+
+    One timer a quarter of the timeout, per stream, instead of a timer per write (which costs
+    more than the rest of a short response): a stream is stuck when no write completed and
+    the transport still holds data since `timeout_s` ago (detected within 1.25 times that).
+    """
+
+    __slots__ = ("_handle", "_loop", "_period_s", "_transport", "fired", "since", "timeout_s")
+
+    def __init__(
+        self, transport: asyncio.Transport, timeout_s: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.timeout_s = timeout_s
+        self._period_s = timeout_s / 4
+        self.since = loop.time()  # when the last write completed
+        self.fired = False
+        self._handle = loop.call_later(self._period_s, self._check)
+
+    def wrote(self) -> None:
+        self.since = self._loop.time()
+
+    def _check(self) -> None:
+        stuck_s = self._loop.time() - self.since
+        if stuck_s >= self.timeout_s and self._transport.get_write_buffer_size() > 0:
+            self.fired = True
+            self._transport.abort()  # the pending write fails; closing the stream cancels
+            return
+        self._handle = self._loop.call_later(self._period_s, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+    def error(self) -> ClientTooSlowError:
+        return ClientTooSlowError(f"the client read nothing for {self.timeout_s:g} s")
 
 
 class _Coalescer:
@@ -81,30 +107,58 @@ async def write_sse(
     write_timeout_s: float | None = None,
 ) -> None:
     """Send `first`, then every chunk of `rest`; the chunk ending in `[DONE]` ends the body."""
-    if first.endswith(DONE):
-        await _bounded(resp.write_eof(first), request, write_timeout_s)
+    transport = request.transport
+    if write_timeout_s is None or transport is None:
+        await _write_sse(request, resp, first, rest, None)
         return
-    await _bounded(resp.write(first), request, write_timeout_s)  # headers + first chunk
+    watchdog = _Watchdog(transport, write_timeout_s, asyncio.get_running_loop())
+    try:
+        await _write_sse(request, resp, first, rest, watchdog)
+    except ConnectionError as exc:
+        if watchdog.fired:
+            raise watchdog.error() from exc
+        raise
+    finally:
+        watchdog.stop()
+
+
+async def _write_sse(
+    request: web.Request,
+    resp: web.StreamResponse,
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    watchdog: _Watchdog | None,
+) -> None:
+    if first.endswith(DONE):
+        await resp.write_eof(first)
+        return
+    await resp.write(first)  # headers + first chunk, through aiohttp
+    if watchdog is not None:
+        watchdog.wrote()
     transport = request.transport
     if transport is None or not resp.chunked:
         async for chunk in rest:  # no raw access: plain writes
             if chunk.endswith(DONE):
-                await _bounded(resp.write_eof(chunk), request, write_timeout_s)
+                await resp.write_eof(chunk)
                 return
-            await _bounded(resp.write(chunk), request, write_timeout_s)
+            await resp.write(chunk)
+            if watchdog is not None:
+                watchdog.wrote()
         return
     out = _Coalescer(transport, asyncio.get_running_loop())
     try:
         async for chunk in rest:
             if chunk.endswith(DONE):
                 out.add(chunk)
-                await _bounded(resp.write_eof(out.take()), request, write_timeout_s)
+                await resp.write_eof(out.take())
                 return
             if out.broken or transport.is_closing():
                 raise ConnectionResetError("client went away")
             out.add(chunk)
             if out.backlog() > _HIGH_WATER:
                 out.flush()
-                await _bounded(request.writer.drain(), request, write_timeout_s)
+                await request.writer.drain()
+            if watchdog is not None:
+                watchdog.wrote()
     finally:
         out.flush()
