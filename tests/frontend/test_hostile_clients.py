@@ -113,6 +113,21 @@ async def test_slow_loris_headers_are_closed(hostile: Harness, client: openai.As
         writer.close()
 
 
+async def test_slow_loris_after_a_first_request_is_closed(hostile: Harness) -> None:
+    reader, writer = await connect(hostile.frontend)
+    try:
+        writer.write(b"GET /live HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await reader.readuntil(b'Service is live"}')).startswith(b"HTTP/1.1 200 ")
+        writer.write(b"GET /live HTTP/1.1\r\n")  # the next request's headers never end
+        for _ in range(5):
+            writer.write(b"X-Slow: y\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        assert await closed_by_server(reader) == b""
+    finally:
+        writer.close()
+
+
 async def test_slow_body_gets_408_and_the_connection_closes(
     hostile: Harness, client: openai.AsyncOpenAI
 ) -> None:
