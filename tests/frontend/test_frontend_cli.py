@@ -91,3 +91,23 @@ def test_replica_sync_attaches_every_kv_policy_and_nothing_else() -> None:
     assert sync.stats.applied == 1
     (load,) = kv.potential_loads([1, 2, 3, 4])
     assert load.active_prefill_tokens == 8
+
+
+def test_hostile_client_limits_from_flags_and_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, frontend, _, _ = parse_configs([])
+    assert (
+        frontend.http_keepalive_timeout_s,
+        frontend.http_body_timeout_s,
+        frontend.http_write_timeout_s,
+    ) == (75.0, 60.0, 60.0)
+    monkeypatch.setenv("DYN_HTTP_WRITE_TIMEOUT_S", "5")
+    _, frontend, _, _ = parse_configs(["--http-keepalive-timeout-s", "2.5"])
+    assert frontend.http_keepalive_timeout_s == 2.5 and frontend.http_write_timeout_s == 5.0
+    assert main(["--http-body-timeout-s", "0"]) == 2
+    assert "--http-body-timeout-s 0.0: expected > 0 seconds" in capsys.readouterr().err
+    assert parse_configs(["--http-max-connections", "100"])[1].http_max_connections == 100
+    assert main(["--http-max-connections", "-1"]) == 2
+    assert main(["--max-request-body-bytes", "0"]) == 2
+    assert "--max-request-body-bytes must be >= 1" in capsys.readouterr().err.splitlines()[-1]

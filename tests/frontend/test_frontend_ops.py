@@ -101,6 +101,8 @@ async def test_openapi_document_describes_the_request_bodies(harness: Harness) -
     chat = doc["components"]["schemas"]["ChatCompletionRequest"]
     assert chat["properties"]["temperature"]["anyOf"][0]["maximum"] == 2.0
     assert {"model", "messages"} <= set(chat["required"])
+    responses = doc["paths"]["/v1/completions"]["post"]["responses"]
+    assert sorted(responses) == ["200", "400", "404", "408", "413", "500", "501", "503"]
 
 
 async def test_busy_threshold_endpoint_and_overload_status(

@@ -98,6 +98,10 @@ async def test_streamed_abnormal_first_output_is_a_plain_http_error(harness: Har
     got, raw = await post(harness, COMPLETIONS, body)
     assert got == 500
     assert "scripted error" in raw and "[DONE]" not in raw
+    assert requests_total(harness, "stream", "error", "internal") == 1
+    assert requests_total(harness, "stream", "error", "cancelled") == 0
+    assert harness.metric("dynamo_frontend_queued_requests", model=MODEL) == 0
+    assert harness.metric("dynamo_frontend_inflight_requests", model=MODEL) == 0
 
 
 async def test_chat_client_sees_the_error(harness: Harness, client: openai.AsyncOpenAI) -> None:

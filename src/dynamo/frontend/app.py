@@ -6,6 +6,7 @@ as they come. Every error leaves as an OpenAI error body (unknown paths and meth
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from dynamo.frontend.openapi import openapi_document
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import EmbeddingRequest, parse_body
 from dynamo.frontend.serving import JsonReply, OpenAIServing, StreamReply
-from dynamo.frontend.sse import write_sse
+from dynamo.frontend.sse import ClientTooSlowError, write_sse
 from dynamo.runtime.errors import DynamoError
 from dynamo.runtime.request_scope import (
     REQUEST_ID_HEADER,
@@ -47,6 +48,12 @@ _LIVE = orjson.dumps({"status": "live", "message": "Service is live"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _BodyTimeout(Exception):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"request body not received within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
 def _json(status: int, body: bytes) -> web.Response:
     return web.Response(status=status, body=body, content_type=_JSON)
 
@@ -57,14 +64,38 @@ def _error(err: HttpError) -> web.Response:
 
 @web.middleware
 async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Unknown paths, wrong methods, oversized bodies and bugs answer in OpenAI's shape."""
+    """Unknown paths, wrong methods, oversized or slow bodies and bugs answer in OpenAI's
+    shape."""
     try:
         return await handler(request)
+    except _BodyTimeout as exc:
+        resp = _error(
+            HttpError(
+                408,
+                f"The request body did not arrive within {exc.timeout_s:g} s",
+                "invalid_request_error",
+                None,
+                "request_timeout",
+                "validation",
+            )
+        )
+        # send it and close at once, rather than read the rest of a slow body (lingering)
+        resp.force_close()
+        await resp.prepare(request)
+        await resp.write_eof()
+        if request.protocol is not None:
+            request.protocol.force_close()  # flushes the response, then closes
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         kind = "not_found" if exc.status == 404 else "invalid_request"
-        message = exc.reason if exc.status != 404 else f"Not found: {request.method} {request.path}"
+        if exc.status == 404:
+            message = f"Not found: {request.method} {request.path}"
+        elif exc.status == 413:  # aiohttp's text says the limit
+            message = exc.text or exc.reason
+        else:
+            message = exc.reason
         return _error(HttpError(exc.status, message, "invalid_request_error", None, kind))
     except (ConnectionResetError, web.RequestPayloadError):
         raise
@@ -107,6 +138,8 @@ class FrontendApp:
         metrics: FrontendMetrics,
         *,
         max_body_bytes: int,
+        body_timeout_s: float | None = None,
+        write_timeout_s: float | None = None,
         version: str = "0",
         anthropic_api: bool = False,
     ) -> None:
@@ -116,6 +149,8 @@ class FrontendApp:
         self.preprocessors = preprocessors
         self.metrics = metrics
         self._max_body = max_body_bytes
+        self._body_timeout_s = body_timeout_s
+        self._write_timeout_s = write_timeout_s
         self._openapi = orjson.dumps(openapi_document(version, anthropic_api=anthropic_api))
         self._started = int(time.time())
 
@@ -140,19 +175,29 @@ class FrontendApp:
 
     # --- OpenAI --------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(request, await self.serving.chat(await request.read()))
+        return await self._reply(request, await self.serving.chat(await self._body(request)))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(request, await self.serving.completions(await request.read()))
+        return await self._reply(request, await self.serving.completions(await self._body(request)))
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The request body, read within `--http-body-timeout-s` (slow bodies get 408)."""
+        if self._body_timeout_s is None or request.content.is_eof():
+            return await request.read()  # all there already: no timer needed
+        try:
+            async with asyncio.timeout(self._body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise _BodyTimeout(self._body_timeout_s) from None
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         return await self._reply(
-            request, await adapters.messages(self.serving, await request.read())
+            request, await adapters.messages(self.serving, await self._body(request))
         )
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         return await self._reply(
-            request, await adapters.responses(self.serving, await request.read())
+            request, await adapters.responses(self.serving, await self._body(request))
         )
 
     async def _reply(
@@ -163,7 +208,11 @@ class FrontendApp:
         resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
         try:
             await resp.prepare(request)
-            await write_sse(request, resp, reply.first, reply.rest)
+            await write_sse(
+                request, resp, reply.first, reply.rest, write_timeout_s=self._write_timeout_s
+            )
+        except ClientTooSlowError as exc:
+            log.info("dropped a streaming client: %s", exc)
         except ConnectionResetError:
             log.debug("client went away mid-stream")
         finally:
@@ -172,7 +221,7 @@ class FrontendApp:
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         try:
-            req = parse_body(EmbeddingRequest, await request.read())
+            req = parse_body(EmbeddingRequest, await self._body(request))
             return _json(200, await embed(req, self.models, self.preprocessors))
         except DynamoError as exc:
             return _error(self.serving.error(exc))
@@ -226,7 +275,7 @@ class FrontendApp:
             rows = [self.models.busy_thresholds(e.name) for e in self.models.models()]
             return _json(200, orjson.dumps({"thresholds": rows}))
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await self._body(request))
         except orjson.JSONDecodeError as exc:
             return _error(bad_request(f"Invalid JSON body: {exc}"))
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):

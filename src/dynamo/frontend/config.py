@@ -41,6 +41,26 @@ class FrontendConfig:
     max_request_body_bytes: int = option(
         32 * 1024 * 1024, help="largest accepted HTTP request body, in bytes"
     )
+    # Hostile or broken clients: each is bounded (docs/frontend.md#hostile-clients).
+    http_keepalive_timeout_s: float = option(
+        75.0,
+        help="seconds a connection may sit idle, or take to send a request's headers, before "
+        "it is closed",
+    )
+    http_body_timeout_s: float = option(
+        60.0,
+        help="seconds a client may take to send a request body once its headers arrived (then 408)",
+    )
+    http_max_connections: int = option(
+        0,
+        help="most client connections held at once; more are answered 503 and closed "
+        "(0 = the open-file limit less 1024)",
+    )
+    http_write_timeout_s: float = option(
+        60.0,
+        help="seconds a streaming response may wait for a client that does not read before the "
+        "connection is dropped and the work upstream cancelled",
+    )
 
     enforce_disagg: bool = option(
         False,
@@ -76,6 +96,17 @@ class FrontendConfig:
             raise ConfigError(f"--http-port {self.http_port}: expected 0..65535 (0 = any free)")
         if self.migration_limit < 0:
             raise ConfigError(f"--migration-limit {self.migration_limit}: expected >= 0")
+        if self.http_max_connections < 0:
+            raise ConfigError(f"--http-max-connections {self.http_max_connections}: expected >= 0")
+        if self.max_request_body_bytes < 1:
+            raise ConfigError("--max-request-body-bytes must be >= 1")
+        for flag, seconds in (
+            ("--http-keepalive-timeout-s", self.http_keepalive_timeout_s),
+            ("--http-body-timeout-s", self.http_body_timeout_s),
+            ("--http-write-timeout-s", self.http_write_timeout_s),
+        ):
+            if not seconds > 0:
+                raise ConfigError(f"{flag} {seconds}: expected > 0 seconds")
         if self.disagg_max_local_prefill_tokens < 0:
             raise ConfigError("--disagg-max-local-prefill-tokens must be >= 0")
         if self.disagg_max_prefill_queue < 1:

@@ -52,7 +52,7 @@ def _post(summary: str, body: dict[str, str], stream: bool) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
             "responses": {
                 "200": {"description": "the response", "content": content},
-                **_errors(400, 404, 500, 501, 503),
+                **_errors(400, 404, 408, 413, 500, 501, 503),
             },
         }
     }

@@ -6,6 +6,7 @@ surface) and a policy factory, so the same code serves production and tests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from dynamo.frontend.app import FrontendApp
 from dynamo.frontend.config import FrontendConfig
+from dynamo.frontend.connections import CappedServer, connection_limit
 from dynamo.frontend.disagg import DisaggRouter, DisaggSettings
 from dynamo.frontend.disagg_metrics import DisaggMetrics
 from dynamo.frontend.metrics import FrontendMetrics
@@ -69,10 +71,13 @@ class Frontend:
             self.preprocessors,
             self.metrics,
             max_body_bytes=config.max_request_body_bytes,
+            body_timeout_s=config.http_body_timeout_s,
+            write_timeout_s=config.http_write_timeout_s,
             version=version,
             anthropic_api=config.enable_anthropic_api,
         )
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port: int | None = None
 
     @property
@@ -85,27 +90,46 @@ class Frontend:
     async def start(self) -> int:
         """Start watching discovery and serving HTTP; return the bound port."""
         await self.models.start()
-        runner = web.AppRunner(self.app.build(), handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(
+            self.app.build(),
+            handler_cancellation=True,
+            access_log=None,
+            # aiohttp closes a connection that is idle, or still sending its request line and
+            # headers, this long after it opened or its last response ended (slow loris)
+            keepalive_timeout=self.config.http_keepalive_timeout_s,
+        )
         await runner.setup()
         self._runner = runner
         ssl_context = None
         if self.config.tls_cert_path and self.config.tls_key_path:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(self.config.tls_cert_path, self.config.tls_key_path)
-        site = web.TCPSite(
-            runner,
-            self.config.http_host,
+        server = runner.server
+        if server is None:
+            raise RuntimeError("aiohttp runner has no server after setup")
+        # our own listener (not web.TCPSite) so that connections past the cap are refused
+        capped = CappedServer(server, connection_limit(self.config.http_max_connections))
+        self._listener = await asyncio.get_running_loop().create_server(
+            capped,
+            self.config.http_host or None,
             self.config.http_port,
-            ssl_context=ssl_context,
+            ssl=ssl_context,
             backlog=1024,
+            reuse_address=True,
         )
-        await site.start()
-        addresses = runner.addresses
-        self.port = int(addresses[0][1]) if addresses else self.config.http_port
-        log.info("frontend listening on %s", self.url)
+        self.port = int(self._listener.sockets[0].getsockname()[1])
+        log.info("frontend listening on %s (at most %d connections)", self.url, capped.limit)
         return self.port
 
+    def connections(self) -> list[object]:
+        """The client connections held now (aiohttp request handlers)."""
+        server = self._runner.server if self._runner is not None else None
+        return list(server.connections) if server is not None else []
+
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # stop accepting; the runner closes the connections
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -3,7 +3,9 @@
 Chunks produced in the same event-loop iteration (a worker's outputs that arrived together)
 are joined and sent as one HTTP chunk at the end of the iteration, instead of one send per
 token. The first chunk goes through aiohttp (it carries the headers), the last one with the end
-of the body; backpressure uses aiohttp's drain.
+of the body; backpressure uses aiohttp's drain, bounded by `write_timeout_s`: a client that
+reads nothing for that long is cut off (`ClientTooSlowError`, via `_Watchdog`), which cancels
+the work upstream.
 """
 
 from __future__ import annotations
@@ -16,6 +18,49 @@ from aiohttp import web
 from dynamo.frontend.responses import DONE
 
 _HIGH_WATER = 64 * 1024
+
+
+class ClientTooSlowError(ConnectionResetError):
+    """The client did not read its stream within the write timeout; its connection is dropped."""
+
+
+class _Watchdog:
+    """Drops a connection whose writes have been stuck behind unread data for `timeout_s`.
+
+    One timer a quarter of the timeout, per stream, instead of a timer per write (which costs
+    more than the rest of a short response): a stream is stuck when no write completed and
+    the transport still holds data since `timeout_s` ago (detected within 1.25 times that).
+    """
+
+    __slots__ = ("_handle", "_loop", "_period_s", "_transport", "fired", "since", "timeout_s")
+
+    def __init__(
+        self, transport: asyncio.Transport, timeout_s: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.timeout_s = timeout_s
+        self._period_s = timeout_s / 4
+        self.since = loop.time()  # when the last write completed
+        self.fired = False
+        self._handle = loop.call_later(self._period_s, self._check)
+
+    def wrote(self) -> None:
+        self.since = self._loop.time()
+
+    def _check(self) -> None:
+        stuck_s = self._loop.time() - self.since
+        if stuck_s >= self.timeout_s and self._transport.get_write_buffer_size() > 0:
+            self.fired = True
+            self._transport.abort()  # the pending write fails; closing the stream cancels
+            return
+        self._handle = self._loop.call_later(self._period_s, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+    def error(self) -> ClientTooSlowError:
+        return ClientTooSlowError(f"the client read nothing for {self.timeout_s:g} s")
 
 
 class _Coalescer:
@@ -54,13 +99,42 @@ class _Coalescer:
 
 
 async def write_sse(
-    request: web.Request, resp: web.StreamResponse, first: bytes, rest: AsyncIterator[bytes]
+    request: web.Request,
+    resp: web.StreamResponse,
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    *,
+    write_timeout_s: float | None = None,
 ) -> None:
     """Send `first`, then every chunk of `rest`; the chunk ending in `[DONE]` ends the body."""
+    transport = request.transport
+    if write_timeout_s is None or transport is None:
+        await _write_sse(request, resp, first, rest, None)
+        return
+    watchdog = _Watchdog(transport, write_timeout_s, asyncio.get_running_loop())
+    try:
+        await _write_sse(request, resp, first, rest, watchdog)
+    except ConnectionError as exc:
+        if watchdog.fired:
+            raise watchdog.error() from exc
+        raise
+    finally:
+        watchdog.stop()
+
+
+async def _write_sse(
+    request: web.Request,
+    resp: web.StreamResponse,
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    watchdog: _Watchdog | None,
+) -> None:
     if first.endswith(DONE):
         await resp.write_eof(first)
         return
     await resp.write(first)  # headers + first chunk, through aiohttp
+    if watchdog is not None:
+        watchdog.wrote()
     transport = request.transport
     if transport is None or not resp.chunked:
         async for chunk in rest:  # no raw access: plain writes
@@ -68,6 +142,8 @@ async def write_sse(
                 await resp.write_eof(chunk)
                 return
             await resp.write(chunk)
+            if watchdog is not None:
+                watchdog.wrote()
         return
     out = _Coalescer(transport, asyncio.get_running_loop())
     try:
@@ -82,5 +158,7 @@ async def write_sse(
             if out.backlog() > _HIGH_WATER:
                 out.flush()
                 await request.writer.drain()
+            if watchdog is not None:
+                watchdog.wrote()
     finally:
         out.flush()
