@@ -194,9 +194,10 @@ class EtcdServer(_Server):
     def _health_url(self) -> str:
         return f"{self.url}/health"
 
-    def restart(self, *, wipe: bool = False, down_s: float = 0.0) -> None:
-        """Stop etcd, optionally erase its data (all leases and keys lost), start it again."""
-        self.stop()
+    def restart(self, *, wipe: bool = False, down_s: float = 0.0, kill: bool = False) -> None:
+        """Stop etcd (SIGKILL with `kill`), optionally erase its data (all leases and keys
+        lost), start it again on the same ports."""
+        self.kill() if kill else self.stop()
         if wipe:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         if down_s:
@@ -225,3 +226,10 @@ class NatsServer(_Server):
 
     def _health_url(self) -> str:
         return f"http://127.0.0.1:{self.monitor_port}/healthz"
+
+    def restart(self, *, down_s: float = 0.0, kill: bool = False) -> None:
+        """Stop nats-server (SIGKILL with `kill`) and start it again on the same ports."""
+        self.kill() if kill else self.stop()
+        if down_s:
+            time.sleep(down_s)
+        self.start()
