@@ -57,7 +57,7 @@ def main() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
-        uvloop.new_event_loop = _recording(uvloop.new_event_loop)  # type: ignore[method-assign]
+        uvloop.new_event_loop = _recording(uvloop.new_event_loop)
     threading.Thread(target=_report, args=(out_file,), daemon=True).start()
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

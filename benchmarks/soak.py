@@ -10,7 +10,8 @@ drops after a few chunks (connection closed), and a request cancelled after 10-3
 (their children included) is read from /proc, with the request count at that moment.
 
 The report: requests by kind and errors; per process the RSS after warm-up and at the end and
-its growth per 100k requests (least-squares slope over the post-warm-up samples); open file
+its growth per 100k requests (least-squares slope over the post-warm-up samples, and over the
+second half of the run alone, after the allocator has settled); open file
 descriptors, threads and asyncio tasks after warm-up and at the end, both read with the load
 paused and the servers idle. An error is a non-200 answer or a stream without `[DONE]` that
 the client did not drop itself.
@@ -29,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -193,6 +195,10 @@ async def idle_snapshot(
     return snapshot(servers)
 
 
+def rss_points(samples: list[dict[str, Any]], name: str) -> list[tuple[int, float]]:
+    return [(int(x["requests"]), float(x["rss_mb"][name])) for x in samples]
+
+
 def slope_per_100k(points: list[tuple[int, float]]) -> float:
     """Least-squares slope of RSS (MB) over requests, times 100,000."""
     n = len(points)
@@ -206,7 +212,7 @@ def slope_per_100k(points: list[tuple[int, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx * 100_000
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="dynamo-soak-"))
     procs = Procs({"DYN_FILE_KV": str(tmp / "kv"), "DYN_NAMESPACE": "soak"})
     try:
@@ -246,7 +252,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             start_idle = await idle_snapshot(servers, running)
             began, start_requests = time.monotonic(), counts.total
             warmup_sent, warmup_errors = dict(counts.sent), counts.errors
-            samples: list[dict[str, object]] = []
+            samples: list[dict[str, Any]] = []
             running.set()
             deadline = began + args.minutes * 60
             while time.monotonic() < deadline:
@@ -272,10 +278,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-        growth = {
-            s.name: slope_per_100k([(int(x["requests"]), x["rss_mb"][s.name]) for x in samples])  # type: ignore[index,call-overload]
-            for s in servers
-        }
+        half = [x for x in samples if x["t_s"] >= elapsed / 2]
+        growth = {s.name: slope_per_100k(rss_points(samples, s.name)) for s in servers}
+        late_growth = {s.name: slope_per_100k(rss_points(half, s.name)) for s in servers}
         return {
             "minutes": round(elapsed / 60, 2),
             "requests": requests,
@@ -287,6 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "start": start_idle,
             "end": end_idle,
             "rss_growth_mb_per_100k": {k: round(v, 2) for k, v in growth.items()},
+            "rss_growth_mb_per_100k_second_half": {k: round(v, 2) for k, v in late_growth.items()},
             "samples": samples,
             "concurrency": args.concurrency,
             "workers": args.workers,
@@ -295,24 +301,27 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await procs.stop_all()
 
 
-def report(result: dict[str, object]) -> None:
+def report(result: dict[str, Any]) -> None:
     print(
         f"soak: {result['minutes']} min, {result['requests']} requests "
         f"({result['requests_per_s']} req/s, concurrency {result['concurrency']}), "
         f"mix {result['sent']}, errors {result['errors']} (warm-up: {result['warmup_errors']})"
     )
-    for sample in result["error_samples"]:  # type: ignore[attr-defined]
+    for sample in result["error_samples"]:
         print(f"  error: {sample}")
     start, end = result["start"], result["end"]
     growth = result["rss_growth_mb_per_100k"]
+    late = result["rss_growth_mb_per_100k_second_half"]
     print(
         f"{'process':10} {'RSS start MB':>12} {'RSS end MB':>10} {'MB/100k req':>11} "
+        f"{'2nd half':>8} "
         f"{'fds':>9} {'threads':>9} {'tasks':>9}"
     )
-    for name in start:  # type: ignore[union-attr]
-        s, e = start[name], end[name]  # type: ignore[index]
+    for name in start:
+        s, e = start[name], end[name]
         print(
-            f"{name:10} {s['rss_mb']:12.1f} {e['rss_mb']:10.1f} {growth[name]:11.2f} "  # type: ignore[index]
+            f"{name:10} {s['rss_mb']:12.1f} {e['rss_mb']:10.1f} {growth[name]:11.2f} "
+            f"{late[name]:8.2f} "
             f"{s['fds']:>4}->{e['fds']:<4} {s['threads']:>4}->{e['threads']:<4} "
             f"{s['tasks']!s:>4}->{e['tasks']!s:<4}"
         )
