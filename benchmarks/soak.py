@@ -47,6 +47,8 @@ class Counts:
     sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+    error_times_s: list[float] = field(default_factory=list)  # since the load began
+    began: float = field(default_factory=time.monotonic)
 
     @property
     def total(self) -> int:
@@ -54,8 +56,10 @@ class Counts:
 
     def error(self, what: str) -> None:
         self.errors += 1
+        at = time.monotonic() - self.began
+        self.error_times_s.append(round(at, 1))
         if len(self.error_samples) < 5:
-            self.error_samples.append(what)
+            self.error_samples.append(f"at {at:.0f} s: {what}")
 
 
 @dataclass
@@ -224,7 +228,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         procs.children.append(front)
         url = (await read_until(front, FRONTEND_LISTENING)).decode()
-        procs.drain(front)
+        procs.drain(front, tmp / "frontend.log")
         mocker = await asyncio.create_subprocess_exec(
             sys.executable, str(PROBE), str(tmp / "mocker.tasks"),
             *mocker_args(model_name=MODEL, num_workers=args.workers,
@@ -233,7 +237,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             env={**os.environ, **procs.env, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
         )  # fmt: skip
         procs.children.append(mocker)
-        procs.drain(mocker)
+        procs.drain(mocker, tmp / "mocker.log")
         await procs.wait_for_instances(url, args.workers, timeout_s=120)
         servers = [
             Server("frontend", front.pid, tmp / "frontend.tasks"),
@@ -289,6 +293,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "errors": counts.errors - warmup_errors,
             "warmup_errors": warmup_errors,
             "error_samples": counts.error_samples,
+            "error_times_s": counts.error_times_s,
+            "logs": str(tmp),
             "start": start_idle,
             "end": end_idle,
             "rss_growth_mb_per_100k": {k: round(v, 2) for k, v in growth.items()},
@@ -309,6 +315,7 @@ def report(result: dict[str, Any]) -> None:
     )
     for sample in result["error_samples"]:
         print(f"  error: {sample}")
+    print(f"server logs: {result['logs']}")
     start, end = result["start"], result["end"]
     growth = result["rss_growth_mb_per_100k"]
     late = result["rss_growth_mb_per_100k_second_half"]

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 import aiohttp
 
@@ -86,12 +87,14 @@ class Procs:
         self.children.append(proc)
         return proc
 
-    def drain(self, proc: asyncio.subprocess.Process) -> None:
+    def drain(self, proc: asyncio.subprocess.Process, log: Path | None = None) -> None:
         """Keep reading a child's output so it never blocks on a full pipe (its last
-        `LOG_TAIL_LINES` lines are kept for `check_alive`'s message)."""
+        `LOG_TAIL_LINES` lines are kept for `check_alive`'s message; all of it goes to `log`
+        when given)."""
         self._drained.add(id(proc))
         tail = self._tails.setdefault(id(proc), collections.deque(maxlen=LOG_TAIL_LINES))
-        self._drains.append(asyncio.get_running_loop().create_task(_drain(proc, tail)))
+        task = _drain(proc, tail, log)
+        self._drains.append(asyncio.get_running_loop().create_task(task))
 
     async def check_alive(self) -> None:
         """Raise `ChildCrashedError` (exit code, command, last log lines) if a child crashed."""
@@ -175,21 +178,26 @@ async def read_until(
 
 
 async def _drain(
-    proc: asyncio.subprocess.Process, tail: collections.deque[bytes] | None = None
+    proc: asyncio.subprocess.Process,
+    tail: collections.deque[bytes] | None = None,
+    log: Path | None = None,
 ) -> None:
     assert proc.stdout is not None
     if tail is None:
         while await proc.stdout.read(65536):
             pass
         return
-    while True:
-        try:
-            line = await proc.stdout.readline()
-        except ValueError:  # a line longer than the stream's limit: keep its start
-            line = await proc.stdout.read(65536)
-        if not line:
-            return
-        tail.append(line)
+    with log.open("ab") if log is not None else contextlib.nullcontext() as out:
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line longer than the stream's limit: keep its start
+                line = await proc.stdout.read(65536)
+            if not line:
+                return
+            tail.append(line)
+            if out is not None:
+                out.write(line)
 
 
 async def wait_for_instances(
