@@ -244,7 +244,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             Server("mocker", mocker.pid, tmp / "mocker.tasks"),
         ]
         counts, running, stop = Counts(), asyncio.Event(), asyncio.Event()
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        # idle keep-alive connections close after 1 s, so the paused snapshots (5 s) do not
+        # count the client pool's connections as the server's fds and tasks
+        connector = aiohttp.TCPConnector(limit=args.concurrency, keepalive_timeout=1.0)
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             loops = [
