@@ -25,7 +25,7 @@ import aiohttp
 
 from dynamo.runtime.transport.peer_watch import PeerWatch
 from dynamo.runtime.transport.tcp import TcpRequestServer
-from dynamo.testing.processes import Procs, mocker_args, read_until, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args, read_until
 from dynamo.testing.servers import EtcdServer
 
 SERVING = re.compile(rb"as instance ([0-9a-f]+) at")
@@ -49,7 +49,7 @@ async def detection_times(env: dict[str, str], trials: int) -> list[float]:
     try:
         url = await procs.frontend()
         workers = [await spawn_mocker(procs) for _ in range(2)]
-        await wait_for_instances(url, 2)
+        await procs.wait_for_instances(url, 2)
         async with aiohttp.ClientSession() as session:
             for _ in range(trials):
                 proc, instance_id = workers.pop(0)
@@ -61,7 +61,7 @@ async def detection_times(env: dict[str, str], trials: int) -> list[float]:
                     await asyncio.sleep(0.01)
                 times.append(time.perf_counter() - start)
                 workers.append(await spawn_mocker(procs))
-                await wait_for_instances(url, 2)
+                await procs.wait_for_instances(url, 2)
     finally:
         await procs.stop_all()
     return times

@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 
-from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args
 
 pytestmark = pytest.mark.slow
 MODEL = "tinymodel"
@@ -66,7 +66,7 @@ async def test_every_request_is_prefilled_on_the_prefill_worker_and_decoded_on_t
     url = await procs.frontend("--router-mode", "kv")
     _, prefill = await _worker(procs, "--disaggregation-mode", "prefill")
     _, decode = await _worker(procs, "--disaggregation-mode", "decode")
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     async with _client(url) as client:
         results = await asyncio.gather(
             *(
@@ -94,7 +94,7 @@ async def test_kill_9_of_the_prefill_worker_under_load_falls_back_to_the_decode_
     url = await procs.frontend("--router-mode", "kv")
     victim, _ = await _worker(procs, "--is-prefill-worker", speedup=2)
     await _worker(procs, "--is-decode-worker", speedup=2)
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     done = 0
 
     async def one(client: openai.AsyncOpenAI, i: int) -> int:
@@ -144,7 +144,7 @@ async def test_conditional_disagg_keeps_a_repeated_prompt_on_the_decode_worker(
     )  # fmt: skip
     _, prefill = await _worker(procs, "--is-prefill-worker")
     await _worker(procs, "--is-decode-worker")
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     long_prompt = _prompt(1, 300)
     async with _client(url) as client:
         first = await client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=4)
@@ -177,7 +177,7 @@ async def test_stale_transfer_params_are_rejected_and_the_request_is_served_aggr
     # the prefill worker's params expire at once: every decode leg finds them stale
     await _worker(procs, "--is-prefill-worker", "--kv-transfer-keep", "0.000001")
     _, decode = await _worker(procs, "--is-decode-worker")
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     async with _client(url) as client:
         unary = await client.completions.create(model=MODEL, prompt=_prompt(1), max_tokens=6)
         stream = await client.completions.create(
@@ -202,7 +202,7 @@ async def test_transfer_params_of_another_block_size_are_rejected(procs: Procs) 
     )
     procs.drain(prefill_proc)
     await _worker(procs, "--is-decode-worker")
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     async with _client(url) as client:
         reply = await client.completions.create(model=MODEL, prompt=_prompt(3), max_tokens=3)
     assert reply.usage is not None and reply.usage.completion_tokens == 3
@@ -213,7 +213,7 @@ async def test_transfer_params_of_another_block_size_are_rejected(procs: Procs) 
 async def test_enforce_disagg_answers_503_without_a_prefill_worker(procs: Procs) -> None:
     url = await procs.frontend("--router-mode", "kv", "--enforce-disagg")
     await _worker(procs, "--is-decode-worker")
-    await wait_for_instances(url, 1)
+    await procs.wait_for_instances(url, 1)
     async with aiohttp.ClientSession() as s:
         body = {"model": MODEL, "prompt": "hello", "max_tokens": 2}
         async with s.post(url + "/v1/completions", json=body) as r:
@@ -242,7 +242,7 @@ async def test_a_client_that_disconnects_during_prefill_cancels_the_prefill_leg(
     # below, so the leg only ends in time if the disconnect cancelled it
     _, prefill = await _worker(procs, "--is-prefill-worker", speedup=0.001)
     _, decode = await _worker(procs, "--is-decode-worker", speedup=0.001)
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     body = {"model": MODEL, "prompt": list(range(10, 2010)), "max_tokens": 5, "stream": True}
     inflight = "dynamo_component_inflight_requests"
     async with aiohttp.ClientSession() as session:
@@ -262,7 +262,7 @@ async def test_a_client_that_disconnects_during_decode_cancels_the_decode_leg(
     url = await procs.frontend("--router-mode", "kv")
     await _worker(procs, "--is-prefill-worker")
     _, decode = await _worker(procs, "--is-decode-worker", speedup=0.2)
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     body = {"model": MODEL, "prompt": _prompt(5), "max_tokens": 5000, "stream": True}
     inflight = "dynamo_component_inflight_requests"
     async with (
@@ -285,7 +285,7 @@ async def test_a_prefill_leg_migrates_to_another_prefill_worker_then_falls_back(
     first = await _worker(procs, "--is-prefill-worker", speedup=0.002)
     second = await _worker(procs, "--is-prefill-worker", speedup=0.002)
     await _worker(procs, "--is-decode-worker")
-    await wait_for_instances(url, 3)
+    await procs.wait_for_instances(url, 3)
     body = {"model": MODEL, "prompt": list(range(10, 2010)), "max_tokens": 3}
     inflight = "dynamo_component_inflight_requests"
     async with aiohttp.ClientSession() as session:

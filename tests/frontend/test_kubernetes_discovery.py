@@ -15,7 +15,7 @@ import yaml
 from dynamo.runtime.discovery.kubernetes import PodIdentity
 from dynamo.testing.kube_api import KubeHttp, fake_kube_api
 from dynamo.testing.kube_endpoints import FakePods, endpoint_slice_controller
-from dynamo.testing.processes import ECHO_WORKER_READY, Procs, read_until, wait_for_instances
+from dynamo.testing.processes import ECHO_WORKER_READY, Procs, read_until
 
 pytestmark = pytest.mark.slow
 NS = "team-a"
@@ -63,9 +63,9 @@ async def _worker(procs: Procs, pod: PodIdentity) -> int:
     return instance_id
 
 
-async def _routed(url: str, n: int) -> set[int]:
+async def _routed(procs: Procs, url: str, n: int) -> set[int]:
     """The instance ids the frontend routes to, once it has `n`."""
-    return {int(i["instance_id"]) for i in await wait_for_instances(url, n)}  # type: ignore[index]
+    return {int(i["instance_id"]) for i in await procs.wait_for_instances(url, n)}  # type: ignore[index]
 
 
 async def test_a_worker_leaves_routing_when_its_pod_is_not_ready(
@@ -75,9 +75,9 @@ async def test_a_worker_leaves_routing_when_its_pod_is_not_ready(
     url = await procs.frontend()  # outside any pod: its own record has a heartbeat
     a = await _worker(procs, await pods.create("worker-a", ready=True))
     b = await _worker(procs, await pods.create("worker-b", ready=True))
-    assert await _routed(url, 2) == {a, b}
+    assert await _routed(procs, url, 2) == {a, b}
     await pods.set_ready("worker-a", False)  # its readiness probe fails
-    assert await _routed(url, 1) == {b}
+    assert await _routed(procs, url, 1) == {b}
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     try:
         for _ in range(4):  # every request lands on the one worker left
@@ -86,6 +86,6 @@ async def test_a_worker_leaves_routing_when_its_pod_is_not_ready(
     finally:
         await client.close()
     await pods.set_ready("worker-a", True)
-    assert await _routed(url, 2) == {a, b}
+    assert await _routed(procs, url, 2) == {a, b}
     await pods.delete("worker-b")  # its process lives on, but its pod is gone
-    assert await _routed(url, 1) == {a}
+    assert await _routed(procs, url, 1) == {a}

@@ -9,7 +9,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ async def test_worker_series_of_a_live_mocker_and_their_removal(procs: Procs) ->
     url = await procs.frontend("--router-mode", "kv", "--kv-cache-block-size", "16")
     mocker = await procs.spawn(*mocker_args(num_workers=2, speedup_ratio=50))
     procs.drain(mocker)
-    instances = await wait_for_instances(url, 2)
+    instances = await procs.wait_for_instances(url, 2)
     ids = sorted(int(str(i["instance_id"])) for i in instances)  # type: ignore[index]
 
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as client:
@@ -74,7 +74,7 @@ async def test_worker_series_of_a_live_mocker_and_their_removal(procs: Procs) ->
 
     mocker.send_signal(signal.SIGTERM)  # a graceful stop unregisters both workers
     await mocker.wait()
-    await wait_for_instances(url, 0)
+    await procs.wait_for_instances(url, 0)
     series = await scrape(url)
     assert not [name for name, _ in series if name.startswith("dynamo_frontend_worker_")]
     assert ("dynamo_frontend_model_workers", model) not in series

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 from dynamo.testing.big_model import BIG_TOKEN, write_big_model
 from dynamo.testing.kube_api import fake_kube_api
-from dynamo.testing.processes import Procs, read_until, wait_for_instances
+from dynamo.testing.processes import Procs, read_until
 from dynamo.testing.servers import EtcdServer
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ async def serve_moved_big_model(tmp_path: Path, env: dict[str, str]) -> None:
         model.rename(tmp_path / "moved")  # nothing of it is left where the card says
 
         url = await procs.frontend()
-        await wait_for_instances(url, 1)
+        await procs.wait_for_instances(url, 1)
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         chat = await client.chat.completions.create(
             model="big", messages=[{"role": "user", "content": "hi"}], max_tokens=5

@@ -13,7 +13,7 @@ import aiohttp
 import openai
 import pytest
 
-from dynamo.testing.processes import Procs, wait_for_instances
+from dynamo.testing.processes import Procs
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 async def test_kill_9_a_worker_mid_stream(procs: Procs) -> None:
     url = await procs.frontend("--migration-limit", "3")
     workers = [await procs.echo_worker(delay_s=0.05) for _ in range(3)]
-    await wait_for_instances(url, 3)
+    await procs.wait_for_instances(url, 3)
 
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     progress = [0] * 50

@@ -17,7 +17,7 @@ import openai
 import pytest
 import pytest_asyncio
 
-from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -61,7 +61,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             )
         )
         procs.drain(mocker)
-        await wait_for_instances(url, 1)
+        await procs.wait_for_instances(url, 1)
         s = Stack(url, f"http://127.0.0.1:{port}")
         yield s
         await s.client.close()

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from dynamo.runtime.discovery.etcd import EtcdDiscovery
-from dynamo.testing.processes import Procs, mocker_args, read_until, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args, read_until
 from dynamo.testing.servers import EtcdServer
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ async def start_stack(procs: Procs, *frontend_args: str) -> tuple[str, list[tupl
         instance_id = int(await read_until(proc, SERVING), 16)
         procs.drain(proc)
         workers.append((proc, instance_id))
-    await wait_for_instances(url, 2)
+    await procs.wait_for_instances(url, 2)
     return url, workers
 
 

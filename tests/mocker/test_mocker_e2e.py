@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 
-from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ async def start(procs: Procs, *frontend_args: str, workers: int = 2) -> openai.A
     url = await procs.frontend(*frontend_args)
     mocker = await procs.spawn(*mocker_args(num_workers=workers))
     procs.drain(mocker)
-    await wait_for_instances(url, workers)
+    await procs.wait_for_instances(url, workers)
     return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
 
 
@@ -80,7 +80,7 @@ async def test_a_prompt_longer_than_the_model_fits_is_rejected_and_serving_goes_
         *mocker_args("--max-model-len", "64", "--num-gpu-blocks-override", "64")
     )
     procs.drain(mocker)
-    await wait_for_instances(url, 1)
+    await procs.wait_for_instances(url, 1)
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as err:
             await client.completions.create(model="tinymodel", prompt="word " * 200, max_tokens=4)
@@ -113,7 +113,7 @@ async def test_a_client_that_disconnects_frees_its_slot_on_the_worker(procs: Pro
         *mocker_args(speedup_ratio=None), env={"DYN_SYSTEM_PORT": str(system_port)}
     )
     procs.drain(mocker)
-    await wait_for_instances(url, 1)
+    await procs.wait_for_instances(url, 1)
     metrics_url = f"http://127.0.0.1:{system_port}/metrics"
     body = {
         "model": "tinymodel",

@@ -33,7 +33,7 @@ from dynamo.runtime.transport.nats_request import NatsRequestServer
 from dynamo.runtime.transport.nats_request_client import NatsRequestClient
 from dynamo.runtime.transport.nats_wire import address_for, subject_for
 from dynamo.runtime.transport.planes import address_of
-from dynamo.testing.processes import Procs, mocker_args, wait_for_instances
+from dynamo.testing.processes import Procs, mocker_args
 from dynamo.testing.servers import NatsServer
 
 
@@ -434,7 +434,7 @@ async def test_mocker_and_frontend_over_nats(nats_server: NatsServer, procs: Pro
     nats = ("--request-plane", "nats", "--nats-server", nats_server.url)
     url = await procs.frontend(*nats)
     procs.drain(await procs.spawn(*mocker_args(*nats, model_name="tiny", speedup_ratio=None)))
-    instances = await wait_for_instances(url, 1)
+    instances = await procs.wait_for_instances(url, 1)
     assert len(instances) == 1
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     try:

@@ -14,7 +14,6 @@ from dynamo.testing.processes import (
     Procs,
     mocker_args,
     read_until,
-    wait_for_instances,
 )
 
 pytestmark = pytest.mark.slow
@@ -45,7 +44,7 @@ async def test_request_id_in_frontend_and_worker_jsonl_logs(procs: Procs) -> Non
     frontend_lines = procs.collect(frontend)
     mocker = await procs.spawn(*mocker_args(speedup_ratio=50), env=LOG_ENV)
     mocker_lines = procs.collect(mocker)
-    await wait_for_instances(url, 1)
+    await procs.wait_for_instances(url, 1)
 
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as client:
         given = await client.chat.completions.with_raw_response.create(

@@ -24,7 +24,7 @@ if importlib.util.find_spec("vllm") is None:
         allow_module_level=True,
     )
 
-from dynamo.testing.processes import Procs, wait_for_instances
+from dynamo.testing.processes import Procs
 
 pytestmark = [
     pytest.mark.vllm,
@@ -84,7 +84,7 @@ async def test_vllm_prefill_and_decode_workers_hand_the_kv_over(
         *VLLM_WORKER, "--disaggregation-mode", "decode", *transfer, env=VLLM_ENV
     )
     procs.drain(decode)
-    await wait_for_instances(url, 2, timeout_s=900)
+    await procs.wait_for_instances(url, 2, timeout_s=900)
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     async with client:
         answer = await client.chat.completions.create(

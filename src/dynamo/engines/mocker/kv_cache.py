@@ -91,9 +91,6 @@ class KvBlockManager:
     def refcount(self, seq_hash: int) -> int:
         return self._active.get(seq_hash, 0)
 
-    def is_cached(self, seq_hash: int) -> bool:
-        return seq_hash in self._active or seq_hash in self._inactive
-
     # --- prefix lookup ---------------------------------------------------------------
     def cached_prefix(self, seq_hashes: Sequence[int], max_blocks: int) -> tuple[int, int]:
         """(leading blocks of `seq_hashes` in the cache, how many of those are inactive)."""

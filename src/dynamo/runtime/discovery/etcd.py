@@ -1,7 +1,8 @@
 """etcd v3 discovery (aetcd): one lease per process, keys attached to it, prefix watches.
 
 The lease (TTL `ttl_s`) is kept alive every TTL/3. If a keep-alive fails (etcd restarted,
-network blip) the process reconnects with backoff 50 ms → 5 s, keeps its old lease if etcd
+network blip) the process reconnects with jittered backoff 50 ms → 5 s (`runtime.retry`, so
+that the clients of a restarted etcd do not all call back at once), keeps its old lease if etcd
 still knows it, else grants a new one, and re-puts every key it owns. Watches resynchronise
 after a broken stream by re-reading the prefix and emitting the difference.
 """
@@ -23,11 +24,15 @@ import grpc
 
 from dynamo.runtime.discovery.base import WatchEvent
 from dynamo.runtime.errors import ConfigError, TransportError, UnavailableError
+from dynamo.runtime.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ERRORS = (aetcd.exceptions.ClientError, grpc.RpcError, OSError, TimeoutError)
-_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 5.0
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, _ERRORS)
 
 
 def parse_endpoints(endpoints: str) -> list[tuple[str, int]]:
@@ -93,20 +98,19 @@ class EtcdDiscovery:
         if self._keepalive is not None:
             return
         self._closed = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._rpc_timeout
-        backoff = _BACKOFF_MIN_S
-        while True:  # retry transient failures (e.g. etcd still starting) for ~rpc timeout
+
+        async def connect() -> None:
             self._client = self._new_client()
             try:
                 await self._establish_lease(self._client)
-                break
-            except _ERRORS as exc:
+            except _ERRORS:
                 await self._drop_client()
-                if loop.time() + backoff > deadline:
-                    raise TransportError(f"cannot reach etcd at {self.endpoint}: {exc}") from exc
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                raise
+
+        try:  # transient failures (e.g. etcd still starting) are retried for ~rpc timeout
+            await retry(connect, transient=_transient, timeout_s=self._rpc_timeout)
+        except _ERRORS as exc:
+            raise TransportError(f"cannot reach etcd at {self.endpoint}: {exc}") from exc
         self._keepalive = asyncio.create_task(self._keep_alive(), name="etcd-lease-keepalive")
 
     async def _establish_lease(self, client: aetcd.Client) -> None:
@@ -142,7 +146,7 @@ class EtcdDiscovery:
             await self._recover()
 
     async def _recover(self) -> None:
-        backoff = _BACKOFF_MIN_S
+        backoff = Backoff()
         while True:
             if len(self._endpoints) > 1 or self._client is None:
                 await self._drop_client()
@@ -159,8 +163,7 @@ class EtcdDiscovery:
                 return
             except _ERRORS as exc:
                 log.debug("etcd reconnect failed: %s", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            await backoff.sleep()
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -178,17 +181,14 @@ class EtcdDiscovery:
 
     async def _retry(self, what: str, op: Callable[[aetcd.Client], Awaitable[T]]) -> T:
         """Run `op` on the current client, retrying transient failures for ~rpc timeout."""
-        deadline = asyncio.get_running_loop().time() + self._rpc_timeout
-        backoff = _BACKOFF_MIN_S
-        while True:
-            client = await self._ready_client()
-            try:
-                return await op(client)
-            except _ERRORS as exc:
-                if asyncio.get_running_loop().time() + backoff > deadline:
-                    raise TransportError(f"etcd {what} at {self.endpoint} failed: {exc}") from exc
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+        async def attempt() -> T:
+            return await op(await self._ready_client())
+
+        try:
+            return await retry(attempt, transient=_transient, timeout_s=self._rpc_timeout)
+        except _ERRORS as exc:
+            raise TransportError(f"etcd {what} at {self.endpoint} failed: {exc}") from exc
 
     async def put(self, key: str, value: dict[str, Any]) -> None:
         if self._closed:
@@ -212,7 +212,7 @@ class EtcdDiscovery:
 
     async def watch_prefix(self, prefix: str) -> AsyncIterator[WatchEvent]:
         known: dict[str, dict[str, Any]] = {}
-        backoff = _BACKOFF_MIN_S
+        backoff = Backoff()
         while True:
             try:
                 client = await self._ready_client()
@@ -230,7 +230,7 @@ class EtcdDiscovery:
                 watch = await client.watch_prefix(
                     prefix.encode(), start_revision=snapshot.header.revision + 1
                 )
-                backoff = _BACKOFF_MIN_S
+                backoff.reset()
                 try:
                     async for event in watch:
                         key = event.kv.key.decode()
@@ -246,8 +246,7 @@ class EtcdDiscovery:
                         await watch.cancel()
             except _ERRORS as exc:
                 log.info("etcd watch of %r broke (%s); resynchronising", prefix, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await backoff.sleep()
 
     async def close(self) -> None:
         if self._closed:

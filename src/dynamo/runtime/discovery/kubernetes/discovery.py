@@ -43,8 +43,9 @@ from dynamo.runtime.discovery.kubernetes.objects import (
     heartbeat_annotations,
     pod_object_name,
 )
-from dynamo.runtime.discovery.kubernetes.retry import BACKOFF_MAX_S, BACKOFF_MIN_S, retry
+from dynamo.runtime.discovery.kubernetes.retry import retry
 from dynamo.runtime.errors import ConfigError, DynamoError, UnavailableError
+from dynamo.runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class KubernetesDiscovery:
 
     async def _write_behind(self) -> None:
         """Write `_owned` after each batch of changes; retry failures with backoff."""
-        backoff = BACKOFF_MIN_S
+        backoff = Backoff()
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self._write_batch_s)  # gather a worker's startup registrations
@@ -209,12 +210,11 @@ class KubernetesDiscovery:
                     self._write_error = exc
                     self._flushed.notify_all()
                 self._dirty.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
             if self._write_error is not None:
                 log.info("kubernetes discovery writes recovered")
-            backoff = BACKOFF_MIN_S
+            backoff.reset()
             async with self._flushed:
                 self._written, self._write_error = target, None
                 self._flushed.notify_all()

@@ -26,7 +26,8 @@ from dynamo.runtime.discovery.kubernetes.objects import (
     ready_index,
     ready_pods,
 )
-from dynamo.runtime.discovery.kubernetes.retry import BACKOFF_MAX_S, BACKOFF_MIN_S, RBAC_HINT, retry
+from dynamo.runtime.discovery.kubernetes.retry import RBAC_HINT, retry
+from dynamo.runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
 CONFIGMAPS, SLICES = "configmaps", "endpointslices"
@@ -114,7 +115,7 @@ class Informer:
 
     async def _inform(self, watched: str) -> None:
         """List, then watch from the list's version; list again when the watch breaks."""
-        backoff, failing = BACKOFF_MIN_S, False
+        backoff, failing = Backoff(), False
         while True:
             try:
                 items, version = await self._api.list(watched)
@@ -122,7 +123,8 @@ class Informer:
                 self._listed[watched].set()
                 if failing:
                     log.info("kubernetes discovery watch of %s resynchronised", watched)
-                backoff, failing = BACKOFF_MIN_S, False
+                backoff.reset()
+                failing = False
                 while True:
                     version = await self._watch_session(watched, version)
             except KubeStatusError as exc:
@@ -140,8 +142,7 @@ class Informer:
             except Exception:  # a malformed reply must not end discovery for this process
                 log.exception("kubernetes discovery watch failed; listing again")
                 failing = True
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            await backoff.sleep()
 
     async def _watch_session(self, watched: str, version: str | None) -> str | None:
         """Apply watch events until the session limit (a silently dead connection cannot
