@@ -47,7 +47,7 @@ def bench_dir(arg: str | None) -> Path:
 
 def tiny_model_dir() -> str:
     """Our packaged tiny model directory (a real path, so the peer can read it too)."""
-    from dynamo.testing.tinymodel import tiny_model_path
+    from dynamo.mocker.tinymodel import tiny_model_path
 
     return str(tiny_model_path())
 

@@ -24,10 +24,10 @@ from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
 from dynamo.engines.mocker.sampling import TokenSampler
 from dynamo.engines.mocker.scheduler import Scheduler
+from dynamo.mocker.tinymodel import TINY_MODEL_SPECIAL_TOKEN_IDS, TINY_MODEL_VOCAB_SIZE
 from dynamo.protocols.engine import EngineRequest
 from dynamo.protocols.kv_events import KvCacheEvent
 from dynamo.runtime.transport.base import RequestContext
-from dynamo.testing.tinymodel import TINY_MODEL_SPECIAL_TOKEN_IDS, TINY_MODEL_VOCAB_SIZE
 
 MB = 1024 * 1024
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from dynamo.frontend.detokenize import TextStream
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.protocols.parsers.pipeline import OutputParser
 from dynamo.protocols.parsers.registry import reasoning_parser, tool_call_parser
-from dynamo.testing.tinymodel import tiny_model_path
 
 PROSE = "The weather in Paris is usually mild in spring, with showers and sunny spells. " * 4
 CALL = '{"name": "get_weather", "arguments": {"city": "Paris", "days": [1, 2, 3], "unit": "c"}}'

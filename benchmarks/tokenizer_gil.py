@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from dynamo.testing.tinymodel import tiny_model_path
+from dynamo.mocker.tinymodel import tiny_model_path
 
 
 def wakeup_delays_ms(work: Callable[[], object]) -> tuple[float, list[float]]:

@@ -37,7 +37,7 @@ NOT_USER_COMMANDS = {
     "dynamo.cli",  # the `dynamo` console script: tests below
     "dynamo.deploy.guard",  # runs `dynamo serve`'s children (tests/deploy)
     "dynamo.testing.echo_worker",  # test double (dev extra)
-    "dynamo.testing.tinymodel.generate",  # regenerates the bundled test model (dev)
+    "dynamo.mocker.tinymodel.generate",  # regenerates the bundled test model (dev)
 }
 
 

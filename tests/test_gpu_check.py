@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamo.testing.tinymodel import tiny_model_path
+from dynamo.mocker.tinymodel import tiny_model_path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check.sh"
 FAKE_PACKAGE = """\

@@ -14,8 +14,8 @@ import msgspec
 import pytest
 
 from dynamo.engines.sglang import SglangEngine, finish_reason, parse_sglang_args, sampling_params
-from dynamo.engines.vllm.kv_events import external_hash
-from dynamo.engines.vllm.kv_subscriber import free_tcp_port
+from dynamo.engines.zmq_kv_events import external_hash
+from dynamo.engines.zmq_kv_subscriber import free_tcp_port
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.hashing import block_hashes
 from dynamo.protocols.kv_events import KvStored

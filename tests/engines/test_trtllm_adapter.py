@@ -17,6 +17,7 @@ from dynamo.engines.trtllm import TrtllmEngine, sampling_kwargs
 from dynamo.engines.trtllm_args import parse_trtllm_args
 from dynamo.engines.trtllm_events import KvEventTranslator, StatsView
 from dynamo.engines.trtllm_model import ModelFacts, read_model_facts
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.hashing import block_hashes
 from dynamo.protocols.kv_events import KvCacheEvent, KvCleared, KvRemoved, KvStored, StoredBlock
@@ -31,7 +32,6 @@ from dynamo.testing.fake_trtllm import (
     FakeTrtEngineLLM,
     fake_tensorrt_llm_modules,
 )
-from dynamo.testing.tinymodel import tiny_model_path
 
 EOS = 2  # the tiny model's </s>
 Started = tuple[TrtllmEngine, RecordingEngineSink]

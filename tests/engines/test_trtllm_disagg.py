@@ -14,6 +14,7 @@ from dynamo.engines.trtllm import TrtllmEngine
 from dynamo.engines.trtllm_disagg import encode_params, leg_params, require_cache_transceiver
 from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
 from dynamo.frontend.engine_client import RoutedModel
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.router.base import WorkerInfo
@@ -22,7 +23,6 @@ from dynamo.runtime.errors import ConfigError, KvTransferError
 from dynamo.runtime.transport.base import RequestContext
 from dynamo.testing.engine_sink import RecordingEngineSink
 from dynamo.testing.fake_trtllm import FakeDisaggregatedParams, FakeSamplingParams, FakeTorchLLM
-from dynamo.testing.tinymodel import tiny_model_path
 
 PREFILL, DECODE, AGG = WorkerRole.PREFILL, WorkerRole.DECODE, WorkerRole.AGGREGATED
 TRANSCEIVER = {"cache_transceiver_config": {"backend": "DEFAULT"}}

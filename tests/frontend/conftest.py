@@ -8,9 +8,9 @@ import openai
 import pytest
 from tokenizers import Tokenizer
 
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.testing.fake_worker import FakeRuntime
 from dynamo.testing.frontend_harness import Harness, start_frontend
-from dynamo.testing.tinymodel import tiny_model_path
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,13 @@ from aiohttp import web
 
 from dynamo.frontend.model_files import ModelFileFetcher, ModelFilesError, worker_urls
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.protocols.model_card import ModelCard, ModelFile
 from dynamo.runtime.errors import UnavailableError
 from dynamo.runtime.hosted_files import HostedFiles, file_url, sha256_hex
 from dynamo.runtime.system_server import SystemServer
 from dynamo.testing.fake_worker import FakeRuntime, FakeWorker
 from dynamo.testing.frontend_harness import Harness, start_frontend
-from dynamo.testing.tinymodel import tiny_model_path
 
 TOKENIZER = (Path(tiny_model_path()) / "tokenizer.json").read_bytes()
 REF = ModelFile(name="tokenizer.json", size_bytes=len(TOKENIZER), sha256=sha256_hex(TOKENIZER))

@@ -15,8 +15,8 @@ from tokenizers import Tokenizer
 from dynamo.frontend.preprocess import INLINE_ENCODE_CHARS, Preprocessor
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.testing.frontend_harness import tiny_card
-from dynamo.testing.tinymodel import tiny_model_path
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from _operator_harness import REPO, load_yaml, validate_k8s
 
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.manifests import build_manifests
 from dynamo.testing.processes import Procs, mocker_args, read_until
-from dynamo.testing.tinymodel import tiny_model_path
 
 RECIPE = REPO / "examples/recipes/model-cache/model-cache.yaml"
 GRAPH = REPO / "examples/vllm/agg_model_cache.yaml"

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from dynamo.engines.base import EngineInfo
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.protocols.model_card import BootstrapAddress, ModelCard, WorkerRole
-from dynamo.testing.tinymodel import tiny_model_path
 from dynamo.worker.model_card import build_model_card, read_tokenizer_facts
 
 

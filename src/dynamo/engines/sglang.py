@@ -37,7 +37,7 @@ from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetri
 from dynamo.engines.model_resolution import resolve_model
 from dynamo.engines.sglang_compat import CONTEXT_RESERVE_TOKENS, PageParents
 from dynamo.engines.sglang_disagg import bootstrap_address, bootstrap_kwargs
-from dynamo.engines.vllm.kv_subscriber import (
+from dynamo.engines.zmq_kv_subscriber import (
     ZmqKvEventSubscriber,
     free_tcp_port,
     subscriber_address,

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dynamo.engines.vllm.kv_events import external_hash
-from dynamo.engines.vllm.kv_subscriber import publisher_binds
+from dynamo.engines.zmq_kv_events import external_hash
+from dynamo.engines.zmq_kv_subscriber import publisher_binds
 
 # SGLang <= 0.5.9 refuses `max_new_tokens + prompt >= context_len` (newer: `>`); keeping this
 # one token back works with every version.

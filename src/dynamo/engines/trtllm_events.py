@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo.engines.vllm.kv_events import external_hash
+from dynamo.engines.zmq_kv_events import external_hash
 from dynamo.protocols.hashing import block_hashes
 from dynamo.protocols.kv_events import KvCacheEvent, KvCleared, KvRemoved, KvStored, StoredBlock
 

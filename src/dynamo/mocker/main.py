@@ -31,7 +31,7 @@ PACKAGED_TINY_MODEL = "dynamo:tinymodel"
 def tokenizer_dir(model_path: str) -> Path:
     """A local directory with the tokenizer files of `model_path` (dir, packaged or hub id)."""
     if model_path == PACKAGED_TINY_MODEL:
-        from dynamo.testing.tinymodel import tiny_model_path
+        from dynamo.mocker.tinymodel import tiny_model_path
 
         return Path(tiny_model_path())
     local = Path(model_path).expanduser()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dynamo.testing.tinymodel import tiny_model_path
+from dynamo.mocker.tinymodel import tiny_model_path
 
 BIG_TOKEN = "<|big|>"
 BIG_TEMPLATE = (

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from dynamo.frontend.config import FrontendConfig
 from dynamo.frontend.server import Frontend
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.protocols.model_card import ModelCard
 from dynamo.router.config import RouterConfig
 from dynamo.router.policies import make_policy
 from dynamo.testing.fake_worker import FakeRuntime, FakeWorker
-from dynamo.testing.tinymodel import tiny_model_path
 
 MODEL = "tiny"
 

@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from dynamo.testing.tinymodel import tiny_model_path
+from dynamo.mocker.tinymodel import tiny_model_path
 
 HERMES_TEMPLATE = """\
 {%- if tools %}<|im_start|>system

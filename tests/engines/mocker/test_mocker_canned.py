@@ -12,16 +12,16 @@ from tokenizers import Tokenizer
 from dynamo.engines.mocker.canned import CannedOutput, CannedOutputs, load_canned_outputs
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
-from dynamo.protocols.engine import EngineOutput, EngineRequest
-from dynamo.runtime.errors import ConfigError
-from dynamo.runtime.transport.base import RequestContext
-from dynamo.testing.engine_sink import RecordingEngineSink
-from dynamo.testing.tinymodel import (
+from dynamo.mocker.tinymodel import (
     TINY_MODEL_EOS_TOKEN_ID,
     TINY_MODEL_SPECIAL_TOKEN_IDS,
     TINY_MODEL_VOCAB_SIZE,
     tiny_model_path,
 )
+from dynamo.protocols.engine import EngineOutput, EngineRequest
+from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.transport.base import RequestContext
+from dynamo.testing.engine_sink import RecordingEngineSink
 
 TOOL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京"}}\n</tool_call>'
 

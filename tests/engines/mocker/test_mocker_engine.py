@@ -13,6 +13,12 @@ from tokenizers import Tokenizer
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
+from dynamo.mocker.tinymodel import (
+    TINY_MODEL_EOS_TOKEN_ID,
+    TINY_MODEL_SPECIAL_TOKEN_IDS,
+    TINY_MODEL_VOCAB_SIZE,
+    tiny_model_path,
+)
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.kv_events import KvStored
 from dynamo.runtime.errors import (
@@ -23,12 +29,6 @@ from dynamo.runtime.errors import (
 )
 from dynamo.runtime.transport.base import RequestContext
 from dynamo.testing.engine_sink import RecordingEngineSink
-from dynamo.testing.tinymodel import (
-    TINY_MODEL_EOS_TOKEN_ID,
-    TINY_MODEL_SPECIAL_TOKEN_IDS,
-    TINY_MODEL_VOCAB_SIZE,
-    tiny_model_path,
-)
 
 VOCAB = TINY_MODEL_VOCAB_SIZE
 FAST: dict[str, Any] = {"num_gpu_blocks": 256, "block_size": 16, "speedup_ratio": 100.0}

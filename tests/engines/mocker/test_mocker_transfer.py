@@ -18,9 +18,9 @@ from dynamo.engines.mocker.transfer import (
     prompt_hashes,
     transfer_params,
 )
+from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.protocols.kv_events import KvStored
 from dynamo.runtime.errors import KvTransferError
-from dynamo.testing.tinymodel import tiny_model_path
 
 PROMPT = list(range(10, 30))  # 20 tokens: 5 full blocks of 4
 

@@ -36,8 +36,8 @@ else:
 from dynamo.engines import sglang_compat
 from dynamo.engines.sglang import SglangEngine, generate_kwargs, parse_sglang_args
 from dynamo.engines.sglang_disagg import bootstrap_address
-from dynamo.engines.vllm.kv_events import external_hash
-from dynamo.engines.vllm.kv_subscriber import free_tcp_port
+from dynamo.engines.zmq_kv_events import external_hash
+from dynamo.engines.zmq_kv_subscriber import free_tcp_port
 from dynamo.protocols.hashing import block_hashes
 from dynamo.protocols.kv_events import KvStored
 from dynamo.protocols.model_card import BootstrapAddress, WorkerRole

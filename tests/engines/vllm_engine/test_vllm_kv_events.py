@@ -10,14 +10,14 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from dynamo.engines.vllm.kv_events import (
+from dynamo.engines.zmq_kv_events import (
     KvEventConverter,
     KvEventFormatError,
     convert_event,
     decode_batch,
     external_hash,
 )
-from dynamo.engines.vllm.kv_subscriber import (
+from dynamo.engines.zmq_kv_subscriber import (
     ZmqKvEventSubscriber,
     free_tcp_port,
     publisher_binds,

@@ -31,14 +31,14 @@ from dynamo.engines.vllm.disagg import (
     leg_sampling_kwargs,
     prefill_result,
 )
-from dynamo.engines.vllm.kv_subscriber import (
+from dynamo.engines.vllm.requests import sampled_logprobs, sampling_kwargs
+from dynamo.engines.vllm.stats import SchedulerSnapshot, make_stat_logger_factory
+from dynamo.engines.zmq_kv_subscriber import (
     ZmqKvEventSubscriber,
     free_tcp_port,
     publisher_binds,
     subscriber_address,
 )
-from dynamo.engines.vllm.requests import sampled_logprobs, sampling_kwargs
-from dynamo.engines.vllm.stats import SchedulerSnapshot, make_stat_logger_factory
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.model_card import WorkerRole
 from dynamo.runtime.errors import (

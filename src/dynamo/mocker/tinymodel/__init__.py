@@ -2,7 +2,7 @@
 
 `tokenizer.json` (byte-level BPE, 2,048 ids; `<unk>`=0, `<s>`=1, `</s>`=2 = EOS),
 `tokenizer_config.json` (with a chat template) and a Llama-style `config.json`; no weights.
-Regenerate with `python -m dynamo.testing.tinymodel.generate`.
+Regenerate with `python -m dynamo.mocker.tinymodel.generate`.
 """
 
 from __future__ import annotations

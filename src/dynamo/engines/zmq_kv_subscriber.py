@@ -12,7 +12,7 @@ import zmq
 import zmq.asyncio
 
 from dynamo.engines.base import EngineEventSink
-from dynamo.engines.vllm.kv_events import KvEventConverter, KvEventFormatError
+from dynamo.engines.zmq_kv_events import KvEventConverter, KvEventFormatError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Regenerate this directory's tiny tokenizer model: `python -m dynamo.testing.tinymodel.generate`.
+"""Regenerate this directory's tiny tokenizer model: `python -m dynamo.mocker.tinymodel.generate`.
 
 A byte-level BPE tokenizer with a 2,048-token vocabulary trained on made-up words, a chat
 template and a Llama-style config.json; no weights (the mocker and replay need only tokens).
