@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from dynamo.deploy.graph import API_VERSION, format_validation_error, read_manifest
-from dynamo.deploy.kube import Condition, CrdModel, ObjectMeta
+from dynamo.deploy.graph import format_validation_error, read_manifest
+from dynamo.deploy.kube import Condition, CrdModel, CustomResource
 from dynamo.runtime.errors import ConfigError
 
 DgdrState = Literal[
@@ -108,18 +108,12 @@ class DgdrStatus(CrdModel):
     deployment: DeploymentRef | None = Field(default=None, description="The created DGD.")
 
 
-class DynamoGraphDeploymentRequest(CrdModel):
+class DynamoGraphDeploymentRequest(CustomResource[DgdrSpec, DgdrStatus]):
     """An SLA-driven request for a graph (`dgdr`)."""
 
-    api_version: Literal["nvidia.com/v1alpha1"] = Field(
-        default=API_VERSION, description="nvidia.com/v1alpha1."
-    )
     kind: Literal["DynamoGraphDeploymentRequest"] = Field(
         default="DynamoGraphDeploymentRequest", description="DynamoGraphDeploymentRequest."
     )
-    metadata: ObjectMeta = Field(description="Object metadata.")
-    spec: DgdrSpec = Field(description="Desired request.")
-    status: DgdrStatus | None = Field(default=None, description="Observed state.")
 
 
 def load_request(source: str | Path | Mapping[str, Any]) -> DynamoGraphDeploymentRequest:

@@ -6,7 +6,7 @@ also construct them with snake_case field names.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -22,6 +22,12 @@ class CrdModel(BaseModel):
         serialize_by_alias=True,
         extra="forbid",
     )
+
+
+API_VERSION: Final = "nvidia.com/v1alpha1"
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+StatusT = TypeVar("StatusT", bound=BaseModel)
 
 
 class OpenModel(CrdModel):
@@ -101,3 +107,22 @@ class ExtraPodMetadata(CrdModel):
 
     labels: dict[str, str] = Field(default_factory=dict, description="Pod labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Pod annotations.")
+
+
+class CustomResource(CrdModel, Generic[SpecT, StatusT]):
+    """What every Dynamo custom resource shares: apiVersion, metadata, spec and status.
+
+    A resource subclasses it with its spec and status types and narrows `kind` to a one-value
+    `Literal` (the field that tells the kinds apart)."""
+
+    api_version: Literal["nvidia.com/v1alpha1"] = Field(
+        default=API_VERSION, description="nvidia.com/v1alpha1."
+    )
+    kind: str = Field(description="The resource kind (each subclass fixes it).")
+    metadata: ObjectMeta = Field(description="Object metadata.")
+    spec: SpecT = Field(description="Desired state.")
+    status: StatusT | None = Field(default=None, description="Observed state.")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamo.deploy.builder import ServiceSpec
-from dynamo.deploy.graph import API_VERSION
+from dynamo.deploy.kube import API_VERSION
 
 GRAPH_LABEL = "nvidia.com/dynamo-graph-deployment-name"
 COMPONENT_LABEL = "nvidia.com/dynamo-component"
