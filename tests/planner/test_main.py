@@ -24,7 +24,7 @@ def test_parse_configs_mixes_runtime_flags_config_file_and_planner_flags(tmp_pat
     )
     assert runtime.namespace == "ns1"
     assert (planner.ttft_ms, planner.itl_ms, planner.mode) == (250.0, 20.0, "agg")
-    assert level == "DEBUG"
+    assert level == "debug"
 
 
 def test_bad_flags_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,6 +29,7 @@ from dynamo.runtime.config import RuntimeConfig, add_arguments, resolve
 from dynamo.runtime.distributed import DistributedRuntime
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.lifecycle import run_until_signal
+from dynamo.runtime.observability import setup_observability
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger("dynamo.planner")
@@ -71,19 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dynamo.planner: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        setup_observability("planner", level)
         connector = make_connector(connector_settings(config, runtime_cfg.namespace))
     except ConfigError as exc:
         print(f"dynamo.planner: error: {exc}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("dynamo.planner.connectors"):
-            raise
-        print(
-            f"dynamo.planner: error: the {config.environment} connector is not part of this build",
-            file=sys.stderr,
-        )
         return 2
     metrics = PlannerMetrics()
 
