@@ -268,3 +268,6 @@ def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:
     )
     assert d.targets["prefill"] == math.ceil(24_000 / (per_worker * busy_share)) > 2
     assert any("queue grows: 24000 tok/s" in r for r in d.reasons)
+    # its requests reach decode next: 24 req/s x 100 tokens, sized before decode's ITL shows it
+    decode_per_worker, _ = profile.decode.best_throughput_per_gpu(cfg.itl_ms, 1000 + 50)
+    assert d.targets["decode"] == math.ceil(2_400 / decode_per_worker) > 1

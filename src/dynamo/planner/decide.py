@@ -387,7 +387,7 @@ def _load(
             f"{prefill_role} queue {load.queued_prefill_tokens:.0f} tok/worker",
             reasons,
         )
-        _size_to_inflow(config, inputs, isl, wishes[prefill_role], load, up, reasons)
+        _size_to_inflow(config, inputs, isl, wishes, prefill_role, load, up, reasons)
     load = inputs.load.get("decode")
     if "decode" in wishes and load is not None and load.workers > 0:
         _threshold(
@@ -406,13 +406,16 @@ def _size_to_inflow(
     config: PlannerConfig,
     inputs: Inputs,
     isl: float,
-    wish: _Wish,
+    wishes: dict[Role, _Wish],
+    prefill_role: Role,
     load: RoleLoad,
     up: float,
     reasons: list[str],
 ) -> None:
     """Over the queue threshold, ask for the workers the measured inflow needs at the TTFT
-    target's utilization (not just one more): a burst is met in one step."""
+    target's utilization (not just one more): a burst is met in one step; in disagg mode
+    the decode workers its requests will need too."""
+    wish = wishes[prefill_role]
     inflow, profile = inputs.prefill_inflow_tps, inputs.profile
     if inflow is None or profile is None or load.queued_prefill_tokens <= up:
         return
@@ -426,6 +429,19 @@ def _size_to_inflow(
         reasons.append(
             f"queue grows: {inflow:.0f} tok/s arriving / {per_worker * busy:.0f} per worker at "
             f"{busy:.0%} busy = {need} workers, one more"
+        )
+    decode = wishes.get("decode")
+    if decode is None or prefill_role != "prefill":
+        return
+    # the same requests reach decode once prefilled: size it for them now, not after its ITL
+    osl = inputs.forecast.osl if inputs.forecast else float(config.osl)
+    per_gpu, _ = profile.decode.best_throughput_per_gpu(config.itl_ms, isl + osl / 2)
+    decode_tps = inflow / max(isl, 1.0) * osl
+    need = math.ceil(decode_tps / (per_gpu * config.decode_engine_num_gpu) - 1e-9)
+    if need > decode.up:
+        decode.up = need
+        reasons.append(
+            f"decode {decode_tps:.0f} tok/s follows that prefill burst = {need} workers, one more"
         )
 
 
