@@ -1,22 +1,29 @@
 """The SLA planner against static provisioning, in simulated time (no wall-clock sleeps).
 
     python benchmarks/planner.py [--base-rate 3] [--seeds 3] [--speedup-ratio 0.2]
-        [--startup-s 5] [--planner-args "--load-predictor kalman ..."]
+        [--startup-s 5] [--shapes ramp+burst,sinusoid,step-down,bursts] [--trace]
+        [--planner-args "--load-predictor kalman ..."]
 
 A disaggregated graph of mocker engines (the real mocker `Scheduler` and timing model, one per
-worker) serves a varying Poisson load: x1 for 60 s, a ramp to x4 over 60 s, x4 for 120 s, a
-ramp back over 60 s, x1 for 60 s, a x8 burst for 10 s, x1 for 60 s. Requests go to the prefill
-worker with the fewest queued prompt tokens, then (prefill done = first token) to the decode
-worker with the fewest running requests. Three graphs are compared:
+worker) serves a varying Poisson load of one of four shapes (multiples of --base-rate):
+`ramp+burst` (the issue's: x1 60 s, ramp to x4 over 60 s, x4 120 s, ramp back over 60 s, x1
+60 s, a x8 burst of 10 s, x1 60 s), `sinusoid` (x1..x4, period 120 s, 3 cycles), `step-down`
+(x1 30 s, x4 120 s, x1 180 s) and `bursts` (x1 and two x6 bursts of 20 s). Requests go to the
+prefill worker with the fewest queued prompt tokens, then (prefill done = first token) to the
+decode worker with the fewest running requests. Three graphs are compared per shape:
 
 - planner: the real `Planner` loop (`dynamo.planner.loop`, predictors, `decide`) every
-  interval, on the frontend-side numbers of the interval and the workers' queue / KV load;
-  added workers serve after `--startup-s`, removed ones drain before they go;
-- static at peak / static at mean: the replicas the planner's own formula asks for at the
-  peak rate and at the mean rate of the trace, for the whole run.
+  interval and its load checks in between, on the frontend-side numbers of the interval and
+  the workers' queue / KV load; added workers serve after `--startup-s`, removed ones drain;
+- static at peak / static at mean: sized from the trace, not from the planner's run: the
+  replicas the planner's throughput formula asks for at the trace's peak rate and at its
+  mean rate, for the whole run.
 
 Reported: SLA attainment (share of requests with TTFT <= --ttft and mean ITL <= --itl) and
-worker-seconds (every worker from its start to its removal, 1 GPU each).
+worker-seconds (every worker from its start to its removal, 1 GPU each). `--trace` prints,
+per interval of each shape's first seed, the arrival rate, the planner's forecast, the
+desired and live replicas, the serving prefill workers, the queued prompt tokens and the
+TTFT misses of the requests that arrived in it.
 """
 
 from __future__ import annotations

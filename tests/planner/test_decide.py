@@ -90,6 +90,16 @@ def test_ttft_over_target_from_queueing_adds_a_prefill_worker() -> None:
     d = decide(cfg, inputs(live={"prefill": 1}, forecast=Forecast(100, 1024, 100), traffic=slow))
     assert d.targets == {"prefill": 2}
     assert "TTFT 2500ms > 300ms target" in d.summary()
+    # a scale-up within the last interval: that TTFT is from requests queued before it
+    recent = inputs(
+        live={"prefill": 1},
+        forecast=Forecast(100, 1024, 100),
+        traffic=slow,
+        last_scale_up_s={"prefill": 995.0},
+    )
+    d = decide(cfg, recent)
+    assert d.targets == {"prefill": 1}
+    assert "prefill scaled up 5s ago: not adding on its stale TTFT" in d.summary()
     # an ISL the engine cannot prefill within the target is not a queue: no blind scale-up
     huge = Traffic(1, isl=4096, osl=100, ttft_ms=400.0)  # profiled: 300 ms > 200 ms target
     d = decide(

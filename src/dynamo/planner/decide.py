@@ -294,7 +294,14 @@ def _sla_guard(
             or traffic.isl is None
             or profile.prefill.ttft(traffic.isl) <= config.ttft_ms
         )
-        if engine_ok:
+        since = inputs.now_s - inputs.last_scale_up_s.get(ttft_role, -math.inf)
+        if engine_ok and since < config.interval_s:
+            # these requests queued before the workers added since could take them
+            reasons.append(
+                f"TTFT {traffic.ttft_ms:.0f}ms > {config.ttft_ms:g}ms target, but {ttft_role} "
+                f"scaled up {since:.0f}s ago: not adding on its stale TTFT"
+            )
+        elif engine_ok:
             wish = wishes[ttft_role]
             wish.up = max(wish.up, live[ttft_role] + 1)
             wish.down = max(wish.down, live[ttft_role])
