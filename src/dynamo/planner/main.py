@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         setup_observability("planner", level)
+    except ConfigError as exc:
+        print(f"dynamo.planner: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         connector = make_connector(connector_settings(config, runtime_cfg.namespace))
     except ConfigError as exc:
         print(f"dynamo.planner: error: {exc}", file=sys.stderr)
