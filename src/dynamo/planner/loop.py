@@ -90,6 +90,7 @@ class Planner:
         self.last_decision: Decision | None = None
         self.last_forecast: Forecast | None = None
         self._last_load: tuple[float, dict[Role, RoleLoad]] | None = None
+        self._load_check_loaded_profile = False
 
     def _profile_now(self) -> EngineProfile | None:
         if self._profile is None:
@@ -100,13 +101,15 @@ class Planner:
                 log.warning("%s", exc)
         return self._profile
 
-    def _load_now(self, now: float) -> tuple[dict[Role, RoleLoad], float | None]:
+    def _load_now(
+        self, now: float, profile: EngineProfile | None
+    ) -> tuple[dict[Role, RoleLoad], float | None]:
         """The workers' load, and the prefill inflow measured since the last snapshot."""
         if self.loads is None:
             return {}, None
         load = self.loads.snapshot()
         before, self._last_load = self._last_load, (now, load)
-        if before is None or self._profile is None:
+        if before is None or profile is None:
             return load, None
         role: Role = "prefill" if "prefill" in self.config.roles else "decode"
         isl = self.last_forecast.isl if self.last_forecast else float(self.config.isl)
@@ -114,7 +117,7 @@ class Planner:
             before[1].get(role),
             load.get(role),
             now - before[0],
-            prefill_worker_tps(self.config, self._profile, isl),
+            prefill_worker_tps(self.config, profile, isl),
         )
         return load, inflow
 
@@ -161,7 +164,7 @@ class Planner:
             return None
         now = self._clock()
         profile = self._profile_now() if self.config.enable_throughput_scaling else None
-        load, inflow = self._load_now(now)
+        load, inflow = self._load_now(now, profile)
         decision = decide(
             self.config,
             Inputs(
@@ -205,7 +208,10 @@ class Planner:
             log.debug("load check skipped: %s", exc)
             return None
         now = self._clock()
-        load, inflow = self._load_now(now)
+        if self._profile is None and not self._load_check_loaded_profile:
+            self._load_check_loaded_profile = True  # once: a missing profile warns per decision
+            self._profile_now()
+        load, inflow = self._load_now(now, self._profile)
         decision = decide_load(
             self.config,
             Inputs(
