@@ -1,22 +1,29 @@
 """The SLA planner against static provisioning, in simulated time (no wall-clock sleeps).
 
     python benchmarks/planner.py [--base-rate 3] [--seeds 3] [--speedup-ratio 0.2]
-        [--startup-s 5] [--planner-args "--load-predictor kalman ..."]
+        [--startup-s 5] [--shapes ramp+burst,sinusoid,step-down,bursts] [--trace]
+        [--planner-args "--load-predictor kalman ..."]
 
 A disaggregated graph of mocker engines (the real mocker `Scheduler` and timing model, one per
-worker) serves a varying Poisson load: x1 for 60 s, a ramp to x4 over 60 s, x4 for 120 s, a
-ramp back over 60 s, x1 for 60 s, a x8 burst for 10 s, x1 for 60 s. Requests go to the prefill
-worker with the fewest queued prompt tokens, then (prefill done = first token) to the decode
-worker with the fewest running requests. Three graphs are compared:
+worker) serves a varying Poisson load of one of four shapes (multiples of --base-rate):
+`ramp+burst` (the issue's: x1 60 s, ramp to x4 over 60 s, x4 120 s, ramp back over 60 s, x1
+60 s, a x8 burst of 10 s, x1 60 s), `sinusoid` (x1..x4, period 120 s, 3 cycles), `step-down`
+(x1 30 s, x4 120 s, x1 180 s) and `bursts` (x1 and two x6 bursts of 20 s). Requests go to the
+prefill worker with the fewest queued prompt tokens, then (prefill done = first token) to the
+decode worker with the fewest running requests. Three graphs are compared per shape:
 
 - planner: the real `Planner` loop (`dynamo.planner.loop`, predictors, `decide`) every
-  interval, on the frontend-side numbers of the interval and the workers' queue / KV load;
-  added workers serve after `--startup-s`, removed ones drain before they go;
-- static at peak / static at mean: the replicas the planner's own formula asks for at the
-  peak rate and at the mean rate of the trace, for the whole run.
+  interval and its load checks in between, on the frontend-side numbers of the interval and
+  the workers' queue / KV load; added workers serve after `--startup-s`, removed ones drain;
+- static at peak / static at mean: sized from the trace, not from the planner's run: the
+  replicas the planner's throughput formula asks for at the trace's peak rate and at its
+  mean rate, for the whole run.
 
 Reported: SLA attainment (share of requests with TTFT <= --ttft and mean ITL <= --itl) and
-worker-seconds (every worker from its start to its removal, 1 GPU each).
+worker-seconds (every worker from its start to its removal, 1 GPU each). `--trace` prints,
+per interval of each shape's first seed, the arrival rate, the planner's forecast, the
+desired and live replicas, the serving prefill workers, the queued prompt tokens and the
+TTFT misses of the requests that arrived in it.
 """
 
 from __future__ import annotations
@@ -39,33 +46,85 @@ from dynamo.engines.mocker.scheduler import Scheduler
 from dynamo.engines.mocker.sequence import StepResult
 from dynamo.planner.config import PlannerConfig, build_parser, planner_config
 from dynamo.planner.connectors.base import ROLES, Role
-from dynamo.planner.decide import RoleLoad, Traffic
+from dynamo.planner.decide import Forecast, Inputs, RoleLoad, Traffic, decide
 from dynamo.planner.loop import Planner
-from dynamo.planner.profile import mocker_profile
+from dynamo.planner.profile import EngineProfile, mocker_profile
 
-PHASES = ((60, 1, 1), (60, 1, 4), (120, 4, 4), (60, 4, 1), (60, 1, 1), (10, 8, 8), (60, 1, 1))
+Phases = tuple[tuple[float, float, float], ...]  # (seconds, multiplier at start, at end)
 
 
-def rate_at(t: float, base: float) -> float:
-    for length, start, end in PHASES:
+def _sinusoid(period_s: float, cycles: int, low: float, high: float) -> Phases:
+    """A sine between `low` and `high`, as 10 s linear pieces."""
+    steps = int(period_s // 10)
+    mid, amp = (high + low) / 2, (high - low) / 2
+    values = [mid - amp * math.cos(2 * math.pi * i / steps) for i in range(steps * cycles + 1)]
+    return tuple((10.0, a, b) for a, b in itertools.pairwise(values))
+
+
+SHAPES: dict[str, Phases] = {
+    # the issue's trace: a ramp x1 -> x4 -> x1, then a x8 burst of 10 s
+    "ramp+burst": (
+        (60, 1, 1),
+        (60, 1, 4),
+        (120, 4, 4),
+        (60, 4, 1),
+        (60, 1, 1),
+        (10, 8, 8),
+        (60, 1, 1),
+    ),
+    "sinusoid": _sinusoid(120, 3, 1, 4),  # x1..x4, period 120 s, 3 cycles
+    "step-down": ((30, 1, 1), (120, 4, 4), (180, 1, 1)),  # a level shift up, then down
+    "bursts": ((60, 1, 1), (20, 6, 6), (60, 1, 1), (20, 6, 6), (60, 1, 1)),
+}
+
+
+def trace_s(phases: Phases) -> float:
+    return sum(p[0] for p in phases)
+
+
+def rate_at(t: float, base: float, phases: Phases) -> float:
+    for length, start, end in phases:
         if t < length:
             return base * (start + (end - start) * t / length)
         t -= length
     return 0.0
 
 
-def arrivals(base: float, seed: int) -> list[float]:
+def mean_rate(base: float, phases: Phases) -> float:
+    return sum(p[0] * base * (p[1] + p[2]) / 2 for p in phases) / trace_s(phases)
+
+
+def peak_rate(base: float, phases: Phases) -> float:
+    return base * max(max(p[1], p[2]) for p in phases)
+
+
+def arrivals(base: float, seed: int, phases: Phases) -> list[float]:
     """Poisson arrivals of the trace by thinning at the peak rate."""
     rng = random.Random(seed)
-    total = sum(p[0] for p in PHASES)
-    peak = base * max(max(p[1], p[2]) for p in PHASES)
+    total, peak = trace_s(phases), peak_rate(base, phases)
     t, out = 0.0, []
     while True:
         t += rng.expovariate(peak)
         if t >= total:
             return out
-        if rng.random() < rate_at(t, base) / peak:
+        if rng.random() < rate_at(t, base, phases) / peak:
             out.append(t)
+
+
+def replicas_for_rate(
+    config: PlannerConfig, profile: EngineProfile, rate: float, isl: int, osl: int
+) -> dict[Role, int]:
+    """The replicas the planner's throughput formula asks for at a steady `rate` (req/s)."""
+    decision = decide(
+        config,
+        Inputs(
+            now_s=0.0,
+            live=dict.fromkeys(ROLES, config.min_endpoint),
+            forecast=Forecast(rate * config.interval_s, isl, osl),
+            profile=profile,
+        ),
+    )
+    return {role: decision.targets[role] for role in ROLES}
 
 
 @dataclass
@@ -273,6 +332,38 @@ class SimConnector:
         return None
 
 
+def _trace_row(graph: Graph, planner: Planner | None, t: float, interval_s: float) -> str:
+    arrived = sum(1 for r in graph.requests if t - interval_s <= r.arrived_s < t)
+    queued = sum(w.scheduler.pending_prefill_tokens for w in graph._serving("prefill"))
+    decision = planner.last_decision if planner is not None else None
+    forecast = planner.last_forecast if planner is not None else None
+    predicted = f"{forecast.num_requests / interval_s:6.1f}" if forecast else "     -"
+    desired = (
+        f"{decision.targets.get('prefill', 0)}+{decision.targets.get('decode', 0)}"
+        if decision
+        else "-"
+    )
+    live = f"{len(graph.live('prefill'))}+{len(graph.live('decode'))}"
+    serving = len(graph._serving("prefill"))
+    return (
+        f"{t:6.0f} {arrived / interval_s:7.1f} {predicted} {desired:>7} {live:>6} "
+        f"{serving:>4} {queued:>8}"
+    )
+
+
+def _trace_misses(rows: list[str], graph: Graph, config: PlannerConfig) -> None:
+    """Append to each interval's row the TTFT misses of the requests that arrived in it."""
+    for i, row in enumerate(rows):
+        t = float(row.split()[0])
+        missed = sum(
+            1
+            for r in graph.requests
+            if t - config.interval_s <= r.arrived_s < t
+            and (r.first_token_s is None or r.first_token_s - r.arrived_s > config.ttft_ms / 1000)
+        )
+        rows[i] = f"{row} {missed:>6}"
+
+
 @dataclass
 class Result:
     attainment: float
@@ -293,6 +384,8 @@ async def simulate(
     startup_s: float,
     isl: int,
     osl: int,
+    phases: Phases,
+    trace: list[str] | None = None,
 ) -> Result:
     graph = Graph(mocker, startup_s)
     rng = random.Random(len(times))
@@ -313,7 +406,7 @@ async def simulate(
             profile_loader=lambda c: mocker_profile(c.mocker_speedup_ratio),
             clock=lambda: graph.now,
         )
-    end = sum(p[0] for p in PHASES)
+    end = trace_s(phases)
     peak = {role: start[role] for role in ROLES}
     summed = dict.fromkeys(ROLES, 0.0)
     t = 0.0
@@ -330,6 +423,8 @@ async def simulate(
                 await planner.step()
             else:
                 await planner.check_load()
+            if trace is not None and i == ticks - 1 and t <= end:
+                trace.append(_trace_row(graph, planner, t, config.interval_s))
             for role in ROLES:
                 peak[role] = max(peak[role], len(graph.live(role)))
                 if t <= end:
@@ -346,6 +441,8 @@ async def simulate(
         and (itl_s(r) or 0) <= config.itl_ms / 1000
     )
     n = len(graph.requests)
+    if trace is not None:
+        _trace_misses(trace, graph, config)
     return Result(
         attainment=ok / n,
         ttft_ok=sum((r.first_token_s or 0) - r.arrived_s <= config.ttft_ms / 1000 for r in finished)
@@ -368,11 +465,24 @@ def main() -> None:
     parser.add_argument("--speedup-ratio", type=float, default=0.2, help="the mockers'")
     parser.add_argument("--startup-s", type=float, default=5.0, help="a new worker's start")
     parser.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help=f"comma-separated load shapes to run, of: {', '.join(SHAPES)}",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print the planner's per-interval trace of each shape's first seed",
+    )
+    parser.add_argument(
         "--planner-args",
-        default="--ttft 300 --itl 40 --adjustment-interval 10 --max-gpu-budget 16",
+        default="--ttft 500 --itl 60 --adjustment-interval 10 --max-gpu-budget 16",
         help="planner flags, as `python -m dynamo.planner` takes them",
     )
     args = parser.parse_args()
+    unknown = [s for s in args.shapes.split(",") if s not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shapes {', '.join(unknown)}; known: {', '.join(SHAPES)}")
     flags = [
         *shlex.split(args.planner_args),
         "--environment",
@@ -386,14 +496,29 @@ def main() -> None:
     ]
     config = planner_config(build_parser().parse_args(flags), {})
     mocker = MockerConfig(speedup_ratio=args.speedup_ratio)
-    total = sum(p[0] for p in PHASES)
-    mean_rate = sum(p[0] * args.base_rate * (p[1] + p[2]) / 2 for p in PHASES) / total
+    profile = mocker_profile(args.speedup_ratio)
     print(
-        f"trace: {total}s, base {args.base_rate:g} req/s (mean {mean_rate:.2f}, plateau "
-        f"{4 * args.base_rate:g}, burst {8 * args.base_rate:g}); ISL {args.isl}, OSL {args.osl}; "
-        f"mocker speedup {args.speedup_ratio:g}, new workers serve after {args.startup_s:g}s; "
-        f"targets TTFT {config.ttft_ms:g} ms, ITL {config.itl_ms:g} ms; {args.seeds} seeds"
+        f"base {args.base_rate:g} req/s; ISL {args.isl}, OSL {args.osl}; mocker speedup "
+        f"{args.speedup_ratio:g}, new workers serve after {args.startup_s:g}s; targets TTFT "
+        f"{config.ttft_ms:g} ms, ITL {config.itl_ms:g} ms; {args.seeds} seeds; static graphs "
+        "sized from the trace (the planner's throughput formula at its peak and mean rate)"
     )
+    for name in args.shapes.split(","):
+        run_shape(name, SHAPES[name], args, config, mocker, profile)
+
+
+def run_shape(
+    name: str,
+    phases: Phases,
+    args: argparse.Namespace,
+    config: PlannerConfig,
+    mocker: MockerConfig,
+    profile: EngineProfile,
+) -> None:
+    peak, mean = peak_rate(args.base_rate, phases), mean_rate(args.base_rate, phases)
+    at_peak = replicas_for_rate(config, profile, peak, args.isl, args.osl)
+    at_mean = replicas_for_rate(config, profile, mean, args.isl, args.osl)
+    trace: list[str] | None = [] if args.trace else None
 
     def run(static: dict[Role, int] | None) -> list[Result]:
         return [
@@ -401,44 +526,47 @@ def main() -> None:
                 simulate(
                     config,
                     mocker,
-                    arrivals(args.base_rate, seed),
+                    arrivals(args.base_rate, seed, phases),
                     static,
                     args.startup_s,
                     args.isl,
                     args.osl,
+                    phases,
+                    trace if static is None and seed == 0 else None,
                 )
             )
             for seed in range(args.seeds)
         ]
 
-    planned = run(None)
-    # static graphs sized like the planner's: its largest, and its time-averaged, replicas
-    at_peak = {role: max(r.max_replicas[role] for r in planned) for role in ROLES}
-    at_mean = {
-        role: math.ceil(statistics.mean(r.mean_replicas[role] for r in planned) - 1e-9)
-        for role in ROLES
-    }
     rows = [
-        ("planner", None, planned),
+        ("planner", None, run(None)),
         ("static at peak", at_peak, run(at_peak)),
         ("static at mean", at_mean, run(at_mean)),
     ]
+    print(f"\n{name}: {trace_s(phases):.0f}s, peak {peak:.1f} req/s, mean {mean:.2f} req/s")
+    if trace is not None:
+        print(
+            f"{'t':>6} {'arr/s':>7} {'pred/s':>6} {'desired':>7} {'live':>6} {'srvP':>4} "
+            f"{'queuedP':>8} {'missed':>6}"
+        )
+        print("\n".join(trace))
     peak_ws = statistics.mean(r.worker_seconds for r in rows[1][2])
     print(
         f"{'setup':16} {'replicas P+D':>13} {'SLA attain':>10} {'worker-s':>9} "
         f"{'vs peak':>8} {'TTFT ok':>8} {'ITL ok':>7} {'TTFT p90':>9} {'ITL p90':>8}"
     )
-    for name, static, results in rows:
+    for label_name, static, results in rows:
         counts = static or {role: max(r.max_replicas[role] for r in results) for role in ROLES}
         label = f"{counts['prefill']}+{counts['decode']}" + ("" if static else " max")
         ws = statistics.mean(r.worker_seconds for r in results)
         print(
-            f"{name:16} {label:>13} {statistics.mean(r.attainment for r in results):>10.1%} "
+            f"{label_name:16} {label:>13} {statistics.mean(r.attainment for r in results):>10.1%} "
             f"{ws:>9.0f} {ws / peak_ws:>8.0%} "
             f"{statistics.mean(r.ttft_ok for r in results):>8.1%} "
             f"{statistics.mean(r.itl_ok for r in results):>7.1%} "
             f"{statistics.mean(r.ttft_p90_ms for r in results):>7.0f}ms "
-            f"{statistics.mean(r.itl_p90_ms for r in results):>6.1f}ms"
+            f"{statistics.mean(r.itl_p90_ms for r in results):>6.1f}ms",
+            flush=True,
         )
 
 

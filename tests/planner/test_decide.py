@@ -17,8 +17,9 @@ from dynamo.planner.decide import (
     decide,
     decide_load,
     prefill_utilization,
+    queue_inflow_tps,
 )
-from dynamo.planner.profile import load_profile
+from dynamo.planner.profile import load_profile, mocker_profile
 
 PROFILE = load_profile(Path(__file__).parent / "data" / "profile")
 # tokens/s of one prefill worker at ISL 1024 (70 ms TTFT), busy enough to leave room for
@@ -89,6 +90,16 @@ def test_ttft_over_target_from_queueing_adds_a_prefill_worker() -> None:
     d = decide(cfg, inputs(live={"prefill": 1}, forecast=Forecast(100, 1024, 100), traffic=slow))
     assert d.targets == {"prefill": 2}
     assert "TTFT 2500ms > 300ms target" in d.summary()
+    # a scale-up within the last interval: that TTFT is from requests queued before it
+    recent = inputs(
+        live={"prefill": 1},
+        forecast=Forecast(100, 1024, 100),
+        traffic=slow,
+        last_scale_up_s={"prefill": 995.0},
+    )
+    d = decide(cfg, recent)
+    assert d.targets == {"prefill": 1}
+    assert "prefill scaled up 5s ago: not adding on its stale TTFT" in d.summary()
     # an ISL the engine cannot prefill within the target is not a queue: no blind scale-up
     huge = Traffic(1, isl=4096, osl=100, ttft_ms=400.0)  # profiled: 300 ms > 200 ms target
     d = decide(
@@ -226,8 +237,47 @@ def test_load_check_between_decisions_only_adds() -> None:
     d = decide_load(cfg, inputs(load=busy))
     assert d.targets == {"prefill": 2, "decode": 1}
     assert d.summary().startswith("scale [prefill 1->2, decode 1->1]: prefill queue 50000")
-    full = decide_load(cfg, inputs(live={"prefill": 2, "decode": 1}, load=busy))
+    both_busy = {**busy, "prefill": RoleLoad(workers=2, queued_prefill_tokens=50_000)}
+    full = decide_load(cfg, inputs(live={"prefill": 2, "decode": 1}, load=both_busy))
     assert not full.changed
     assert full.reasons == ("load calls for more workers; at --max-gpu-budget 3",)
+    # the second worker is still starting (1 of 2 reports): the queue waits for it
+    starting = decide_load(
+        config(enable_load_scaling=True), inputs(live={"prefill": 2, "decode": 1}, load=busy)
+    )
+    assert not starting.changed
     calm = decide_load(cfg, inputs(load={"decode": RoleLoad(workers=1, kv_usage=0.1)}))
     assert not calm.changed and calm.reasons == ("load within thresholds",)
+
+
+def test_queue_inflow_is_growth_plus_what_saturated_workers_clear() -> None:
+    before = RoleLoad(workers=1, queued_prefill_tokens=10_000)
+    after = RoleLoad(workers=2, queued_prefill_tokens=15_000)  # 30k in all, 1 s later
+    assert queue_inflow_tps(before, after, 1.0, 5_000) == pytest.approx(25_000)
+    idle = RoleLoad(workers=1, queued_prefill_tokens=0)
+    assert queue_inflow_tps(idle, after, 1.0, 5_000) is None  # not saturated all along
+    assert queue_inflow_tps(None, after, 1.0, 5_000) is None
+
+
+def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:
+    cfg = config(enable_load_scaling=True, max_gpu_budget=16)
+    profile = mocker_profile(0.2)
+    busy = {"prefill": RoleLoad(workers=1, queued_prefill_tokens=50_000)}
+    per_worker = profile.prefill.throughput_per_gpu(1000)
+    busy_share = prefill_utilization(profile.prefill.ttft(1000), cfg.ttft_ms)
+    d = decide_load(
+        cfg,
+        Inputs(
+            now_s=0.0,
+            live={"prefill": 1, "decode": 1},
+            load=busy,
+            profile=profile,
+            forecast=Forecast(10, 1000, 100),
+            prefill_inflow_tps=24_000,
+        ),
+    )
+    assert d.targets["prefill"] == math.ceil(24_000 / (per_worker * busy_share)) > 2
+    assert any("queue grows: 24000 tok/s" in r for r in d.reasons)
+    # its requests reach decode next: 24 req/s x 100 tokens, sized before decode's ITL shows it
+    decode_per_worker, _ = profile.decode.best_throughput_per_gpu(cfg.itl_ms, 1000 + 50)
+    assert d.targets["decode"] == math.ceil(2_400 / decode_per_worker) > 1

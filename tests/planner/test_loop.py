@@ -150,3 +150,19 @@ async def test_load_check_adds_a_worker_before_the_next_decision() -> None:
         ).check_load()
         is None
     )
+
+
+async def test_a_growing_queue_sizes_the_load_check_to_its_inflow() -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    clock = Clock()
+    loads = Loads({"prefill": RoleLoad(workers=1, queued_prefill_tokens=20_000)})
+    cfg = config(enable_load_scaling=True, mode="prefill")
+    planner = Planner(cfg, connector, ScriptedSource([]), loads=loads, clock=clock)
+    connector.replicas = {"prefill": 1}
+    await planner.check_load()  # the first snapshot: one more, no inflow known yet
+    assert connector.calls[-1][0] == {"prefill": 2}
+    clock.now = 1.0
+    loads.load = {"prefill": RoleLoad(workers=1, queued_prefill_tokens=80_000)}
+    d = await planner.check_load()  # 60k more in 1 s on a saturated worker
+    assert d is not None and connector.calls[-1][0]["prefill"] > 4
+    assert any("queue grows:" in r for r in d.reasons)

@@ -113,11 +113,12 @@ class PlannerConfig:
         True, help="add replicas when workers queue prefill tokens or fill their KV cache"
     )
     load_adjustment_interval_seconds: float = option(
-        5.0,
+        1.0,
         flag="--load-adjustment-interval",
         env="DYN_LOAD_ADJUSTMENT_INTERVAL",
         help="seconds between load checks inside an interval: a queue or KV usage over its "
-        "up threshold adds a worker at once (they never scale down; 0 = only at decisions)",
+        "up threshold adds workers at once, as many as the queue's growth calls for (they "
+        "never scale down; 0 = only at decisions)",
     )
     prefill_scale_up_queue_tokens: int | None = option(
         None,

@@ -71,6 +71,8 @@ class Inputs:
     load: Mapping[Role, RoleLoad] = field(default_factory=dict)
     profile: EngineProfile | None = None
     last_scale_up_s: Mapping[Role, float] = field(default_factory=dict)
+    # prompt tokens/s arriving at the prefill role, from its queue's growth (`queue_inflow_tps`)
+    prefill_inflow_tps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,14 @@ def _sla_guard(
             or traffic.isl is None
             or profile.prefill.ttft(traffic.isl) <= config.ttft_ms
         )
-        if engine_ok:
+        since = inputs.now_s - inputs.last_scale_up_s.get(ttft_role, -math.inf)
+        if engine_ok and since < config.interval_s:
+            # these requests queued before the workers added since could take them
+            reasons.append(
+                f"TTFT {traffic.ttft_ms:.0f}ms > {config.ttft_ms:g}ms target, but {ttft_role} "
+                f"scaled up {since:.0f}s ago: not adding on its stale TTFT"
+            )
+        elif engine_ok:
             wish = wishes[ttft_role]
             wish.up = max(wish.up, live[ttft_role] + 1)
             wish.down = max(wish.down, live[ttft_role])
@@ -311,6 +320,35 @@ def _sla_guard(
             reasons.append(
                 f"ITL {traffic.itl_ms:.1f}ms > {config.itl_ms:g}ms target: one more decode"
             )
+
+
+def queue_inflow_tps(
+    before: RoleLoad | None, after: RoleLoad | None, elapsed_s: float, per_worker_tps: float
+) -> float | None:
+    """Prompt tokens/s arriving at a role whose workers were saturated between two snapshots.
+
+    Workers with a queue at both ends were busy all along, so they cleared about
+    `per_worker_tps` each; what arrived is that plus the queue's growth. This sees a burst
+    within one load check, long before finished requests show it in the frontend's numbers.
+    None when the role was not saturated (then nothing can be told from the queue).
+    """
+    if before is None or after is None or elapsed_s <= 0 or per_worker_tps <= 0:
+        return None
+    if min(before.workers, after.workers) <= 0:
+        return None
+    if before.queued_prefill_tokens <= 0 or after.queued_prefill_tokens <= 0:
+        return None
+    growth = (
+        after.queued_prefill_tokens * after.workers - before.queued_prefill_tokens * before.workers
+    ) / elapsed_s
+    return max(0.0, growth + min(before.workers, after.workers) * per_worker_tps)
+
+
+def prefill_worker_tps(config: PlannerConfig, profile: EngineProfile | None, isl: float) -> float:
+    """Prompt tokens/s one prefill worker clears at `isl` (0 without a profile)."""
+    if profile is None:
+        return 0.0
+    return profile.prefill.throughput_per_gpu(isl) * config.prefill_engine_num_gpu
 
 
 def prefill_queue_thresholds(
@@ -349,17 +387,20 @@ def _load(
         _threshold(
             wishes[prefill_role],
             live[prefill_role],
+            load.workers,
             load.queued_prefill_tokens,
             up,
             down,
             f"{prefill_role} queue {load.queued_prefill_tokens:.0f} tok/worker",
             reasons,
         )
+        _size_to_inflow(config, inputs, isl, wishes, prefill_role, load, up, reasons)
     load = inputs.load.get("decode")
     if "decode" in wishes and load is not None and load.workers > 0:
         _threshold(
             wishes["decode"],
             live["decode"],
+            load.workers,
             load.kv_usage,
             config.decode_scale_up_kv_rate,
             config.decode_scale_down_kv_rate,
@@ -368,11 +409,63 @@ def _load(
         )
 
 
-def _threshold(
-    wish: _Wish, now: int, value: float, up: float, down: float, what: str, reasons: list[str]
+def _size_to_inflow(
+    config: PlannerConfig,
+    inputs: Inputs,
+    isl: float,
+    wishes: dict[Role, _Wish],
+    prefill_role: Role,
+    load: RoleLoad,
+    up: float,
+    reasons: list[str],
 ) -> None:
+    """Over the queue threshold, ask for the workers the measured inflow needs at the TTFT
+    target's utilization (not just one more): a burst is met in one step; in disagg mode
+    the decode workers its requests will need too."""
+    wish = wishes[prefill_role]
+    inflow, profile = inputs.prefill_inflow_tps, inputs.profile
+    if inflow is None or profile is None or load.queued_prefill_tokens <= up:
+        return
+    per_worker = prefill_worker_tps(config, profile, isl)
+    busy = prefill_utilization(profile.prefill.ttft(isl), config.ttft_ms)
+    if per_worker <= 0:
+        return
+    need = math.ceil(inflow / (per_worker * busy) - 1e-9)
+    if need > wish.up:
+        wish.up = need
+        reasons.append(
+            f"queue grows: {inflow:.0f} tok/s arriving / {per_worker * busy:.0f} per worker at "
+            f"{busy:.0%} busy = {need} workers, one more"
+        )
+    decode = wishes.get("decode")
+    if decode is None or prefill_role != "prefill":
+        return
+    # the same requests reach decode once prefilled: size it for them now, not after its ITL
+    osl = inputs.forecast.osl if inputs.forecast else float(config.osl)
+    per_gpu, _ = profile.decode.best_throughput_per_gpu(config.itl_ms, isl + osl / 2)
+    decode_tps = inflow / max(isl, 1.0) * osl
+    need = math.ceil(decode_tps / (per_gpu * config.decode_engine_num_gpu) - 1e-9)
+    if need > decode.up:
+        decode.up = need
+        reasons.append(
+            f"decode {decode_tps:.0f} tok/s follows that prefill burst = {need} workers, one more"
+        )
+
+
+def _threshold(
+    wish: _Wish,
+    now: int,
+    serving: int,
+    value: float,
+    up: float,
+    down: float,
+    what: str,
+    reasons: list[str],
+) -> None:
+    """`serving`: the workers that report load. Over `up`, one more than those: workers
+    still starting count already, so a queue that waits for them adds no more each check."""
     if value > up:
-        wish.up = max(wish.up, now + 1)
+        wish.up = max(wish.up, min(now, serving) + 1)
         reasons.append(f"{what} > {up:.4g}: one more")
         floor = now
     else:

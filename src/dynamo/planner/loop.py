@@ -23,6 +23,8 @@ from dynamo.planner.decide import (
     Traffic,
     decide,
     decide_load,
+    prefill_worker_tps,
+    queue_inflow_tps,
 )
 from dynamo.planner.metrics import PlannerMetrics
 from dynamo.planner.observe import MetricSource
@@ -86,6 +88,9 @@ class Planner:
         }
         self._last_scale_up_s: dict[Role, float] = {}
         self.last_decision: Decision | None = None
+        self.last_forecast: Forecast | None = None
+        self._last_load: tuple[float, dict[Role, RoleLoad]] | None = None
+        self._load_check_loaded_profile = False
 
     def _profile_now(self) -> EngineProfile | None:
         if self._profile is None:
@@ -95,6 +100,26 @@ class Planner:
             except ConfigError as exc:
                 log.warning("%s", exc)
         return self._profile
+
+    def _load_now(
+        self, now: float, profile: EngineProfile | None
+    ) -> tuple[dict[Role, RoleLoad], float | None]:
+        """The workers' load, and the prefill inflow measured since the last snapshot."""
+        if self.loads is None:
+            return {}, None
+        load = self.loads.snapshot()
+        before, self._last_load = self._last_load, (now, load)
+        if before is None or profile is None:
+            return load, None
+        role: Role = "prefill" if "prefill" in self.config.roles else "decode"
+        isl = self.last_forecast.isl if self.last_forecast else float(self.config.isl)
+        inflow = queue_inflow_tps(
+            before[1].get(role),
+            load.get(role),
+            now - before[0],
+            prefill_worker_tps(self.config, profile, isl),
+        )
+        return load, inflow
 
     async def _observe(self) -> Traffic | None:
         try:
@@ -115,6 +140,8 @@ class Planner:
         requests = p["requests"].predict()
         if requests is None:
             return None
+        if traffic is not None:  # on the way up, never plan below what was just seen
+            requests = max(requests, traffic.num_requests)
         isl, osl = p["isl"].predict(), p["osl"].predict()
         return Forecast(
             requests,
@@ -126,6 +153,7 @@ class Planner:
         """One interval: returns the decision (None when the live replicas were unreadable)."""
         traffic = await self._observe()
         forecast = self._forecast(traffic)
+        self.last_forecast = forecast
         self.metrics.record_traffic(traffic)
         self.metrics.record_forecast(forecast)
         try:
@@ -135,6 +163,8 @@ class Planner:
             self.metrics.decisions.labels("error").inc()
             return None
         now = self._clock()
+        profile = self._profile_now() if self.config.enable_throughput_scaling else None
+        load, inflow = self._load_now(now, profile)
         decision = decide(
             self.config,
             Inputs(
@@ -142,9 +172,10 @@ class Planner:
                 live=live,
                 traffic=traffic,
                 forecast=forecast,
-                load=self.loads.snapshot() if self.loads is not None else {},
-                profile=self._profile_now() if self.config.enable_throughput_scaling else None,
+                load=load,
+                profile=profile,
                 last_scale_up_s=self._last_scale_up_s,
+                prefill_inflow_tps=inflow,
             ),
         )
         self.last_decision = decision
@@ -177,9 +208,20 @@ class Planner:
             log.debug("load check skipped: %s", exc)
             return None
         now = self._clock()
+        if self._profile is None and not self._load_check_loaded_profile:
+            self._load_check_loaded_profile = True  # once: a missing profile warns per decision
+            self._profile_now()
+        load, inflow = self._load_now(now, self._profile)
         decision = decide_load(
             self.config,
-            Inputs(now_s=now, live=live, load=self.loads.snapshot(), profile=self._profile),
+            Inputs(
+                now_s=now,
+                live=live,
+                load=load,
+                profile=self._profile,
+                forecast=self.last_forecast,
+                prefill_inflow_tps=inflow,
+            ),
         )
         if not decision.changed:
             return decision

@@ -82,14 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dynamo.planner: error: {exc}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("dynamo.planner.connectors"):
-            raise
-        print(
-            f"dynamo.planner: error: the {config.environment} connector is not part of this build",
-            file=sys.stderr,
-        )
-        return 2
     metrics = PlannerMetrics()
 
     async def serve(runtime: DistributedRuntime) -> None:

@@ -6,6 +6,7 @@ import io
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,8 @@ from dynamo.deploy.logs import LogPrinter
 from dynamo.deploy.runner import RestartPolicy, Supervisor
 from dynamo.deploy.serve import ServeConfig, plan, prepare_run_dir
 from dynamo.planner.connectors import ConnectorSettings, make_connector
-from dynamo.planner.connectors.local import LocalScaling, find_service
+from dynamo.planner.connectors.local import GRAPH, LocalScaling, as_services
+from dynamo.planner.connectors.services import pick_services
 from dynamo.runtime.errors import ConfigError
 
 SLEEPER = (
@@ -84,23 +86,21 @@ async def test_made_by_the_factory_from_the_serve_environment(
     await scaling.close()
 
 
-def test_find_service() -> None:
-    services = [
-        {"name": "Frontend", "component_type": "frontend"},
+def test_status_entries_pick_services_like_a_dgd() -> None:
+    entries: list[dict[str, Any]] = [
+        {"name": "Frontend", "component_type": "frontend", "replicas": [{}]},
         {"name": "VllmPrefillWorker", "component_type": "worker", "sub_component_type": "prefill"},
         {"name": "decode", "component_type": "worker"},
     ]
-    assert find_service(services, "prefill", None) == "VllmPrefillWorker"
-    assert find_service(services, "decode", None) == "decode"
-    assert find_service(services, "decode", "Frontend") == "Frontend"
-    with pytest.raises(ConfigError) as info:
-        find_service(services[:1], "prefill", None)
-    assert str(info.value) == (
-        "the graph needs exactly one prefill service (subComponentType: prefill, or a service "
-        "named prefill); found none among Frontend"
-    )
-    with pytest.raises(ConfigError, match="no service 'Nope' for decode"):
-        find_service(services, "decode", "Nope")
-    by_name = [{"name": "PrefillA", "component_type": "worker"}, {"name": "PrefillB"}]
-    with pytest.raises(ConfigError, match="found PrefillA, PrefillB"):
-        find_service(by_name, "prefill", None)
+    services = as_services(entries)
+    assert services["VllmPrefillWorker"] == {
+        "componentType": "worker",
+        "subComponentType": "prefill",
+    }
+    settings = ConnectorSettings(environment="local", namespace="ns")
+    assert pick_services(services, settings, graph=GRAPH) == {
+        "prefill": "VllmPrefillWorker",
+        "decode": "decode",
+    }
+    with pytest.raises(ConfigError, match="has no service for the prefill role"):
+        pick_services(as_services(entries[:1]), settings, graph=GRAPH)
