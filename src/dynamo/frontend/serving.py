@@ -32,6 +32,7 @@ from dynamo.frontend.postprocess import choice_parser
 from dynamo.frontend.preprocess import Preprocessor
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
+from dynamo.frontend.tool_choice import check_card
 from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import (
     ConfigError,
@@ -126,6 +127,7 @@ class OpenAIServing:
                     "their output (structured output needs a vLLM worker)",
                     param=req.guided_param(),
                 )
+            forced = check_card(req, card) if isinstance(req, ChatCompletionRequest) else None
             started = time.perf_counter()
             with span("tokenize"):
                 ids = await pre.prompt_ids(req)
@@ -136,6 +138,9 @@ class OpenAIServing:
                 pre.engine_request(req, ids, request_id if i == 0 else f"{request_id}-{i}")
                 for i in range(req.n)
             ]
+            if forced is not None:  # tool_choice required / named, as a JSON schema
+                for r in engine_requests:
+                    r["sampling_options"]["guided_decoding"] = forced  # type: ignore[typeddict-item]
         except DynamoError as exc:
             return self._error_reply(exc, req.model, endpoint, req.stream)
         # Parsed output keeps special tokens (harmony's <|channel|>, Mistral's [TOOL_CALLS]
