@@ -80,6 +80,7 @@ class MarkupToolParser:
         self._make_id = make_id
         self._anywhere = [b for b in fmt.blocks if not b.at_start]
         self._markers = MarkerSet([b.start for b in self._anywhere] + list(fmt.drop))
+        self._ends = {b.end: MarkerSet([b.end]) for b in fmt.blocks if b.end is not None}
         self._buf = ""  # outside a block: text not yet emitted
         self._ws = ""  # whitespace held until we know whether a call follows
         self._block: Block | None = None
@@ -128,7 +129,7 @@ class MarkupToolParser:
                     return  # runs to the end of the output
                 j = self._body.find(end)
                 if j < 0:
-                    self._stream(out, MarkerSet([end]).held_tail(self._body))
+                    self._stream(out, self._ends[end].held_tail(self._body))
                     return
                 rest = self._body[j + len(end) :]
                 self._close_block(self._body[:j], out, end)
@@ -249,8 +250,8 @@ class MarkupToolParser:
         head = self._fmt.head(body) if self._fmt.head else None
         if head is None:
             return call
-        rest = body[head.args_at :]
-        written = object_span(rest, len(rest) - len(rest.lstrip()))
+        rest = body[head.args_at :].lstrip()
+        written = object_span(rest, 0) if rest.startswith("{") else None
         if written is None or json.loads(call.arguments) != _loads(written):
             return call
         return ParsedCall(call.name, written, call.id)
