@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 import jsonschema
+import openai
 import pytest
+from tokenizers import Tokenizer
 
 from dynamo.frontend import tool_choice as tc
 from dynamo.frontend.errors import ToolChoiceNotHonouredError, to_http_error
@@ -15,6 +17,8 @@ from dynamo.frontend.protocol import ChatCompletionRequest, parse_body
 from dynamo.protocols.model_card import ModelCard
 from dynamo.protocols.parsers.base import ToolCall
 from dynamo.runtime.errors import InvalidRequestError
+from dynamo.testing.fake_worker import FakeWorker
+from dynamo.testing.frontend_harness import MODEL, Harness, tiny_card
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS = [
@@ -104,3 +108,32 @@ def test_an_unconstrained_answer_without_the_call_is_a_model_error() -> None:
         tc.check_calls(chat(tool_choice=NAMED), [ToolCall("call_2", "now", "{}")])
     err = to_http_error(ToolChoiceNotHonouredError("no call"))
     assert (err.status, err.type, err.param) == (500, "model_error", "tool_choice")
+
+
+async def test_a_structured_output_worker_gets_the_schema_and_its_output_becomes_the_call(
+    harness: Harness, client: openai.AsyncOpenAI, tokenizer: Tokenizer
+) -> None:
+    # The worker "obeys" the constraint: it is scripted to write the arguments object.
+    args = '{"city": "Paris", "note": "a long enough note to arrive in many pieces"}'
+    script = tokenizer.encode(args, add_special_tokens=False).ids
+    card = tiny_card(structured_output=True)
+    worker = await harness.add(FakeWorker(card, script=script, final_finish="stop"))
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice=NAMED,  # type: ignore[arg-type]
+        max_tokens=len(script),
+        stream=True,
+    )
+    pieces, finish = [], None
+    async for chunk in stream:
+        if chunk.choices:
+            pieces += chunk.choices[0].delta.tool_calls or []
+            finish = chunk.choices[0].finish_reason or finish
+    sent = worker.requests[0]["sampling_options"]["guided_decoding"]
+    assert sent == {"json": WEATHER}
+    assert pieces[0].function is not None and pieces[0].function.name == "get_weather"
+    fragments = [p.function.arguments for p in pieces[1:] if p.function]
+    assert len(fragments) > 1 and "".join(fragments) == args  # type: ignore[arg-type]
+    assert finish == "tool_calls"
