@@ -25,7 +25,7 @@ from dynamo.frontend.accounting import RequestAccounting
 from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
 from dynamo.frontend.errors import HttpError, to_http_error
-from dynamo.frontend.generation import Generation
+from dynamo.frontend.generation import Generation, Step
 from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.postprocess import choice_parser
@@ -228,6 +228,7 @@ class OpenAIServing:
         reasoning: list[str] = []
         lps: list[dict[str, Any]] = []
         finish: str | None = None
+        text: list[str] = []
         error_type: str | None = "cancelled"
         try:
             async for step in gen.steps():
@@ -237,7 +238,12 @@ class OpenAIServing:
                     content.append(step.text)
                     finish = step.finish
                     continue
-                parsed = parser.step(step)
+                # Unary: the parsers see the whole text at once, so a tool block that
+                # turns out malformed is content (a stream cannot take back a call it began).
+                text.append(step.text)
+                if step.finish is None:
+                    continue
+                parsed = parser.step(Step("".join(text), finish=step.finish))
                 content.append(parsed.content)
                 reasoning.append(parsed.reasoning)
                 finish = parsed.finish
