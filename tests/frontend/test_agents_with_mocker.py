@@ -28,6 +28,7 @@ CANNED = [
     # first match wins: the tool result turn before the question it answers
     {"match": "<tool_response>", "text": "The tool says 21.</think>\n\nIt is 21 °C in Paris."},
     {"match": "Break it", "text": "Hmm.</think>\n\n<tool_call>{not json}</tool_call>"},
+    {"match": "Just chat", "text": "Nothing to call.</think>\n\nHello there!"},
     {"match": '"name": "get_weather"', "text": TOOL_OUTPUT},
     {"match": "What is 2+2?", "text": "Two plus two is four.</think>\n\nThe answer is 4."},
 ]
@@ -87,6 +88,7 @@ async def test_a_streamed_tool_call_arrives_as_incremental_deltas(
     )
     content, reasoning, finish = "", "", None
     calls: dict[int, dict[str, str]] = {}
+    fragments = 0
     async for chunk in stream:
         if not chunk.choices:
             continue
@@ -99,6 +101,7 @@ async def test_a_streamed_tool_call_arrives_as_incremental_deltas(
                 calls[t.index] = {"id": t.id, "name": t.function.name, "arguments": ""}
             else:
                 assert t.id is None
+                fragments += 1
             calls[t.index]["arguments"] += (t.function.arguments if t.function else "") or ""
         finish = chunk.choices[0].finish_reason or finish
     assert finish == "tool_calls"
@@ -106,6 +109,12 @@ async def test_a_streamed_tool_call_arrives_as_incremental_deltas(
     assert reasoning == "The user wants the weather; I should call get_weather."
     assert [c["name"] for c in calls.values()] == ["get_weather"]
     assert json.loads(calls[0]["arguments"]) == ARGS
+    assert fragments > 1  # the arguments came as the model wrote them, not in one piece
+    unary = await client.chat.completions.create(
+        model="agent", messages=QUESTION, tools=[WEATHER_TOOL], max_tokens=400
+    )
+    call = (unary.choices[0].message.tool_calls or [])[0]
+    assert calls[0]["arguments"] == call.function.arguments  # type: ignore[union-attr]
 
 
 async def test_the_agent_loop_turns_a_tool_result_into_an_answer(
@@ -354,3 +363,58 @@ async def test_anthropic_errors_have_anthropics_shape(client: openai.AsyncOpenAI
     assert status == 400 and body["type"] == "error"
     assert body["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in body["error"]["message"]
+
+
+JUST_CHAT: Any = [{"role": "user", "content": "Just chat with me."}]
+
+
+async def test_tool_choice_required_without_a_call_is_a_model_error(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # the mocker cannot constrain its output: the frontend checks the answer instead
+    with pytest.raises(openai.InternalServerError) as info:
+        await client.chat.completions.create(
+            model="agent",
+            messages=JUST_CHAT,
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            max_tokens=400,
+        )
+    error = info.value.body
+    assert isinstance(error, dict)
+    assert (error["type"], error["param"]) == ("model_error", "tool_choice")
+    assert "without a tool call" in error["message"]
+
+
+async def test_tool_choice_required_streamed_ends_with_an_error_event(
+    client: openai.AsyncOpenAI,
+) -> None:
+    stream = await client.chat.completions.create(
+        model="agent",
+        messages=JUST_CHAT,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        max_tokens=400,
+        stream=True,
+    )
+    with pytest.raises(openai.APIError, match="without a tool call"):
+        async for _ in stream:
+            pass
+
+
+async def test_tool_choice_named_is_answered_by_its_call(client: openai.AsyncOpenAI) -> None:
+    named: Any = {"type": "function", "function": {"name": "get_weather"}}
+    chat = await client.chat.completions.create(
+        model="agent", messages=QUESTION, tools=[WEATHER_TOOL], tool_choice=named, max_tokens=400
+    )
+    assert chat.choices[0].finish_reason == "tool_calls"
+    (call,) = chat.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    with pytest.raises(openai.InternalServerError, match="without calling `get_weather`"):
+        await client.chat.completions.create(
+            model="agent",
+            messages=JUST_CHAT,
+            tools=[WEATHER_TOOL],
+            tool_choice=named,
+            max_tokens=400,
+        )

@@ -28,6 +28,11 @@ class NotImplementedFeatureError(e.DynamoError):
     """The request asks for something this frontend or model does not provide."""
 
 
+class ToolChoiceNotHonouredError(e.DynamoError):
+    """The model answered without the tool call that `tool_choice` requires (an engine that
+    cannot constrain its output); OpenAI answers a model that broke its contract so."""
+
+
 @dataclass(frozen=True, slots=True)
 class HttpError:
     status: int
@@ -112,5 +117,7 @@ def to_http_error(exc: BaseException, *, overload_status: int = 503) -> HttpErro
         return HttpError(
             501, str(exc), "not_implemented", None, "not_implemented", "not_implemented"
         )
+    if isinstance(exc, ToolChoiceNotHonouredError):
+        return HttpError(500, str(exc), "model_error", "tool_choice", "tool_choice_not_honoured")
     log.error("unexpected error while serving a request", exc_info=exc)
     return HttpError(500, "Internal server error", "internal_error", None, "internal_error")

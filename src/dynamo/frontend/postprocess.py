@@ -9,14 +9,17 @@ the frontend's `--reasoning-field-name`.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynamo.frontend import tool_choice as tc
 from dynamo.frontend.generation import Step
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest
 from dynamo.protocols.model_card import ModelCard
-from dynamo.protocols.parsers.base import ToolCall, ToolCallDelta
+from dynamo.protocols.parsers.base import ToolCall, ToolCallDelta, ToolCallParser
 from dynamo.protocols.parsers.pipeline import OutputParser
 from dynamo.protocols.parsers.registry import reasoning_parser, tool_call_parser
 from dynamo.runtime.errors import ConfigError
@@ -37,8 +40,11 @@ class ParsedStep:
 class ChoiceParser:
     """The parsers of one choice; `calls` holds every complete tool call so far."""
 
-    def __init__(self, parser: OutputParser) -> None:
+    def __init__(
+        self, parser: OutputParser, check: Callable[[list[ToolCall]], None] | None = None
+    ) -> None:
         self._parser = parser
+        self._check = check  # raises when the finished output breaks tool_choice
 
     @property
     def calls(self) -> list[ToolCall]:
@@ -55,6 +61,8 @@ class ChoiceParser:
             parsed.content += last.content
             parsed.reasoning += last.reasoning
             parsed.tool_calls += last.tool_calls
+            if self._check is not None:
+                self._check(self.calls)
             # The model stopped to call tools: OpenAI says so; a cut-off output stays "length".
             parsed.finish = "tool_calls" if self.calls and step.finish == "stop" else step.finish
         return parsed
@@ -66,19 +74,22 @@ def choice_parser(
     """The parsers for one choice of `req`, or None when the text passes through as is."""
     if not isinstance(req, ChatCompletionRequest):
         return None
+    check = None
     try:
         reasoning = reasoning_parser(card.reasoning_parser) if card.reasoning_parser else None
-        tools = (
-            tool_call_parser(card.tool_call_parser)
-            if card.tool_call_parser and req.parses_tool_calls()
-            else None
-        )
+        tools: ToolCallParser | None = None
+        if tc.forces_call(req) and card.structured_output:
+            tools = tc.constrained_parser(req)  # the output is the constrained JSON
+        elif card.tool_call_parser and req.parses_tool_calls():
+            tools = tool_call_parser(card.tool_call_parser)
+            if tc.forces_call(req):
+                check = functools.partial(tc.check_calls, req)
     except ConfigError as exc:  # a worker newer than this frontend: serve the text unparsed
         log.warning("model %s: %s; its output is not parsed", card.name, exc)
         return None
     if reasoning is None and tools is None:
         return None
-    return ChoiceParser(OutputParser(reasoning, tools))
+    return ChoiceParser(OutputParser(reasoning, tools), check)
 
 
 def tool_call_dict(call: ToolCall) -> dict[str, Any]:

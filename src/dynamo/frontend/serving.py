@@ -25,13 +25,14 @@ from dynamo.frontend.accounting import RequestAccounting
 from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
 from dynamo.frontend.errors import HttpError, to_http_error
-from dynamo.frontend.generation import Generation
+from dynamo.frontend.generation import Generation, Step
 from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.postprocess import choice_parser
 from dynamo.frontend.preprocess import Preprocessor
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
+from dynamo.frontend.tool_choice import check_card
 from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import (
     ConfigError,
@@ -126,6 +127,7 @@ class OpenAIServing:
                     "their output (structured output needs a vLLM worker)",
                     param=req.guided_param(),
                 )
+            forced = check_card(req, card) if isinstance(req, ChatCompletionRequest) else None
             started = time.perf_counter()
             with span("tokenize"):
                 ids = await pre.prompt_ids(req)
@@ -136,6 +138,9 @@ class OpenAIServing:
                 pre.engine_request(req, ids, request_id if i == 0 else f"{request_id}-{i}")
                 for i in range(req.n)
             ]
+            if forced is not None:  # tool_choice required / named, as a JSON schema
+                for r in engine_requests:
+                    r["sampling_options"]["guided_decoding"] = forced  # type: ignore[typeddict-item]
         except DynamoError as exc:
             return self._error_reply(exc, req.model, endpoint, req.stream)
         # Parsed output keeps special tokens (harmony's <|channel|>, Mistral's [TOOL_CALLS]
@@ -223,6 +228,7 @@ class OpenAIServing:
         reasoning: list[str] = []
         lps: list[dict[str, Any]] = []
         finish: str | None = None
+        text: list[str] = []
         error_type: str | None = "cancelled"
         try:
             async for step in gen.steps():
@@ -232,7 +238,12 @@ class OpenAIServing:
                     content.append(step.text)
                     finish = step.finish
                     continue
-                parsed = parser.step(step)
+                # Unary: the parsers see the whole text at once, so a tool block that
+                # turns out malformed is content (a stream cannot take back a call it began).
+                text.append(step.text)
+                if step.finish is None:
+                    continue
+                parsed = parser.step(Step("".join(text), finish=step.finish))
                 content.append(parsed.content)
                 reasoning.append(parsed.reasoning)
                 finish = parsed.finish

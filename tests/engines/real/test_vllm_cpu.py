@@ -229,6 +229,51 @@ async def test_a_json_schema_constrains_smollm2_and_logprobs_come_back(started: 
     assert started.engine._engine_info().structured_output
 
 
+@pytest.mark.parametrize("choice", ["named", "required"])
+async def test_tool_choice_becomes_a_constraint_smollm2_obeys(
+    started: Started, choice: str
+) -> None:
+    """The frontend's tool_choice schema through vLLM's guided decoding, parsed back into a
+    call by the frontend's parser: SmolLM2 has no tool format of its own."""
+    from dynamo.frontend import postprocess, tool_choice
+    from dynamo.frontend.generation import Step
+    from dynamo.frontend.protocol import ChatCompletionRequest, parse_body
+    from dynamo.protocols.model_card import ModelCard
+
+    params = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": params}}]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": tools,
+        "tool_choice": named if choice == "named" else "required",
+        "parallel_tool_calls": False,
+    }
+    chat = parse_body(ChatCompletionRequest, json.dumps(body).encode())
+    card = ModelCard(name="m", structured_output=True)
+    guided = tool_choice.check_card(chat, card)
+    assert guided is not None
+    req = request(
+        chat_ids(started.tokenizer, "What is the weather in Paris?"), choice, max_tokens=80
+    )
+    req["sampling_options"]["guided_decoding"] = guided  # type: ignore[typeddict-item]
+    tokens, last = await run(started.engine, req)
+    text = started.tokenizer.decode(tokens, skip_special_tokens=True)
+    parser = postprocess.choice_parser(card, chat)
+    assert parser is not None
+    parsed = parser.step(Step(text=text, finish="stop"))
+    assert last["finish_reason"] in ("eos", "stop"), text
+    (call,) = parser.calls
+    assert call.name == "get_weather" and parsed.finish == "tool_calls"
+    assert set(json.loads(call.arguments)) == {"city"}
+
+
 async def test_output_parser_flags_are_ours_beside_vllms() -> None:
     config, _ = parse_vllm_args(
         ["--model", SMOLLM2_HUB_ID, "--dyn-tool-call-parser", "hermes"], resolve_model_path=False

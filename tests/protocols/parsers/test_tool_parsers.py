@@ -8,7 +8,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.protocols.parsers.vectors import VECTORS, Calls
+from tests.protocols.parsers.vectors import DC_B, DC_E, DS_SEP, VECTORS, Calls
 
 from dynamo.protocols.parsers.base import ToolCall, ToolCallParser
 from dynamo.protocols.parsers.registry import TOOL_FORMATS, tool_call_parser
@@ -57,11 +57,29 @@ def test_vector_whole(family: str, text: str, content: str, calls: Calls) -> Non
     assert streamed == [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in got_calls]
 
 
+def check_chunked(family: str, text: str, chunks: list[str]) -> None:
+    """A chunked run against the whole-text run: the same content and calls, and each call's
+    streamed fragments add up to its arguments exactly. The one allowed difference: a
+    malformed block whose call had begun to stream keeps that call (sent text is not taken
+    back); its fragments still add up to its arguments and no markup reaches content."""
+    whole_content, whole_calls, _ = run(family, [text])
+    content, calls, streamed = run(family, chunks)
+    assert [s["arguments"] for s in streamed] == [c.arguments for c in calls]
+    assert [(s["id"], s["name"]) for s in streamed] == [(c.id, c.name) for c in calls]
+    if whole_calls or not calls:
+        assert content == whole_content
+        assert [(c.name, c.arguments) for c in calls] == [
+            (c.name, c.arguments) for c in whole_calls
+        ]
+    else:
+        assert TOOL_FORMATS[family].head is not None
+        assert all(c.arguments.startswith("{") and c.arguments in text for c in calls)
+        assert len(content) < len(whole_content)
+
+
 @pytest.mark.parametrize(("family", "text", "content", "calls"), VECTORS)
 def test_vector_one_character_at_a_time(family: str, text: str, content: str, calls: Calls) -> None:
-    got_content, got_calls, _ = run(family, list(text))
-    assert got_content == content
-    assert _calls(got_calls) == calls
+    check_chunked(family, text, list(text))
 
 
 @pytest.mark.parametrize(("family", "text", "content", "calls"), VECTORS)
@@ -69,20 +87,16 @@ def test_vector_split_in_two_at_every_boundary(
     family: str, text: str, content: str, calls: Calls
 ) -> None:
     for cut in range(len(text) + 1):
-        got_content, got_calls, _ = run(family, [text[:cut], text[cut:]])
-        assert (got_content, _calls(got_calls)) == (content, calls), cut
+        check_chunked(family, text, [text[:cut], text[cut:]])
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(VECTORS), st.lists(st.integers(min_value=0), max_size=12))
-def test_any_chunking_gives_the_whole_text_result(
+def test_any_chunking_streams_fragments_that_add_up_to_the_whole_text_result(
     vector: tuple[str, str, str, Calls], cuts: list[int]
 ) -> None:
-    family, text, content, calls = vector
-    got_content, got_calls, streamed = run(family, split(text, cuts))
-    assert got_content == content
-    assert _calls(got_calls) == calls
-    assert [json.loads(str(s["arguments"])) for s in streamed] == [a for _, a in calls]
+    family, text, _, _ = vector
+    check_chunked(family, text, split(text, cuts))
 
 
 @settings(max_examples=200, deadline=None)
@@ -141,3 +155,53 @@ def test_finish_twice_adds_nothing() -> None:
     parser.feed('[TOOL_CALLS][{"name": "f", "arguments": {}}]')
     assert len(parser.finish().tool_calls) == 2
     assert parser.finish().tool_calls == []
+
+
+LONG_ARGS = '{"path": "/srv/data/report.txt", "content": "' + "lorem ipsum " * 20 + '"}'
+STREAMED_FORMS = {
+    "hermes": f'<tool_call>\n{{"name": "write", "arguments": {LONG_ARGS}}}\n</tool_call>',
+    "deepseek_v3": f"{DC_B}function{DS_SEP}write\n```json\n{LONG_ARGS}\n```{DC_E}",
+    "deepseek_v3_1": f"{DC_B}write{DS_SEP}{LONG_ARGS}{DC_E}",
+    "kimi_k2": "<|tool_call_begin|>functions.write:0<|tool_call_argument_begin|>"
+    + LONG_ARGS
+    + "<|tool_call_end|>",
+    "harmony": f"<|channel|>commentary to=functions.write <|constrain|>json<|message|>{LONG_ARGS}"
+    "<|call|>",
+}
+
+
+@pytest.mark.parametrize("family", sorted(STREAMED_FORMS))
+def test_arguments_stream_as_the_model_writes_them(family: str) -> None:
+    text = STREAMED_FORMS[family]
+    parser = tool_call_parser(family)
+    pieces = []
+    for i in range(0, len(text), 7):
+        pieces += parser.feed(text[i : i + 7]).tool_calls
+    pieces += parser.finish().tool_calls
+    assert pieces[0].name == "write" and pieces[0].arguments == ""
+    fragments = [p.arguments for p in pieces[1:]]
+    assert len(fragments) > 10  # sent as it came, not once the block closed
+    assert "".join(fragments) == LONG_ARGS == parser.tool_calls[0].arguments
+    assert all("<" not in f and "`" not in f for f in fragments)
+
+
+def test_name_is_sent_before_the_arguments_are_complete() -> None:
+    parser = tool_call_parser("hermes")
+    first = parser.feed('<tool_call>{"name": "write", "arguments": {"pa')
+    assert [(d.name, d.arguments) for d in first.tool_calls] == [("write", ""), (None, '{"pa')]
+
+
+def test_a_streamed_call_cut_off_by_max_tokens_keeps_what_was_sent() -> None:
+    text = 'Hi <tool_call>{"name": "f", "arguments": {"city": "Par'
+    content, calls, streamed = run("hermes", list(text))
+    assert content == "Hi"
+    assert [(c.name, c.arguments) for c in calls] == [("f", '{"city": "Par')]
+    assert streamed[0]["arguments"] == '{"city": "Par'
+
+
+def test_families_without_streamable_arguments_send_the_call_whole() -> None:
+    parser = tool_call_parser("llama3_json")
+    text = '<|python_tag|>{"name": "f", "parameters": {"a": "' + "x" * 50 + '"}}'
+    assert all(parser.feed(text[i : i + 5]).tool_calls == [] for i in range(0, len(text), 5))
+    done = parser.finish().tool_calls
+    assert [(d.name, d.arguments) for d in done] == [("f", ""), (None, '{"a": "' + "x" * 50 + '"}')]

@@ -10,8 +10,10 @@ after the last call are dropped (the model's separators, not an answer).
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dynamo.protocols.parsers.base import (
     MalformedToolCall,
@@ -21,9 +23,23 @@ from dynamo.protocols.parsers.base import (
     ToolParseDelta,
     new_call_id,
 )
+from dynamo.protocols.parsers.json_scan import ObjectScanner, object_span
 from dynamo.protocols.parsers.markers import MarkerSet
 
+log = logging.getLogger(__name__)
 BodyParser = Callable[[str], list[ParsedCall]]
+
+
+@dataclass(frozen=True)
+class Head:
+    """A call's header: its name, the model's id for it, and where its arguments begin."""
+
+    name: str
+    id: str | None
+    args_at: int
+
+
+HeadParser = Callable[[str], Head | None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,18 @@ class ToolFormat:
     blocks: tuple[Block, ...]
     parse: BodyParser
     drop: tuple[str, ...] = ()
+    head: HeadParser | None = None  # set when a call's arguments can stream
+
+
+@dataclass
+class _Streaming:
+    """A call being sent while its block is open."""
+
+    call_id: str
+    name: str
+    args_at: int  # index of the arguments' `{` in the body
+    scanner: ObjectScanner = field(default_factory=ObjectScanner)
+    sent: int = 0  # arguments characters sent
 
 
 class MarkupToolParser:
@@ -52,6 +80,7 @@ class MarkupToolParser:
         self._make_id = make_id
         self._anywhere = [b for b in fmt.blocks if not b.at_start]
         self._markers = MarkerSet([b.start for b in self._anywhere] + list(fmt.drop))
+        self._ends = {b.end: MarkerSet([b.end]) for b in fmt.blocks if b.end is not None}
         self._buf = ""  # outside a block: text not yet emitted
         self._ws = ""  # whitespace held until we know whether a call follows
         self._block: Block | None = None
@@ -59,6 +88,8 @@ class MarkupToolParser:
         self._at_start = any(b.at_start for b in fmt.blocks)
         self._calls: list[ToolCall] = []
         self._finished = False
+        self._streaming: _Streaming | None = None
+        self._no_stream = False  # this block's arguments are not a streamable object
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -94,9 +125,11 @@ class MarkupToolParser:
             if self._block is not None:
                 end = self._block.end
                 if end is None:
+                    self._stream(out, 0)
                     return  # runs to the end of the output
                 j = self._body.find(end)
                 if j < 0:
+                    self._stream(out, self._ends[end].held_tail(self._body))
                     return
                 rest = self._body[j + len(end) :]
                 self._close_block(self._body[:j], out, end)
@@ -145,6 +178,10 @@ class MarkupToolParser:
         if block is None:  # pragma: no cover - only called with a block open
             return
         self._block, self._body = None, ""
+        streaming, self._streaming, self._no_stream = self._streaming, None, False
+        if streaming is not None:
+            self._close_streamed(streaming, body, out)
+            return
         try:
             calls = self._fmt.parse(body)
             if not calls:
@@ -154,12 +191,70 @@ class MarkupToolParser:
             self._content(start + body + end, out)
             return
         self._ws = ""
+        if len(calls) == 1 and self._fmt.head is not None:
+            calls = [self._as_written(calls[0], body)]
         for call in calls:
             index = len(self._calls)
             done = ToolCall(call.id or self._make_id(), call.name, call.arguments)
             self._calls.append(done)
             out.tool_calls.append(ToolCallDelta(index, done.id, done.name, ""))
             out.tool_calls.append(ToolCallDelta(index, arguments=done.arguments))
+
+    # --- calls sent while the model writes them ------------------------------------------
+    def _stream(self, out: ToolParseDelta, held: int) -> None:
+        """Send what is sure of the open block's call; `held` tail characters may be markup."""
+        if self._fmt.head is None or self._no_stream:
+            return
+        s = self._streaming
+        if s is None:
+            head = self._fmt.head(self._body)
+            if head is None:
+                return
+            rest = self._body[head.args_at :]
+            brace = len(rest) - len(rest.lstrip())
+            if brace == len(rest):
+                return  # the arguments have not begun
+            if rest[brace] != "{":
+                self._no_stream = True  # e.g. arguments written as a JSON string
+                return
+            s = _Streaming(head.id or self._make_id(), head.name, head.args_at + brace)
+            self._streaming, self._ws = s, ""
+            out.tool_calls.append(ToolCallDelta(len(self._calls), s.call_id, s.name, ""))
+        args = self._body[s.args_at : len(self._body) - held]
+        end = s.scanner.scan(args)
+        upto = len(args) if end is None else end
+        if upto > s.sent:
+            out.tool_calls.append(ToolCallDelta(len(self._calls), arguments=args[s.sent : upto]))
+            s.sent = upto
+
+    def _close_streamed(self, s: _Streaming, body: str, out: ToolParseDelta) -> None:
+        """The block of a call already begun closed: send the rest of its arguments. Sent
+        text cannot be taken back, so a block that turns out malformed keeps what was sent
+        (as OpenAI keeps the arguments of a call cut off by max_tokens)."""
+        self._ws = ""
+        args = object_span(body, s.args_at) or body[s.args_at :]
+        try:
+            calls = self._fmt.parse(body)
+            ok = len(calls) == 1 and json.loads(args) == json.loads(calls[0].arguments)
+        except (MalformedToolCall, ValueError):
+            ok = False
+        if not ok:
+            args = args[: s.sent] if s.sent else "{}"
+            log.warning("tool call %s: malformed after its arguments began to stream", s.name)
+        if len(args) > s.sent:
+            out.tool_calls.append(ToolCallDelta(len(self._calls), arguments=args[s.sent :]))
+        self._calls.append(ToolCall(s.call_id, s.name, args))
+
+    def _as_written(self, call: ParsedCall, body: str) -> ParsedCall:
+        """The call with its arguments as the model wrote them, when they are that object."""
+        head = self._fmt.head(body) if self._fmt.head else None
+        if head is None:
+            return call
+        rest = body[head.args_at :].lstrip()
+        written = object_span(rest, 0) if rest.startswith("{") else None
+        if written is None or json.loads(call.arguments) != _loads(written):
+            return call
+        return ParsedCall(call.name, written, call.id)
 
     def _content(self, text: str, out: ToolParseDelta) -> None:
         if not text:
@@ -170,3 +265,10 @@ class MarkupToolParser:
             return
         out.content += self._ws + stripped
         self._ws = text[len(stripped) :]
+
+
+def _loads(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None

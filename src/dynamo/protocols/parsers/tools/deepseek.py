@@ -15,7 +15,7 @@ from dynamo.protocols.parsers.base import (
     arguments_json,
     json_values,
 )
-from dynamo.protocols.parsers.tool_engine import Block, ToolFormat
+from dynamo.protocols.parsers.tool_engine import Block, Head, ToolFormat
 
 
 def marker(words: str) -> str:
@@ -26,6 +26,8 @@ def marker(words: str) -> str:
 CALLS_BEGIN, CALLS_END = marker("tool calls begin"), marker("tool calls end")
 CALL_BEGIN, CALL_END = marker("tool call begin"), marker("tool call end")
 SEP = marker("tool sep")
+_V3_HEAD = re.compile(r"\s*function" + re.escape(SEP) + r"([^\n]+)\n```(?:json)?\n")
+_V3_1_HEAD = re.compile(r"([^<]+?)" + re.escape(SEP))
 _V3 = re.compile(r"^\s*function" + re.escape(SEP) + r"([^\n]+)\n```(?:json)?\n(.*)\n```\s*$", re.S)
 
 
@@ -50,6 +52,18 @@ def parse_v3_1(body: str) -> list[ParsedCall]:
     return [ParsedCall(name.strip(), _one_object(args))]
 
 
+def head_v3(body: str) -> Head | None:
+    match = _V3_HEAD.match(body)
+    return Head(match.group(1).strip(), None, match.end()) if match else None
+
+
+def head_v3_1(body: str) -> Head | None:
+    match = _V3_1_HEAD.match(body)
+    if not match or not match.group(1).strip():
+        return None
+    return Head(match.group(1).strip(), None, match.end())
+
+
 _BLOCKS = (Block(CALL_BEGIN, CALL_END),)
-V3 = ToolFormat("deepseek_v3", _BLOCKS, parse_v3, drop=(CALLS_BEGIN, CALLS_END))
-V3_1 = ToolFormat("deepseek_v3_1", _BLOCKS, parse_v3_1, drop=(CALLS_BEGIN, CALLS_END))
+V3 = ToolFormat("deepseek_v3", _BLOCKS, parse_v3, (CALLS_BEGIN, CALLS_END), head_v3)
+V3_1 = ToolFormat("deepseek_v3_1", _BLOCKS, parse_v3_1, (CALLS_BEGIN, CALLS_END), head_v3_1)

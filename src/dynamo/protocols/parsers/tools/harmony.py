@@ -14,7 +14,7 @@ from dynamo.protocols.parsers.base import (
     arguments_json,
     json_values,
 )
-from dynamo.protocols.parsers.tool_engine import Block, ToolFormat
+from dynamo.protocols.parsers.tool_engine import Block, Head, ToolFormat
 
 _HEADER = re.compile(r"^(?:functions\.)?([\w.\-]+)(?:[\s<].*)?$", re.S)
 
@@ -30,6 +30,14 @@ def parse(body: str) -> list[ParsedCall]:
     return [ParsedCall(match.group(1), arguments_json(values[0]))]
 
 
+def head(body: str) -> Head | None:
+    header, sep, _ = body.partition("<|message|>")
+    match = _HEADER.match(header.strip())
+    if not sep or not match:
+        return None
+    return Head(match.group(1), None, len(header) + len(sep))
+
+
 FORMAT = ToolFormat(
     "harmony",
     (
@@ -38,4 +46,5 @@ FORMAT = ToolFormat(
     ),
     parse,
     drop=("<|start|>assistant",),
+    head=head,
 )

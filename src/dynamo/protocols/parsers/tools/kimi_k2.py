@@ -12,7 +12,7 @@ from dynamo.protocols.parsers.base import (
     arguments_json,
     json_values,
 )
-from dynamo.protocols.parsers.tool_engine import Block, ToolFormat
+from dynamo.protocols.parsers.tool_engine import Block, Head, ToolFormat
 
 _ID = re.compile(r"^\s*((?:functions\.)?([\w.\-]+):\d+)\s*$")
 ARG = "<|tool_call_argument_begin|>"
@@ -29,9 +29,18 @@ def parse(body: str) -> list[ParsedCall]:
     return [ParsedCall(match.group(2), arguments_json(values[0]), match.group(1))]
 
 
+def head(body: str) -> Head | None:
+    header, sep, _ = body.partition(ARG)
+    match = _ID.match(header)
+    if not sep or not match:
+        return None
+    return Head(match.group(2), match.group(1), len(header) + len(ARG))
+
+
 FORMAT = ToolFormat(
     "kimi_k2",
     (Block("<|tool_call_begin|>", "<|tool_call_end|>"),),
     parse,
     drop=("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
+    head=head,
 )
