@@ -267,49 +267,35 @@ class OpenAIServing:
         return rs.chat_choice(choice.index, msg, finish, lp.merge_chat(lps))
 
     async def _stream(self, choice: _Choice, echo: str) -> AsyncGenerator[bytes, None]:
-        gen, parser = choice.gen, choice.parser
-        tpl = rs.ChunkTemplates(chat=gen.chat, request_id=gen.request_id, model=gen.model)
-        error_type: str | None = "cancelled"
-        pending = [tpl.role()] if gen.chat else []
-        if echo:
-            pending.append(tpl.text(echo))
-        sent = False
+        """One choice streamed: its chunks as they come; the finish chunk goes out in one
+        write with the usage chunk (when asked) and `[DONE]`."""
+        gen = choice.gen
+        chunks = self._choice_chunks(choice, echo)
+        finished = sent = False
         try:
-            async for step in gen.steps():
-                finish = step.finish
-                if parser is not None:
-                    parsed = parser.step(step)
-                    finish = parsed.finish
-                    pending.extend(self._parsed_chunks(tpl, parsed))
-                elif step.logprobs is not None:
-                    pending.append(tpl.chunk(step.text, logprobs=step.logprobs))
-                elif step.text:
-                    pending.append(tpl.text(step.text))
-                if finish is not None:
-                    pending.append(tpl.chunk(None, finish=finish))
+            async for chunk, finished in chunks:
+                if finished:
+                    tail = b""
                     if gen.req.include_usage():
-                        pending.append(tpl.usage(gen.acct.usage()))
-                    pending.append(rs.DONE)
-                    error_type = None
-                    yield b"".join(pending)
+                        tpl = rs.ChunkTemplates(
+                            chat=gen.chat, request_id=gen.request_id, model=gen.model
+                        )
+                        tail = tpl.usage(gen.acct.usage())
+                    yield chunk + tail + rs.DONE
                     return
-                if pending:
-                    sent = True
-                    yield pending[0] if len(pending) == 1 else b"".join(pending)
-                    pending = []
+                sent = True
+                yield chunk
         except (GeneratorExit, asyncio.CancelledError):
-            if error_type is not None:  # closed before its last chunk: the client left
+            if not finished:  # closed before its last chunk: the client left
                 self._metrics.disconnected.inc()
             raise
         except Exception as exc:
             err = self.error(exc)
-            error_type = err.error_type
             if not sent:
                 raise _FailedBeforeFirstChunk(err) from exc
             yield rs.error_event(err.body()) + rs.DONE
         finally:
-            await gen.close()
-            gen.acct.done(error_type, started=gen.started)
+            await chunks.aclose()
 
     async def _stream_many(self, choices: list[_Choice], echo: str) -> AsyncGenerator[bytes, None]:
         """`n` > 1 streamed: each choice's chunks as they come (with its `index`), then one
@@ -318,7 +304,7 @@ class OpenAIServing:
 
         async def pump(choice: _Choice) -> None:
             try:
-                async for chunk in self._choice_chunks(choice, echo):
+                async for chunk, _ in self._choice_chunks(choice, echo):
                     await queue.put((chunk, None))
                 await queue.put((None, None))
             except Exception as exc:
@@ -363,9 +349,12 @@ class OpenAIServing:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _choice_chunks(self, choice: _Choice, echo: str) -> AsyncGenerator[bytes, None]:
-        """One choice's chunks up to its finish chunk (no usage, no `[DONE]`); raises what
-        failed it; records its outcome."""
+    async def _choice_chunks(
+        self, choice: _Choice, echo: str
+    ) -> AsyncGenerator[tuple[bytes, bool], None]:
+        """One choice's chunks, each with whether it is the last (the one with the finish
+        reason; no usage, no `[DONE]`); raises what failed the choice; records its outcome.
+        The one streaming path: `_stream` (n = 1) and `_stream_many` both read it."""
         gen, parser = choice.gen, choice.parser
         tpl = rs.ChunkTemplates(
             chat=gen.chat, request_id=gen.request_id, model=gen.model, index=choice.index
@@ -387,12 +376,12 @@ class OpenAIServing:
                     pending.append(tpl.text(step.text))
                 if finish is not None:
                     pending.append(tpl.chunk(None, finish=finish))
-                if pending:
-                    yield b"".join(pending)
-                    pending = []
-                if finish is not None:
                     error_type = None
+                    yield b"".join(pending), True
                     return
+                if pending:
+                    yield pending[0] if len(pending) == 1 else b"".join(pending), False
+                    pending = []
         except Exception as exc:
             error_type = self.error(exc).error_type
             raise
