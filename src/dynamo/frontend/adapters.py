@@ -11,10 +11,9 @@ import orjson
 from dynamo.frontend import anthropic_api as aa
 from dynamo.frontend import responses_api as ra
 from dynamo.frontend.anthropic_stream import MessageEvents
-from dynamo.frontend.anthropic_stream import convert as anthropic_events
+from dynamo.frontend.chat_events import convert as chat_events
 from dynamo.frontend.protocol import parse_body
 from dynamo.frontend.responses_stream import ResponseEvents
-from dynamo.frontend.responses_stream import convert as response_events
 from dynamo.frontend.serving import JsonReply, OpenAIServing, Reply, StreamReply
 from dynamo.runtime.errors import DynamoError
 
@@ -32,7 +31,7 @@ async def responses(serving: OpenAIServing, body: bytes) -> Reply:
             return reply
         return JsonReply(200, orjson.dumps(ra.to_response(req, orjson.loads(reply.body))))
     events = ResponseEvents(req, ra.new_id("resp"), int(time.time()))
-    stream = response_events(events, reply.first, reply.rest)
+    stream = chat_events(events, reply.first, reply.rest)
     return StreamReply(await stream.__anext__(), stream)
 
 
@@ -49,5 +48,5 @@ async def messages(serving: OpenAIServing, body: bytes) -> Reply:
         if reply.status != 200:
             return JsonReply(reply.status, aa.error_body(reply.status, reply.body))
         return JsonReply(200, orjson.dumps(aa.to_message(req, orjson.loads(reply.body))))
-    stream = anthropic_events(MessageEvents(req), reply.first, reply.rest)
+    stream = chat_events(MessageEvents(req), reply.first, reply.rest)
     return StreamReply(await stream.__anext__(), stream)

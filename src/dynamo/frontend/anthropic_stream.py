@@ -7,7 +7,6 @@ reason, usage) and `message_stop`. An error after the start is an `error` event.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -106,31 +105,3 @@ class MessageEvents:
         self.failed = True
         message = (body.get("error") or {}).get("message") or "request failed"
         return event("error", {"error": {"type": "api_error", "message": message}})
-
-
-async def convert(
-    events: MessageEvents, first: bytes, rest: AsyncGenerator[bytes, None]
-) -> AsyncGenerator[bytes, None]:
-    """Our own chat SSE bytes as Anthropic events; closing this closes the chat stream."""
-    try:
-        yield events.start() + _convert_blob(events, first)
-        async for blob in rest:
-            out = _convert_blob(events, blob)
-            if out:
-                yield out
-    finally:
-        await rest.aclose()
-
-
-def _convert_blob(events: MessageEvents, blob: bytes) -> bytes:
-    out = b""
-    for raw in blob.split(b"\n\n"):
-        if not raw.startswith(b"data: "):
-            continue
-        data = raw[len(b"data: ") :]
-        if data == b"[DONE]":
-            out += events.end()
-            continue
-        obj = orjson.loads(data)
-        out += events.error(obj) if "error" in obj else events.chunk(obj)
-    return out

@@ -9,7 +9,6 @@ with `response.output_item.added`, grows by deltas (`response.reasoning_text.del
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -178,32 +177,3 @@ class ResponseEvents:
         err = body.get("error") or {}
         self.failed = True
         return self._ev("error", code=err.get("code"), message=err.get("message"), param=None)
-
-
-async def convert(
-    events: ResponseEvents, first: bytes, rest: AsyncGenerator[bytes, None]
-) -> AsyncGenerator[bytes, None]:
-    """Our own chat SSE bytes (whole events per yield) as Responses events; closing this
-    closes the chat stream (which cancels the work upstream)."""
-    try:
-        yield events.start() + _convert_blob(events, first)
-        async for blob in rest:
-            out = _convert_blob(events, blob)
-            if out:
-                yield out
-    finally:
-        await rest.aclose()
-
-
-def _convert_blob(events: ResponseEvents, blob: bytes) -> bytes:
-    out = b""
-    for raw in blob.split(b"\n\n"):
-        if not raw.startswith(b"data: "):
-            continue
-        data = raw[len(b"data: ") :]
-        if data == b"[DONE]":
-            out += events.end()
-            continue
-        obj = orjson.loads(data)
-        out += events.error(obj) if "error" in obj else events.chunk(obj)
-    return out
