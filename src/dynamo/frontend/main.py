@@ -89,6 +89,11 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def list_inflight() -> None:  # `kill -USR1`: where each open request waits
+        log.warning("%s", frontend.app.inflight.report(runtime.request_client.describe()))
+
+    loop.add_signal_handler(signal.SIGUSR1, list_inflight)
     try:
         await frontend.start()
         url = advertised_url(frontend, runtime_cfg)

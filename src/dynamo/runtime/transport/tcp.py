@@ -270,6 +270,10 @@ class _ClientConnection(FramedProtocol):
         else:
             self.protocol_error(f"unexpected message type {kind!r} (length {len(msg)})")
 
+    @property
+    def paused_streams(self) -> int:
+        return self._paused_streams
+
     def consumed(self, stream: _Stream) -> None:
         if stream.paused and len(stream.items) <= self._low:
             self._unpause(stream)
@@ -401,6 +405,20 @@ class TcpRequestClient:
                 conn.cancel(stream)
             else:  # ended but dropped unread: its queue must not keep the connection paused
                 conn.release(stream)
+
+    def describe(self) -> list[str]:
+        """A line per pooled connection: its open streams, and whether reading it is paused
+        (some stream's queue is over its bound) or writing to it waits on the server."""
+        lines = []
+        for address, pool in self._pools.items():
+            for conn in pool:
+                state = "closed" if conn.closed else "open"
+                if conn.paused_streams:
+                    state += f", reading paused by {conn.paused_streams} streams"
+                if conn.write_paused:
+                    state += ", writes waiting"
+                lines.append(f"{address}: {len(conn.streams)} streams, {state}")
+        return lines
 
     def drop(self, address: str, reason: str) -> None:
         """Close every connection to `address`: its open streams end incomplete (and migrate)."""
