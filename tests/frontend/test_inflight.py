@@ -7,7 +7,7 @@ import signal
 
 import aiohttp
 
-from dynamo.frontend.inflight import InflightRequests
+from dynamo.frontend.inflight import InflightRequests, task_summary
 from dynamo.testing.fake_worker import FakeWorker
 from dynamo.testing.frontend_harness import MODEL, Harness, tiny_card, wait_until
 from dynamo.testing.processes import FRONTEND_LISTENING, Procs, read_until
@@ -38,6 +38,22 @@ def test_requests_are_listed_oldest_first_while_open() -> None:
         assert a.state == "reading body"
     assert len(inflight) == 0
     assert inflight.report() == "0 requests in flight"
+
+
+async def test_task_summary_counts_tasks_by_coroutine() -> None:
+    async def parked() -> None:
+        await asyncio.sleep(60)
+
+    tasks = [asyncio.create_task(parked()) for _ in range(3)]
+    await asyncio.sleep(0)
+    try:
+        summary = task_summary()
+        assert summary.startswith("4 asyncio tasks: ")  # the 3 and this test's own
+        assert "parked 3" in summary
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_stream_waiting_on_its_worker_is_listed_until_the_client_leaves(
@@ -113,3 +129,5 @@ async def test_sigusr1_logs_the_open_requests_and_request_plane_connections(
         await logged("1 requests in flight")
         assert "stuck-2 /v1/chat/completions age" in await logged("stuck-2")
         assert "1 streams, open" in await logged("request plane tcp://")
+        assert "1 HTTP connections" in await logged("HTTP connections")
+        assert "RequestHandler.start" in await logged("asyncio tasks: ")

@@ -17,7 +17,9 @@ A request's `state` moves through:
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -78,3 +80,13 @@ class InflightRequests:
         lines += [f"  {e.describe(now)}" for e in entries]
         lines += extra or []
         return "\n".join(lines)
+
+
+def task_summary() -> str:
+    """The running loop's asyncio tasks counted by coroutine, most first, on one line."""
+    names = Counter(
+        getattr(task.get_coro(), "__qualname__", type(task.get_coro()).__name__)
+        for task in asyncio.all_tasks()
+    )
+    parts = ", ".join(f"{name} {n}" for name, n in names.most_common())
+    return f"{sum(names.values())} asyncio tasks: {parts}"
