@@ -8,6 +8,8 @@ in a fixed random mix: a chat stream read to `[DONE]`, a unary completion, a str
 drops after a few chunks (connection closed), and a request cancelled after 10-300 ms
 (before or after its first byte). Every `--sample-s` seconds the RSS of every server process
 (their children included) is read from /proc, with the request count at that moment.
+A request open longer than `--stuck-s` makes the frontend log its in-flight requests and
+request-plane connections (`kill -USR1`, see `dynamo.frontend.inflight`); so does the end.
 
 The report: requests by kind and errors; per process the RSS after warm-up and at the end and
 its growth per 100k requests (least-squares slope over the post-warm-up samples, and over the
@@ -25,6 +27,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -172,6 +175,26 @@ async def _stream(
         counts.error("stream ended without [DONE]")
 
 
+class StuckReporter:
+    """A request open longer than `after_s` makes the frontend list its in-flight requests
+    and request-plane connections in its log (`kill -USR1`), at most every `after_s`."""
+
+    def __init__(self, frontend_pid: int, after_s: float) -> None:
+        self.pid, self.after_s = frontend_pid, after_s
+        self.reports: list[float] = []  # since the load began
+        self._last = -after_s
+        self._began = time.monotonic()
+
+    def fire(self) -> None:
+        now = time.monotonic() - self._began
+        if now - self._last < self.after_s:
+            return
+        self._last = now
+        self.reports.append(round(now, 1))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR1)
+
+
 async def client_loop(
     session: aiohttp.ClientSession,
     url: str,
@@ -179,15 +202,20 @@ async def client_loop(
     counts: Counts,
     running: asyncio.Event,
     stop: asyncio.Event,
+    stuck: StuckReporter,
 ) -> None:
     rng = random.Random(seed)
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
         await running.wait()
         kind = rng.choices(KINDS, WEIGHTS)[0]
+        timer = loop.call_later(stuck.after_s, stuck.fire)
         try:
             await one_request(session, url, kind, rng, counts)
         except (TimeoutError, aiohttp.ClientError) as exc:
             counts.error(f"{kind}: {type(exc).__name__}: {exc}")
+        finally:
+            timer.cancel()
 
 
 async def idle_snapshot(
@@ -244,13 +272,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             Server("mocker", mocker.pid, tmp / "mocker.tasks"),
         ]
         counts, running, stop = Counts(), asyncio.Event(), asyncio.Event()
+        stuck = StuckReporter(front.pid, args.stuck_s)
         # idle keep-alive connections close after 1 s, so the paused snapshots (5 s) do not
         # count the client pool's connections as the server's fds and tasks
         connector = aiohttp.TCPConnector(limit=args.concurrency, keepalive_timeout=1.0)
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             loops = [
-                asyncio.create_task(client_loop(session, url, i, counts, running, stop))
+                asyncio.create_task(client_loop(session, url, i, counts, running, stop, stuck))
                 for i in range(args.concurrency)
             ]
             running.set()
@@ -267,6 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "t_s": round(time.monotonic() - began, 1),
                     "requests": counts.total - start_requests,
                     "rss_mb": {s.name: round(rss_mb(s.pid), 1) for s in servers},
+                    "load_1m": round(os.getloadavg()[0], 1),
                 }
                 samples.append(sample)
                 if args.verbose:
@@ -279,6 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_mb": {s.name: round(rss_mb(s.pid), 1) for s in servers},
             })  # fmt: skip
             end_idle = await idle_snapshot(servers, running)
+            os.kill(front.pid, signal.SIGUSR1)  # what is still open at the end, in its log
             stop.set()
             running.set()
             for task in loops:
@@ -297,12 +328,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "error_samples": counts.error_samples,
             "error_times_s": counts.error_times_s,
             "logs": str(tmp),
+            "stuck_reports_s": stuck.reports,
+            "load_1m": [x.get("load_1m") for x in samples if "load_1m" in x],
             "start": start_idle,
             "end": end_idle,
             "rss_growth_mb_per_100k": {k: round(v, 2) for k, v in growth.items()},
             "rss_growth_mb_per_100k_second_half": {k: round(v, 2) for k, v in late_growth.items()},
             "samples": samples,
             "concurrency": args.concurrency,
+            "stuck_s": args.stuck_s,
             "workers": args.workers,
         }
     finally:
@@ -318,6 +352,15 @@ def report(result: dict[str, Any]) -> None:
     for sample in result["error_samples"]:
         print(f"  error: {sample}")
     print(f"server logs: {result['logs']}")
+    loads = result["load_1m"]
+    if loads:
+        mean = sum(loads) / len(loads)
+        print(f"load average (1 min): {min(loads)}-{max(loads)}, mean {mean:.1f}")
+    if result["stuck_reports_s"]:
+        print(
+            f"requests open > {result['stuck_s']:g} s at {result['stuck_reports_s']} s: the "
+            "frontend listed its in-flight requests in its log (SIGUSR1)"
+        )
     start, end = result["start"], result["end"]
     growth = result["rss_growth_mb_per_100k"]
     late = result["rss_growth_mb_per_100k_second_half"]
@@ -345,6 +388,12 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=30.0)
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--stuck-s",
+        type=float,
+        default=30.0,
+        help="a request open this long makes the frontend log its in-flight requests",
+    )
     parser.add_argument("--verbose", action="store_true", help="print every sample")
     args = parser.parse_args()
     result = asyncio.run(run(args))

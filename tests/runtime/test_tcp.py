@@ -218,3 +218,39 @@ async def test_peer_vanishing_mid_stream_is_stream_incomplete(
     await child.proc.wait()  # fully gone: its listening socket is closed too
     with pytest.raises(TransportError, match="cannot connect"):
         await collect(client.stream(address, "count", {"n": 1}, request_id="w"))
+
+
+@pytest.mark.parametrize("name", ["count", "late_failure"])
+async def test_dropping_a_paused_stream_after_its_end_frame_resumes_the_connection(
+    server: TcpRequestServer, name: str
+) -> None:
+    # The soak's hung requests (issue #16): a stream over its queue bound pauses reading of the
+    # whole connection; its FINAL (or ERROR) frame arrived in the same read. The caller then
+    # dropped it (its HTTP client left) before reading it down: the connection stayed paused
+    # and every later stream on it waited forever.
+    server.register("late_failure", _items_then_error)
+    cli = TcpRequestClient(pool_size=1, stream_queue_frames=4)
+    try:
+        it = cli.stream(server.address, name, {"n": 12}, request_id="dropped")
+        await anext(it)
+        conn = cli._pools[server.address][0]
+        for _ in range(200):  # until the end frame is in: the stream left the connection
+            if not conn.streams:
+                break
+            await asyncio.sleep(0.01)
+        assert not conn.streams
+        await it.aclose()  # dropped with frames still queued
+        items = await asyncio.wait_for(
+            collect(cli.stream(server.address, "count", {"n": 3}, request_id="next")), 10
+        )
+        assert [item["i"] for item in items] == [0, 1, 2]
+    finally:
+        await cli.close()
+
+
+async def _items_then_error(
+    request: dict[str, Any], ctx: RequestContext
+) -> AsyncIterator[dict[str, Any]]:
+    for i in range(request["n"]):
+        yield {"i": i}
+    raise InvalidRequestError("late failure")

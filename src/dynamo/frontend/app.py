@@ -18,6 +18,7 @@ from aiohttp import web
 from dynamo.frontend import adapters
 from dynamo.frontend.embeddings import embed
 from dynamo.frontend.errors import HttpError, bad_request
+from dynamo.frontend.inflight import InflightRequest, InflightRequests
 from dynamo.frontend.metrics import CONTENT_TYPE, FrontendMetrics
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.openapi import openapi_document
@@ -153,6 +154,7 @@ class FrontendApp:
         self._write_timeout_s = write_timeout_s
         self._openapi = orjson.dumps(openapi_document(version, anthropic_api=anthropic_api))
         self._started = int(time.time())
+        self.inflight = InflightRequests()  # listed on SIGUSR1 (see dynamo.frontend.main)
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[_scoped, _openai_errors], client_max_size=self._max_body)
@@ -175,10 +177,19 @@ class FrontendApp:
 
     # --- OpenAI --------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(request, await self.serving.chat(await self._body(request)))
+        return await self._openai(request, self.serving.chat)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(request, await self.serving.completions(await self._body(request)))
+        return await self._openai(request, self.serving.completions)
+
+    async def _openai(
+        self, request: web.Request, serve: Callable[[bytes], Awaitable[JsonReply | StreamReply]]
+    ) -> web.StreamResponse:
+        """Read the body, serve it, send the reply; tracked in `inflight` all along."""
+        with self.inflight.track(request.get(_REQUEST_ID, ""), request.path) as entry:
+            body = await self._body(request)
+            entry.state = "preparing"
+            return await self._reply(request, await serve(body), entry)
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body, read within `--http-body-timeout-s` (slow bodies get 408)."""
@@ -191,25 +202,27 @@ class FrontendApp:
             raise _BodyTimeout(self._body_timeout_s) from None
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(
-            request, await adapters.messages(self.serving, await self._body(request))
-        )
+        return await self._openai(request, lambda body: adapters.messages(self.serving, body))
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
-        return await self._reply(
-            request, await adapters.responses(self.serving, await self._body(request))
-        )
+        return await self._openai(request, lambda body: adapters.responses(self.serving, body))
 
     async def _reply(
-        self, request: web.Request, reply: JsonReply | StreamReply
+        self, request: web.Request, reply: JsonReply | StreamReply, entry: InflightRequest
     ) -> web.StreamResponse:
         if isinstance(reply, JsonReply):
+            entry.state = "answering"
             return _json(reply.status, reply.body)
         resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
         try:
             await resp.prepare(request)
             await write_sse(
-                request, resp, reply.first, reply.rest, write_timeout_s=self._write_timeout_s
+                request,
+                resp,
+                reply.first,
+                reply.rest,
+                write_timeout_s=self._write_timeout_s,
+                progress=entry,
             )
         except ClientTooSlowError as exc:
             log.info("dropped a streaming client: %s", exc)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from dynamo import __version__
 from dynamo.frontend.config import FrontendConfig
+from dynamo.frontend.inflight import task_summary
 from dynamo.frontend.server import Frontend
 from dynamo.protocols.model_card import ModelCard
 from dynamo.router.base import RoutingPolicy
@@ -89,6 +90,16 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def list_inflight() -> None:  # `kill -USR1`: where each open request waits
+        extra = [
+            f"{len(frontend.connections())} HTTP connections",
+            *runtime.request_client.describe(),
+            task_summary(),
+        ]
+        log.warning("%s", frontend.app.inflight.report(extra))
+
+    loop.add_signal_handler(signal.SIGUSR1, list_inflight)
     try:
         await frontend.start()
         url = advertised_url(frontend, runtime_cfg)

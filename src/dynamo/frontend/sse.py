@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dynamo.frontend.inflight import InflightRequest
 from dynamo.frontend.responses import DONE
 
 _HIGH_WATER = 64 * 1024
@@ -105,15 +106,20 @@ async def write_sse(
     rest: AsyncIterator[bytes],
     *,
     write_timeout_s: float | None = None,
+    progress: InflightRequest | None = None,
 ) -> None:
-    """Send `first`, then every chunk of `rest`; the chunk ending in `[DONE]` ends the body."""
+    """Send `first`, then every chunk of `rest`; the chunk ending in `[DONE]` ends the body.
+
+    `progress` (when given) hears each chunk and whether the stream waits on the worker or
+    on the client (see `dynamo.frontend.inflight`)."""
+    progress = progress or InflightRequest("", "")
     transport = request.transport
     if write_timeout_s is None or transport is None:
-        await _write_sse(request, resp, first, rest, None)
+        await _write_sse(request, resp, first, rest, None, progress)
         return
     watchdog = _Watchdog(transport, write_timeout_s, asyncio.get_running_loop())
     try:
-        await _write_sse(request, resp, first, rest, watchdog)
+        await _write_sse(request, resp, first, rest, watchdog, progress)
     except ConnectionError as exc:
         if watchdog.fired:
             raise watchdog.error() from exc
@@ -128,28 +134,40 @@ async def _write_sse(
     first: bytes,
     rest: AsyncIterator[bytes],
     watchdog: _Watchdog | None,
+    progress: InflightRequest,
 ) -> None:
+    progress.state = "waiting on client"
     if first.endswith(DONE):
         await resp.write_eof(first)
+        progress.wrote()
         return
     await resp.write(first)  # headers + first chunk, through aiohttp
+    progress.wrote()
     if watchdog is not None:
         watchdog.wrote()
     transport = request.transport
     if transport is None or not resp.chunked:
+        progress.state = "waiting on worker"
         async for chunk in rest:  # no raw access: plain writes
+            progress.state = "waiting on client"
             if chunk.endswith(DONE):
                 await resp.write_eof(chunk)
+                progress.wrote()
                 return
             await resp.write(chunk)
+            progress.wrote()
+            progress.state = "waiting on worker"
             if watchdog is not None:
                 watchdog.wrote()
         return
     out = _Coalescer(transport, asyncio.get_running_loop())
+    progress.state = "waiting on worker"
     try:
         async for chunk in rest:
+            progress.wrote()
             if chunk.endswith(DONE):
                 out.add(chunk)
+                progress.state = "waiting on client"
                 await resp.write_eof(out.take())
                 return
             if out.broken or transport.is_closing():
@@ -157,7 +175,9 @@ async def _write_sse(
             out.add(chunk)
             if out.backlog() > _HIGH_WATER:
                 out.flush()
+                progress.state = "waiting on client"
                 await request.writer.drain()
+                progress.state = "waiting on worker"
             if watchdog is not None:
                 watchdog.wrote()
     finally:

@@ -100,6 +100,10 @@ class AnyPlaneClient:
             return self.nats.stream(address, name, request, request_id=request_id)
         return self.tcp.stream(address, name, request, request_id=request_id)
 
+    def describe(self) -> list[str]:
+        """The TCP connections this client holds, a line each (`TcpRequestClient.describe`)."""
+        return [f"request plane {line}" for line in self.tcp.describe()]
+
     async def close(self) -> None:
         if self.peers is not None:
             await self.peers.close()

@@ -270,6 +270,10 @@ class _ClientConnection(FramedProtocol):
         else:
             self.protocol_error(f"unexpected message type {kind!r} (length {len(msg)})")
 
+    @property
+    def paused_streams(self) -> int:
+        return self._paused_streams
+
     def consumed(self, stream: _Stream) -> None:
         if stream.paused and len(stream.items) <= self._low:
             self._unpause(stream)
@@ -285,10 +289,21 @@ class _ClientConnection(FramedProtocol):
         self.streams.pop(stream.sid, None)
 
     def cancel(self, stream: _Stream) -> None:
+        """The caller dropped an open stream: tell the server, stop counting its queue."""
         if self.streams.pop(stream.sid, None) is not None:
-            self._unpause(stream)
             with contextlib.suppress(TransportError):
                 self.send([CANCEL, stream.sid])
+        self.release(stream)
+
+    def release(self, stream: _Stream) -> None:
+        """The caller is done with `stream`: its unread frames no longer pause the connection.
+
+        A stream that pushed its queue over the bound pauses reading of the whole connection
+        until its reader drains it; one whose FINAL or ERROR frame came in the same read and
+        which is then dropped unread would otherwise hold every other stream on the connection.
+        """
+        stream.items.clear()
+        self._unpause(stream)
 
     def protocol_error(self, reason: str) -> None:
         self._close_reason = f"malformed frame from {self.address}: {reason}"
@@ -388,6 +403,22 @@ class TcpRequestClient:
         finally:
             if not stream.done and stream.error is None:
                 conn.cancel(stream)
+            else:  # ended but dropped unread: its queue must not keep the connection paused
+                conn.release(stream)
+
+    def describe(self) -> list[str]:
+        """A line per pooled connection: its open streams, and whether reading it is paused
+        (some stream's queue is over its bound) or writing to it waits on the server."""
+        lines = []
+        for address, pool in self._pools.items():
+            for conn in pool:
+                state = "closed" if conn.closed else "open"
+                if conn.paused_streams:
+                    state += f", reading paused by {conn.paused_streams} streams"
+                if conn.write_paused:
+                    state += ", writes waiting"
+                lines.append(f"{address}: {len(conn.streams)} streams, {state}")
+        return lines
 
     def drop(self, address: str, reason: str) -> None:
         """Close every connection to `address`: its open streams end incomplete (and migrate)."""
