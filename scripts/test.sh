@@ -24,7 +24,7 @@ export PATH="$PWD/.tools/bin:$PATH"
 
 setup_main() {
   if [ ! -x .venv/bin/python ]; then python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip; fi
-  if ! .venv/bin/python -c "import dynamo, pytest, hypothesis, kmock, openai" 2>/dev/null \
+  if ! .venv/bin/python -c "import dynamo, pytest, hypothesis, kmock, openai, pytest_timeout" 2>/dev/null \
      || [ ! -x .venv/bin/hadolint ] || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/pip install -q -e ".[dev]" && touch .venv/.installed
   fi
@@ -88,7 +88,8 @@ else
 fi
 step .venv/bin/mypy src
 step .venv/bin/lint-imports
-pytest_step main 0 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --timeout: a test that hangs fails on its own after 15 min instead of stalling the run
+pytest_step main 0 .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 900 "$@"
 if [ "$VLLM" = "1" ]; then
   if setup_vllm; then
     # DYN_VLLM_TIER=1: the vLLM modules fail instead of skipping when vLLM does not import
