@@ -36,6 +36,7 @@ from dynamo.deploy.state import (
     write_state,
 )
 from dynamo.runtime.errors import ConfigError
+from dynamo.runtime.tasks import wait_event
 
 LOG_DRAIN_S = 2.0  # how long to wait for a dead child's last output lines
 
@@ -229,8 +230,7 @@ class Supervisor:
                 f"{label} exited with code {code}; restart {replica.state.restarts} in {delay:g}s"
             )
             self._changed()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(replica.stop.wait(), delay)
+            await wait_event(replica.stop, delay)
         replica.state.state = "stopped"
 
     async def _run_once(self, svc: _Service, replica: _Replica, label: str) -> int:

@@ -47,6 +47,7 @@ from dynamo.runtime.errors import (
     KvTransferError,
     UnavailableError,
 )
+from dynamo.runtime.tasks import wait_event
 from dynamo.runtime.transport.base import RequestContext
 
 log = logging.getLogger(__name__)
@@ -284,8 +285,7 @@ class TrtllmEngine:
             except Exception:
                 log.exception("reading TensorRT-LLM %s failed; retrying", what)
             if not got:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self._idle_repoll_s)
+                await wait_event(wake, self._idle_repoll_s)
 
     async def shutdown(self) -> None:
         self._closing = True

@@ -18,6 +18,7 @@ from dynamo.runtime.addressing import EndpointAddress
 from dynamo.runtime.discovery.base import INSTANCES_ROOT, WatchEvent
 from dynamo.runtime.errors import NotFoundError, UnavailableError
 from dynamo.runtime.request_scope import attach
+from dynamo.runtime.tasks import wait_event
 from dynamo.runtime.transport.planes import address_of
 
 if TYPE_CHECKING:
@@ -61,8 +62,7 @@ class EndpointClient:
         deadline = loop.time() + _SYNC_TIMEOUT_S
         while not expected <= self._seen and not self._task.done():
             self._progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), max(0.0, deadline - loop.time()))
+            await wait_event(self._progress, max(0.0, deadline - loop.time()))
             if loop.time() >= deadline:
                 log.warning("instances of %s: discovery watch slow to sync", self.address)
                 break
@@ -99,8 +99,7 @@ class EndpointClient:
             if remaining <= 0:
                 raise UnavailableError(f"no instance of {self.address} within {timeout_s}s")
             self._progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), remaining)
+            await wait_event(self._progress, remaining)
         return self.instance_ids()
 
     def generate(

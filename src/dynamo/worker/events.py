@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -15,7 +14,7 @@ from dynamo.protocols.kv_events import (
     LoadMetrics,
     RouterEvent,
 )
-from dynamo.runtime.tasks import cancel_and_wait
+from dynamo.runtime.tasks import cancel_and_wait, wait_event
 from dynamo.runtime.transport.base import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -96,8 +95,7 @@ class EventForwarder:
 
     async def _pump_metrics(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._load_dirty.wait(), self._interval_s)
+            await wait_event(self._load_dirty, self._interval_s)
             self._load_dirty.clear()
             await self.publish_metrics()
             await asyncio.sleep(0.005)  # coalesce bursts of load changes

@@ -32,17 +32,7 @@ SHORT_ACK_S = 0.5
 OpenStore = Callable[[], Awaitable[Discovery]]
 
 
-# Known defect (#14, open): with the etcd store these tests hang intermittently (about 1 run
-# in 6 of this file on a loaded 2-core machine; seen in the scaler loop's teardown and in a
-# restarted planner's first wait); the cause is not found yet. Until it is, a hang there is
-# an expected failure after 60 s instead of a stalled run; a pass shows as XPASS.
-ETCD_KNOWN_HANG = [
-    pytest.mark.xfail(strict=False, reason="intermittent hang with the etcd store (#14)"),
-    pytest.mark.timeout(60),
-]
-
-
-@pytest.fixture(params=["file", pytest.param("etcd", marks=ETCD_KNOWN_HANG)])
+@pytest.fixture(params=["file", "etcd"])
 async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
     """Opens started clients of one store (the embedded file store, or a real etcd), each
     with its own lease, as separate processes would; all closed at the end."""

@@ -35,6 +35,18 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, _ERRORS)
 
 
+def _cancel_requested() -> bool:
+    """Whether the current task has been asked to stop.
+
+    On Python 3.11, `asyncio.wait_for` can swallow a cancellation that arrives just as the
+    awaited call completes, and aetcd creates every watch through `wait_for`: the caller's
+    task then runs on in state "cancelling" and would wait on its new watch forever (the
+    planner's virtual-connector tests hung this way). Checked after each watch creation.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def parse_endpoints(endpoints: str) -> list[tuple[str, int]]:
     """`http://h1:2379,h2:2379` → [(h1, 2379), (h2, 2379)]."""
     out = []
@@ -230,6 +242,10 @@ class EtcdDiscovery:
                 watch = await client.watch_prefix(
                     prefix.encode(), start_revision=snapshot.header.revision + 1
                 )
+                if _cancel_requested():  # a cancellation aetcd swallowed (see the function)
+                    with contextlib.suppress(*_ERRORS):
+                        await watch.cancel()
+                    raise asyncio.CancelledError
                 backoff.reset()
                 try:
                     async for event in watch:
@@ -245,6 +261,8 @@ class EtcdDiscovery:
                     with contextlib.suppress(*_ERRORS):
                         await watch.cancel()
             except _ERRORS as exc:
+                if _cancel_requested():
+                    raise asyncio.CancelledError from exc
                 log.info("etcd watch of %r broke (%s); resynchronising", prefix, exc)
                 await backoff.sleep()
 

@@ -27,6 +27,7 @@ import psutil
 
 from dynamo.runtime.discovery.base import WatchEvent, notify_changes
 from dynamo.runtime.errors import ConfigError, UnavailableError
+from dynamo.runtime.tasks import wait_event
 
 log = logging.getLogger(__name__)
 _SUFFIX = ".json"
@@ -232,8 +233,7 @@ class FileDiscovery:
 
     async def _poll(self) -> None:
         while self._watchers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self._poll_s)
+            await wait_event(self._kick, self._poll_s)
             self._kick.clear()
             async with self._lock:
                 try:

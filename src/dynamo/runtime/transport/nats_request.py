@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from dynamo.runtime.errors import TransportError
+from dynamo.runtime.tasks import wait_event
 from dynamo.runtime.transport.base import RequestContext, RequestHandler
 from dynamo.runtime.transport.framing import error_to_wire
 from dynamo.runtime.transport.nats_events import connect_nats
@@ -169,8 +170,7 @@ class NatsRequestServer:
         for sub in subs:
             await _unsubscribe(sub)
         if self._streams:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace_s)
+            await wait_event(self._idle, grace_s)
         leftover = list(self._streams.values())
         if leftover:
             log.warning("request plane: cancelling %d requests still running", len(leftover))

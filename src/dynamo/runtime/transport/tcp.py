@@ -20,6 +20,7 @@ from dynamo.runtime.errors import (
     StreamIncompleteError,
     TransportError,
 )
+from dynamo.runtime.tasks import wait_event
 from dynamo.runtime.transport.base import RequestContext, RequestHandler
 from dynamo.runtime.transport.framing import (
     CANCEL,
@@ -194,8 +195,7 @@ class TcpRequestServer:
             if not conn._tasks:  # only idle ones: a caller's open streams must not be disturbed
                 conn.send([GOAWAY])
         if self._inflight:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace_s)
+            await wait_event(self._idle, grace_s)
         leftover = list(self._inflight)
         if leftover:
             log.warning("request plane: cancelling %d requests still running", len(leftover))
