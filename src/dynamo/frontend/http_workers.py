@@ -51,16 +51,30 @@ _PR_SET_PDEATHSIG = 1
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, within a cgroup v2 CPU quota."""
+    """CPUs this process may run on: its affinity mask, within its cgroup's CPU quota (a
+    container's CPU limit)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs' worth of time the cgroup may use (v2 `cpu.max`, v1 `cfs_quota_us`), None if
+    unlimited or unknown."""
     with contextlib.suppress(OSError, ValueError):
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    return max(1, cpus)
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        v1 = Path("/sys/fs/cgroup/cpu")
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        period_us = int((v1 / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    return None
 
 
 def default_http_workers(cpus: int | None = None) -> int:
@@ -117,6 +131,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _discovery_name(index: int) -> dict[str, str]:
+    """Kubernetes discovery keeps one record per pod and container (DYN_CONTAINER_NAME): each
+    HTTP worker process gets its own, and a restarted one replaces its slot's."""
+    container = os.environ.get("DYN_CONTAINER_NAME", "").strip()
+    return {"DYN_CONTAINER_NAME": f"{container}-http{index}" if container else f"http{index}"}
+
+
 class Supervisor:
     """Runs N HTTP worker processes; see the module docstring."""
 
@@ -154,7 +175,7 @@ class Supervisor:
         parent = os.getpid()
         proc = await asyncio.create_subprocess_exec(
             *self.child_argv(),
-            env={**os.environ, **role.env()},
+            env={**os.environ, **role.env(), **_discovery_name(index)},
             stdin=asyncio.subprocess.DEVNULL,
             preexec_fn=lambda: _die_with_parent(parent),
         )
@@ -247,6 +268,8 @@ class Supervisor:
             )
             return False
         log.error("HTTP worker %d exited with %s: restarting it", index, code)
+        with contextlib.suppress(FileNotFoundError):  # not "serving" until the new one is
+            socket_path(self.run_dir, index).unlink()
         await asyncio.sleep(self.restart_delay_s)
         if not self._stop.is_set():
             await self.spawn(index)

@@ -172,6 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     role = HttpWorkerRole.from_env()
     workers = cfg.num_http_workers or default_http_workers()
     if role is None and workers > 1:
+        if router_cfg.router_mode == "kv" and not router_cfg.kv_events:
+            log.warning(
+                "--no-kv-events with %d HTTP worker processes: each predicts the workers' caches "
+                "from its own routing decisions only, so a prefix may be routed by a process "
+                "that has not seen it (as with separate frontend replicas)",
+                workers,
+            )
         try:
             return supervise(
                 sys.argv[1:] if argv is None else argv,
