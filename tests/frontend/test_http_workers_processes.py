@@ -107,6 +107,14 @@ async def test_a_shared_prefix_lands_where_it_is_cached_whichever_process_takes_
         await procs.check_alive()
         await asyncio.sleep(0.1)
     assert seen == [2, 2]
+    async with aiohttp.ClientSession() as s:  # the same answers from whichever process
+        for path in ("/v1/models", "/health"):
+            answers = set()
+            for _ in range(12):
+                async with s.get(stack.url + path, headers={"Connection": "close"}) as r:
+                    assert r.status == 200
+                    answers.add(await r.read())
+            assert len(answers) == 1, answers
 
     prefixes = [f"document {k}: " + " ".join(f"w{k}x{j}" for j in range(40)) for k in range(6)]
     for prefix in prefixes:  # each cached on the one worker its first request went to

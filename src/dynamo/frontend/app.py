@@ -272,6 +272,8 @@ class FrontendApp:
                         }
                     )
         if instances:
+            # sorted: the same answer from every process of --num-http-workers
+            instances.sort(key=lambda i: (i["model"], i["instance_id"]))
             body = {"status": "healthy", "endpoints": sorted(endpoints), "instances": instances}
             return _json(200, orjson.dumps(body))
         body = {
