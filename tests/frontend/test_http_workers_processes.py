@@ -75,14 +75,19 @@ def total(series: Series, name: str) -> float:
     return sum(v for (n, _), v in series.items() if n == name)
 
 
-async def start(procs: Procs, *args: str) -> Stack:
+async def start(procs: Procs, *args: str, keep_output: bool = False) -> tuple[Stack, list[bytes]]:
+    """The frontend with 2 HTTP worker processes, and its output lines if `keep_output`."""
     proc = await procs.spawn(
         "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", "0",
         "--num-http-workers", "2", *args,
     )  # fmt: skip
     stack = Stack((await read_until(proc, READY, timeout_s=120)).decode())
-    procs.drain(proc)
-    return stack
+    output: list[bytes] = []
+    if keep_output:
+        output = procs.collect(proc)
+    else:
+        procs.drain(proc)
+    return stack, output
 
 
 async def completion(url: str, prompt: str) -> int:
@@ -93,10 +98,14 @@ async def completion(url: str, prompt: str) -> int:
     return resp.usage.prompt_tokens_details.cached_tokens or 0
 
 
+@pytest.mark.parametrize("event_plane", ["zmq", "nats"])
 async def test_a_shared_prefix_lands_where_it_is_cached_whichever_process_takes_it(
-    procs: Procs,
+    procs: Procs, event_plane: str, request: pytest.FixtureRequest
 ) -> None:
-    stack = await start(procs, "--router-mode", "kv", "--kv-cache-block-size", "16")
+    procs.env["DYN_EVENT_PLANE"] = event_plane  # zmq: publishers found through discovery
+    if event_plane == "nats":
+        procs.env["NATS_SERVER"] = request.getfixturevalue("nats_server").url
+    stack, _ = await start(procs, "--router-mode", "kv", "--kv-cache-block-size", "16")
     mocker = await procs.spawn(*mocker_args(num_workers=2, speedup_ratio=50))
     procs.drain(mocker)
     workers = ("dynamo_frontend_model_workers", frozenset({("model", MODEL)}))
@@ -144,8 +153,16 @@ async def test_a_shared_prefix_lands_where_it_is_cached_whichever_process_takes_
 
 
 async def test_a_killed_process_is_restarted_and_sigterm_drains_all(procs: Procs) -> None:
-    stack = await start(procs)
+    stack, output = await start(procs, keep_output=True)
     supervisor = procs.children[0]
+    supervisor.send_signal(signal.SIGUSR1)  # each process reports its own requests
+    for _ in range(300):
+        reports = b"".join(output)
+        if b"HTTP worker process 0 of 2" in reports and b"HTTP worker process 1 of 2" in reports:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("SIGUSR1 did not reach both HTTP worker processes")
     victim, survivor = stack.pids
     os.kill(victim, signal.SIGKILL)
     async with aiohttp.ClientSession() as s:
@@ -171,3 +188,4 @@ async def test_a_killed_process_is_restarted_and_sigterm_drains_all(procs: Procs
     supervisor.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(supervisor.wait(), 60) == 0
     assert not [pid for pid in pids if alive(pid)]  # every HTTP worker process went with it
+    assert b"HTTP worker 0 exited with -9: restarting it" in b"".join(output)
