@@ -149,7 +149,7 @@ class Supervisor:
         run_dir: Path,
         *,
         extra_flags: Sequence[str] = (),
-        url_host: str = "127.0.0.1",
+        url_base: str = "http://127.0.0.1",
         max_deaths: int = MAX_DEATHS,
         restart_delay_s: float = RESTART_DELAY_S,
     ) -> None:
@@ -159,7 +159,7 @@ class Supervisor:
         self.workers = workers
         self.port = port
         self.run_dir = run_dir
-        self._url_host = url_host
+        self._url_base = url_base  # scheme and host of the URL logged
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._deaths: list[float] = []
         self._started = int(time.time())
@@ -201,9 +201,9 @@ class Supervisor:
             if code is not None:
                 return code
             log.info(
-                "frontend listening on http://%s:%d with %d HTTP worker processes "
+                "frontend listening on %s:%d with %d HTTP worker processes "
                 "(pids %s; each one's own metrics on the unix sockets in %s)",
-                self._url_host,
+                self._url_base,
                 self.port,
                 self.workers,
                 " ".join(str(p.pid) for p in self.children.values()),
@@ -286,6 +286,15 @@ class Supervisor:
             await asyncio.gather(*(p.wait() for p in procs))
 
 
+def _run_dir() -> Path:
+    """A fresh directory for the children's unix sockets, whose paths must stay under the
+    kernel's ~107 bytes: in the temp dir unless that is long, then in /tmp."""
+    base = tempfile.gettempdir()
+    if len(base) > 60 and os.path.isdir("/tmp"):
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix=f"dynamo-frontend-{os.getpid()}-", dir=base))
+
+
 async def _run(supervisor: Supervisor) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -307,8 +316,8 @@ def supervise(
     `replica_sync`: the children share active sequences (`--router-replica-sync`)."""
     check_supported(workers, runtime_cfg)
     reserved = reserve_port(cfg.http_host, cfg.http_port)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"dynamo-frontend-{os.getpid()}-"))
-    host = cfg.http_host
+    run_dir = _run_dir()
+    host, scheme = cfg.http_host, "https" if cfg.tls_cert_path else "http"
     try:
         supervisor = Supervisor(
             argv,
@@ -316,7 +325,7 @@ def supervise(
             int(reserved.getsockname()[1]),
             run_dir,
             extra_flags=["--router-replica-sync"] if replica_sync else [],
-            url_host="127.0.0.1" if host in ("0.0.0.0", "::", "") else host,
+            url_base=f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}",
         )
         return asyncio.run(_run(supervisor))
     finally:
