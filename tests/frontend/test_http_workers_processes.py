@@ -124,6 +124,13 @@ async def test_a_shared_prefix_lands_where_it_is_cached_whichever_process_takes_
                     assert r.status == 200
                     answers.add(await r.read())
             assert len(answers) == 1, answers
+        body = {"model": MODEL, "active_decode_blocks_threshold": 0.95}
+        async with s.post(stack.url + "/busy_threshold", json=body) as r:
+            assert r.status == 200
+        for _ in range(12):  # set through one process, held by both
+            async with s.get(stack.url + "/busy_threshold", headers={"Connection": "close"}) as r:
+                rows = (await r.json())["thresholds"]
+            assert rows[0]["active_decode_blocks_threshold"] == 0.95, rows
 
     prefixes = [f"document {k}: " + " ".join(f"w{k}x{j}" for j in range(40)) for k in range(6)]
     for prefix in prefixes:  # each cached on the one worker its first request went to

@@ -259,8 +259,7 @@ class Supervisor:
         self._deaths = [t for t in self._deaths if now - t < DEATH_WINDOW_S] + [now]
         if len(self._deaths) > self.max_deaths:
             log.error(
-                "HTTP worker %d exited with %s, the %dth death within %.0f s: stopping the "
-                "frontend",
+                "HTTP worker %d exited with %s, %d deaths within %.0f s: stopping the frontend",
                 index,
                 code,
                 len(self._deaths),
