@@ -66,6 +66,16 @@ def test_default_is_half_the_cpus_within_1_to_8() -> None:
     assert [default_http_workers(n) for n in (1, 2, 3, 4, 16, 32, 128)] == [1, 1, 1, 2, 8, 8, 8]
 
 
+def test_off_linux_one_process_by_default_and_more_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert default_http_workers(32) == 1
+    with pytest.raises(ConfigError, match="needs Linux's SO_REUSEPORT"):
+        check_supported(2, RuntimeConfig())
+    check_supported(1, RuntimeConfig())
+
+
 def test_refused_at_once() -> None:
     with pytest.raises(ConfigError, match="expected >= 0"):
         FrontendConfig(num_http_workers=-1)
