@@ -121,9 +121,15 @@ class Stack:
         return {"mocker": mocker, "frontend": frontend}[label]
 
     def cpu_s(self, label: str) -> float:
-        """CPU seconds (user + system, all threads) `label` has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.pid(label)}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system, all threads) `label` and the processes it started
+        (`--num-http-workers`) have used so far (Linux /proc; a child that exited is not
+        counted)."""
+        total = 0
+        for pid in _process_tree(self.pid(label)):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def wait_ready(self, url: str, model: str = MODEL_NAME, timeout_s: float = 120.0) -> None:
         """Until `model` is listed and a one-token completion succeeds (a worker is serving)."""
@@ -165,6 +171,17 @@ class Stack:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{tree[i]}/task").iterdir():
+                tree += [int(c) for c in (task / "children").read_text().split()]
+        i += 1
+    return tree
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -209,7 +226,8 @@ def profiled(stack: Stack, out: Path | None) -> Iterator[None]:
     out.mkdir(parents=True, exist_ok=True)
     spies = []
     for label in ("frontend", "mocker"):
-        argv = [spy, "record", "--pid", str(stack.pid(label)), "--rate", "100", "--format"]
+        argv = [spy, "record", "--pid", str(stack.pid(label)), "--rate", "100", "--subprocesses"]
+        argv += ["--format"]
         argv += ["raw", "-o", str(out / f"{stack.name}-{label}.txt"), "--nonblocking"]
         spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
     try:
@@ -222,9 +240,10 @@ def profiled(stack: Stack, out: Path | None) -> Iterator[None]:
 
 def our_stack(
     name: str, model_dir: str, port: int, router_mode: str, *, workers: int, block_size: int,
-    blocks: int, speedup: float,
+    blocks: int, speedup: float, http_workers: int = 1,
 ) -> Stack:  # fmt: skip
-    """Our mocker (`workers` engines in one process) and our frontend on `port`."""
+    """Our mocker (`workers` engines in one process) and our frontend on `port`
+    (`http_workers` processes)."""
     stack = Stack(name)
     py = sys.executable
     try:
@@ -236,6 +255,7 @@ def our_stack(
         stack.spawn("frontend", [
             py, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
             "--router-mode", router_mode, "--kv-cache-block-size", str(block_size),
+            "--num-http-workers", str(http_workers),
         ])  # fmt: skip
     except BaseException:
         stack.close()
@@ -283,6 +303,7 @@ def find_peer(venv: Path, wanted: bool = True) -> Path | None:
 def start_stack(
     name: str, model_dir: str, router_mode: str, *, peer: Path | None = None,
     bench: Path | None = None, workers: int, block_size: int, blocks: int, speedup: float,
+    http_workers: int = 1,
 ) -> tuple[Stack, str]:  # fmt: skip
     """Ours, or the real Dynamo when `peer` (its python) is given, on a free port and serving.
 
@@ -291,7 +312,10 @@ def start_stack(
     port = free_port()
     shape = {"workers": workers, "block_size": block_size, "blocks": blocks}
     if peer is None:
-        stack = our_stack(name, model_dir, port, router_mode, speedup=speedup, **shape)
+        stack = our_stack(
+            name, model_dir, port, router_mode, speedup=speedup, http_workers=http_workers,
+            **shape,
+        )  # fmt: skip
     else:
         if bench is None:
             raise BenchError(f"{name}: the peer needs the shared clients' run_peer.sh")

@@ -1,14 +1,17 @@
 """Frontend throughput: our frontend against the real NVIDIA Dynamo's, back to back.
 
     python benchmarks/frontend_load.py [--n 2000 --c 64 --m 16] [--chat] [--rounds 1]
-        [--router-mode round-robin] [--peer-venv /work/peer-venv | --no-peer]
+        [--router-mode round-robin] [--http-workers 1,2] [--peer-venv /work/peer-venv | --no-peer]
         [--bench-dir ../shared/bench] [--profile DIR]
 
 Each system gets one mocker worker at a speedup that makes the engine negligible
 (`--speedup 1000`) and its own frontend, in a fresh file-discovery directory; then the shared
 closed-loop client `load.py` runs C concurrent streams of M tokens, N requests in all.
-Prints req/s and p50/p99 latency of both and the ratio ours/peer. `--profile DIR` records
-py-spy profiles (collapsed stacks) of our frontend and mocker during our run.
+Prints req/s and p50/p99 latency of both and the ratio ours/peer. `--http-workers 1,2`
+measures our frontend once per process count (`--num-http-workers`; the peer, one
+multi-threaded process, runs once per round); frontend CPU counts all of its processes.
+`--profile DIR` records py-spy profiles (collapsed stacks) of our frontend and mocker
+during our run.
 """
 
 from __future__ import annotations
@@ -34,11 +37,16 @@ from _procs import (
 
 
 def measure(
-    name: str, args: argparse.Namespace, bench: Path, model_dir: str, peer: Path | None
+    name: str,
+    args: argparse.Namespace,
+    bench: Path,
+    model_dir: str,
+    peer: Path | None,
+    http_workers: int = 1,
 ) -> dict[str, Any]:
     stack, url = start_stack(
         name, model_dir, args.router_mode, peer=peer, bench=bench, workers=1, block_size=16,
-        blocks=8192, speedup=args.speedup,
+        blocks=8192, speedup=args.speedup, http_workers=http_workers,
     )  # fmt: skip
     argv = [str(bench / "load.py"), url, MODEL_NAME]
     argv += ["--n", str(args.n), "--c", str(args.c), "--m", str(args.m)]
@@ -51,12 +59,12 @@ def measure(
     return result
 
 
-HEADER = "system    req/s   p50 ms   p99 ms   chunks/s     ok errors  CPU ms/req: frontend mocker"
+HEADER = "system      req/s   p50 ms   p99 ms   chunks/s     ok errors  CPU ms/req: frontend mocker"
 
 
 def row(name: str, r: dict[str, Any]) -> str:
     return (
-        f"{name:<6} {r['req_per_s']:>8.1f} {r['lat_p50_ms']:>8.1f} {r['lat_p99_ms']:>8.1f} "
+        f"{name:<8} {r['req_per_s']:>8.1f} {r['lat_p50_ms']:>8.1f} {r['lat_p99_ms']:>8.1f} "
         f"{r['chunks_per_s']:>10.1f} {r['ok']:>6} {r['errors']:>6} "
         f"{r['frontend_cpu_ms_per_req']:>21.2f} {r['mocker_cpu_ms_per_req']:>6.2f}"
     )
@@ -70,6 +78,11 @@ def main() -> None:
     parser.add_argument("--chat", action="store_true", help="/v1/chat/completions")
     parser.add_argument("--router-mode", default="round-robin")
     parser.add_argument("--rounds", type=int, default=1, help="ours-then-peer repetitions")
+    parser.add_argument(
+        "--http-workers",
+        default="1",
+        help="our frontend's process counts to measure, comma separated (--num-http-workers)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="measure ours only")
     parser.add_argument("--profile", help="write py-spy profiles of our processes here")
     add_common_arguments(parser, speedup=1000.0)
@@ -79,6 +92,9 @@ def main() -> None:
     model_dir = args.model_dir or tiny_model_dir()
     python = find_peer(args.peer_venv, wanted=not args.no_peer)
     endpoint = "chat/completions" if args.chat else "completions"
+    counts = [int(n) for n in args.http_workers.split(",") if n.strip()]
+    if not counts or min(counts) < 1:
+        sys.exit(f"error: --http-workers {args.http_workers!r}: expected counts >= 1, like 1,2")
     print(
         f"frontend load: {args.n} requests, {args.c} streams, {args.m} tokens, /v1/{endpoint}, "
         f"1 mocker worker at speedup {args.speedup:g}, router {args.router_mode}"
@@ -87,18 +103,28 @@ def main() -> None:
     try:
         for i in range(args.rounds):
             tag = f"-{i}" if args.rounds > 1 else ""
-            ours = measure(f"ours{tag}", args, bench, model_dir, None)
+            ours = {
+                n: measure(f"ours{n}{tag}", args, bench, model_dir, None, http_workers=n)
+                for n in counts
+            }
             peer = measure(f"peer{tag}", args, bench, model_dir, python) if python else None
-            results.append({"ours": ours, "peer": peer})
+            results.append({"ours": {str(n): r for n, r in ours.items()}, "peer": peer})
             print(f"\nround {i + 1}\n{HEADER}")
-            print(row("ours", ours))
+            for n, r in ours.items():
+                print(row(f"ours x{n}", r))
             if peer:
                 print(row("peer", peer))
-                print(
-                    f"ratio ours/peer: req/s {ours['req_per_s'] / peer['req_per_s']:.2f}, "
-                    "frontend CPU per request "
-                    f"{ours['frontend_cpu_ms_per_req'] / peer['frontend_cpu_ms_per_req']:.2f}"
-                )
+            for n, r in ours.items():
+                line, base = f"ours x{n}:", ours[counts[0]]
+                if n != counts[0]:
+                    line += f" req/s x{n}/x{counts[0]} {r['req_per_s'] / base['req_per_s']:.2f}"
+                if peer:
+                    line += (
+                        f" req/s ours/peer {r['req_per_s'] / peer['req_per_s']:.2f}, frontend "
+                        "CPU per request ours/peer "
+                        f"{r['frontend_cpu_ms_per_req'] / peer['frontend_cpu_ms_per_req']:.2f}"
+                    )
+                print(line)
     except BenchError as e:
         sys.exit(f"error: {e}")
     if args.json_out:

@@ -23,6 +23,8 @@ def _isolated_dynamo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     """Keep tests from seeing each other's (or a developer's) registrations."""
     monkeypatch.setenv("DYN_FILE_KV", str(tmp_path / "kv"))
     monkeypatch.setenv("DYN_NAMESPACE", f"test-{uuid.uuid4().hex[:8]}")
+    # one frontend process whatever the host's CPUs (tests that want more pass the flag)
+    monkeypatch.setenv("DYN_NUM_HTTP_WORKERS", "1")
     yield
 
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -47,6 +47,14 @@ _JSON = "application/json"
 _LIVE = orjson.dumps({"status": "live", "message": "Service is live"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Siblings(Protocol):
+    """The other HTTP worker processes on the same port (`dynamo.frontend.siblings`)."""
+
+    async def render_metrics(self) -> bytes: ...
+
+    async def broadcast_thresholds(self, body: dict[str, object]) -> None: ...
 
 
 class _BodyTimeout(Exception):
@@ -153,8 +161,9 @@ class FrontendApp:
         self._body_timeout_s = body_timeout_s
         self._write_timeout_s = write_timeout_s
         self._openapi = orjson.dumps(openapi_document(version, anthropic_api=anthropic_api))
-        self._started = int(time.time())
+        self.started = int(time.time())  # `created` of /v1/models
         self.inflight = InflightRequests()  # listed on SIGUSR1 (see dynamo.frontend.main)
+        self.siblings: Siblings | None = None  # set in each of `--num-http-workers` processes
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[_scoped, _openai_errors], client_max_size=self._max_body)
@@ -241,7 +250,7 @@ class FrontendApp:
 
     async def list_models(self, request: web.Request) -> web.StreamResponse:
         data = [
-            {"id": e.name, "object": "model", "created": self._started, "owned_by": "nvidia"}
+            {"id": e.name, "object": "model", "created": self.started, "owned_by": "nvidia"}
             for e in self.models.models()
         ]
         return _json(200, orjson.dumps({"object": "list", "data": data}))
@@ -263,6 +272,8 @@ class FrontendApp:
                         }
                     )
         if instances:
+            # sorted: the same answer from every process of --num-http-workers
+            instances.sort(key=lambda i: (i["model"], i["instance_id"]))
             body = {"status": "healthy", "endpoints": sorted(endpoints), "instances": instances}
             return _json(200, orjson.dumps(body))
         body = {
@@ -277,7 +288,11 @@ class FrontendApp:
         return _json(200, _LIVE)
 
     async def prometheus(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        if self.siblings is None:
+            body = self.metrics.render()
+        else:  # one view over every process on the port
+            body = await self.siblings.render_metrics()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return _json(200, self._openapi)
@@ -304,6 +319,8 @@ class FrontendApp:
                 or "active_prefill_tokens_threshold" in body
             ):
                 row = self.models.set_busy_thresholds(body["model"], decode, prefill)
+                if self.siblings is not None:  # every process on the port routes with them
+                    await self.siblings.broadcast_thresholds(row)
             else:
                 row = self.models.busy_thresholds(body["model"])
         except DynamoError as exc:

@@ -18,6 +18,11 @@ class FrontendConfig:
 
     http_host: str = option("0.0.0.0", help="address the HTTP server binds")
     http_port: int = option(8000, help="port the HTTP server binds")
+    num_http_workers: int = option(
+        0,
+        help="frontend processes sharing the HTTP port (SO_REUSEPORT, Linux), each a full "
+        "frontend; 0 = half the usable CPUs, 1 to 8 (docs/frontend.md#http-worker-processes)",
+    )
     migration_limit: int = option(
         0, help="times a broken response stream may move to another worker (0 = off)"
     )
@@ -94,6 +99,10 @@ class FrontendConfig:
 
         if not 0 <= self.http_port < 65536:
             raise ConfigError(f"--http-port {self.http_port}: expected 0..65535 (0 = any free)")
+        if self.num_http_workers < 0:
+            raise ConfigError(
+                f"--num-http-workers {self.num_http_workers}: expected >= 0 (0 = by the CPUs)"
+            )
         if self.migration_limit < 0:
             raise ConfigError(f"--migration-limit {self.migration_limit}: expected >= 0")
         if self.http_max_connections < 0:

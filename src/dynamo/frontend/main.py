@@ -1,7 +1,8 @@
 """`python -m dynamo.frontend`: one parser over the runtime, router and frontend configs.
 
 Every flag also reads its `DYN_*` env var (flag beats env beats default). The process serves
-until SIGINT/SIGTERM, then stops taking requests and shuts the runtime down.
+until SIGINT/SIGTERM, then stops taking requests and shuts the runtime down. With
+`--num-http-workers N` > 1 it supervises N such processes instead (`http_workers`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import Callable, Sequence
 
 from dynamo import __version__
 from dynamo.frontend.config import FrontendConfig
+from dynamo.frontend.http_workers import default_http_workers, supervise
 from dynamo.frontend.inflight import task_summary
 from dynamo.frontend.server import Frontend
+from dynamo.frontend.siblings import HttpWorkerRole, Siblings
 from dynamo.protocols.model_card import ModelCard
 from dynamo.router.base import RoutingPolicy
 from dynamo.router.config import RouterConfig, log_level, routing_process_parser
@@ -69,7 +72,13 @@ def policy_factory(
     return make
 
 
-async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: RouterConfig) -> None:
+async def serve(
+    runtime_cfg: RuntimeConfig,
+    cfg: FrontendConfig,
+    router_cfg: RouterConfig,
+    role: HttpWorkerRole | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; `role`: as one of the `--num-http-workers` processes."""
     from dynamo.runtime.distributed import DistributedRuntime
 
     runtime = await DistributedRuntime.create(runtime_cfg)
@@ -85,7 +94,12 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
         version=__version__,
         # only the KV router reads KV events (and not in approximate mode)
         use_kv_events=router_cfg.router_mode == "kv" and router_cfg.kv_events,
+        reuse_port=role is not None,
     )
+    siblings = None
+    if role is not None:
+        siblings = frontend.app.siblings = Siblings(role, frontend.metrics, frontend.models)
+        frontend.app.started = role.started  # the same /v1/models from every process
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,6 +108,7 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
     def list_inflight() -> None:  # `kill -USR1`: where each open request waits
         extra = [
             f"{len(frontend.connections())} HTTP connections",
+            *([f"HTTP worker process {role.index} of {role.count}"] if role else []),
             *runtime.request_client.describe(),
             task_summary(),
         ]
@@ -103,10 +118,13 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
     try:
         await frontend.start()
         url = advertised_url(frontend, runtime_cfg)
-        await runtime.discovery.put(
-            f"{FRONTENDS_ROOT}/{runtime_cfg.namespace}/{runtime.instance_id:x}",
-            {"url": url, "metrics_url": f"{url}/metrics"},
-        )
+        if role is None or role.index == 0:  # one entry per port: its /metrics covers all
+            await runtime.discovery.put(
+                f"{FRONTENDS_ROOT}/{runtime_cfg.namespace}/{runtime.instance_id:x}",
+                {"url": url, "metrics_url": f"{url}/metrics"},
+            )
+        if siblings is not None:
+            await siblings.start()  # the supervisor reads its socket as "serving"
         log.info(
             "serving namespace %r with router mode %s on %s",
             runtime_cfg.namespace,
@@ -116,6 +134,8 @@ async def serve(runtime_cfg: RuntimeConfig, cfg: FrontendConfig, router_cfg: Rou
         await stop.wait()
         log.info("shutting down")
     finally:
+        if siblings is not None:
+            await siblings.close()
         await frontend.stop()
         if sync is not None:
             await sync.close()
@@ -149,9 +169,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    role = HttpWorkerRole.from_env()
+    workers = cfg.num_http_workers or default_http_workers()
+    if role is None and workers > 1:
+        if router_cfg.router_mode == "kv" and not router_cfg.kv_events:
+            log.warning(
+                "--no-kv-events with %d HTTP worker processes: each predicts the workers' caches "
+                "from its own routing decisions only, so a prefix may be routed by a process "
+                "that has not seen it (as with separate frontend replicas)",
+                workers,
+            )
+        try:
+            return supervise(
+                sys.argv[1:] if argv is None else argv,
+                runtime_cfg,
+                cfg,
+                workers,
+                replica_sync=router_cfg.router_mode == "kv",
+            )
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        except OSError as exc:
+            log.error("cannot serve: %s", exc)
+            return 1
     _event_loop_policy()
     try:
-        asyncio.run(serve(runtime_cfg, cfg, router_cfg))
+        asyncio.run(serve(runtime_cfg, cfg, router_cfg, role))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

@@ -39,8 +39,10 @@ class Frontend:
         namespace: str | None,
         version: str = "0",
         use_kv_events: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        self._reuse_port = reuse_port  # one of the `--num-http-workers` processes on the port
         self.metrics = FrontendMetrics(config.metrics_prefix)
         self.preprocessors = PreprocessorCache(
             files=ModelFileFetcher(config.model_files_cache or None)
@@ -116,9 +118,11 @@ class Frontend:
             ssl=ssl_context,
             backlog=1024,
             reuse_address=True,
+            reuse_port=self._reuse_port,
         )
         self.port = int(self._listener.sockets[0].getsockname()[1])
-        log.info("frontend listening on %s (at most %d connections)", self.url, capped.limit)
+        what = "HTTP worker process" if self._reuse_port else "frontend"
+        log.info("%s listening on %s (at most %d connections)", what, self.url, capped.limit)
         return self.port
 
     def connections(self) -> list[object]:
