@@ -4,6 +4,7 @@ its children (real child processes running a small script in place of the fronte
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 import textwrap
@@ -128,4 +129,5 @@ async def test_a_child_failing_before_it_serves_stops_the_frontend(tmp_path: Pat
         assert await asyncio.wait_for(supervisor.run(), 60) == 2  # the child's own status
     finally:
         supervisor.signal_all(9)
-    assert supervisor.children[0].returncode == 0
+    # stopped with SIGTERM: exit 0 from its handler, or -15 if it came before the handler
+    assert supervisor.children[0].returncode in (0, -signal.SIGTERM)
