@@ -76,6 +76,10 @@ def register_request_handlers(
                 if body is None:
                     return
                 result = await step(api, body, config)
+                # Events first: whoever sees the new state finds its events already there.
+                for event in result.events:
+                    logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
+                    await post_event(api, body, event)
                 if result.status != (body.get("status") or {}):
                     await api.patch(
                         DGDR_API_VERSION,
@@ -85,9 +89,6 @@ def register_request_handlers(
                         {"status": result.status},
                         subresource="status",
                     )
-                for event in result.events:
-                    logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
-                    await post_event(api, body, event)
                 if not result.events:
                     return
 
