@@ -130,9 +130,9 @@ async def run_job(
     code = proc.returncode
     assert code is not None
     message = mounts[container.get("terminationMessagePath", "/dev/termination-log")].read_text()
-    if not message.strip() and code != 0:
-        if container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-            message = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])[-2048:]
+    fallback = container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+    if not message.strip() and code != 0 and fallback:
+        message = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])[-2048:]
     return PodRun(code, message.strip(), log, mounts)
 
 

@@ -18,6 +18,7 @@ from dynamo.operator.config import OperatorConfig
 from dynamo.testing.kube_api import FakeKubeApi
 
 NS = "dynamo-system"
+DGDR = "DynamoGraphDeploymentRequest"
 MOCKER_AGG = REPO / "examples/mocker/agg.yaml"
 REQUEST: dict[str, Any] = {
     "apiVersion": "nvidia.com/v1alpha1",
@@ -62,9 +63,9 @@ def events(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
     found = []
     for resource, _, _, body in cluster.api.live_objects():
         involved = body.get("involvedObject") or {}
-        if resource.plural == "events" and involved.get("kind") == "DynamoGraphDeploymentRequest":
-            if involved.get("name") == name:
-                found.append((body["metadata"]["resourceVersion"], body))
+        kind = involved.get("kind")
+        if resource.plural == "events" and (kind, involved.get("name")) == (DGDR, name):
+            found.append((body["metadata"]["resourceVersion"], body))
     found.sort(key=lambda kv: int(kv[0]))
     return [(b["type"], b["reason"], b["message"]) for _, b in found]
 
