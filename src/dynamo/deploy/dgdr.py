@@ -56,7 +56,7 @@ class ProfilingConfig(CrdModel):
         default_factory=dict, description="Node selector of the profiling Job."
     )
     active_deadline_seconds: int | None = Field(
-        default=None, gt=0, description="Time limit of the profiling Job (default: the platform's)."
+        default=None, ge=1, description="Time limit of the profiling Job (default: the platform's)."
     )
     hf_token_secret: SecretKeyRef | None = Field(
         default=None,

@@ -126,20 +126,25 @@ def input_configmap(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def profiler_rbac(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The Job's own account: create ConfigMaps (RBAC cannot limit `create` by name), and read
-    and patch only its output ConfigMap."""
-    request = body["metadata"]["name"]
-    name = profiler_account_name(request)
-    rules = [
+def profiler_rules(request: str) -> list[dict[str, Any]]:
+    """What the profiling Job does with the API: server-side apply of its output ConfigMap
+    (create, as RBAC cannot limit `create` by name; get and patch of that one only)."""
+    return [
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         {
             "apiGroups": [""],
             "resources": ["configmaps"],
             "resourceNames": [output_configmap_name(request)],
-            "verbs": ["get", "patch", "update"],
+            "verbs": ["get", "patch"],
         },
     ]
+
+
+def profiler_rbac(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Job's own account, `profiler_rules` in the request's namespace."""
+    request = body["metadata"]["name"]
+    name = profiler_account_name(request)
+    rules = profiler_rules(request)
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(body, name)},
         {
