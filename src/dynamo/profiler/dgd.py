@@ -205,7 +205,7 @@ def mocker_graph(request: ProfileRequest, prefill: Engine, decode: Engine) -> di
             gpus=False,
         )
     services["Planner"] = planner_service(request, "mocker", prefill, decode)
-    return _graph(request, services, "-mocker")
+    return _graph(request, services, "")
 
 
 def dump_documents(*docs: Mapping[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """The sweeps: candidates at the SLA's ISL/OSL, then the chosen engines in depth.
 
 1. Every TP degree (powers of two between the min and max GPUs per engine): prefill TTFT at
-   the ISL; decode ITL and throughput per GPU over a range of concurrencies.
+   the ISL; decode ITL and throughput per GPU at `decode_granularity` concurrencies from 1 to
+   what the KV cache holds (at most the engine's 256 sequences).
 2. `select` (in `select.py`) picks the engines.
 3. The picked prefill engine over ISL (`prefill_granularity` points up to the max context
    length); the picked decode engine over context length x concurrency (KV usage).
@@ -18,7 +19,6 @@ from dynamo.profiler.measure import DecodePoint, Measurer, PrefillPoint
 
 DEFAULT_MAX_CONTEXT = 16384
 MIN_ISL = 128
-SWEEP_CONCURRENCY_POINTS = 6
 
 Progress = Callable[[str], None]  # called once per measured point, with what it was
 
@@ -64,7 +64,7 @@ def sweep_points(request: ProfileRequest) -> int:
     for tp in tp_candidates(hw.min_gpus_per_engine, hw.max_gpus_per_engine):
         eng = engine(hw.gpu_type, tp)
         limit = max_concurrency(eng, sla.isl, sla.osl)
-        total += 1 + len(concurrency_points(limit, SWEEP_CONCURRENCY_POINTS))
+        total += 1 + len(concurrency_points(limit, request.decode_granularity))
     return total
 
 
@@ -77,7 +77,7 @@ def sweep_candidates(request: ProfileRequest, measurer: Measurer, progress: Prog
         prefill.append(point)
         progress(f"prefill TP{tp}: TTFT {point.ttft_ms:.1f} ms")
         limit = max_concurrency(eng, sla.isl, sla.osl)
-        for c in concurrency_points(limit, SWEEP_CONCURRENCY_POINTS):
+        for c in concurrency_points(limit, request.decode_granularity):
             d = measurer.decode(eng, sla.isl, sla.osl, c)
             decode.append(d)
             progress(f"decode TP{tp} x{c}: ITL {d.itl_ms:.1f} ms")
