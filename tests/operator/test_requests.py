@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from _kubelet import finish_job, run_job
 from _operator_harness import REPO, Cluster, running_operator, validate_k8s, wait_for
@@ -117,14 +116,8 @@ async def profiled(cluster: Cluster, name: str, tmp_path: Path) -> dict[str, Any
     return job
 
 
-@pytest.fixture
-async def operator(kube: FakeKubeApi) -> Any:
-    async with running_operator(kube, OperatorConfig(health_port=0)) as thread:
-        yield thread
-
-
 async def test_invalid_sla_fails_naming_the_field_and_the_operator_keeps_going(
-    cluster: Cluster, operator: Any
+    cluster: Cluster, operator: None
 ) -> None:
     bad = request("bad")
     bad["spec"]["profilingConfig"]["config"]["sla"]["itl"] = 0
@@ -146,7 +139,7 @@ async def test_invalid_sla_fails_naming_the_field_and_the_operator_keeps_going(
 
 
 async def test_a_missing_configmap_key_fails_naming_the_field(
-    cluster: Cluster, operator: Any
+    cluster: Cluster, operator: None
 ) -> None:
     base = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "base"}}
     await cluster.apply({**base, "data": {"other.yaml": "x"}}, NS)
@@ -159,7 +152,7 @@ async def test_a_missing_configmap_key_fails_naming_the_field(
     )
 
 
-async def test_profiling_job_input_and_account(cluster: Cluster, operator: Any) -> None:
+async def test_profiling_job_input_and_account(cluster: Cluster, operator: None) -> None:
     created = await cluster.apply(request(), NS)
     body = await wait_request(cluster, "sla", "Profiling")
     assert body["status"]["observedGeneration"] == 1
@@ -198,7 +191,7 @@ async def test_profiling_job_input_and_account(cluster: Cluster, operator: Any) 
 
 
 async def test_a_failed_job_fails_the_request_with_the_profilers_reason(
-    cluster: Cluster, operator: Any, tmp_path: Path
+    cluster: Cluster, operator: None, tmp_path: Path
 ) -> None:
     """The Job's own command runs; the profiler cannot read its config (the test deletes the
     request's input first), so it exits non-zero and its last line is the reason."""
@@ -227,7 +220,7 @@ async def test_a_failed_job_fails_the_request_with_the_profilers_reason(
 
 
 async def test_output_to_graph_to_ready_then_deployment_deleted(
-    cluster: Cluster, operator: Any, tmp_path: Path
+    cluster: Cluster, operator: None, tmp_path: Path
 ) -> None:
     created = await cluster.apply(request(), NS)
     await profiled(cluster, "sla", tmp_path)
@@ -290,7 +283,7 @@ async def test_output_to_graph_to_ready_then_deployment_deleted(
 
 
 async def test_deleting_the_request_keeps_its_graph(
-    cluster: Cluster, operator: Any, tmp_path: Path
+    cluster: Cluster, operator: None, tmp_path: Path
 ) -> None:
     await cluster.apply(request(), NS)
     await profiled(cluster, "sla", tmp_path)
@@ -318,7 +311,7 @@ async def test_deleting_the_request_keeps_its_graph(
 
 
 async def test_without_auto_apply_the_spec_is_generated_only(
-    cluster: Cluster, operator: Any, tmp_path: Path
+    cluster: Cluster, operator: None, tmp_path: Path
 ) -> None:
     await cluster.apply(request(autoApply=False, useMocker=False), NS)
     await profiled(cluster, "sla", tmp_path)
@@ -328,7 +321,7 @@ async def test_without_auto_apply_the_spec_is_generated_only(
     assert await cluster.get("DynamoGraphDeployment", "sla-vllm", NS) is None
 
 
-async def test_a_spec_change_during_profiling_is_refused(cluster: Cluster, operator: Any) -> None:
+async def test_a_spec_change_during_profiling_is_refused(cluster: Cluster, operator: None) -> None:
     await cluster.apply(request(), NS)
     await wait_request(cluster, "sla", "Profiling")
     changed = await cluster.patch(
@@ -349,7 +342,7 @@ async def test_a_spec_change_during_profiling_is_refused(cluster: Cluster, opera
 
 
 async def test_a_fixed_spec_after_failed_validation_is_validated_again(
-    cluster: Cluster, operator: Any
+    cluster: Cluster, operator: None
 ) -> None:
     bad = request()
     bad["spec"]["profilingConfig"]["config"]["sla"]["ttft"] = -1
