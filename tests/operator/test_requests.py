@@ -276,6 +276,15 @@ async def test_output_to_graph_to_ready_then_deployment_deleted(
         "Ready",
     ]
 
+    # the graph degrades (a worker is no longer available), then recovers
+    unavailable = {"status": {"availableReplicas": 0, "conditions": []}}
+    await cluster.patch("Deployment", "sla-mocker-mockerworker", NS, unavailable, sub="status")
+    degraded = await wait_request(cluster, "sla", "Deploying")
+    assert condition(degraded, "DeploymentReady")["status"] == "False"
+    assert events(cluster, "sla")[-1][:2] == ("Warning", "DeploymentNotReady")
+    await cluster.mark_available("sla-mocker-mockerworker", NS)
+    await wait_request(cluster, "sla", "Ready")
+
     await cluster.delete("DynamoGraphDeployment", "sla-mocker", NS)
     gone = await wait_request(cluster, "sla", "DeploymentDeleted")
     assert gone["status"]["deployment"]["state"] == "deleted"
@@ -384,3 +393,34 @@ async def test_a_restarted_operator_adopts_the_job_and_the_graph(
     reasons = [e[1] for e in events(cluster, "sla")]
     assert reasons.count("ProfilingStarted") == 1
     assert reasons.count("DeploymentCreated") == 1
+
+
+async def test_a_restricted_operator_profiles_only_its_namespace(
+    kube: FakeKubeApi, cluster: Cluster
+) -> None:
+    config = OperatorConfig(namespace="team-a", health_port=0)
+    async with running_operator(kube, config):
+        await cluster.apply(request(), "team-b")
+        elsewhere = request("elsewhere", deploymentOverrides={"namespace": "team-b"})
+        await cluster.apply(elsewhere, "team-a")
+        await cluster.apply(request(), "team-a")
+
+        async def profiling() -> bool:
+            body = await cluster.get("DynamoGraphDeploymentRequest", "sla", "team-a")
+            return (body or {}).get("status", {}).get("state") == "Profiling"
+
+        await wait_for(profiling, "team-a's request profiling")
+
+        async def refused() -> dict[str, Any] | None:
+            body = await cluster.get("DynamoGraphDeploymentRequest", "elsewhere", "team-a")
+            state = (body or {}).get("status", {}).get("state")
+            return body if state == "Failed" else None
+
+        failed = await wait_for(refused, "the request for team-b to fail")
+        assert condition(failed, "Validation")["message"] == (
+            "spec.deploymentOverrides.namespace: the operator watches only namespace team-a, "
+            "not team-b"
+        )
+    other = await cluster.get("DynamoGraphDeploymentRequest", "sla", "team-b")
+    assert other is not None and "status" not in other
+    assert await cluster.get("Job", "profile-sla", "team-b") is None
