@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from _operator_harness import validate_k8s
-from test_helm import NS, PLATFORM, _by_kind, _grants, _helm, _render
+from test_helm import CRDS_CHART, NS, PLATFORM, _by_kind, _grants, _helm, _render
 
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.profiling import profiler_rules, profiling_objects
@@ -86,3 +86,19 @@ def test_a_chart_profiler_account_needs_namespace_restriction() -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "needs dynamo-operator.namespaceRestriction.enabled" in result.stderr
+
+
+def test_kubectl_get_dgdr_columns() -> None:
+    crd = _by_kind(_render(CRDS_CHART))[
+        ("CustomResourceDefinition", "dynamographdeploymentrequests.nvidia.com")
+    ]
+    (version,) = crd["spec"]["versions"]
+    columns = [(c["name"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Model", ".spec.model"),
+        ("Backend", ".spec.backend"),
+        ("State", ".status.state"),
+        ("DGD-State", ".status.deployment.state"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+    assert crd["spec"]["names"]["shortNames"] == ["dgdr"]

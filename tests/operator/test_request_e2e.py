@@ -14,6 +14,7 @@ from _kubelet import finish_job, run_job
 from _operator_harness import REPO, Cluster, wait_for
 from test_requests import NS, condition, events, wait_request
 
+from dynamo.deploy.dgdr import load_request
 from dynamo.deploy.graph import load_graph
 
 EXAMPLE = REPO / "examples/mocker/dgdr.yaml"
@@ -71,6 +72,14 @@ async def test_dgdr_job_output_graph_ready(
         await cluster.mark_available(deployment, NS)
     ready = await wait_request(cluster, "qwen", "Ready")
     assert ready["status"]["deployment"]["state"] == "successful"
+    checked = load_request(ready)  # the status fits the CRD's schema (our model of it)
+    assert checked.status is not None
+    assert {c.type for c in checked.status.conditions} == {
+        "Validation",
+        "Profiling",
+        "SpecGenerated",
+        "DeploymentReady",
+    }
     assert condition(ready, "Profiling")["status"] == "True"
     assert [e[1] for e in events(cluster, "qwen")] == [
         "Validated",
@@ -93,6 +102,7 @@ async def test_an_sla_nothing_meets_fails_with_the_profilers_reason(
     assert "\n" not in run.termination_message
     await finish_job(cluster, job, run)
     failed = await wait_request(cluster, "tight", "Failed")
+    load_request(failed)
     message = condition(failed, "Profiling")["message"]
     assert message.endswith(f"; profiler: {run.termination_message}")
     assert "TTFT" in run.termination_message
