@@ -82,9 +82,11 @@ class LocalGraph:
         self.log_path = workdir / f"tp{eng.gpus}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dynamo.cli", "serve", "-f", str(graph_file)]
-            + ["--http-port", str(self.port), "--run-dir", str(workdir / f"run-tp{eng.gpus}")]
-            + ["--color", "never"],
+            [
+                *(sys.executable, "-m", "dynamo.cli", "serve", "-f", str(graph_file)),
+                *("--http-port", str(self.port), "--color", "never"),
+                *("--run-dir", str(workdir / f"run-tp{eng.gpus}")),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
