@@ -27,8 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run(dgdr: Path, out: Path, mode: str) -> tuple[dict, float]:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "dynamo.profiler", "-f", str(dgdr), "-o", str(out)]
-        + ["--mode", mode],
+        [sys.executable, "-m", "dynamo.profiler", "-f", str(dgdr), "-o", str(out), "--mode", mode],
         capture_output=True,
         text=True,
         check=False,

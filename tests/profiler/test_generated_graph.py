@@ -88,9 +88,11 @@ def test_the_generated_mocker_graph_serves(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dynamo.cli", "serve", "-f"]
-            + [str(out / "mocker_config_with_planner.yaml"), "--http-port", str(port)]
-            + ["--run-dir", str(tmp_path / "run"), "--color", "never"],
+            [
+                *(sys.executable, "-m", "dynamo.cli", "serve", "-f"),
+                *(str(out / "mocker_config_with_planner.yaml"), "--http-port", str(port)),
+                *("--run-dir", str(tmp_path / "run"), "--color", "never"),
+            ],
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
