@@ -40,6 +40,7 @@ SMALL = {
                     "decodeInterpolationGranularity": 2,
                 },
                 "engine": {"maxContextLength": 512},
+                "planner": {"plannerAdjustmentInterval": 5},
             }
         },
     },
@@ -102,10 +103,12 @@ def test_the_generated_mocker_graph_serves(tmp_path: Path) -> None:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
         reply = client.completions.create(model="Qwen/Qwen3-0.6B", prompt="Hello", max_tokens=4)
         assert reply.usage is not None and reply.usage.completion_tokens >= 1
-        planner_running = "Planner" in log.read_text()
+        # the planner reads the profile the ConfigMap document carries, mounted from the run dir
+        profile_dir = tmp_path / "run" / "configmaps" / "planner-profile-data"
+        planning = f"planning with {profile_dir / 'prefill_raw_data.json'}"
+        assert _wait(lambda: planning in log.read_text(), START_S), log.read_text()[-3000:]
     finally:
         leftovers = _stop(proc)
-    assert planner_running
     assert leftovers == []
 
 
