@@ -58,5 +58,5 @@ def test_mount_paths_point_at_the_run_dir(tmp_path: Path) -> None:
 def test_a_configmap_without_data_mapping_is_refused(tmp_path: Path) -> None:
     graph = tmp_path / "g.yaml"
     graph.write_text(GRAPH.replace("data: {a.json: '{\"x\": 1}'}", "data: [1]"))
-    with pytest.raises(ConfigError, match="a ConfigMap needs metadata.name and a data mapping"):
+    with pytest.raises(ConfigError, match=r"a ConfigMap needs metadata\.name and a data mapping"):
         plan(ServeConfig(file=str(graph), run_dir=str(tmp_path / "run")))

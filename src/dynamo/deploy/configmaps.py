@@ -9,7 +9,7 @@ it is (the process sees the path it would see in a pod, which does not exist her
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def read_configmaps(path: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def _mounts(spec: ServiceSpec, known: Iterable[str]) -> list[tuple[str, str]]:
+def _mounts(spec: ServiceSpec, known: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(ConfigMap name, mount path) of the service's volumes backed by a known ConfigMap."""
     pod = spec.spec.extra_pod_spec
     if pod is None or pod.main_container is None:
