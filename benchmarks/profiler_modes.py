@@ -6,7 +6,9 @@ predicted TTFT/ITL against what thorough measures at the same points, and wall t
 
 Both modes run the real `python -m dynamo.profiler` on the same request (the DGDR with the
 hardware/sweep settings overridden as given); thorough starts a `dynamo serve` graph per
-candidate. Prints one row per sweep point (rapid, thorough, thorough/rapid) and the choices.
+candidate. Prints one row per sweep point (rapid, thorough, thorough/rapid) and the choices,
+then the serving stack's own TTFT on this machine: the same graph with a mocker that takes no
+time (`--speedup-ratio 0`), at the SLA's ISL, so TTFT = everything but the engine.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import time
 from pathlib import Path
 
 import yaml
+
+from dynamo.profiler.config import load_request
+from dynamo.profiler.hardware import Engine
+from dynamo.profiler.thorough import ThoroughMeasurer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +42,16 @@ def run(dgdr: Path, out: Path, mode: str) -> tuple[dict, float]:
     if proc.returncode != 0:
         sys.exit(f"{mode} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1]}")
     return json.loads((out / "profiling_results.json").read_text()), wall
+
+
+def serving_overhead_ms(dgdr: Path) -> float:
+    """TTFT through frontend + worker of a mocker that takes no time (speedup 0)."""
+    request = load_request(dgdr, mode="thorough")
+    measurer = ThoroughMeasurer(request)
+    try:
+        return measurer.prefill(Engine(1, 0.0, 1.0, 16384), request.sla.isl).ttft_ms
+    finally:
+        measurer.close()
 
 
 def main() -> None:
@@ -58,6 +74,7 @@ def main() -> None:
         dgdr.write_text(yaml.safe_dump(doc))
         rapid, rapid_s = run(dgdr, Path(tmp) / "rapid", "rapid")
         thorough, thorough_s = run(dgdr, Path(tmp) / "thorough", "thorough")
+        overhead = serving_overhead_ms(dgdr)
 
     print("| point | rapid | thorough | thorough/rapid |")
     print("|---|---|---|---|")
@@ -79,6 +96,13 @@ def main() -> None:
             f"{name}: prefill TP{p['gpus']} (TTFT {p['ttftMs']:.1f} ms), decode TP{d['gpus']} "
             f"at concurrency {d['concurrency']} (ITL {d['itlMs']:.1f} ms, "
             f"{d['throughputPerGpu']:.0f} tok/s/GPU); wall {wall:.0f} s"
+        )
+    print(f"serving overhead (speedup-0 mocker, ISL {rapid['sla']['isl']}): TTFT {overhead:.1f} ms")
+    for r, t in zip(rapid["sweep"]["prefill"], thorough["sweep"]["prefill"], strict=True):
+        engine_ms = t["ttft_ms"] - overhead
+        print(
+            f"prefill TP{r['gpus']}: thorough - overhead {engine_ms:.1f} ms vs rapid "
+            f"{r['ttft_ms']:.1f} ms ({engine_ms / r['ttft_ms']:.2f})"
         )
 
 
