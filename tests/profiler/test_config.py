@@ -88,7 +88,7 @@ def test_bad_settings_are_named(config: dict, message: str) -> None:
 
 
 def test_a_spec_without_a_model_fails_validation() -> None:
-    with pytest.raises(ConfigError, match="spec: .*model"):
+    with pytest.raises(ConfigError, match=r"spec: .*model"):
         parse_request({"backend": "vllm", "profilingConfig": {"config": {}}})
 
 

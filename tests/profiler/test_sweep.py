@@ -5,7 +5,7 @@ from __future__ import annotations
 from dynamo.engines.mocker.timing import TimingModel
 from dynamo.profiler.config import Sla
 from dynamo.profiler.hardware import engine
-from dynamo.profiler.measure import DecodePoint, PrefillPoint
+from dynamo.profiler.measure import DecodePoint, PrefillPoint, steady_state
 from dynamo.profiler.rapid import RapidMeasurer
 from dynamo.profiler.select import select
 from dynamo.profiler.sweep import concurrency_points, spread, tp_candidates
@@ -80,3 +80,14 @@ def test_an_unmeetable_sla_names_the_best_achievable_latencies() -> None:
         "TTFT target 10 ms: best achievable 40.0 ms (TP2); "
         "ITL target 2 ms: best achievable 5.9 ms (TP1, concurrency 1)"
     )
+
+
+def test_steady_state_counts_only_while_every_request_streams() -> None:
+    # b starts 2 s late; while both stream, a's gaps are 1 s and b's 0.5 s
+    a = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    b = [2.0, 2.5, 3.0, 3.5, 4.0, 6.0]
+    itl_s, tokens_per_s = steady_state([a, b])
+    assert itl_s == (1.0 + 0.5) / 2
+    assert tokens_per_s == (3 + 4) / 3.0  # gaps inside [2, 5] over its 3 s
+    # a window too short for two tokens each falls back to the whole streams
+    assert steady_state([[0.0, 1.0], [1.0, 3.0]]) == ((1.0 + 2.0) / 2, 2 / 3.0)

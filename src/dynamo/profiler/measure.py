@@ -4,7 +4,8 @@ A prefill point is the TTFT of one request of `isl` tokens on an idle engine. A 
 runs `concurrency` requests of `isl` prompt tokens and `osl` output tokens at once after a
 warm-up pass that puts their prompts in the prefix cache (so the measured ITL is decoding,
 not prefilling, as Dynamo's profiler does it): ITL is each request's mean gap between output
-tokens, averaged; throughput is output tokens per second of the pass, per GPU.
+tokens while all of them stream, averaged; throughput is output tokens per second of that
+window, per GPU (`steady_state`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dynamo.profiler.hardware import Engine
+from dynamo.runtime.errors import DynamoError
 
 PROMPT_VOCAB = (10, 2000)  # token ids every tokenizer we serve has (the mocker's tiny model: 2048)
 
@@ -67,9 +69,23 @@ def prompts(count: int, isl: int, seed: int) -> list[list[int]]:
     return [[rng.randrange(low, high) for _ in range(isl)] for _ in range(count)]
 
 
-def mean_itl_s(times: list[list[float]]) -> float:
-    """Mean over requests of (last token - first token) / gaps; requests of one token skipped."""
-    gaps = [(t[-1] - t[0]) / (len(t) - 1) for t in times if len(t) > 1]
-    if not gaps:
-        raise ValueError("no request produced two tokens: cannot measure ITL")
-    return sum(gaps) / len(gaps)
+def steady_state(times: list[list[float]]) -> tuple[float, float]:
+    """(mean ITL in s, output tokens/s) while every request of the batch was streaming.
+
+    Requests reach the engine over HTTP a little apart; counting only the window from the
+    last first token to the first last token measures the engine at the batch's full
+    concurrency, as the simulator does. A window too short for two tokens per request falls
+    back to each request's whole stream.
+    """
+    streams = [t for t in times if len(t) > 1]
+    if not streams:
+        raise DynamoError("no request of the decode point streamed two tokens")
+    start, end = max(t[0] for t in streams), min(t[-1] for t in streams)
+    inside = [[x for x in t if start <= x <= end] for t in streams]
+    if end > start and all(len(t) > 1 for t in inside):
+        streams, duration = inside, end - start
+    else:
+        duration = max(t[-1] for t in streams) - min(t[0] for t in streams)
+    gaps = [(t[-1] - t[0]) / (len(t) - 1) for t in streams]
+    tokens = sum(len(t) - 1 for t in streams)
+    return sum(gaps) / len(gaps), tokens / duration

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dynamo.engines.mocker.sampling import TokenSampler
 from dynamo.engines.mocker.scheduler import Scheduler
 from dynamo.profiler.hardware import Engine
-from dynamo.profiler.measure import DecodePoint, PrefillPoint, mean_itl_s, prompts
+from dynamo.profiler.measure import DecodePoint, PrefillPoint, prompts, steady_state
 
 _SAMPLER = TokenSampler(2048, [])
 
@@ -52,15 +52,15 @@ class RapidMeasurer:
         scheduler = Scheduler(engine.mocker_config(), _SAMPLER)
         batch = prompts(concurrency, isl, seed=isl * 1000 + concurrency)
         run_batch(scheduler, batch, 1, 0)  # warm-up: the prompts enter the prefix cache
-        times, end_s = run_batch(scheduler, batch, osl, concurrency)
-        tokens = sum(len(t) for t in times)
+        times, _ = run_batch(scheduler, batch, osl, concurrency)
+        itl_s, tokens_per_s = steady_state(times)
         return DecodePoint(
             gpus=engine.gpus,
             isl=isl,
             osl=osl,
             concurrency=concurrency,
-            itl_ms=mean_itl_s(times) * 1000.0,
-            thpt_per_gpu=tokens / end_s / engine.gpus,
+            itl_ms=itl_s * 1000.0,
+            thpt_per_gpu=tokens_per_s / engine.gpus,
             max_kv_tokens=engine.max_kv_tokens,
         )
 

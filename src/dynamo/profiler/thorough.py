@@ -27,7 +27,7 @@ import yaml
 from dynamo.profiler.config import ProfileRequest
 from dynamo.profiler.dgd import MOCKER_TOKENIZER
 from dynamo.profiler.hardware import Engine
-from dynamo.profiler.measure import DecodePoint, PrefillPoint, prompts
+from dynamo.profiler.measure import DecodePoint, PrefillPoint, prompts, steady_state
 from dynamo.runtime.errors import DynamoError
 
 PREFILL_REPEATS = 3
@@ -82,9 +82,11 @@ class LocalGraph:
         self.log_path = workdir / f"tp{eng.gpus}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dynamo.cli", "serve", "-f", str(graph_file)]
-            + ["--http-port", str(self.port), "--run-dir", str(workdir / f"run-tp{eng.gpus}")]
-            + ["--color", "never"],
+            [
+                *(sys.executable, "-m", "dynamo.cli", "serve", "-f", str(graph_file)),
+                *("--http-port", str(self.port), "--color", "never"),
+                *("--run-dir", str(workdir / f"run-tp{eng.gpus}")),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -191,7 +193,9 @@ class ThoroughMeasurer:
         async def run() -> float:
             async with await self._session() as session:
                 ttfts = []
-                for prompt in self._prompts(PREFILL_REPEATS, isl):
+                warm, *measured = self._prompts(PREFILL_REPEATS + 1, isl)
+                await _stream(session, graph.base_url, graph.model, warm, 1)  # first-use costs
+                for prompt in measured:
                     start, times, _ = await _stream(session, graph.base_url, graph.model, prompt, 1)
                     ttfts.append(times[0] - start)
                 return sum(ttfts) / len(ttfts)
@@ -202,30 +206,20 @@ class ThoroughMeasurer:
         graph = self._serving(engine)
         batch = self._prompts(concurrency, isl)
 
-        async def run() -> tuple[list[float], int, float]:
+        async def run() -> list[tuple[float, list[float], int]]:
             async with await self._session() as session:
                 url, model = graph.base_url, graph.model
                 await asyncio.gather(*(_stream(session, url, model, p, 1) for p in batch))
-                started = time.perf_counter()
-                results = await asyncio.gather(
-                    *(_stream(session, url, model, p, osl) for p in batch)
-                )
-                elapsed = time.perf_counter() - started
-            # per request: first to last output over the tokens between them (not the SSE
-            # chunks: one chunk may carry several tokens)
-            gaps = [(t[-1] - t[0]) / (n - 1) for _, t, n in results if len(t) > 1 and n > 1]
-            return gaps, sum(n for _, _, n in results), elapsed
+                return await asyncio.gather(*(_stream(session, url, model, p, osl) for p in batch))
 
-        gaps, tokens, elapsed = asyncio.run(run())
-        if not gaps:
-            raise DynamoError("no request of the decode point streamed two tokens")
+        itl_s, tokens_per_s = steady_state([t for _, t, _ in asyncio.run(run())])
         return DecodePoint(
             gpus=engine.gpus,
             isl=isl,
             osl=osl,
             concurrency=concurrency,
-            itl_ms=sum(gaps) / len(gaps) * 1000.0,
-            thpt_per_gpu=tokens / elapsed / engine.gpus,
+            itl_ms=itl_s * 1000.0,
+            thpt_per_gpu=tokens_per_s / engine.gpus,
             max_kv_tokens=engine.max_kv_tokens,
         )
 
