@@ -136,6 +136,12 @@ async def run_job(
     return PodRun(code, message.strip(), log, mounts)
 
 
+def pod_labels(job: dict[str, Any]) -> dict[str, str]:
+    """The labels the Job controller gives its pods: the template's and `job-name`."""
+    labels = job["spec"]["template"].get("metadata", {}).get("labels") or {}
+    return {**labels, "job-name": job["metadata"]["name"]}
+
+
 async def finish_job(cluster: Cluster, job: dict[str, Any], run: PodRun) -> None:
     """Record `run` as the Job controller and kubelet would: the pod's terminated container,
     then the Job's condition (Failed: BackoffLimitExceeded)."""
@@ -155,7 +161,7 @@ async def finish_job(cluster: Cluster, job: dict[str, Any], run: PodRun) -> None
         "kind": "Pod",
         "metadata": {
             "name": f"{name}-{uuid.uuid4().hex[:5]}",
-            "labels": {"job-name": name, "batch.kubernetes.io/job-name": name},
+            "labels": {**pod_labels(job), "batch.kubernetes.io/job-name": name},
         },
         "spec": job["spec"]["template"]["spec"],
         "status": {

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _kubelet import finish_job, run_job
+from _kubelet import finish_job, pod_labels, run_job
 from _operator_harness import REPO, Cluster, running_operator, validate_k8s, wait_for
 
 from dynamo.operator.config import OperatorConfig
@@ -424,3 +424,46 @@ async def test_a_restricted_operator_profiles_only_its_namespace(
     other = await cluster.get("DynamoGraphDeploymentRequest", "sla", "team-b")
     assert other is not None and "status" not in other
     assert await cluster.get("Job", "profile-sla", "team-b") is None
+
+
+async def test_a_pod_that_cannot_start_is_named_while_profiling(
+    cluster: Cluster, operator: None
+) -> None:
+    await cluster.apply(request(), NS)
+    await wait_request(cluster, "sla", "Profiling")
+    job = await cluster.get("Job", "profile-sla", NS)
+    assert job is not None
+    waiting = {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "profile-sla-abcde", "labels": pod_labels(job)},
+        "spec": job["spec"]["template"]["spec"],
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "profiler",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "pydynamo/runtime:test",
+                    "imageID": "",
+                    "state": {"waiting": waiting},
+                }
+            ],
+        },
+    }
+    await cluster.apply(pod, NS)
+
+    async def named() -> str | None:
+        body = await get_request(cluster, "sla")
+        message = condition(body, "Profiling")["message"]
+        return message if "ImagePullBackOff" in message else None
+
+    message = await wait_for(named, "the stuck pod in the Profiling condition")
+    assert message == (
+        "Job profile-sla is running; pod profile-sla-abcde: ImagePullBackOff: "
+        "Back-off pulling image"
+    )
+    body = await get_request(cluster, "sla")
+    assert body["status"]["state"] == "Profiling"

@@ -1,7 +1,8 @@
-"""kopf handlers of DynamoGraphDeploymentRequests: a request is advanced (`requests.step`, until
-its state stops moving) when it is created or resumed, when its profiling Job changes, and when
-the graph it created changes or is deleted. A spec change once profiling started is refused
-with a `SpecChangeRejected` event. One lock per request keeps the steps in order."""
+"""kopf handlers of DynamoGraphDeploymentRequests: a request is advanced (`requests.step`,
+until its state stops moving) when it is created or resumed, when its profiling Job or pod
+changes, and when the graph it created changes or is deleted. A spec change once profiling
+started is refused with a `SpecChangeRejected` event. One lock per request keeps the steps in
+order."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import kopf
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.kube import FIELD_MANAGER
 from dynamo.operator.profiling import (
+    APP_LABEL,
     DGDR_API_VERSION,
     DGDR_KIND,
     DGDR_PLURAL,
+    PROFILER_APP,
     REQUEST_LABEL,
     REQUEST_NAMESPACE_LABEL,
 )
@@ -128,6 +131,10 @@ def register_request_handlers(
         await advance_or_retry(name, namespace, logger)
 
     @kopf.on.event("batch", "v1", "jobs", labels={REQUEST_LABEL: kopf.PRESENT}, registry=registry)
+    @kopf.on.event(
+        "", "v1", "pods", labels={REQUEST_LABEL: kopf.PRESENT, APP_LABEL: PROFILER_APP},
+        registry=registry,
+    )  # fmt: skip
     async def job_changed(body: kopf.Body, logger: Logger, **_: Any) -> None:
         labels = body.get("metadata", {}).get("labels") or {}
         namespace = labels.get(REQUEST_NAMESPACE_LABEL) or body.get("metadata", {}).get("namespace")

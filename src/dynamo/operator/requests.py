@@ -50,6 +50,17 @@ GPU_KEYS = (
     ("numGpusPerNode", "num_gpus_per_node"),
 )
 TERMINATION_MESSAGE_CHARS = 1000
+# Reasons a container waits that it will not get over by itself (surfaced while profiling).
+STUCK_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,19 @@ async def _termination_message(api: KubeClient, job: Mapping[str, Any]) -> str:
     return newest[1][-TERMINATION_MESSAGE_CHARS:]
 
 
+async def _stuck_pod(api: KubeClient, job: Mapping[str, Any]) -> str:
+    """Why the Job's pod waits, when it cannot start on its own (image, secret, config)."""
+    meta = job["metadata"]
+    pods = await api.list("v1", "Pod", meta["namespace"], {"job-name": meta["name"]})
+    for pod in pods.items:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_REASONS:
+                why = f"pod {pod['metadata']['name']}: {waiting['reason']}"
+                return f"{why}: {waiting['message']}" if waiting.get("message") else why
+    return ""
+
+
 async def _job_failure(api: KubeClient, job: Mapping[str, Any]) -> str:
     cond = _job_condition(job, "Failed") or {}
     reason = cond.get("reason") or "Failed"
@@ -368,7 +392,11 @@ async def _after_profiling(
     if job is not None and _job_condition(job, "Failed") is not None:
         raise RequestFailedError("Profiling", "ProfilingFailed", await _job_failure(api, job))
     if job is not None and _job_condition(job, "Complete") is None:
-        return Step(status)  # still running
+        # still running: say why when its pod cannot start (no event: no transition)
+        stuck = await _stuck_pod(api, job)
+        message = f"Job {name} is running" + (f"; {stuck}" if stuck else "")
+        set_condition(status, "Profiling", False, "ProfilingRunning", message, generation)
+        return Step(status)
     out = await api.get("v1", "ConfigMap", out_name, namespace)
     if out is None:
         why = "completed" if job is not None else "is gone"
