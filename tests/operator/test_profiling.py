@@ -12,12 +12,8 @@ from _operator_harness import validate_k8s
 
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.profiling import profiler_input, profiling_job, profiling_objects
-from dynamo.operator.requests import (
-    MOCKER_CONFIG_KEY,
-    RequestFailedError,
-    generated_graph,
-    parse_output,
-)
+from dynamo.operator.request_output import MOCKER_CONFIG_KEY, generated_graph, parse_output
+from dynamo.operator.request_validation import RequestFailedError
 
 BODY: dict[str, Any] = {
     "apiVersion": "nvidia.com/v1alpha1",

@@ -6,7 +6,8 @@
 `step` reads the request and what it made (Job, output ConfigMap, graph) and returns the next
 status and the events of the transition; the kopf handlers write both and call it again until
 the state stops moving. Every step is idempotent: objects have deterministic names, a Job or
-graph that exists is adopted, never made twice.
+graph that exists is adopted, never made twice. Validation is `request_validation`; reading
+the profiler's output, `request_output`; the Job and its inputs, `profiling`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from dynamo.deploy.dgdr import load_request
-from dynamo.deploy.graph import load_graph
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.profiling import (
     DGDR_KIND,
     JOB_API_VERSION,
-    MAX_NAME_LENGTH,
     REQUEST_LABEL,
     REQUEST_NAMESPACE_LABEL,
     job_name,
@@ -33,22 +29,18 @@ from dynamo.operator.profiling import (
     request_labels,
 )
 from dynamo.operator.reconcile import DGD_API_VERSION, DGD_KIND, apply_object, utc_now
-from dynamo.runtime.errors import ConfigError
+from dynamo.operator.request_output import (
+    CONFIG_KEY,
+    MOCKER_CONFIG_KEY,
+    generated_graph,
+    parse_output,
+)
+from dynamo.operator.request_validation import RequestFailedError, validate
 from dynamo.runtime.kube import KubeApiError, KubeClient
 
-# Keys of ConfigMap dgdr-output-<dgdr> (written by `dynamo.profiler.publish`).
-RESULTS_KEY = "profiling_results.json"
-CONFIG_KEY = "config_with_planner.yaml"
-MOCKER_CONFIG_KEY = "mocker_config_with_planner.yaml"
 # States after which the spec may no longer change (Dynamo's rule: delete and re-create).
 IMMUTABLE_STATES = frozenset({"Profiling", "Deploying", "Ready", "DeploymentDeleted"})
 TERMINAL_STATES = frozenset({"Failed", "DeploymentDeleted"})
-SLA_KEYS = ("ttft", "itl", "isl", "osl")
-GPU_KEYS = (
-    ("minNumGpusPerEngine", "min_num_gpus_per_engine"),
-    ("maxNumGpusPerEngine", "max_num_gpus_per_engine"),
-    ("numGpusPerNode", "num_gpus_per_node"),
-)
 TERMINATION_MESSAGE_CHARS = 1000
 # Reasons a container waits that it will not get over by itself (surfaced while profiling).
 STUCK_REASONS = frozenset(
@@ -76,15 +68,6 @@ class Step:
 
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
-
-
-class RequestFailedError(Exception):
-    """The request cannot go on: `reason` is the condition reason, the message says why."""
-
-    def __init__(self, condition: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.condition = condition
-        self.reason = reason
 
 
 # ---- status helpers --------------------------------------------------------------------------
@@ -127,89 +110,6 @@ def _fail(status: dict[str, Any], exc: RequestFailedError, generation: int | Non
     status["state"] = "Failed"
     set_condition(status, exc.condition, False, exc.reason, str(exc), generation)
     return Step(status, [Event("Warning", exc.reason, str(exc))])
-
-
-# ---- validation ------------------------------------------------------------------------------
-
-
-def _number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestFailedError(
-            "Validation", "InvalidSpec", f"{path}: must be a number, got {value!r}"
-        )
-    if value <= 0:
-        raise RequestFailedError("Validation", "InvalidSpec", f"{path}: must be > 0, got {value}")
-    return float(value)
-
-
-def _validate_sweep_config(config: Mapping[str, Any]) -> None:
-    """The SLA and GPU numbers of `profilingConfig.config`, camelCase or snake_case."""
-    base = "spec.profilingConfig.config"
-    sla = config.get("sla") or {}
-    if not isinstance(sla, Mapping):
-        raise RequestFailedError("Validation", "InvalidSpec", f"{base}.sla: must be a mapping")
-    for key in SLA_KEYS:
-        if sla.get(key) is not None:
-            _number(sla[key], f"{base}.sla.{key}")
-    hardware = config.get("hardware") or {}
-    if not isinstance(hardware, Mapping):
-        raise RequestFailedError("Validation", "InvalidSpec", f"{base}.hardware: must be a mapping")
-    found: dict[str, float] = {}
-    for camel, snake in GPU_KEYS:
-        for key in (camel, snake):
-            if hardware.get(key) is not None:
-                found[camel] = _number(hardware[key], f"{base}.hardware.{key}")
-    low, high = found.get("minNumGpusPerEngine"), found.get("maxNumGpusPerEngine")
-    if low is not None and high is not None and low > high:
-        raise RequestFailedError(
-            "Validation",
-            "InvalidSpec",
-            f"{base}.hardware: minNumGpusPerEngine ({low:g}) > maxNumGpusPerEngine ({high:g})",
-        )
-
-
-async def validate(api: KubeClient, body: Mapping[str, Any], config: OperatorConfig) -> None:
-    """Raise `RequestFailedError` naming the first bad field: the spec's shape (model, backend,
-    types), SLA and GPU counts > 0, the referenced ConfigMap key, names and namespaces."""
-    meta = body.get("metadata", {})
-    try:
-        request = load_request(dict(body))
-    except ConfigError as exc:
-        raise RequestFailedError("Validation", "InvalidSpec", str(exc)) from exc
-    name = str(meta.get("name", ""))
-    if len(name) > MAX_NAME_LENGTH:
-        raise RequestFailedError(
-            "Validation",
-            "InvalidSpec",
-            f"metadata.name: at most {MAX_NAME_LENGTH} characters (Job {job_name(name)} "
-            "labels its pods with its name)",
-        )
-    profiling = request.spec.profiling_config
-    if profiling is not None and profiling.config:
-        _validate_sweep_config(profiling.config)
-    overrides = request.spec.deployment_overrides
-    target = (overrides.namespace if overrides else None) or meta.get("namespace")
-    if config.namespace and target != config.namespace:
-        raise RequestFailedError(
-            "Validation",
-            "InvalidSpec",
-            f"spec.deploymentOverrides.namespace: the operator watches only namespace "
-            f"{config.namespace}, not {target}",
-        )
-    ref = profiling.config_map_ref if profiling is not None else None
-    if ref is not None:
-        cm = await api.get("v1", "ConfigMap", ref.name, meta.get("namespace"))
-        path = "spec.profilingConfig.configMapRef"
-        if cm is None:
-            raise RequestFailedError(
-                "Validation", "InvalidSpec", f"{path}.name: ConfigMap {ref.name} does not exist"
-            )
-        if ref.key not in (cm.get("data") or {}):
-            raise RequestFailedError(
-                "Validation",
-                "InvalidSpec",
-                f"{path}.key: ConfigMap {ref.name} has no key {ref.key}",
-            )
 
 
 # ---- the profiling Job -----------------------------------------------------------------------
@@ -265,91 +165,6 @@ async def _job_failure(api: KubeClient, job: Mapping[str, Any]) -> str:
         what += f" ({cond['message']})"
     last = await _termination_message(api, job)
     return f"{what}; profiler: {last}" if last else what
-
-
-# ---- the output ConfigMap --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Output:
-    """What the profiler published: the graph to deploy, the objects it needs (the planner's
-    profile ConfigMap), and the results summary."""
-
-    graph: dict[str, Any]
-    extras: list[dict[str, Any]]
-    results: dict[str, Any] | None
-
-
-def parse_output(data: Mapping[str, str], key: str, where: str) -> Output:
-    """Split `data[key]` (multi-document YAML: ConfigMaps, then one DGD) and check the DGD
-    against our model. Raises `RequestFailedError` naming the ConfigMap key."""
-    text = data.get(key)
-    if not text:
-        raise RequestFailedError("SpecGenerated", "InvalidOutput", f"{where} has no key {key}")
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
-    except yaml.YAMLError as exc:
-        raise RequestFailedError(
-            "SpecGenerated", "InvalidOutput", f"{where} key {key}: not YAML: {exc}"
-        ) from exc
-    graphs = [d for d in docs if isinstance(d, dict) and d.get("kind") == DGD_KIND]
-    if len(graphs) != 1:
-        raise RequestFailedError(
-            "SpecGenerated",
-            "InvalidOutput",
-            f"{where} key {key}: {len(graphs)} DynamoGraphDeployments, want exactly 1",
-        )
-    extras = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"]
-    others = [d for d in docs if d not in graphs and d not in extras]
-    if others:
-        kinds = sorted(
-            str(d.get("kind") if isinstance(d, dict) else type(d).__name__) for d in others
-        )
-        raise RequestFailedError(
-            "SpecGenerated", "InvalidOutput", f"{where} key {key}: unexpected kinds {kinds}"
-        )
-    try:
-        load_graph(graphs[0])
-    except ConfigError as exc:
-        raise RequestFailedError(
-            "SpecGenerated", "InvalidOutput", f"{where} key {key}: invalid graph: {exc}"
-        ) from exc
-    results = None
-    if data.get(RESULTS_KEY):
-        try:
-            loaded = json.loads(data[RESULTS_KEY])
-        except ValueError as exc:
-            raise RequestFailedError(
-                "SpecGenerated", "InvalidOutput", f"{where} key {RESULTS_KEY}: not JSON: {exc}"
-            ) from exc
-        results = loaded if isinstance(loaded, dict) else None
-    return Output(graphs[0], extras, results)
-
-
-def generated_graph(body: Mapping[str, Any], output: Output) -> dict[str, Any]:
-    """The profiler's graph with the request's overrides (name, namespace, labels,
-    annotations, workers image) and Dynamo's labels naming the request."""
-    meta = body["metadata"]
-    spec = body.get("spec") or {}
-    overrides = spec.get("deploymentOverrides") or {}
-    graph = json.loads(json.dumps(output.graph))
-    gmeta = graph.setdefault("metadata", {})
-    gmeta["name"] = overrides.get("name") or gmeta.get("name") or meta["name"]
-    gmeta["namespace"] = overrides.get("namespace") or meta["namespace"]
-    labels = {**(gmeta.get("labels") or {}), **(overrides.get("labels") or {})}
-    gmeta["labels"] = {**labels, **request_labels(meta["name"], meta["namespace"])}
-    annotations = {**(gmeta.get("annotations") or {}), **(overrides.get("annotations") or {})}
-    if annotations:
-        gmeta["annotations"] = annotations
-    for key in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"):
-        gmeta.pop(key, None)
-    graph.pop("status", None)
-    image = overrides.get("workersImage")
-    if image:
-        for service in (graph.get("spec") or {}).get("services", {}).values():
-            extra = service.setdefault("extraPodSpec", {})
-            extra.setdefault("mainContainer", {})["image"] = image
-    return graph
 
 
 # ---- the steps -------------------------------------------------------------------------------
