@@ -12,7 +12,12 @@ from _operator_harness import validate_k8s
 
 from dynamo.operator.config import OperatorConfig
 from dynamo.operator.profiling import profiler_input, profiling_job, profiling_objects
-from dynamo.operator.request_output import MOCKER_CONFIG_KEY, generated_graph, parse_output
+from dynamo.operator.request_output import (
+    MOCKER_CONFIG_KEY,
+    generated_graph,
+    parse_output,
+    summary,
+)
 from dynamo.operator.request_validation import RequestFailedError
 
 BODY: dict[str, Any] = {
@@ -164,3 +169,18 @@ def test_missing_key_is_named() -> None:
     with pytest.raises(RequestFailedError) as caught:
         parse_output({}, MOCKER_CONFIG_KEY, "ConfigMap out")
     assert str(caught.value) == "ConfigMap out has no key mocker_config_with_planner.yaml"
+
+
+def test_summary_of_the_chosen_engines() -> None:
+    selected = {
+        "prefill": {"tensorParallelSize": 2, "ttftMs": 65.84},
+        "decode": {"tensorParallelSize": 1, "itlMs": 19.83, "concurrency": 103},
+    }
+    assert summary({"meetsSla": True, "selected": selected}) == (
+        "prefill TP2 (TTFT 65.8 ms), decode TP1 (ITL 19.8 ms at concurrency 103)"
+    )
+    assert summary({"meetsSla": False, "selected": selected}).endswith(
+        ", closest to the SLA, which nothing met"
+    )
+    assert summary(None) == ""
+    assert summary({"selected": "?"}) == ""

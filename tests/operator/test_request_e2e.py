@@ -81,6 +81,11 @@ async def test_dgdr_job_output_graph_ready(
         "DeploymentReady",
     }
     assert condition(ready, "Profiling")["status"] == "True"
+    generated_message = condition(ready, "SpecGenerated")["message"]
+    assert generated_message.startswith(
+        f"graph {NS}/{name} from mocker_config_with_planner.yaml: prefill TP1 (TTFT "
+    )
+    assert ", decode TP1 (ITL " in generated_message
     assert [e[1] for e in events(cluster, "qwen")] == [
         "Validated",
         "ProfilingStarted",

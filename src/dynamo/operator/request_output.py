@@ -103,3 +103,28 @@ def generated_graph(body: Mapping[str, Any], output: Output) -> dict[str, Any]:
             extra = service.setdefault("extraPodSpec", {})
             extra.setdefault("mainContainer", {})["image"] = image
     return graph
+
+
+def summary(results: Mapping[str, Any] | None) -> str:
+    """The chosen engines in one line, from `profiling_results.json`'s `selected` (empty when
+    the profiler wrote none), e.g. `prefill TP1 (TTFT 65.8 ms), decode TP1 (ITL 19.8 ms at
+    concurrency 103)`."""
+    selected = (results or {}).get("selected")
+    if not isinstance(selected, Mapping):
+        return ""
+    parts = []
+    prefill, decode = selected.get("prefill"), selected.get("decode")
+    if isinstance(prefill, Mapping) and "tensorParallelSize" in prefill:
+        text = f"prefill TP{prefill['tensorParallelSize']}"
+        if isinstance(prefill.get("ttftMs"), int | float):
+            text += f" (TTFT {prefill['ttftMs']:.1f} ms)"
+        parts.append(text)
+    if isinstance(decode, Mapping) and "tensorParallelSize" in decode:
+        text = f"decode TP{decode['tensorParallelSize']}"
+        if isinstance(decode.get("itlMs"), int | float):
+            text += f" (ITL {decode['itlMs']:.1f} ms"
+            text += f" at concurrency {decode['concurrency']})" if "concurrency" in decode else ")"
+        parts.append(text)
+    if parts and (results or {}).get("meetsSla") is False:
+        parts.append("closest to the SLA, which nothing met")
+    return ", ".join(parts)

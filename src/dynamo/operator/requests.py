@@ -34,6 +34,7 @@ from dynamo.operator.request_output import (
     MOCKER_CONFIG_KEY,
     generated_graph,
     parse_output,
+    summary,
 )
 from dynamo.operator.request_validation import RequestFailedError, validate
 from dynamo.runtime.kube import KubeApiError, KubeClient
@@ -230,10 +231,11 @@ async def _after_profiling(
         status, "Profiling", True, "ProfilingSucceeded", f"Job {name} completed", generation
     )
     gname = f"{graph['metadata']['namespace']}/{graph['metadata']['name']}"
-    set_condition(
-        status, "SpecGenerated", True, "SpecGenerated", f"graph {gname} from {key}", generation
-    )
-    events = [Event("Normal", "ProfilingSucceeded", f"Job {name} completed; graph {gname}")]
+    chosen = summary(output.results)
+    generated = f"graph {gname} from {key}" + (f": {chosen}" if chosen else "")
+    set_condition(status, "SpecGenerated", True, "SpecGenerated", generated, generation)
+    done = f"Job {name} completed; {generated}"
+    events = [Event("Normal", "ProfilingSucceeded", done)]
     if spec.get("autoApply"):
         status["state"] = "Deploying"
         status["deployment"] = {
