@@ -3,6 +3,7 @@ back by the planner and validated against our CRD schema; failures end in one st
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import zipfile
 from pathlib import Path
@@ -115,8 +116,16 @@ def test_rapid_writes_every_output_the_planner_and_the_crd_accept(
         assert args[args.index("--backend") + 1] == planner_backend
         assert args[args.index("--profile-results-dir") + 1] == "/workspace/profiling_results"
         assert args[-2:] == ["--load-predictor", "constant"]
-    stdout = capsys.readouterr().out
-    assert stdout.startswith("prefill TP1: TTFT 65.8 ms")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("prefill TP1: TTFT 65.8 ms")
+    plots = ["prefill_performance.png", "decode_performance.png"]
+    plots += ["prefill_ttft_interpolation.png", "decode_itl_interpolation.png"]
+    if importlib.util.find_spec("matplotlib"):  # the profiler extra
+        for name in plots:
+            assert (out / name).read_bytes().startswith(b"\x89PNG")
+    else:
+        assert "profiler: no plots: matplotlib is not installed" in captured.err
+        assert not any((out / name).exists() for name in plots)
 
 
 def test_dynamo_profile_maps_onto_the_profiler(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,3 +150,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m dynamo.pro
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+    except Exception as exc:  # a bug: the trace for the log, then the one-line reason last
+        traceback.print_exc()
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR

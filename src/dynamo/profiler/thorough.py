@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from dynamo.profiler.hardware import Engine
 from dynamo.profiler.measure import DecodePoint, PrefillPoint, prompts, steady_state
 from dynamo.runtime.errors import DynamoError
 
-PREFILL_REPEATS = 3
+PREFILL_REPEATS = 5  # TTFT is their median: one slow request on a busy machine is noise
 STOP_GRACE_S = 15.0
 REQUEST_TIMEOUT_S = 600.0
 
@@ -198,7 +199,7 @@ class ThoroughMeasurer:
                 for prompt in measured:
                     start, times, _ = await _stream(session, graph.base_url, graph.model, prompt, 1)
                     ttfts.append(times[0] - start)
-                return sum(ttfts) / len(ttfts)
+                return statistics.median(ttfts)
 
         return PrefillPoint(engine.gpus, isl, asyncio.run(run()) * 1000.0)
 
