@@ -41,7 +41,6 @@ from dynamo.runtime.kube import KubeApiError, KubeClient
 
 # States after which the spec may no longer change (Dynamo's rule: delete and re-create).
 IMMUTABLE_STATES = frozenset({"Profiling", "Deploying", "Ready", "DeploymentDeleted"})
-TERMINAL_STATES = frozenset({"Failed", "DeploymentDeleted"})
 TERMINATION_MESSAGE_CHARS = 1000
 # Reasons a container waits that it will not get over by itself (surfaced while profiling).
 STUCK_REASONS = frozenset(
