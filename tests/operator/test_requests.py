@@ -467,3 +467,20 @@ async def test_a_pod_that_cannot_start_is_named_while_profiling(
     )
     body = await get_request(cluster, "sla")
     assert body["status"]["state"] == "Profiling"
+
+
+async def test_a_graph_of_the_same_name_not_made_by_the_request_is_not_taken(
+    cluster: Cluster, operator: None, tmp_path: Path
+) -> None:
+    await cluster.apply(graph_doc("sla-mocker"), NS)
+    await cluster.apply(request(), NS)
+    await profiled(cluster, "sla", tmp_path)
+    failed = await wait_request(cluster, "sla", "Failed")
+    cond = condition(failed, "DeploymentReady")
+    assert (cond["reason"], cond["message"]) == (
+        "DeploymentConflict",
+        f"DynamoGraphDeployment {NS}/sla-mocker exists and was not made by this request",
+    )
+    graph = await cluster.get("DynamoGraphDeployment", "sla-mocker", NS)
+    assert graph is not None
+    assert "dgdr.nvidia.com/name" not in (graph["metadata"].get("labels") or {})
