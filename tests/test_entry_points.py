@@ -22,6 +22,9 @@ ENTRY_POINTS: dict[str, str | None] = {
     "dynamo.operator.check": None,
     "dynamo.operator.crdgen": None,
     "dynamo.planner": None,
+    "dynamo.profiler": None,
+    "dynamo.profiler.job": None,  # the DGDR profiling Job's command
+    "dynamo.profiler.publish": None,
     "dynamo.vllm": "python -m dynamo.vllm: error: vLLM is not installed in this Python "
     f"environment: {VLLM_HINT} (No module named 'vllm')",
     "dynamo.sglang": "python -m dynamo.sglang: error: SGLang is not installed in this Python "

@@ -1,4 +1,5 @@
-"""The `dynamo` console script: `serve`, `ps`, `scale`, `top`, `check`, `planner`, `version`.
+"""The `dynamo` console script: `serve`, `ps`, `scale`, `top`, `check`, `planner`, `profile`,
+`version`.
 
 Subcommands import their implementation lazily, so `dynamo --help` stays fast and a missing
 optional part (e.g. the operator's checks) only fails the command that needs it.
@@ -89,6 +90,12 @@ def _cmd_planner(argv: list[str]) -> int:
     return planner_main(argv, prog="dynamo planner")
 
 
+def _cmd_profile(argv: list[str]) -> int:
+    from dynamo.profiler.main import main as profiler_main
+
+    return profiler_main(argv, prog="dynamo profile")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dynamo.deploy.serve import ServeConfig
     from dynamo.runtime.config import add_arguments
@@ -141,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         "planner", help="read and acknowledge a virtual planner's decisions", add_help=False
     )
 
+    # `dynamo profile -f DGDR.yaml -o DIR` likewise (python -m dynamo.profiler).
+    sub.add_parser(
+        "profile", help="profile a DGDR against its SLA and generate the graph", add_help=False
+    )
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     return parser
@@ -156,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args_list[:1] == ["planner"]:
         return _cmd_planner(args_list[1:])
+    if args_list[:1] == ["profile"]:
+        return _cmd_profile(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     try:

@@ -24,7 +24,11 @@ from dynamo.runtime.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 # Graphs only: examples/<backend>/recipes/ holds engine-argument files (--extra-engine-args).
-EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "recipes" not in p.parts)
+EXAMPLES = sorted(
+    p
+    for p in (REPO / "examples").rglob("*.yaml")
+    if "recipes" not in p.parts and "kind: DynamoGraphDeployment\n" in p.read_text()
+)  # the DGDR examples (kind DynamoGraphDeploymentRequest) are tested in tests/operator
 
 
 def _doc(text: str = GUIDE_MY_LLM) -> dict:

@@ -37,6 +37,10 @@ PLURALS = {
     "Role": ("rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
     "DynamoGraphDeployment": ("nvidia.com/v1alpha1", DGD_PLURAL),
+    "DynamoGraphDeploymentRequest": ("nvidia.com/v1alpha1", "dynamographdeploymentrequests"),
+    "Job": ("batch/v1", "jobs"),
+    "Pod": ("v1", "pods"),
+    "ConfigMap": ("v1", "configmaps"),
 }
 
 

@@ -15,7 +15,11 @@ from dynamo.runtime.errors import ConfigError
 
 NS = "dynamo-system"
 UID = "0b5c2c2e-0000-4000-8000-000000000001"
-EXAMPLES = sorted((REPO / "examples").glob("*/*.yaml"))
+EXAMPLES = sorted(  # graphs only: DGDR examples are tested in test_request_e2e
+    p
+    for p in (REPO / "examples").glob("*/*.yaml")
+    if load_yaml(p)["kind"] == "DynamoGraphDeployment"
+)
 
 
 def _body(doc: dict[str, Any], namespace: str = NS) -> dict[str, Any]:

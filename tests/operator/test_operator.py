@@ -21,7 +21,11 @@ from dynamo.operator.manifests import build_manifests
 from dynamo.testing.kube_api import FakeKubeApi
 
 NS = "dynamo-system"
-EXAMPLES = sorted((REPO / "examples").glob("*/*.yaml"))
+EXAMPLES = sorted(  # graphs only: DGDR examples are tested in test_request_e2e
+    p
+    for p in (REPO / "examples").glob("*/*.yaml")
+    if load_yaml(p)["kind"] == "DynamoGraphDeployment"
+)
 GRAPH_KEYS = {
     ("Deployment", "my-llm-frontend"),
     ("Deployment", "my-llm-vllmdecodeworker"),

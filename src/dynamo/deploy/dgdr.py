@@ -28,6 +28,13 @@ class ConfigMapKeyRef(CrdModel):
     key: str = Field(default="disagg.yaml", description="Key inside the ConfigMap.")
 
 
+class SecretKeyRef(CrdModel):
+    """A key of a Secret (the Hugging Face token of the profiling Job)."""
+
+    name: str = Field(min_length=1, description="Secret name.")
+    key: str = Field(default="HF_TOKEN", description="Key inside the Secret.")
+
+
 class ProfilingConfig(CrdModel):
     """How the profiling Job runs and what it sweeps."""
 
@@ -47,6 +54,17 @@ class ProfilingConfig(CrdModel):
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node selector of the profiling Job."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Time limit of the profiling Job (default: the platform's)."
+    )
+    hf_token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key set as HF_TOKEN in the Job (default: the platform's, if any).",
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Image pull secrets of the Job, added to the platform's.",
     )
 
 

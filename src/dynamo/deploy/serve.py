@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from dynamo.deploy.builder import ServiceSpec, build_graph, detect_backend
+from dynamo.deploy.configmaps import mount_locally, read_configmaps, write_configmaps
 from dynamo.deploy.graph import DynamoGraphDeployment, load_graph
 from dynamo.deploy.logs import LogPrinter
 from dynamo.deploy.process import env_diff, local_argv, write_python_shims
@@ -81,6 +82,9 @@ class ServeConfig:
     )
 
 
+CONFIGMAPS_DIR = "configmaps"
+
+
 @dataclasses.dataclass(frozen=True)
 class ServePlan:
     """What `dynamo serve` will run, fully resolved (used by both dry-run and the runner)."""
@@ -89,6 +93,7 @@ class ServePlan:
     specs: list[ServiceSpec]
     run_dir: Path
     extra_env: dict[str, str]  # the runner's own settings, on top of each spec's env
+    configmaps: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def plan(config: ServeConfig, environ: Mapping[str, str] | None = None) -> ServePlan:
@@ -105,13 +110,17 @@ def plan(config: ServeConfig, environ: Mapping[str, str] | None = None) -> Serve
         discovery_backend=env.get("DYN_DISCOVERY_BACKEND") or None,
     )
     run_dir = (Path(config.run_dir) if config.run_dir else run_dir_for(graph.name)).absolute()
+    configmaps = read_configmaps(Path(config.file))  # the file's own, mounted from the run dir
+    specs = mount_locally(specs, configmaps, run_dir / CONFIGMAPS_DIR)
     extra = {
         "PATH": f"{run_dir / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}",
         "PYTHONUNBUFFERED": "1",
         CONTROL_ENV: str(run_dir / CONTROL_SOCKET),
         "DYN_FILE_KV": env.get("DYN_FILE_KV") or str(run_dir / "kv"),
     }
-    return ServePlan(graph=graph, specs=specs, run_dir=run_dir, extra_env=extra)
+    return ServePlan(
+        graph=graph, specs=specs, run_dir=run_dir, extra_env=extra, configmaps=configmaps
+    )
 
 
 def local_notes(spec: ServiceSpec) -> list[str]:
@@ -190,6 +199,7 @@ def prepare_run_dir(p: ServePlan) -> None:
         shutil.rmtree(kv, ignore_errors=True)
         kv.mkdir()
     write_python_shims(p.run_dir / "bin")
+    write_configmaps(p.configmaps, p.run_dir / CONFIGMAPS_DIR)
 
 
 async def run(p: ServePlan, config: ServeConfig, *, stream: TextIO | None = None) -> int:

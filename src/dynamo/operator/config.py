@@ -53,6 +53,38 @@ class OperatorConfig:
         help="port of the Prometheus /metrics endpoint (0: off; the chart sets 8082)",
         env="DYN_OPERATOR_METRICS_PORT",
     )
+    profiler_service_account: str = option(
+        "",
+        help="ServiceAccount of DGDR profiling Jobs (empty: one per request, made by the operator, "
+        "that may write only its output ConfigMap)",
+        env="DYN_OPERATOR_PROFILER_SERVICE_ACCOUNT",
+    )
+    profiler_hf_token_secret: str = option(
+        "",
+        help="Secret (`name` or `name:key`, key HF_TOKEN by default) set as HF_TOKEN in profiling "
+        "Jobs whose DGDR names none (empty: none)",
+        env="DYN_OPERATOR_PROFILER_HF_TOKEN_SECRET",
+    )
+    profiler_image_pull_secrets: str = option(
+        "",
+        help="comma-separated image pull secrets of every profiling Job (empty: none)",
+        env="DYN_OPERATOR_PROFILER_IMAGE_PULL_SECRETS",
+    )
+    profiler_backoff_limit: int = option(
+        1,
+        help="retries of a failed profiling pod before its Job fails",
+        env="DYN_OPERATOR_PROFILER_BACKOFF_LIMIT",
+    )
+    profiler_deadline_s: int = option(
+        14400,
+        help="time limit of a profiling Job whose DGDR sets no activeDeadlineSeconds",
+        env="DYN_OPERATOR_PROFILER_DEADLINE_S",
+    )
+    profiler_ttl_s: int = option(
+        86400,
+        help="seconds a finished profiling Job and its pods are kept (ttlSecondsAfterFinished)",
+        env="DYN_OPERATOR_PROFILER_TTL_S",
+    )
     log_level: str = option(
         "info",
         help="log level",

@@ -67,7 +67,7 @@ CRDS: tuple[CrdInfo, ...] = (
             _column("Model", ".spec.model", "Model to serve."),
             _column("Backend", ".spec.backend", "Requested backend."),
             _column("State", ".status.state", "Request state."),
-            _column("DGD", ".status.deployment.name", "Generated DynamoGraphDeployment."),
+            _column("DGD-State", ".status.deployment.state", "State of the created graph."),
             _AGE,
         ),
     ),

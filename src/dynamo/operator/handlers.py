@@ -1,7 +1,8 @@
 """The kopf side of the operator: thin handlers that call `reconcile`, and `run` to start it.
 
 A DGD is reconciled on create, update and operator start (resume); a change of one of its
-workloads (Deployment/LeaderWorkerSet status) refreshes its status. Deleting a DGD needs no
+workloads (Deployment/LeaderWorkerSet status) refreshes its status. DGDRs are advanced by
+`request_handlers`. Deleting a DGD needs no
 handler: every child carries an owner reference and the API server collects it.
 """
 
@@ -26,6 +27,7 @@ from dynamo.operator.reconcile import (
     reconcile_graph,
     utc_now,
 )
+from dynamo.operator.request_handlers import register_request_handlers
 from dynamo.operator.status import REASON_INVALID, REASON_RECONCILE_FAILED, failed_status
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.kube import KubeApiError, KubeClient, KubeConnection
@@ -190,6 +192,7 @@ def build_registry(
         except KubeApiError as exc:
             logger.warning("cannot refresh status of %s/%s: %s", namespace, name, exc)
 
+    register_request_handlers(registry, api, config)
     return registry
 
 

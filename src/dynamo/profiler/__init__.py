@@ -1,1 +1,1 @@
-"""profiler."""
+"""The DGDR profiler: sweep engine configurations against an SLA, pick, write the graph."""

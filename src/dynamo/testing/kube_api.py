@@ -52,6 +52,7 @@ RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
     ("v1/pods", "Pod", True, {"status"}),
     ("discovery.k8s.io/v1/endpointslices", "EndpointSlice", True, set()),
     ("apps/v1/deployments", "Deployment", True, {"status", "scale"}),
+    ("batch/v1/jobs", "Job", True, {"status"}),
     ("rbac.authorization.k8s.io/v1/roles", "Role", True, set()),
     ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding", True, set()),
     ("leaderworkerset.x-k8s.io/v1/leaderworkersets", "LeaderWorkerSet", True, {"status"}),

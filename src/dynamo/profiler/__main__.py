@@ -1,0 +1,7 @@
+"""`python -m dynamo.profiler`."""
+
+import sys
+
+from dynamo.profiler.main import main
+
+sys.exit(main())

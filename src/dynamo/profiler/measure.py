@@ -1,0 +1,91 @@
+"""What a sweep measures, and the interface both ways of measuring it implement.
+
+A prefill point is the TTFT of one request of `isl` tokens on an idle engine. A decode point
+runs `concurrency` requests of `isl` prompt tokens and `osl` output tokens at once after a
+warm-up pass that puts their prompts in the prefix cache (so the measured ITL is decoding,
+not prefilling, as Dynamo's profiler does it): ITL is each request's mean gap between output
+tokens while all of them stream, averaged; throughput is output tokens per second of that
+window, per GPU (`steady_state`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from dynamo.profiler.hardware import Engine
+from dynamo.runtime.errors import DynamoError
+
+PROMPT_VOCAB = (10, 2000)  # token ids every tokenizer we serve has (the mocker's tiny model: 2048)
+
+
+@dataclass(frozen=True)
+class PrefillPoint:
+    gpus: int
+    isl: int
+    ttft_ms: float
+
+    @property
+    def thpt_per_gpu(self) -> float:
+        """Prompt tokens per second per GPU."""
+        return self.isl / self.ttft_ms * 1000.0 / self.gpus
+
+
+@dataclass(frozen=True)
+class DecodePoint:
+    gpus: int
+    isl: int
+    osl: int
+    concurrency: int
+    itl_ms: float
+    thpt_per_gpu: float  # output tokens per second per GPU
+    max_kv_tokens: int
+
+    @property
+    def context_length(self) -> float:
+        """The mean context while decoding, as the planner looks it up."""
+        return self.isl + self.osl / 2
+
+    @property
+    def kv_usage(self) -> float:
+        return min(1.0, self.concurrency * self.context_length / self.max_kv_tokens)
+
+
+class Measurer(Protocol):
+    """Measures candidate engines: `rapid` simulates them, `thorough` runs them."""
+
+    def prefill(self, engine: Engine, isl: int) -> PrefillPoint: ...
+
+    def decode(self, engine: Engine, isl: int, osl: int, concurrency: int) -> DecodePoint: ...
+
+    def close(self) -> None: ...
+
+
+def prompts(count: int, isl: int, seed: int) -> list[list[int]]:
+    """`count` distinct prompts of `isl` token ids (no shared first block)."""
+    rng = random.Random(seed)
+    low, high = PROMPT_VOCAB
+    return [[rng.randrange(low, high) for _ in range(isl)] for _ in range(count)]
+
+
+def steady_state(times: list[list[float]]) -> tuple[float, float]:
+    """(mean ITL in s, output tokens/s) while every request of the batch was streaming.
+
+    Requests reach the engine over HTTP a little apart; counting only the window from the
+    last first token to the first last token measures the engine at the batch's full
+    concurrency, as the simulator does. A window too short for two tokens per request falls
+    back to each request's whole stream.
+    """
+    streams = [t for t in times if len(t) > 1]
+    if not streams:
+        raise DynamoError("no request of the decode point streamed two tokens")
+    start, end = max(t[0] for t in streams), min(t[-1] for t in streams)
+    inside = [[x for x in t if start <= x <= end] for t in streams]
+    if end > start and all(len(t) > 1 for t in inside):
+        streams, duration = inside, end - start
+    else:
+        duration = max(t[-1] for t in streams) - min(t[0] for t in streams)
+    gaps = [(t[-1] - t[0]) / (len(t) - 1) for t in streams]
+    tokens = sum(len(t) - 1 for t in streams)
+    return sum(gaps) / len(gaps), tokens / duration
