@@ -3,7 +3,8 @@
 A `Stack` is the server side of one measurement (a frontend and its workers, ours or the
 real Dynamo's) started as subprocesses in a fresh file-discovery directory and stopped,
 directory included, when the `with` block ends, on error and on SIGTERM too. The
-benchmark clients themselves live in `../shared/bench` and are run by path.
+benchmark clients live in `benchmarks/clients` and are run by path (the same code measures ours
+and the peer); the traces are in `benchmarks/traces`, the peer's scripts in `benchmarks/peer`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from types import TracebackType
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-FALLBACK_BENCH_DIR = Path("/work/shared/bench")
-DEFAULT_PEER_VENV = Path("/work/peer-venv")
+CLIENTS_DIR = REPO / "benchmarks" / "clients"
+PEER_DIR = REPO / "benchmarks" / "peer"
+DEFAULT_TRACE = REPO / "benchmarks" / "traces" / "mooncake_conversation_trace.jsonl.xz"
+DEFAULT_PEER_VENV = REPO / ".venv-peer"  # benchmarks/peer/setup_peer.sh .venv-peer
 MODEL_NAME = "tiny"
 
 
@@ -37,12 +40,11 @@ class BenchError(RuntimeError):
 
 
 def bench_dir(arg: str | None) -> Path:
-    """The shared benchmark clients: `arg`, else `../shared/bench` beside the repo, else /work."""
-    candidates = [Path(arg)] if arg else [REPO.parent / "shared" / "bench", FALLBACK_BENCH_DIR]
-    for path in candidates:
-        if (path / "load.py").is_file():
-            return path.resolve()
-    raise BenchError(f"no benchmark clients (load.py) in {', '.join(map(str, candidates))}")
+    """The benchmark clients: the directory `arg` (`--bench-dir`), else `benchmarks/clients`."""
+    path = Path(arg) if arg else CLIENTS_DIR
+    if not (path / "load.py").is_file():
+        raise BenchError(f"no benchmark clients (load.py) in {path}")
+    return path.resolve()
 
 
 def tiny_model_dir() -> str:
@@ -270,9 +272,12 @@ def peer_stack(
     """The real Dynamo via `run_peer.sh` (its mocker and frontend, file discovery, TCP, ZMQ)."""
     stack = Stack(name)
     venv = python.parent.parent
+    run_peer = bench / "run_peer.sh"
+    if not run_peer.is_file():  # a --bench-dir of clients only
+        run_peer = PEER_DIR / "run_peer.sh"
     try:
         stack.spawn("run_peer", [
-            "bash", str(bench / "run_peer.sh"), str(venv), model_dir, str(port), router_mode,
+            "bash", str(run_peer), str(venv), model_dir, str(port), router_mode,
             str(workers), str(block_size), str(blocks), f"{speedup:g}",
         ], exits=True)  # fmt: skip
     except BaseException:
@@ -284,7 +289,7 @@ def peer_stack(
 def add_common_arguments(parser: argparse.ArgumentParser, *, speedup: float) -> None:
     """The options every end-to-end benchmark has: mocker speed, where things are, the output."""
     parser.add_argument("--speedup", type=float, default=speedup, help="mocker speedup ratio")
-    parser.add_argument("--bench-dir", help="shared clients (default ../shared/bench)")
+    parser.add_argument("--bench-dir", help="clients (default benchmarks/clients)")
     parser.add_argument("--model-dir", help="model directory (default: dynamo:tinymodel)")
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--json-out", help="write the results here")
@@ -296,7 +301,9 @@ def find_peer(venv: Path, wanted: bool = True) -> Path | None:
         return None
     python = peer_python(venv)
     if python is None:
-        print(f"note: no real Dynamo in {venv} (see setup_peer.sh): peer skipped")
+        print(
+            f"note: no real Dynamo in {venv} (benchmarks/peer/setup_peer.sh {venv}): peer skipped"
+        )
     return python
 
 
@@ -318,7 +325,7 @@ def start_stack(
         )  # fmt: skip
     else:
         if bench is None:
-            raise BenchError(f"{name}: the peer needs the shared clients' run_peer.sh")
+            bench = PEER_DIR
         stack = peer_stack(
             name, peer, bench, model_dir, port, router_mode, speedup=speedup, **shape
         )

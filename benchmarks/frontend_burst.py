@@ -1,7 +1,7 @@
 """Time to first token of a burst: B long prompts sent at the same instant to one mocker.
 
     python benchmarks/frontend_burst.py [--burst 16 --tokens 6000 --rounds 10]
-        [--peer-venv /work/peer-venv | --no-peer] [--speedup 1000]
+        [--peer-venv .venv-peer | --no-peer] [--speedup 1000]
 
 The engine is made negligible (`--speedup 1000`), so the TTFT measured is what the frontend
 adds: parsing, tokenizing B prompts of T tokens that arrived together, routing. Each round

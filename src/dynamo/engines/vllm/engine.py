@@ -26,6 +26,7 @@ from dynamo.engines.adapter_common import (
 from dynamo.engines.base import Engine, EngineEventSink, EngineInfo, EngineMetrics
 from dynamo.engines.cancellable import STOPPED, until_stopped
 from dynamo.engines.model_resolution import ResolvedModel, resolve_model
+from dynamo.engines.torch_extensions import broken_torch_extension
 from dynamo.engines.vllm.disagg import (
     leg_kv_transfer_params,
     leg_sampling_kwargs,
@@ -57,7 +58,11 @@ KV_EVENTS_TOPIC = "kv-events"
 
 
 def import_vllm() -> Any:
-    """The `vllm` module, or ConfigError telling how to install it."""
+    """The `vllm` module, or ConfigError telling how to install it, or how to remove the torch
+    extensions (torchvision, ...) that would break its import."""
+    broken = broken_torch_extension()
+    if broken is not None:
+        raise ConfigError(broken)
     return import_engine("vllm", "vLLM", INSTALL_HINT)
 
 
