@@ -1,12 +1,13 @@
 """Frontend throughput: our frontend against the real NVIDIA Dynamo's, back to back.
 
     python benchmarks/frontend_load.py [--n 2000 --c 64 --m 16] [--chat] [--rounds 1]
-        [--router-mode round-robin] [--http-workers 1,2] [--peer-venv /work/peer-venv | --no-peer]
-        [--bench-dir ../shared/bench] [--profile DIR]
+        [--router-mode round-robin] [--http-workers 1,2] [--peer-venv .venv-peer | --no-peer]
+        [--bench-dir benchmarks/clients] [--profile DIR]
 
 Each system gets one mocker worker at a speedup that makes the engine negligible
-(`--speedup 1000`) and its own frontend, in a fresh file-discovery directory; then the shared
-closed-loop client `load.py` runs C concurrent streams of M tokens, N requests in all.
+(`--speedup 1000`) and its own frontend, in a fresh file-discovery directory; then the
+closed-loop client `benchmarks/clients/load.py` runs C concurrent streams of M tokens,
+N requests in all.
 Prints req/s and p50/p99 latency of both and the ratio ours/peer. `--http-workers 1,2`
 measures our frontend once per process count (`--num-http-workers`; the peer, one
 multi-threaded process, runs once per round); frontend CPU counts all of its processes.

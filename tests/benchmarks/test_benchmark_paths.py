@@ -14,7 +14,6 @@ OUTSIDE = re.compile(r"\.\./shared|/work/shared|shared/(bench|traces)")
 # Files of other branches (#19: router-defaults, http-workers) that still name ../shared; the
 # merge replaces those lines and empties this set (the test fails until it is emptied).
 PENDING_OTHER_BRANCHES = {
-    "benchmarks/frontend_load.py",
     "benchmarks/routing_quality.py",
     "benchmarks/routing_sim.py",
 }
