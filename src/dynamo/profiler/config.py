@@ -272,8 +272,8 @@ def _dgd_name(dgdr_name: Any, model: str) -> str:
     """A DNS-1123 name for the generated DGD: the DGDR's, else one from the model id."""
     if dgdr_name:
         return str(dgdr_name)
-    base = re.sub(r"[^a-z0-9-]+", "-", model.rsplit("/", 1)[-1].lower()).strip("-")
-    return (base or "profiled")[:40].strip("-") or "profiled"
+    base = re.sub(r"[^a-z0-9-]+", "-", model.rsplit("/", 1)[-1].lower())[:40].strip("-")
+    return base or "profiled"
 
 
 def load_request(path: str | Path, *, mode: str | None = None) -> ProfileRequest:
