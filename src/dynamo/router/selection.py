@@ -76,7 +76,13 @@ def select_candidate(
     overlap_credit_decay: float = 0.0,
     request_blocks: int = 1,
 ) -> Candidate:
-    """Pick the cheapest candidate (ties: smallest tree, then random), or softmax-sample."""
+    """Pick the cheapest candidate, or softmax-sample.
+
+    Ties go to the smallest tree, then to a random one (Dynamo's rule). With a credit above 1,
+    the candidate holding more of the prompt comes first: that credit clamps the prefill cost
+    of every worker holding enough of the prompt to 0, so at credit 4 a worker holding a
+    quarter of the prompt would tie with one holding all of it, and the smaller tree would win.
+    """
     if not candidates:
         raise ValueError("select_candidate needs at least one candidate")
     costs = candidate_costs(
@@ -86,6 +92,9 @@ def select_candidate(
         return candidates[softmax_sample(costs, temperature, rng)]
     best = min(costs)
     tied = [c for c, cost in zip(candidates, costs, strict=True) if cost == best]
+    if len(tied) > 1 and overlap_credit > 1.0:
+        most = max(c.overlap_blocks for c in tied)
+        tied = [c for c in tied if c.overlap_blocks == most]
     if len(tied) > 1:
         smallest = min(c.tree_size for c in tied)
         tied = [c for c in tied if c.tree_size == smallest]
