@@ -18,7 +18,7 @@ from dynamo.runtime.logging_config import parse_log_filter
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 
-# Where our defaults differ from Dynamo 1.6.1's (1 and 1), see docs/router.md#defaults: one block
+# Where our defaults differ from Dynamo 1.6.1's (1 and 1); docs/router.md, "Defaults": one block
 # of prefill costs an engine far more than one more active KV block, and a cached prefix is worth
 # more than the prefill it saves one request (a second copy spends cache, splits a conversation).
 DEFAULT_OVERLAP_SCORE_WEIGHT = 16.0

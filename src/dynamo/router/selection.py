@@ -4,9 +4,9 @@ cost = overlap_weight * max(raw_prefill_blocks - credit * overlap_blocks, 0) + d
 lower is better (Dynamo's `DefaultWorkerSelector`, 1.6.1): `raw_prefill_blocks` is the worker's
 pending prefill tokens plus this whole prompt, in blocks; `decode_blocks` its active KV blocks
 with this request. `overlap_weight` is Dynamo's prefill load scale (the older overlap score
-weight); `credit` (default 1) is the overlap score credit, divided by
-`1 + decay * excess / request_blocks` when a worker's pending prefill exceeds the least loaded
-candidate's by `excess` blocks. With credit 1 and decay 0 this is the original
+weight); `credit` is the overlap score credit (1 here and in Dynamo; `RouterConfig` defaults
+to 4), divided by `1 + decay * excess / request_blocks` when a worker's pending prefill exceeds
+the least loaded candidate's by `excess` blocks. With credit 1 and decay 0 this is the original
 `overlap_weight * prefill_blocks + decode_blocks`.
 """
 
