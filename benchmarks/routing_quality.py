@@ -1,16 +1,22 @@
-"""Routing quality: prefix-cache hit rate and TTFT of a Mooncake trace replay, kv vs round-robin.
+"""Routing quality: prefix-cache hit rate and TTFT of trace replays, our defaults vs Dynamo's.
 
-    python benchmarks/routing_quality.py [--time-scales 0.1 0.05] [--modes kv round-robin]
-        [--peer] [--limit 1000 --block 64 --max-output 32] [--bench-dir ../shared/bench]
+    python benchmarks/routing_quality.py [--trace conversation shared-system unique multiturn]
+        [--time-scales 0.1 0.05] [--systems ours ours-old peer] [--modes kv round-robin]
+        [--limit 1000 --block 64 --max-output 32] [--bench-dir benchmarks/clients]
         [--router-env NAME=VALUE ...]
 
-For each time scale and router mode: four mocker workers (8,192 blocks of 16 tokens each,
-speedup 1) and a frontend in that mode, in a fresh file-discovery directory; the shared
-`replay.py` streams the first LIMIT requests of the conversation trace on their (scaled)
-timestamps and reports the `cached_tokens` hit rate and TTFT. `--peer` does the same against
-the real NVIDIA Dynamo. `lru_bound.py` gives the hit rate of one shared LRU cache of the same
-total size, the bound a perfect router approaches. `--router-env` sets environment variables
-for the servers of every run (router settings: ours reads `DYN_KV_OVERLAP_SCORE_WEIGHT` and
+For each trace, time scale, system and router mode: four mocker workers (8,192 blocks of 16
+tokens each, speedup 1) and a frontend in that mode, in a fresh file-discovery directory;
+`benchmarks/clients/replay.py` streams the first LIMIT requests of the trace on their (scaled)
+timestamps and reports the `cached_tokens` hit rate and TTFT. Traces: `conversation` (the
+Mooncake trace in benchmarks/traces), a pattern of `synthetic_traces.py` (generated, seed 0)
+or a path.
+Systems: `ours` (our frontend, our defaults), `ours-old` (ours with Dynamo's default router
+settings, `--kv-overlap-score-weight 1 --router-kv-overlap-score-credit 1`; kv only, its
+round-robin is ours'), `peer` (the real NVIDIA Dynamo with its defaults, when installed).
+The bound is the hit rate of one shared LRU cache of the same total size (`lru_bound` in
+`synthetic_traces.py`), what a perfect router approaches. `--router-env` sets environment
+variables for the servers of every run (ours reads `DYN_KV_OVERLAP_SCORE_WEIGHT` and
 `DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT`, Dynamo 1.6.1 `DYN_ROUTER_PREFILL_LOAD_SCALE` and the same
 credit variable); the results carry them as `router_env`.
 """
@@ -41,6 +47,12 @@ from _procs import (
     start_stack,
     tiny_model_dir,
 )
+from routing_sim import trace_rows
+from synthetic_traces import lru_bound, write_rows
+
+# Dynamo 1.6.1's defaults, spelled as our flags' environment variables
+DYNAMO_DEFAULTS = {"DYN_KV_OVERLAP_SCORE_WEIGHT": "1", "DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT": "1"}
+SYSTEMS = ("ours", "ours-old", "peer")
 
 
 def pct(xs: list[float], p: float) -> float | None:
@@ -56,14 +68,14 @@ def check_vocab(tokenizer_json: Path) -> None:
     if len(words) < 256:
         raise BenchError(
             f"{tokenizer_json} has only {len(words)} whole-word tokens; make a model directory "
-            "with mk_tinymodel.py DIR and pass --model-dir DIR"
+            "(the packaged dynamo:tinymodel has enough): pass --model-dir DIR with such a tokenizer"
         )
 
 
 def replay(stack: Stack, url: str, args: argparse.Namespace, scale: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "replay.json"
-        argv = [str(args.bench / "replay.py"), url, MODEL_NAME, str(args.trace)]
+        argv = [str(args.bench / "replay.py"), url, MODEL_NAME, str(args.trace_path)]
         argv += ["--vocab", str(Path(args.model_dir) / "tokenizer.json")]
         argv += ["--limit", str(args.limit), "--block", str(args.block)]
         argv += ["--max-output", str(args.max_output), "--time-scale", f"{scale:g}"]
@@ -105,9 +117,10 @@ def environment(settings: dict[str, str]) -> Iterator[None]:
 
 def run_one(args: argparse.Namespace, system: str, mode: str, scale: float) -> dict[str, Any]:
     shape = {"workers": args.workers, "block_size": args.block_size, "blocks": args.blocks}
-    name = f"{system}-{mode}-{scale:g}"
+    name = f"{args.trace_name}-{system}-{mode}-{scale:g}"
     peer = args.peer_python if system == "peer" else None
-    with environment(args.router_env):
+    env = {**(DYNAMO_DEFAULTS if system == "ours-old" else {}), **args.router_env}
+    with environment(env):
         stack, url = start_stack(
             name, args.model_dir, mode, peer=peer, bench=args.bench, speedup=args.speedup,
             **shape,
@@ -116,8 +129,8 @@ def run_one(args: argparse.Namespace, system: str, mode: str, scale: float) -> d
         result = replay(stack, url, args, scale)
     print(f"  {name}: {json.dumps(result)}", flush=True)
     return {
-        "system": system, "mode": mode, "time_scale": scale, "router_env": args.router_env,
-        **result,
+        "trace": args.trace_name, "system": system, "mode": mode, "time_scale": scale,
+        "router_env": env, "lru_bound": args.bound, **result,
     }  # fmt: skip
 
 
@@ -128,59 +141,61 @@ def env_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-def lru_bound(args: argparse.Namespace) -> float:
-    capacity = args.workers * args.blocks
-    argv = [str(args.bench / "lru_bound.py"), str(args.trace), str(args.limit)]
-    argv += [str(args.block), str(args.block_size), str(capacity)]
-    return float(run_client(argv)["hit_rate_bound"])
-
-
 def ms(x: float | None) -> str:
     return f"{1000 * x:8.0f}" if x is not None else "       -"
 
 
-def table(results: list[dict[str, Any]], bound: float) -> str:
+def table(results: list[dict[str, Any]]) -> str:
+    """Per trace and time scale: every system and mode, hit rate against the bound, TTFT."""
     lines = [
-        "system  mode         scale  hit rate  TTFT p50  TTFT p99 TTFT mean (ms)  errors"
-        "  CPU s: frontend mocker",
+        "trace          scale  system   mode         hit rate /bound  TTFT p50   p90   p99  mean"
+        " (ms) errors  CPU s: frontend mocker",
     ]
+    groups: dict[tuple[str, float, str, str], list[dict[str, Any]]] = {}
     for r in results:
-        lines.append(
-            f"{r['system']:<7} {r['mode']:<12} {r['time_scale']:>5g}  {r['hit_rate'] or 0:8.3f}"
-            f"  {ms(r['ttft_p50'])}  {ms(r['ttft_p99'])}  {ms(r['ttft_mean'])}"
-            f"       {r['errors']:>5}"
-            f"  {r.get('frontend_cpu_s', 0):>15.1f} {r.get('mocker_cpu_s', 0):>6.1f}"
-        )
-    lines.append(f"single shared LRU cache bound: {bound:.3f}")
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((r["system"], r["mode"], r["time_scale"]), []).append(r)
+        groups.setdefault((r["trace"], r["time_scale"], r["system"], r["mode"]), []).append(r)
+    for (trace, scale, system, mode), rs in groups.items():
+        for r in rs:
+            bound = r["lru_bound"]
+            hit = r["hit_rate"] or 0.0
+            share = hit / bound if bound else 0.0
+            times = " ".join(ms(r[k]) for k in ("ttft_p50", "ttft_p90", "ttft_p99", "ttft_mean"))
+            cpu = f"{r.get('frontend_cpu_s', 0):>15.1f} {r.get('mocker_cpu_s', 0):>6.1f}"
+            lines.append(
+                f"{trace:<14} {scale:>5g}  {system:<8} {mode:<12} {hit:8.3f} {share:6.2f}"
+                f"  {times} {r['errors']:>6}  {cpu}"
+            )
 
-    def mean(key: tuple[str, str, float], field: str) -> float:
+    def mean(key: tuple[str, float, str, str], field: str) -> float:
         return statistics.mean(r[field] or 0.0 for r in groups[key])
 
-    for system, mode, scale in groups:
-        rr = (system, "round-robin", scale)
-        if mode != "kv" or rr not in groups or not mean(rr, "hit_rate"):
+    bounds = {r["trace"]: r["lru_bound"] for r in results}
+    lines += [f"shared LRU bound, {t}: {b:.3f}" for t, b in bounds.items()]
+    for trace, scale, system, mode in groups:
+        if system != "ours" or mode != "kv":
             continue
-        kv = (system, mode, scale)
-        ratios = ", ".join(
-            f"{label} x{mean(kv, field) / mean(rr, field):.2f}"
-            for label, field in (
-                ("hit rate", "hit_rate"),
-                ("TTFT p50", "ttft_p50"),
-                ("p99", "ttft_p99"),
-                ("mean", "ttft_mean"),
+        for other in (("ours-old", "kv"), ("peer", "kv"), ("ours", "round-robin")):
+            key = (trace, scale, *other)
+            if key not in groups or not mean(key, "ttft_p90"):
+                continue
+            ours = (trace, scale, system, mode)
+            ratios = ", ".join(
+                f"{label} x{mean(ours, f) / mean(key, f):.2f}"
+                for label, f in (("TTFT p50", "ttft_p50"), ("p90", "ttft_p90"))
             )
-        )
-        runs = f" (means of {len(groups[kv])} runs)" if len(groups[kv]) > 1 else ""
-        lines.append(f"{system} kv/round-robin at scale {scale:g}{runs}: {ratios}")
+            hits = f"hit rate {mean(ours, 'hit_rate'):.3f} vs {mean(key, 'hit_rate'):.3f}"
+            lines.append(f"{trace} {scale:g}: ours kv / {' '.join(other)}: {hits}, {ratios}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--trace", nargs="+", default=["conversation"],
+        help="conversation, shared-system, unique, multiturn or a jsonl path; several in turn",
+    )  # fmt: skip
     parser.add_argument("--time-scales", type=float, nargs="+", default=[0.1, 0.05])
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--modes", nargs="+", default=["kv", "round-robin"])
     parser.add_argument("--repeat", type=int, default=1, help="runs of every configuration")
     parser.add_argument("--limit", type=int, default=1000, help="trace requests replayed")
@@ -189,9 +204,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--blocks", type=int, default=8192, help="KV blocks per worker")
     parser.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
-    parser.add_argument("--trace", type=Path, help="default: ../traces/ beside the clients")
-    parser.add_argument("--peer", action="store_true", help="also measure the real Dynamo")
-    parser.add_argument("--no-ours", action="store_true", help="measure the peer only")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of the servers here")
     add_common_arguments(parser, speedup=1.0)
     parser.add_argument(
@@ -201,35 +213,44 @@ def main() -> None:
     args = parser.parse_args()
     args.router_env = dict(args.router_env)
 
+    results: list[dict[str, Any]] = []
     try:
         args.bench = bench_dir(args.bench_dir)
-        args.trace = args.trace or args.bench.parent / "traces/mooncake_conversation_trace.jsonl"
         args.model_dir = args.model_dir or tiny_model_dir()
         check_vocab(Path(args.model_dir) / "tokenizer.json")
-        systems = [] if args.no_ours else ["ours"]
-        args.peer_python = find_peer(args.peer_venv, wanted=args.peer)
+        systems = [s for s in args.systems if s != "peer"]
+        args.peer_python = find_peer(args.peer_venv, wanted="peer" in args.systems)
         if args.peer_python is not None:
             systems.append("peer")
-        bound = lru_bound(args)
         print(
-            f"routing quality: first {args.limit} requests of {args.trace.name}, "
+            f"routing quality: first {args.limit} requests of each trace, "
             f"{args.block} tokens a hash id, max output {args.max_output}; "
             f"{args.workers} mocker workers x {args.blocks} blocks of {args.block_size} tokens, "
             f"speedup {args.speedup:g}" + "".join(f"; {k}={v}" for k, v in args.router_env.items()),
             flush=True,
         )
-        results = [
-            run_one(args, system, mode, scale)
-            for scale in args.time_scales
-            for _ in range(args.repeat)
-            for system in systems
-            for mode in args.modes
-        ]
+        for trace in args.trace:
+            rows = trace_rows(trace, args.limit, args.bench_dir)
+            args.trace_name = Path(trace).stem if Path(trace).is_file() else trace
+            args.bound = lru_bound(rows, args.block, args.block_size, args.workers * args.blocks)
+            with tempfile.TemporaryDirectory() as tmp:
+                args.trace_path = Path(tmp) / "trace.jsonl"
+                write_rows(rows, args.trace_path)
+                results += [
+                    run_one(args, system, mode, scale)
+                    for scale in args.time_scales
+                    for _ in range(args.repeat)
+                    for system in systems
+                    for mode in args.modes
+                    if not (system == "ours-old" and mode != "kv")  # the same as ours there
+                ]
     except BenchError as e:
         sys.exit(f"error: {e}")
-    print(table(results, bound))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"lru_bound": bound, "results": results}))
+    finally:
+        if results:
+            print(table(results))
+        if args.json_out and results:
+            Path(args.json_out).write_text(json.dumps({"results": results}))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Offline routing replay: the Mooncake trace through our router policy and mocker schedulers.
 
     python benchmarks/routing_sim.py [--modes kv round-robin] [--time-scales 0.1 0.05]
-        [--seeds 8] [--router-args "--kv-overlap-score-weight 16 ..."]
+        [--seeds 8] [--router-args "" "--kv-overlap-score-weight 1 ..."]
+        [--trace conversation shared-system unique multiturn PATH]
 
 The same workload as `routing_quality.py` (first LIMIT requests, BLOCK tokens a hash id, max
 output MAX_OUTPUT, 4 workers of 8,192 blocks of 16 tokens, speedup 1), but in simulated time
@@ -30,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _procs import bench_dir
+from _procs import DEFAULT_TRACE, bench_dir
+from clients.mooncake import read_rows
+from synthetic_traces import PATTERNS, load_pattern, lru_bound
 
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler
@@ -42,10 +45,7 @@ from dynamo.router.config import RouterConfig
 from dynamo.router.policies import make_policy
 from dynamo.runtime.config import add_arguments, resolve
 
-TRACE = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared/traces/mooncake_conversation_trace.jsonl"
-)
+CONVERSATION = "mooncake_conversation_trace.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +56,14 @@ class TraceRequest:
 
 
 def load_trace(path: Path, limit: int, block: int, max_output: int) -> list[TraceRequest]:
+    """The first `limit` rows of a Mooncake jsonl file as `requests_from_rows` builds them."""
+    return requests_from_rows(read_rows(path, limit), block, max_output)
+
+
+def requests_from_rows(
+    rows: list[dict[str, Any]], block: int, max_output: int
+) -> list[TraceRequest]:
     """Prompts as `replay.py` builds them: one fixed block of `block` tokens per hash id."""
-    rows = [json.loads(line) for line in path.open()][:limit]
     blocks: dict[int, list[int]] = {}
     out = []
     for row in rows:
@@ -71,6 +77,23 @@ def load_trace(path: Path, limit: int, block: int, max_output: int) -> list[Trac
         osl = min(max_output, max(1, row["output_length"]))
         out.append(TraceRequest(row["timestamp"] / 1000, tokens[:n], osl))
     return out
+
+
+def trace_rows(trace: str, limit: int, bench: str | None = None) -> list[dict[str, Any]]:
+    """`conversation` (the Mooncake trace in benchmarks/traces, or beside `--bench-dir`'s
+    clients), a synthetic pattern (`synthetic_traces.PATTERNS`, generated with seed 0) or the
+    path of a jsonl trace (.jsonl, .jsonl.gz or .jsonl.xz)."""
+    if trace == "conversation":
+        if bench is None:
+            return read_rows(DEFAULT_TRACE, limit)
+        return read_rows(bench_dir(bench).parent / "traces" / CONVERSATION, limit)
+    if trace in PATTERNS:
+        return load_pattern(trace, limit)
+    path = Path(trace)
+    if not path.is_file():
+        names = ", ".join(["conversation", *PATTERNS])
+        raise SystemExit(f"error: --trace {trace!r} is neither a file nor one of {names}")
+    return read_rows(path, limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +214,34 @@ def router_config(flags: str, mode: str, block_size: int) -> RouterConfig:
     return resolve(RouterConfig, parser.parse_args(argv), {})
 
 
+def simulate(
+    requests: list[TraceRequest], config: RouterConfig, mocker: MockerConfig, workers: int,
+    scale: float, seeds: int,
+) -> list[dict[str, float]]:  # fmt: skip
+    """One run per seed (arrival jitter and the policy's tie-breaks)."""
+    return [
+        Replay(make_policy(config, random.Random(seed)), mocker, workers, Delays()).run(
+            requests, scale, seed
+        )
+        for seed in range(seeds)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="+", default=["kv", "round-robin"])
     parser.add_argument("--time-scales", type=float, nargs="+", default=[0.1, 0.05])
     parser.add_argument("--seeds", type=int, default=8, help="runs per setting (arrival jitter)")
-    parser.add_argument("--router-args", default="", help="router flags, as the frontend's")
-    parser.add_argument("--trace", type=Path, help="default: ../traces/ beside the clients")
+    parser.add_argument(
+        "--router-args", nargs="+", default=[""], metavar="FLAGS",
+        help="router flags, as the frontend's; several: each is run (kv only), e.g. "
+        "'' '--kv-overlap-score-weight 1 --router-kv-overlap-score-credit 1'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trace", nargs="+", default=["conversation"],
+        help=f"conversation, {', '.join(PATTERNS)} or a jsonl path; several are run in turn",
+    )  # fmt: skip
+    parser.add_argument("--bench-dir", help="shared clients (for the conversation trace)")
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--block", type=int, default=64, help="prompt tokens per trace hash id")
     parser.add_argument("--max-output", type=int, default=32)
@@ -205,33 +249,42 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=8192, help="KV blocks per worker")
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--speedup", type=float, default=1.0)
+    parser.add_argument("--json-out", type=Path, help="write every run's figures here")
     args = parser.parse_args()
 
-    trace = args.trace or bench_dir(None).parent / "traces/mooncake_conversation_trace.jsonl"
-    requests = load_trace(trace, args.limit, args.block, args.max_output)
     mocker = MockerConfig(
         num_gpu_blocks=args.blocks, block_size=args.block_size, speedup_ratio=args.speedup
     )
-    print("mode         scale  hit rate (min-max)    TTFT p50   p90   p99  mean (ms)")
-    for scale in args.time_scales:
-        for mode in args.modes:
-            config = router_config(args.router_args, mode, args.block_size)
-            runs = [
-                Replay(
-                    make_policy(config, random.Random(seed)), mocker, args.workers, Delays()
-                ).run(requests, scale, seed)
-                for seed in range(args.seeds)
-            ]
-            hits = [r["hit_rate"] for r in runs]
-            ms = {k: 1000 * statistics.mean(r[k] for r in runs) for k in runs[0]}
-            print(
-                f"{mode:<12} {scale:>5g}  {statistics.mean(hits):.4f}"
-                f" ({min(hits):.3f}-{max(hits):.3f})  {ms['ttft_p50']:9.1f}"
-                f" {ms['ttft_p90']:5.0f} {ms['ttft_p99']:5.0f} {ms['ttft_mean']:5.1f}",
-                flush=True,
-            )
-    if args.router_args:
-        print(f"router flags: {args.router_args}")
+    # round-robin ignores the router flags: run it once
+    settings = [(m, f) for m in args.modes for f in (args.router_args if m == "kv" else [""])]
+    out: list[dict[str, Any]] = []
+    for trace in args.trace:
+        rows = trace_rows(trace, args.limit, args.bench_dir)
+        requests = requests_from_rows(rows, args.block, args.max_output)
+        bound = lru_bound(rows, args.block, args.block_size, args.workers * args.blocks)
+        print(f"trace {trace}: {len(rows)} requests, shared LRU bound {bound:.4f}")
+        print(
+            "  mode         scale  hit rate (min-max)  /bound  TTFT p50   p90   p99  mean (ms)"
+            "  router flags"
+        )
+        for scale in args.time_scales:
+            for mode, flags in settings:
+                config = router_config(flags if mode == "kv" else "", mode, args.block_size)
+                runs = simulate(requests, config, mocker, args.workers, scale, args.seeds)
+                hits = [r["hit_rate"] for r in runs]
+                ms = {k: 1000 * statistics.mean(r[k] for r in runs) for k in runs[0]}
+                hit = statistics.mean(hits)
+                print(
+                    f"  {mode:<12} {scale:>5g}  {hit:.4f} ({min(hits):.3f}-{max(hits):.3f})"
+                    f"  {hit / bound if bound else 0:5.2f}  {ms['ttft_p50']:8.1f}"
+                    f" {ms['ttft_p90']:5.0f} {ms['ttft_p99']:5.0f} {ms['ttft_mean']:5.1f}"
+                    f"  {flags if mode == 'kv' else ''}",
+                    flush=True,
+                )
+                out.append({"trace": trace, "bound": bound, "mode": mode, "scale": scale,
+                            "flags": flags, "runs": runs})  # fmt: skip
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out))
 
 
 if __name__ == "__main__":

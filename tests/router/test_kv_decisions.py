@@ -41,8 +41,13 @@ class EngineCache:
         return [ev]
 
 
+DYNAMO_DEFAULTS = {"kv_overlap_score_weight": 1.0, "kv_overlap_score_credit": 1.0}
+
+
 def policy(**overrides) -> KvPolicy:
-    p = KvPolicy(RouterConfig(router_mode="kv", **overrides), random.Random(0))
+    """Dynamo 1.6.1's default settings unless overridden (the vectors below are Dynamo's)."""
+    config = RouterConfig(router_mode="kv", **{**DYNAMO_DEFAULTS, **overrides})
+    p = KvPolicy(config, random.Random(0))
     p.add_worker(WorkerInfo(WA, BLOCK))
     p.add_worker(WorkerInfo(WB, BLOCK))
     return p
@@ -78,6 +83,25 @@ def test_five_request_decisions(kv_events):
     d5 = route(p, caches, "r5", [A, C, G])
     assert (d5.instance_id, d5.overlap_blocks) == (WB, 2)  # tie on cost: b's tree is smaller
     assert blocks_per_worker(p) == {WA: 5, WB: 4}
+
+
+@pytest.mark.parametrize("kv_events", [True, False])
+def test_five_request_decisions_at_our_defaults(kv_events):
+    """Weight 16, credit 4: r4 and r5 clamp both prefill costs to 0 and tie on decode blocks;
+    r4 goes to a (3 of its 4 blocks cached there, 2 on b), r5 to b (2 on each, smaller tree)."""
+    config = RouterConfig(router_mode="kv")
+    assert (config.kv_overlap_score_weight, config.kv_overlap_score_credit) == (16.0, 4.0)
+    p = policy(kv_overlap_score_weight=16.0, kv_overlap_score_credit=4.0, kv_events=kv_events)
+    caches = {WA: EngineCache(WA), WB: EngineCache(WB)} if kv_events else None
+    route(p, caches, "r1", [A, B], target=WA)
+    route(p, caches, "r2", [A, C, D], target=WA)
+    route(p, caches, "r3", [A, C, E], target=WB)
+    costs = {c.key[0]: c.cost(16.0, 4.0) for c in p.potential_loads(A + C + D + F)}
+    assert costs == {WA: 4.0, WB: 4.0}
+    d4 = route(p, caches, "r4", [A, C, D, F])
+    assert (d4.instance_id, d4.overlap_blocks) == (WA, 3)
+    d5 = route(p, caches, "r5", [A, C, G])
+    assert (d5.instance_id, d5.overlap_blocks) == (WB, 2)
 
 
 @pytest.mark.parametrize(("credit", "expected"), [(1.0, WB), (2.0, WA)])

@@ -10,8 +10,8 @@ from dynamo.runtime.errors import ConfigError
 def test_defaults_match_dynamo():
     c = RouterConfig()
     assert c.router_mode == "round-robin"
-    assert c.kv_overlap_score_weight == 1.0
-    assert c.kv_overlap_score_credit == 1.0
+    assert c.kv_overlap_score_weight == 16.0  # Dynamo's is 1 (docs/router.md#defaults)
+    assert c.kv_overlap_score_credit == 4.0  # Dynamo's is 1
     assert c.kv_overlap_score_credit_decay == 0.0
     assert c.router_temperature == 0.0
     assert c.kv_events is True

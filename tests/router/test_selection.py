@@ -86,6 +86,22 @@ def test_tie_broken_by_smallest_tree_then_random():
     assert picks == {(2, 0), (3, 0)}
 
 
+def test_tie_goes_to_the_larger_overlap_before_the_smaller_tree():
+    # credit 4 clamps both prefill costs to 0: 8 cached of 8 blocks ties with 2 cached of 8
+    whole = Candidate((1, 0), 16, 8, 0, 8, tree_size=50)
+    quarter = Candidate((2, 0), 16, 2, 6 * 16, 8, tree_size=3)
+    assert candidate_costs([whole, quarter], 16.0, 4.0) == [8.0, 8.0]
+    for seed in range(20):
+        chosen = select_candidate(
+            [quarter, whole],
+            overlap_weight=16.0,
+            temperature=0.0,
+            rng=random.Random(seed),
+            overlap_credit=4.0,
+        )
+        assert chosen.key == (1, 0)
+
+
 def test_select_needs_candidates():
     with pytest.raises(ValueError, match="at least one candidate"):
         select_candidate([], overlap_weight=1, temperature=0, rng=random.Random())

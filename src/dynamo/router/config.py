@@ -18,6 +18,12 @@ from dynamo.runtime.logging_config import parse_log_filter
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 
+# Where our defaults differ from Dynamo 1.6.1's (1 and 1); docs/router.md, "Defaults": one block
+# of prefill costs an engine far more than one more active KV block, and a cached prefix is worth
+# more than the prefill it saves one request (a second copy spends cache, splits a conversation).
+DEFAULT_OVERLAP_SCORE_WEIGHT = 16.0
+DEFAULT_OVERLAP_SCORE_CREDIT = 4.0
+
 
 @dataclasses.dataclass(frozen=True)
 class RouterConfig:
@@ -27,17 +33,17 @@ class RouterConfig:
         "round-robin", help="how to pick a worker for each request", choices=ROUTER_MODES
     )
     kv_overlap_score_weight: float = option(
-        1.0,
+        DEFAULT_OVERLAP_SCORE_WEIGHT,
         aliases=("--router-kv-overlap-score-weight", "--router-prefill-load-scale"),
         help="weight of prefill blocks against active decode blocks in the KV cost "
-        "(Dynamo 1.6.1's prefill load scale)",
+        "(Dynamo 1.6.1's prefill load scale; Dynamo's default is 1)",
     )
     kv_overlap_score_credit: float = option(
-        1.0,
+        DEFAULT_OVERLAP_SCORE_CREDIT,
         flag="--router-kv-overlap-score-credit",
         env="DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT",
         help="prefill blocks a cached block saves in the KV cost; above 1 favours cache "
-        "affinity (the prefill cost is clamped at 0)",
+        "affinity (the prefill cost is clamped at 0; Dynamo's default is 1)",
     )
     kv_overlap_score_credit_decay: float = option(
         0.0,

@@ -4,9 +4,9 @@ cost = overlap_weight * max(raw_prefill_blocks - credit * overlap_blocks, 0) + d
 lower is better (Dynamo's `DefaultWorkerSelector`, 1.6.1): `raw_prefill_blocks` is the worker's
 pending prefill tokens plus this whole prompt, in blocks; `decode_blocks` its active KV blocks
 with this request. `overlap_weight` is Dynamo's prefill load scale (the older overlap score
-weight); `credit` (default 1) is the overlap score credit, divided by
-`1 + decay * excess / request_blocks` when a worker's pending prefill exceeds the least loaded
-candidate's by `excess` blocks. With credit 1 and decay 0 this is the original
+weight); `credit` is the overlap score credit (1 here and in Dynamo; `RouterConfig` defaults
+to 4), divided by `1 + decay * excess / request_blocks` when a worker's pending prefill exceeds
+the least loaded candidate's by `excess` blocks. With credit 1 and decay 0 this is the original
 `overlap_weight * prefill_blocks + decode_blocks`.
 """
 
@@ -76,7 +76,13 @@ def select_candidate(
     overlap_credit_decay: float = 0.0,
     request_blocks: int = 1,
 ) -> Candidate:
-    """Pick the cheapest candidate (ties: smallest tree, then random), or softmax-sample."""
+    """Pick the cheapest candidate, or softmax-sample.
+
+    Ties go to the smallest tree, then to a random one (Dynamo's rule). With a credit above 1,
+    the candidate holding more of the prompt comes first: that credit clamps the prefill cost
+    of every worker holding enough of the prompt to 0, so at credit 4 a worker holding a
+    quarter of the prompt would tie with one holding all of it, and the smaller tree would win.
+    """
     if not candidates:
         raise ValueError("select_candidate needs at least one candidate")
     costs = candidate_costs(
@@ -86,6 +92,9 @@ def select_candidate(
         return candidates[softmax_sample(costs, temperature, rng)]
     best = min(costs)
     tied = [c for c, cost in zip(candidates, costs, strict=True) if cost == best]
+    if len(tied) > 1 and overlap_credit > 1.0:
+        most = max(c.overlap_blocks for c in tied)
+        tied = [c for c in tied if c.overlap_blocks == most]
     if len(tied) > 1:
         smallest = min(c.tree_size for c in tied)
         tied = [c for c in tied if c.tree_size == smallest]
