@@ -53,6 +53,12 @@ class OperatorConfig:
         help="port of the Prometheus /metrics endpoint (0: off; the chart sets 8082)",
         env="DYN_OPERATOR_METRICS_PORT",
     )
+    lws_enabled: bool = option(
+        False,
+        help="LeaderWorkerSet (leaderworkerset.x-k8s.io) is installed: multinode services run "
+        "as LeaderWorkerSets; without it a multinode graph fails",
+        env="DYN_OPERATOR_LWS_ENABLED",
+    )
     log_level: str = option(
         "info",
         help="log level",

@@ -10,6 +10,7 @@ from typing import Any
 
 from dynamo.deploy.builder import DISCOVERY_ANNOTATION, ServiceSpec, build_graph
 from dynamo.deploy.graph import DynamoGraphDeployment, load_graph
+from dynamo.deploy.multinode import check_multinode
 from dynamo.operator import rbac, workloads
 from dynamo.operator.config import DISCOVERY_BACKENDS, OperatorConfig
 from dynamo.operator.labels import GraphRef, is_dns_label, is_label_value
@@ -81,6 +82,24 @@ def _check_names(graph: GraphRef, services: list[ServiceSpec], discovery: str) -
                 )
 
 
+NO_ORCHESTRATOR = "no multinode orchestrator available"
+
+
+def _check_multinode(services: list[ServiceSpec], config: OperatorConfig) -> None:
+    """A multinode service needs LeaderWorkerSet on the cluster (as NVIDIA Dynamo, the graph
+    fails without one) and a backend whose ranks this project runs."""
+    for svc in services:
+        if svc.node_count < 2:
+            continue
+        if not config.lws_enabled:
+            raise ConfigError(
+                f"spec.services.{svc.name}.multinode: {NO_ORCHESTRATOR}: install "
+                "LeaderWorkerSet and set dynamo-operator.orchestrators.lws.enabled=true "
+                "(DYN_OPERATOR_LWS_ENABLED)"
+            )
+        check_multinode(svc)
+
+
 def needs_service(svc: ServiceSpec, discovery: str) -> bool:
     """Frontends always get a Service (port 8000); other components too with Kubernetes
     discovery, as NVIDIA Dynamo does (pydynamo's discovery itself watches the graph's discovery
@@ -104,6 +123,7 @@ def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphMan
         infrastructure=config.infrastructure_env,
     )
     _check_names(graph, services, discovery)
+    _check_multinode(services, config)
     objects: list[dict[str, Any]] = [
         workloads.persistent_volume_claim(graph, pvc) for pvc in dgd.spec.pvcs if pvc.create
     ]

@@ -54,13 +54,24 @@ def _owned_by(obj: Mapping[str, Any], graph: GraphRef) -> bool:
     return any(o.get("uid") == graph.uid and o.get("kind") == DGD_KIND for o in owners)
 
 
-async def prune(api: KubeClient, manifests: GraphManifests) -> list[str]:
-    """Delete this graph's objects that its manifests no longer contain (e.g. a removed
-    service); returns `Kind/name` of each deleted object."""
+def prunable_kinds(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
+    """The kinds `prune` lists: LeaderWorkerSets only where LWS is installed."""
+    if config.lws_enabled:
+        return PRUNABLE_KINDS
+    return tuple(k for k in PRUNABLE_KINDS if k[1] != "LeaderWorkerSet")
+
+
+async def prune(
+    api: KubeClient,
+    manifests: GraphManifests,
+    kinds: tuple[tuple[str, str], ...] = PRUNABLE_KINDS,
+) -> list[str]:
+    """Delete this graph's objects of `kinds` that its manifests no longer contain (e.g. a
+    removed service); returns `Kind/name` of each deleted object."""
     graph = manifests.graph
     wanted = {(o["kind"], o["metadata"]["name"]) for o in manifests.objects}
     deleted = []
-    for api_version, kind in PRUNABLE_KINDS:
+    for api_version, kind in kinds:
         found = await api.list(api_version, kind, graph.namespace, {GRAPH_LABEL: graph.name})
         for obj in found.items:
             name = obj["metadata"]["name"]
@@ -100,7 +111,7 @@ async def reconcile_graph(
         service = workload_of.get((obj["kind"], obj["metadata"]["name"]))
         if service is not None:
             live[service] = result
-    await prune(api, manifests)
+    await prune(api, manifests, prunable_kinds(config))
     return _status(body, manifests, live)
 
 
