@@ -43,15 +43,16 @@ def workload_ready(expected: Workload, obj: Mapping[str, Any] | None) -> tuple[b
     if want == 0:
         return True, ""
     status = obj.get("status") or {}
-    generation = obj.get("metadata", {}).get("generation")
-    observed = status.get("observedGeneration")
-    if generation is not None and (observed is None or observed < generation):
-        return False, f"{expected.kind} {expected.name} has not observed generation {generation}"
     if expected.kind == "LeaderWorkerSet":
+        # LWS's status has no observedGeneration: ready groups and `Available`, as Dynamo.
         ready = status.get("readyReplicas", 0)
         if ready < want or _condition(obj, "Available") != "True":
             return False, f"{ready}/{want} groups ready"
         return True, ""
+    generation = obj.get("metadata", {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return False, f"{expected.kind} {expected.name} has not observed generation {generation}"
     updated = status.get("updatedReplicas", 0)
     available = status.get("availableReplicas", 0)
     if updated < want:
