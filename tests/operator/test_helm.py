@@ -259,3 +259,24 @@ def test_leaderworkerset_only_when_enabled() -> None:
     assert lws_rules_and_flag() == (False, "false")
     enabled = lws_rules_and_flag("--set", "dynamo-operator.orchestrators.lws.enabled=true")
     assert enabled == (True, "true")
+
+
+def test_grove_only_when_enabled() -> None:
+    def grove_grants_and_config(*args: str) -> tuple[set[tuple[str, str, str]], dict[str, str]]:
+        objs = _by_kind(_render(PLATFORM, *args))
+        rules = objs[("ClusterRole", "dynamo-platform-operator")]["rules"]
+        grove = {g for g in _grants(rules) if g[0] == "grove.io"}
+        return grove, objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
+
+    grants, config = grove_grants_and_config()
+    assert grants == set()
+    assert config["DYN_OPERATOR_GROVE_ENABLED"] == "false"
+    grants, config = grove_grants_and_config(
+        "--set", "dynamo-operator.orchestrators.grove.enabled=true"
+    )
+    assert config["DYN_OPERATOR_GROVE_ENABLED"] == "true"
+    assert config["DYN_OPERATOR_GROVE_TERMINATION_DELAY"] == "15m"
+    for verb in ("get", "list", "watch", "create", "patch", "delete"):
+        assert ("grove.io", "podcliquesets", verb) in grants
+    for child in ("podcliques", "podcliquescalinggroups"):
+        assert {("grove.io", child, v) for v in ("get", "list", "watch", "patch")} <= grants

@@ -41,7 +41,7 @@ def _main(template: dict[str, Any]) -> dict[str, Any]:
 def test_vllm_group_leader_serves_and_worker_runs_headless() -> None:
     lws = _lws(_body(VLLM))
     validate_k8s(lws)
-    assert lws["metadata"]["name"] == "vllm-multinode-vllmdecodeworker"
+    assert lws["metadata"]["name"] == "vllm-multinode-vllmworker"
     spec = lws["spec"]
     assert spec["replicas"] == 1 and spec["startupPolicy"] == "LeaderCreated"
     group = spec["leaderWorkerTemplate"]
@@ -84,7 +84,7 @@ def test_only_the_leader_is_behind_the_service() -> None:
     objs = {
         (o["kind"], o["metadata"]["name"]): o for o in build_manifests(_body(VLLM), LWS).objects
     }
-    svc = objs[("Service", "vllm-multinode-vllmdecodeworker")]
+    svc = objs[("Service", "vllm-multinode-vllmworker")]
     assert svc["spec"]["selector"]["role"] == "leader"
 
 
@@ -92,9 +92,9 @@ def test_without_lws_a_multinode_graph_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         build_manifests(_body(VLLM), OperatorConfig())
     assert str(err.value) == (
-        f"spec.services.VllmDecodeWorker.multinode: {NO_ORCHESTRATOR}: install "
-        "LeaderWorkerSet and set dynamo-operator.orchestrators.lws.enabled=true "
-        "(DYN_OPERATOR_LWS_ENABLED)"
+        f"spec.services.VllmWorker.multinode: {NO_ORCHESTRATOR}: install "
+        "LeaderWorkerSet or Grove and set dynamo-operator.orchestrators.lws.enabled or "
+        ".grove.enabled (DYN_OPERATOR_LWS_ENABLED, DYN_OPERATOR_GROVE_ENABLED)"
     )
 
 
@@ -102,7 +102,7 @@ def _trtllm() -> dict[str, Any]:
     doc = copy.deepcopy(_body(VLLM))
     doc["metadata"]["name"] = "trt"
     doc["spec"]["backendFramework"] = "trtllm"
-    main = doc["spec"]["services"]["VllmDecodeWorker"]["extraPodSpec"]["mainContainer"]
+    main = doc["spec"]["services"]["VllmWorker"]["extraPodSpec"]["mainContainer"]
     main["args"] = ["python3 -m dynamo.trtllm --model-path M"]
     return doc
 
@@ -133,19 +133,19 @@ async def test_status_follows_the_groups_readiness(cluster: Cluster, lws_operato
     await cluster.apply(load_yaml(VLLM), NS)
     await cluster.wait_state("vllm-multinode", NS, "pending")
     objects = cluster.objects(NS)
-    assert ("LeaderWorkerSet", "vllm-multinode-vllmdecodeworker") in objects
-    assert ("Deployment", "vllm-multinode-vllmdecodeworker") not in objects
+    assert ("LeaderWorkerSet", "vllm-multinode-vllmworker") in objects
+    assert ("Deployment", "vllm-multinode-vllmworker") not in objects
     await cluster.mark_available("vllm-multinode-frontend", NS)
-    waiting = "Resources not ready: VllmDecodeWorker: 0/1 groups ready"
+    waiting = "Resources not ready: VllmWorker: 0/1 groups ready"
 
     async def only_the_group_waits() -> bool:
         status = await cluster.dgd_status("vllm-multinode", NS)
         return status["conditions"][0]["message"] == waiting
 
     await wait_for(only_the_group_waits, "the DGD waiting for its LWS group only")
-    await _mark_lws_ready(cluster, "vllm-multinode-vllmdecodeworker", 1)
+    await _mark_lws_ready(cluster, "vllm-multinode-vllmworker", 1)
     done = await cluster.wait_state("vllm-multinode", NS, "successful")
-    assert done["services"]["VllmDecodeWorker"]["readyReplicas"] == 1
+    assert done["services"]["VllmWorker"]["readyReplicas"] == 1
 
 
 async def test_no_orchestrator_fails_the_graph(cluster: Cluster, operator: None) -> None:
@@ -154,4 +154,4 @@ async def test_no_orchestrator_fails_the_graph(cluster: Cluster, operator: None)
     [cond] = status["conditions"]
     assert cond["reason"] == "ValidationFailed"
     assert NO_ORCHESTRATOR in cond["message"]
-    assert ("LeaderWorkerSet", "sglang-multinode-sglangdecodeworker") not in cluster.objects(NS)
+    assert ("LeaderWorkerSet", "sglang-multinode-sglangworker") not in cluster.objects(NS)

@@ -59,6 +59,17 @@ class OperatorConfig:
         "as LeaderWorkerSets; without it a multinode graph fails",
         env="DYN_OPERATOR_LWS_ENABLED",
     )
+    grove_enabled: bool = option(
+        False,
+        help="Grove (grove.io) is installed: every graph (unless annotated "
+        'nvidia.com/enable-grove: "false") runs as one PodCliqueSet',
+        env="DYN_OPERATOR_GROVE_ENABLED",
+    )
+    grove_termination_delay: str = option(
+        "15m",
+        help="Grove's terminationDelay of a PodCliqueSet whose gang lost its minimum",
+        env="DYN_OPERATOR_GROVE_TERMINATION_DELAY",
+    )
     log_level: str = option(
         "info",
         help="log level",
