@@ -52,7 +52,6 @@ def check_grove_names(graph: lbl.GraphRef, services: list[ServiceSpec]) -> None:
 
 def _clique(
     name: str,
-    svc: ServiceSpec,
     template: Mapping[str, Any],
     replicas: int,
     min_available: int,
@@ -103,7 +102,7 @@ def pod_clique_set(
         child = f"{graph.name}-0-{name}"
         if svc.node_count < 2:
             pod = pod_template(svc, dgd, pod_labels, options)
-            cliques.append(_clique(name, svc, pod, svc.replicas, 1))
+            cliques.append(_clique(name, pod, svc.replicas, 1))
             workloads.append(Workload(svc.name, "PodClique", child, svc.replicas))
             continue
         leader, worker = f"{name}-{GROVE_LEADER_SUFFIX}", f"{name}-{GROVE_WORKER_SUFFIX}"
@@ -111,8 +110,8 @@ def pod_clique_set(
         leader_tpl = _role_template(svc, dgd, pod_labels, options, "leader")
         worker_tpl = _role_template(svc, dgd, pod_labels, options, "worker")
         # minAvailable = the clique's replicas: a group missing a rank cannot serve (#7811).
-        cliques.append(_clique(leader, svc, leader_tpl, 1, 1))
-        cliques.append(_clique(worker, svc, worker_tpl, workers, workers))
+        cliques.append(_clique(leader, leader_tpl, 1, 1))
+        cliques.append(_clique(worker, worker_tpl, workers, workers))
         groups.append(
             {
                 "name": name,

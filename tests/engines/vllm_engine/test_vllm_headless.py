@@ -4,6 +4,9 @@ CPU box); `tests/engines/real/test_vllm_multinode_args.py` checks the flags agai
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -36,10 +39,23 @@ class FakeExecutor:
     def __init__(self, vllm_config: Any) -> None:
         self.vllm_config = vllm_config
         self.monitored_inline: bool | None = None
+        self.shut_down = False
         FakeExecutor.made.append(self)
 
     def start_worker_monitor(self, inline: bool = False) -> None:
         self.monitored_inline = inline
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+class SignalledExecutor(FakeExecutor):
+    """Its workers' monitor is interrupted by SIGTERM (the pod stopping)."""
+
+    def start_worker_monitor(self, inline: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises SystemExit before this ends
+        raise AssertionError("SIGTERM did not interrupt the monitor")
 
 
 def test_a_headless_rank_runs_the_executor_inline() -> None:
@@ -50,6 +66,17 @@ def test_a_headless_rank_runs_the_executor_inline() -> None:
     [executor] = FakeExecutor.made
     assert executor.vllm_config.parallel_config.master_addr == "leader.example"
     assert executor.monitored_inline is True
+    assert executor.shut_down  # the workers ended: stop them all
+
+
+def test_sigterm_stops_the_workers_and_restores_handlers() -> None:
+    FakeExecutor.made.clear()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        run_headless_rank(FakeEngineArgs(), executor_factory=SignalledExecutor)
+    [executor] = FakeExecutor.made
+    assert executor.shut_down
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 @pytest.mark.parametrize(

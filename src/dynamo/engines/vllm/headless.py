@@ -8,8 +8,12 @@ requests, so `dynamo.vllm` starts no runtime for it and registers nothing with d
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 from dynamo.engines.vllm.engine import describe_error, import_vllm
@@ -62,4 +66,29 @@ def run_headless_rank(engine_args: Any, *, executor_factory: ExecutorFactory | N
         parallel.master_port,
     )
     executor = executor_factory(vllm_config)
-    executor.start_worker_monitor(inline=True)
+    # This process only watches its model workers (they talk to the leader directly): on
+    # SIGTERM/SIGINT it must stop them, or they outlive it as orphans still in the group.
+    with _signals_exit():
+        try:
+            executor.start_worker_monitor(inline=True)
+        finally:
+            executor.shutdown()
+
+
+@contextlib.contextmanager
+def _signals_exit() -> Iterator[None]:
+    """SIGTERM and SIGINT raise SystemExit while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        log.info("signal %d: stopping this node's vLLM workers", signum)
+        raise SystemExit(0)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
