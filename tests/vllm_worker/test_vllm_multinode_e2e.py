@@ -3,8 +3,8 @@
 real frontend. Only the leader registers; a chat request is answered by all three ranks; a
 SIGTERM stops a headless rank's vLLM workers with it.
 
-Opt-in (about 6 minutes on a 2-core machine): `DYN_VLLM_MULTINODE=1 PYTHONPATH=$PWD/src
-<vllm venv>/bin/python -m pytest -m vllm tests/engines/real/test_vllm_multinode_run.py`.
+Opt-in (2.5 to 6 minutes on a shared 2-core machine): `DYN_VLLM_MULTINODE=1 PYTHONPATH=$PWD/src
+<vllm venv>/bin/python -m pytest -m vllm tests/vllm_worker/test_vllm_multinode_e2e.py`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ import openai
 from dynamo.engines.model_resolution import SMOLLM2_HUB_ID
 from dynamo.testing.processes import Procs
 
-pytestmark = [pytest.mark.vllm]
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in.*Context.__del__:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 FLAGS = (
     *("--model", SMOLLM2_HUB_ID, "--dtype", "bfloat16", "--max-model-len", "512"),
@@ -50,28 +56,28 @@ async def _group_gone(pgid: int, timeout_s: float) -> bool:
     return False
 
 
-async def test_three_ranks_serve_as_one_worker(tmp_path: Path) -> None:
-    procs = Procs(
-        env={
+async def test_three_ranks_serve_as_one_worker(procs: Procs, tmp_path: Path) -> None:
+    procs.env.update(
+        {
             "DYN_FILE_KV": str(tmp_path / "kv"),
             "DYN_NAMESPACE": "multinode-test",
             "HF_HUB_OFFLINE": "1",
             "VLLM_CPU_KVCACHE_SPACE": "1",
         }
     )
-    try:
-        ranks = {}
-        for rank in (1, 2):
-            ranks[rank] = await procs.spawn(
-                "dynamo.vllm", *FLAGS, "--node-rank", str(rank), "--headless"
-            )
-            procs.drain(ranks[rank], tmp_path / f"rank{rank}.log")
-        leader = await procs.spawn("dynamo.vllm", *FLAGS, "--node-rank", "0")
-        procs.drain(leader, tmp_path / "rank0.log")
-        url = await procs.frontend()
-        # One instance: the leader. The headless ranks start no runtime at all.
-        await procs.wait_for_instances(url, 1, timeout_s=START_TIMEOUT_S)
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    ranks = {}
+    for rank in (1, 2):
+        ranks[rank] = await procs.spawn(
+            "dynamo.vllm", *FLAGS, "--node-rank", str(rank), "--headless"
+        )
+        procs.drain(ranks[rank], tmp_path / f"rank{rank}.log")
+    leader = await procs.spawn("dynamo.vllm", *FLAGS, "--node-rank", "0")
+    procs.drain(leader, tmp_path / "rank0.log")
+    url = await procs.frontend()
+    # One instance: the leader. The headless ranks start no runtime at all.
+    await procs.wait_for_instances(url, 1, timeout_s=START_TIMEOUT_S)
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    async with client:
         reply = await client.chat.completions.create(
             model=SMOLLM2_HUB_ID,
             messages=[{"role": "user", "content": "What is the capital of France?"}],
@@ -79,13 +85,11 @@ async def test_three_ranks_serve_as_one_worker(tmp_path: Path) -> None:
             temperature=0,
             timeout=300,
         )
-        assert "Paris" in (reply.choices[0].message.content or "")
-        for rank in (1, 2):
-            assert b"serving dyn://" not in (tmp_path / f"rank{rank}.log").read_bytes()
+    assert "Paris" in (reply.choices[0].message.content or "")
+    for rank in (1, 2):
+        assert b"serving dyn://" not in (tmp_path / f"rank{rank}.log").read_bytes()
 
-        # SIGTERM to a headless rank stops its vLLM workers (its whole process group).
-        ranks[2].send_signal(signal.SIGTERM)
-        await asyncio.wait_for(ranks[2].wait(), 120)
-        assert await _group_gone(ranks[2].pid, 60), "rank 2's vLLM workers outlived it"
-    finally:
-        await procs.stop_all()
+    # SIGTERM to a headless rank stops its vLLM workers (its whole process group).
+    ranks[2].send_signal(signal.SIGTERM)
+    await asyncio.wait_for(ranks[2].wait(), 120)
+    assert await _group_gone(ranks[2].pid, 60), "rank 2's vLLM workers outlived it"
