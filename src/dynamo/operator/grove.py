@@ -5,7 +5,7 @@ A single-node service is one clique `{svc}`; a multinode service is a leader cli
 `{svc}-ldr` (1 pod) and a worker clique `{svc}-wkr` (nodeCount - 1 pods), grouped by a
 `PodCliqueScalingGroup` `{svc}` whose replicas are the service's. Grove creates the children
 `{dgd}-0-{svc}` (PodClique or PodCliqueScalingGroup) and owns their replica counts once they
-exist, so the operator also sets their `spec.replicas` (`scale_patches`), and reads their
+exist, so the operator also sets their `spec.replicas` (`scale_patch`), and reads their
 status for the DGD's.
 """
 
