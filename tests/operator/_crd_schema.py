@@ -1,4 +1,4 @@
-"""Instances of other projects' CRDs (Prometheus Operator, Flux, Argo CD) checked with the
+"""Instances of other projects' CRDs (Prometheus Operator, Flux, Argo CD, Grove) checked with the
 CRD's own OpenAPI schema (`schemas/`, descriptions dropped), strictly: a field the schema
 does not declare fails, as the API server would drop it silently."""
 
@@ -23,6 +23,9 @@ _FILES = {
         "kustomize.toolkit.fluxcd.io_v1_kustomization.json"
     ),
     ("argoproj.io/v1alpha1", "Application"): "argoproj.io_v1alpha1_application.json",
+    # Grove's CRD at ai-dynamo/grove fcc3b3bb (2026-08-19), `podSpec` left open: the harness
+    # checks each clique's pod spec with Kubernetes' own schema.
+    ("grove.io/v1alpha1", "PodCliqueSet"): "grove.io_v1alpha1_podcliqueset.json",
 }
 
 

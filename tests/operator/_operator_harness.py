@@ -31,6 +31,9 @@ T = TypeVar("T")
 PLURALS = {
     "Deployment": ("apps/v1", "deployments"),
     "LeaderWorkerSet": ("leaderworkerset.x-k8s.io/v1", "leaderworkersets"),
+    "PodCliqueSet": ("grove.io/v1alpha1", "podcliquesets"),
+    "PodClique": ("grove.io/v1alpha1", "podcliques"),
+    "PodCliqueScalingGroup": ("grove.io/v1alpha1", "podcliquescalinggroups"),
     "Service": ("v1", "services"),
     "ServiceAccount": ("v1", "serviceaccounts"),
     "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),
@@ -223,6 +226,18 @@ def validate_k8s(obj: Mapping[str, Any]) -> None:
     object with its CRD's schema (`_crd_schema`)."""
     if known(dict(obj)):
         validate_crd_instance(dict(obj))
+        if obj["kind"] == "PodCliqueSet":
+            for clique in obj["spec"]["template"]["cliques"]:
+                template = {
+                    "apiVersion": "v1",
+                    "kind": "PodTemplate",
+                    "metadata": {"name": f"{obj['metadata']['name']}-{clique['name']}"},
+                    "template": {
+                        "metadata": {"labels": clique["labels"]},
+                        "spec": clique["spec"]["podSpec"],
+                    },
+                }
+                kubernetes_validate.validate(template, "1.33", strict=True)
         return
     if obj["kind"] == "LeaderWorkerSet":
         lws = obj["spec"]["leaderWorkerTemplate"]

@@ -102,7 +102,6 @@ def test_default_install_is_cluster_wide_with_secure_pods() -> None:
         ("apps", "deployments"),
         ("", "services"),
         ("", "persistentvolumeclaims"),
-        ("leaderworkerset.x-k8s.io", "leaderworkersets"),
         ("rbac.authorization.k8s.io", "roles"),
         ("", "events"),
         ("apiextensions.k8s.io", "customresourcedefinitions"),
@@ -220,7 +219,10 @@ def test_operator_role_covers_what_the_operator_does_and_grants(restricted: str)
     from dynamo.operator.rbac import DISCOVERY_RULES, PLANNER_RULES
     from dynamo.operator.reconcile import PRUNABLE_KINDS
 
-    args = ("--set", f"dynamo-operator.namespaceRestriction.enabled={restricted}")
+    args = (
+        *("--set", f"dynamo-operator.namespaceRestriction.enabled={restricted}"),
+        *("--set", "dynamo-operator.orchestrators.lws.enabled=true"),
+    )
     kind = "Role" if restricted == "true" else "ClusterRole"
     role = _by_kind(_render(PLATFORM, *args))[(kind, "dynamo-platform-operator")]
     held = _grants(role["rules"])
@@ -241,3 +243,40 @@ def test_operator_role_covers_what_the_operator_does_and_grants(restricted: str)
     # RBAC forbids granting what one does not hold: the per-graph Roles must be covered.
     assert _grants(list(DISCOVERY_RULES) + list(PLANNER_RULES)) <= held
     assert ("nvidia.com", "dynamographdeployments/status", "patch") in held
+
+
+def test_leaderworkerset_only_when_enabled() -> None:
+    """LWS is installed separately: by default the operator neither may touch LWS objects nor
+    renders them (a multinode graph fails); the value turns both on."""
+
+    def lws_rules_and_flag(*args: str) -> tuple[bool, str]:
+        objs = _by_kind(_render(PLATFORM, *args))
+        rules = objs[("ClusterRole", "dynamo-platform-operator")]["rules"]
+        granted = any("leaderworkersets" in rule["resources"] for rule in rules)
+        config = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
+        return granted, config["DYN_OPERATOR_LWS_ENABLED"]
+
+    assert lws_rules_and_flag() == (False, "false")
+    enabled = lws_rules_and_flag("--set", "dynamo-operator.orchestrators.lws.enabled=true")
+    assert enabled == (True, "true")
+
+
+def test_grove_only_when_enabled() -> None:
+    def grove_grants_and_config(*args: str) -> tuple[set[tuple[str, str, str]], dict[str, str]]:
+        objs = _by_kind(_render(PLATFORM, *args))
+        rules = objs[("ClusterRole", "dynamo-platform-operator")]["rules"]
+        grove = {g for g in _grants(rules) if g[0] == "grove.io"}
+        return grove, objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
+
+    grants, config = grove_grants_and_config()
+    assert grants == set()
+    assert config["DYN_OPERATOR_GROVE_ENABLED"] == "false"
+    grants, config = grove_grants_and_config(
+        "--set", "dynamo-operator.orchestrators.grove.enabled=true"
+    )
+    assert config["DYN_OPERATOR_GROVE_ENABLED"] == "true"
+    assert config["DYN_OPERATOR_GROVE_TERMINATION_DELAY"] == "15m"
+    for verb in ("get", "list", "watch", "create", "patch", "delete"):
+        assert ("grove.io", "podcliquesets", verb) in grants
+    for child in ("podcliques", "podcliquescalinggroups"):
+        assert {("grove.io", child, v) for v in ("get", "list", "watch", "patch")} <= grants

@@ -243,7 +243,7 @@ def test_multinode_service_becomes_a_leader_worker_set() -> None:
     doc = _guide()
     doc["spec"]["services"]["VllmDecodeWorker"]["multinode"] = {"nodeCount": 2}
     doc["spec"]["services"]["VllmDecodeWorker"]["replicas"] = 3
-    objs = _objects(_build(doc))
+    objs = _objects(_build(doc, OperatorConfig(lws_enabled=True)))
     assert ("Deployment", "my-llm-vllmdecodeworker") not in objs
     lws = objs[("LeaderWorkerSet", "my-llm-vllmdecodeworker")]
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"

@@ -85,6 +85,23 @@ class OperatorConfig:
         help="seconds a finished profiling Job and its pods are kept (ttlSecondsAfterFinished)",
         env="DYN_OPERATOR_PROFILER_TTL_S",
     )
+    lws_enabled: bool = option(
+        False,
+        help="LeaderWorkerSet (leaderworkerset.x-k8s.io) is installed: multinode services run "
+        "as LeaderWorkerSets; without it a multinode graph fails",
+        env="DYN_OPERATOR_LWS_ENABLED",
+    )
+    grove_enabled: bool = option(
+        False,
+        help="Grove (grove.io) is installed: every graph (unless annotated "
+        'nvidia.com/enable-grove: "false") runs as one PodCliqueSet',
+        env="DYN_OPERATOR_GROVE_ENABLED",
+    )
+    grove_termination_delay: str = option(
+        "15m",
+        help="Grove's terminationDelay of a PodCliqueSet whose gang lost its minimum",
+        env="DYN_OPERATOR_GROVE_TERMINATION_DELAY",
+    )
     log_level: str = option(
         "info",
         help="log level",

@@ -165,6 +165,26 @@ def build_registry(
         async with status_locks.setdefault((namespace, name), asyncio.Lock()):
             await refresh_status(name, namespace, logger)
 
+    if config.grove_enabled:
+
+        @kopf.on.event(
+            "grove.io",
+            "v1alpha1",
+            "podcliques",
+            labels={GRAPH_LABEL: kopf.PRESENT},
+            registry=registry,
+        )
+        async def grove_child_changed(
+            body: kopf.Body, namespace: str | None, logger: Logger, **_: Any
+        ) -> None:
+            # Grove's PodCliques belong to the PodCliqueSet, not the DGD: the graph label (which
+            # Grove copies from the clique template) names the graph.
+            name = body.get("metadata", {}).get("labels", {}).get(GRAPH_LABEL)
+            if name is None or namespace is None:
+                return
+            async with status_locks.setdefault((namespace, name), asyncio.Lock()):
+                await refresh_status(name, namespace, logger)
+
     async def refresh_status(
         name: str, namespace: str, logger: Logger, *, after_reconcile: bool = False
     ) -> None:

@@ -14,6 +14,9 @@ CUSTOM_KINDS: tuple[CustomKind, ...] = (
     ),
     CustomKind("nvidia.com/v1alpha1", "DynamoComponentDeployment", "dynamocomponentdeployments"),
     CustomKind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets"),
+    CustomKind("grove.io/v1alpha1", "PodCliqueSet", "podcliquesets"),
+    CustomKind("grove.io/v1alpha1", "PodClique", "podcliques"),
+    CustomKind("grove.io/v1alpha1", "PodCliqueScalingGroup", "podcliquescalinggroups"),
 )
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from dynamo.deploy.builder import DISCOVERY_ANNOTATION, ServiceSpec, build_graph
 from dynamo.deploy.graph import DynamoGraphDeployment, load_graph
-from dynamo.operator import rbac, workloads
+from dynamo.deploy.multinode import check_multinode
+from dynamo.operator import grove, rbac, workloads
 from dynamo.operator.config import DISCOVERY_BACKENDS, OperatorConfig
 from dynamo.operator.labels import GraphRef, is_dns_label, is_label_value
 from dynamo.operator.podspec import PodOptions
@@ -31,6 +32,7 @@ class GraphManifests:
     objects: tuple[dict[str, Any], ...]
     workloads: tuple[Workload, ...]
     discovery_backend: str
+    grove: bool = False  # one PodCliqueSet; the workloads are Grove's children
 
 
 def parse_graph(body: Mapping[str, Any]) -> DynamoGraphDeployment:
@@ -81,6 +83,26 @@ def _check_names(graph: GraphRef, services: list[ServiceSpec], discovery: str) -
                 )
 
 
+NO_ORCHESTRATOR = "no multinode orchestrator available"
+
+
+def _check_multinode(
+    services: list[ServiceSpec], config: OperatorConfig, *, on_grove: bool
+) -> None:
+    """A multinode service needs Grove or LeaderWorkerSet on the cluster (as NVIDIA Dynamo, the
+    graph fails without one) and a backend whose ranks this project runs."""
+    for svc in services:
+        if svc.node_count < 2:
+            continue
+        if not (on_grove or config.lws_enabled):
+            raise ConfigError(
+                f"spec.services.{svc.name}.multinode: {NO_ORCHESTRATOR}: install "
+                "LeaderWorkerSet or Grove and set dynamo-operator.orchestrators.lws.enabled or "
+                ".grove.enabled (DYN_OPERATOR_LWS_ENABLED, DYN_OPERATOR_GROVE_ENABLED)"
+            )
+        check_multinode(svc)
+
+
 def needs_service(svc: ServiceSpec, discovery: str) -> bool:
     """Frontends always get a Service (port 8000); other components too with Kubernetes
     discovery, as NVIDIA Dynamo does (pydynamo's discovery itself watches the graph's discovery
@@ -104,6 +126,10 @@ def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphMan
         infrastructure=config.infrastructure_env,
     )
     _check_names(graph, services, discovery)
+    on_grove = grove.wants_grove(dgd, config.grove_enabled)
+    _check_multinode(services, config, on_grove=on_grove)
+    if on_grove:
+        grove.check_grove_names(graph, services)
     objects: list[dict[str, Any]] = [
         workloads.persistent_volume_claim(graph, pvc) for pvc in dgd.spec.pvcs if pvc.create
     ]
@@ -113,23 +139,17 @@ def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphMan
     if has_planner:
         objects += rbac.planner_rbac(graph, with_discovery=discovery == "kubernetes")
     expected: list[Workload] = []
-    for svc in services:
-        account = None
-        if svc.component_type == "planner":
-            account = rbac.planner_account_name(graph)
-        elif discovery == "kubernetes":
-            account = rbac.discovery_account_name(graph)
-        options = PodOptions(default_image=config.default_image, service_account=account)
-        if svc.node_count > 1:
-            objects.append(workloads.leader_worker_set(graph, dgd, svc, options))
-            expected.append(
-                Workload(svc.name, "LeaderWorkerSet", svc.k8s_name, workloads.pinned_replicas(svc))
-            )
-        else:
-            objects.append(workloads.deployment(graph, dgd, svc, options))
-            expected.append(
-                Workload(svc.name, "Deployment", svc.k8s_name, workloads.pinned_replicas(svc))
-            )
+    pod_options = [(svc, _pod_options(graph, svc, discovery, config)) for svc in services]
+    if on_grove:
+        pcs, expected = grove.pod_clique_set(
+            graph, dgd, pod_options, config.grove_termination_delay
+        )
+        objects.append(pcs)
+    for svc, options in pod_options:
+        if not on_grove:
+            obj, workload = _workload(graph, dgd, svc, options)
+            objects.append(obj)
+            expected.append(workload)
         if needs_service(svc, discovery):
             objects.append(workloads.service(graph, svc, discovery_backend=discovery))
     if discovery == "kubernetes":
@@ -141,4 +161,28 @@ def build_manifests(body: Mapping[str, Any], config: OperatorConfig) -> GraphMan
         objects=tuple(objects),
         workloads=tuple(expected),
         discovery_backend=discovery,
+        grove=on_grove,
     )
+
+
+def _workload(
+    graph: GraphRef, dgd: DynamoGraphDeployment, svc: ServiceSpec, options: PodOptions
+) -> tuple[dict[str, Any], Workload]:
+    """A single-node service's Deployment, a multinode one's LeaderWorkerSet."""
+    replicas = workloads.pinned_replicas(svc)
+    if svc.node_count > 1:
+        lws = workloads.leader_worker_set(graph, dgd, svc, options)
+        return lws, Workload(svc.name, "LeaderWorkerSet", svc.k8s_name, replicas)
+    deployment = workloads.deployment(graph, dgd, svc, options)
+    return deployment, Workload(svc.name, "Deployment", svc.k8s_name, replicas)
+
+
+def _pod_options(
+    graph: GraphRef, svc: ServiceSpec, discovery: str, config: OperatorConfig
+) -> PodOptions:
+    account = None
+    if svc.component_type == "planner":
+        account = rbac.planner_account_name(graph)
+    elif discovery == "kubernetes":
+        account = rbac.discovery_account_name(graph)
+    return PodOptions(default_image=config.default_image, service_account=account)

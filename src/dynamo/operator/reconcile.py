@@ -9,6 +9,7 @@ from typing import Any
 
 from dynamo.operator.apply import adoption_patch, made_by_client_side_apply
 from dynamo.operator.config import OperatorConfig
+from dynamo.operator.grove import GROVE_API_VERSION, scale_patch
 from dynamo.operator.labels import GRAPH_LABEL, GraphRef
 from dynamo.operator.manifests import GraphManifests, build_manifests
 from dynamo.operator.rbac import RBAC_API_VERSION
@@ -18,7 +19,12 @@ from dynamo.runtime.kube import KubeClient
 
 DGD_API_VERSION = "nvidia.com/v1alpha1"
 DGD_KIND = "DynamoGraphDeployment"
-WORKLOAD_API_VERSIONS = {"Deployment": "apps/v1", "LeaderWorkerSet": LWS_API_VERSION}
+WORKLOAD_API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "LeaderWorkerSet": LWS_API_VERSION,
+    "PodClique": GROVE_API_VERSION,
+    "PodCliqueScalingGroup": GROVE_API_VERSION,
+}
 # Kinds of per-graph objects that are deleted when the graph stops needing them. PVCs are
 # kept (they hold data); the API server removes them with the graph.
 PRUNABLE_KINDS: tuple[tuple[str, str], ...] = (
@@ -54,13 +60,26 @@ def _owned_by(obj: Mapping[str, Any], graph: GraphRef) -> bool:
     return any(o.get("uid") == graph.uid and o.get("kind") == DGD_KIND for o in owners)
 
 
-async def prune(api: KubeClient, manifests: GraphManifests) -> list[str]:
-    """Delete this graph's objects that its manifests no longer contain (e.g. a removed
-    service); returns `Kind/name` of each deleted object."""
+def prunable_kinds(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
+    """The kinds `prune` lists: LeaderWorkerSets only where LWS is installed, PodCliqueSets
+    only where Grove is."""
+    kinds = [k for k in PRUNABLE_KINDS if config.lws_enabled or k[1] != "LeaderWorkerSet"]
+    if config.grove_enabled:
+        kinds.append((GROVE_API_VERSION, "PodCliqueSet"))
+    return tuple(kinds)
+
+
+async def prune(
+    api: KubeClient,
+    manifests: GraphManifests,
+    kinds: tuple[tuple[str, str], ...] = PRUNABLE_KINDS,
+) -> list[str]:
+    """Delete this graph's objects of `kinds` that its manifests no longer contain (e.g. a
+    removed service); returns `Kind/name` of each deleted object."""
     graph = manifests.graph
     wanted = {(o["kind"], o["metadata"]["name"]) for o in manifests.objects}
     deleted = []
-    for api_version, kind in PRUNABLE_KINDS:
+    for api_version, kind in kinds:
         found = await api.list(api_version, kind, graph.namespace, {GRAPH_LABEL: graph.name})
         for obj in found.items:
             name = obj["metadata"]["name"]
@@ -100,8 +119,28 @@ async def reconcile_graph(
         service = workload_of.get((obj["kind"], obj["metadata"]["name"]))
         if service is not None:
             live[service] = result
-    await prune(api, manifests)
+    if manifests.grove:
+        live.update(await _scale_grove_children(api, manifests))
+    await prune(api, manifests, prunable_kinds(config))
     return _status(body, manifests, live)
+
+
+async def _scale_grove_children(
+    api: KubeClient, manifests: GraphManifests
+) -> dict[str, Mapping[str, Any] | None]:
+    """Give Grove's children (PodClique / PodCliqueScalingGroup `{dgd}-0-{svc}`) the DGD's
+    replicas: Grove owns them once they exist. A child Grove has not made yet is skipped (it
+    starts with the PodCliqueSet's numbers); returns the children as they are now."""
+    ns = manifests.graph.namespace
+    live: dict[str, Mapping[str, Any] | None] = {}
+    for w in manifests.workloads:
+        api_version = WORKLOAD_API_VERSIONS[w.kind]
+        child = await api.get(api_version, w.kind, w.name, ns)
+        stale = child is not None and (child.get("spec") or {}).get("replicas") != w.replicas
+        if stale and w.replicas is not None:
+            child = await api.patch(api_version, w.kind, w.name, ns, scale_patch(w))
+        live[w.service] = child
+    return live
 
 
 async def observed_status(

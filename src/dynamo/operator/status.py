@@ -12,6 +12,7 @@ REASON_READY = "all_resources_are_ready"
 REASON_NOT_READY = "some_resources_are_not_ready"
 REASON_INVALID = "ValidationFailed"
 REASON_RECONCILE_FAILED = "failed_to_reconcile_the_resources"
+GROVE_CHILDREN = {"PodClique": "readyReplicas", "PodCliqueScalingGroup": "availableReplicas"}
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Workload:
     (None: whatever the workload's own `spec.replicas` says, when the DGD does not set them)."""
 
     service: str
-    kind: str  # Deployment | LeaderWorkerSet
+    kind: str  # Deployment | LeaderWorkerSet | PodClique | PodCliqueScalingGroup (Grove)
     name: str
     replicas: int | None
 
@@ -43,15 +44,24 @@ def workload_ready(expected: Workload, obj: Mapping[str, Any] | None) -> tuple[b
     if want == 0:
         return True, ""
     status = obj.get("status") or {}
-    generation = obj.get("metadata", {}).get("generation")
-    observed = status.get("observedGeneration")
-    if generation is not None and (observed is None or observed < generation):
-        return False, f"{expected.kind} {expected.name} has not observed generation {generation}"
+    if expected.kind in GROVE_CHILDREN:
+        # Grove's children: ready pods of a clique, available (whole) groups of a scaling group.
+        field = GROVE_CHILDREN[expected.kind]
+        have = int(status.get(field, 0))
+        if have < want:
+            noun = "pods ready" if expected.kind == "PodClique" else "groups available"
+            return False, f"{have}/{want} {noun}"
+        return True, ""
     if expected.kind == "LeaderWorkerSet":
+        # LWS's status has no observedGeneration: ready groups and `Available`, as Dynamo.
         ready = status.get("readyReplicas", 0)
         if ready < want or _condition(obj, "Available") != "True":
             return False, f"{ready}/{want} groups ready"
         return True, ""
+    generation = obj.get("metadata", {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return False, f"{expected.kind} {expected.name} has not observed generation {generation}"
     updated = status.get("updatedReplicas", 0)
     available = status.get("availableReplicas", 0)
     if updated < want:
@@ -71,7 +81,7 @@ def service_status(expected: Workload, obj: Mapping[str, Any] | None) -> dict[st
         "updatedReplicas": int(status.get("updatedReplicas", 0)),
         "readyReplicas": int(status.get("readyReplicas", 0)),
     }
-    if expected.kind == "Deployment":
+    if expected.kind in ("Deployment", "PodCliqueScalingGroup"):
         out["availableReplicas"] = int(status.get("availableReplicas", 0))
     return out
 

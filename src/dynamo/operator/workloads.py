@@ -8,6 +8,7 @@ from typing import Any
 
 from dynamo.deploy.builder import ServiceSpec
 from dynamo.deploy.graph import DynamoGraphDeployment, Pvc
+from dynamo.deploy.multinode import pod_spec
 from dynamo.operator import labels as lbl
 from dynamo.operator.podspec import PodOptions, pod_template
 from dynamo.runtime.discovery.kubernetes.objects import DISCOVERY_SERVICE_LABEL
@@ -77,12 +78,15 @@ def leader_worker_set(
     graph: lbl.GraphRef, dgd: DynamoGraphDeployment, svc: ServiceSpec, options: PodOptions
 ) -> dict[str, Any]:
     """A LeaderWorkerSet for a service with `multinode.nodeCount` > 1: each replica is a group
-    of `nodeCount` pods; only the leader serves (and is probed), the others join it."""
+    of `nodeCount` pods, one engine; only the leader serves (and is probed), the others are
+    its ranks (`dynamo.deploy.multinode` gives each pod its flags). Resources are per pod."""
     labels = lbl.service_labels(graph, svc)
     pod_labels = {**labels, **lbl.selector(svc)}
-    leader = pod_template(svc, dgd, {**pod_labels, lbl.ROLE_LABEL: "leader"}, options)
+    leader_svc = pod_spec(svc, "lws", "leader")
+    leader = pod_template(leader_svc, dgd, {**pod_labels, lbl.ROLE_LABEL: "leader"}, options)
     worker_options = PodOptions(options.default_image, options.service_account, probes=False)
-    worker = pod_template(svc, dgd, {**pod_labels, lbl.ROLE_LABEL: "worker"}, worker_options)
+    worker_labels = {**pod_labels, lbl.ROLE_LABEL: "worker"}
+    worker = pod_template(pod_spec(svc, "lws", "worker"), dgd, worker_labels, worker_options)
     return {
         "apiVersion": LWS_API_VERSION,
         "kind": "LeaderWorkerSet",

@@ -46,6 +46,8 @@ def _add_common_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disaggregation-bootstrap-port", type=int, default=8998)
     parser.add_argument("--host", type=str, default="127.0.0.1")
     parser.add_argument("--dist-init-addr", type=str, default=None)
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--node-rank", type=int, default=0)
 
 
 # --- disaggregation: SGLang's bootstrap handshake, between engines of this process -----------
@@ -106,6 +108,8 @@ class FakeServerArgs(msgspec.Struct):
     disaggregation_bootstrap_port: int = 8998
     host: str = "127.0.0.1"
     dist_init_addr: str | None = None
+    nnodes: int = 1
+    node_rank: int = 0
 
     def __post_init__(self) -> None:
         _check_page_size(self.page_size)
@@ -145,6 +149,8 @@ class FakeServerArgs054:
     disaggregation_bootstrap_port: int = 8998
     host: str = "127.0.0.1"
     dist_init_addr: str | None = None
+    nnodes: int = 1
+    node_rank: int = 0
 
     def __post_init__(self) -> None:
         _check_page_size(self.page_size)

@@ -56,6 +56,14 @@ RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
     ("rbac.authorization.k8s.io/v1/roles", "Role", True, set()),
     ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding", True, set()),
     ("leaderworkerset.x-k8s.io/v1/leaderworkersets", "LeaderWorkerSet", True, {"status"}),
+    ("grove.io/v1alpha1/podcliquesets", "PodCliqueSet", True, {"status"}),
+    ("grove.io/v1alpha1/podcliques", "PodClique", True, {"status", "scale"}),
+    (
+        "grove.io/v1alpha1/podcliquescalinggroups",
+        "PodCliqueScalingGroup",
+        True,
+        {"status", "scale"},
+    ),
 )
 DYNAMO_RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
     ("nvidia.com/v1alpha1/dynamographdeployments", "DynamoGraphDeployment", True, {"status"}),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from dynamo.engines.vllm.args import parse_vllm_args
 from dynamo.engines.vllm.engine import VllmEngine
+from dynamo.engines.vllm.headless import run_headless_rank
 from dynamo.runtime.errors import DynamoError
 from dynamo.worker.run import serve_engine, setup_logging
 
@@ -22,6 +23,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except DynamoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if config.headless:
+        # A non-leader rank of a multi-node engine: model workers only, no runtime, nothing
+        # registered; the leader serves the model.
+        try:
+            run_headless_rank(engine_args)
+        except DynamoError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        return
     publish = config.publish_kv_events
     serve_engine(
         PROG,

@@ -56,6 +56,11 @@ class VllmWorkerConfig:
     migration_limit: int = option(
         0, help="times a request broken by this worker's death may move to another worker"
     )
+    headless: bool = option(
+        False,
+        help="a non-leader rank of a multi-node engine (with --nnodes and --node-rank >= 1): "
+        "runs its model workers only, registers nothing",
+    )
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     parsers: ParserFlags = dataclasses.field(default_factory=ParserFlags)
 
