@@ -40,6 +40,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from _load_shapes import SHAPES, Phases, arrivals, mean_rate, peak_rate, scaled, trace_s
+
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler
 from dynamo.engines.mocker.scheduler import Scheduler
@@ -49,66 +51,6 @@ from dynamo.planner.connectors.base import ROLES, Role
 from dynamo.planner.decide import Forecast, Inputs, RoleLoad, Traffic, decide
 from dynamo.planner.loop import Planner
 from dynamo.planner.profile import EngineProfile, mocker_profile
-
-Phases = tuple[tuple[float, float, float], ...]  # (seconds, multiplier at start, at end)
-
-
-def _sinusoid(period_s: float, cycles: int, low: float, high: float) -> Phases:
-    """A sine between `low` and `high`, as 10 s linear pieces."""
-    steps = int(period_s // 10)
-    mid, amp = (high + low) / 2, (high - low) / 2
-    values = [mid - amp * math.cos(2 * math.pi * i / steps) for i in range(steps * cycles + 1)]
-    return tuple((10.0, a, b) for a, b in itertools.pairwise(values))
-
-
-SHAPES: dict[str, Phases] = {
-    # the issue's trace: a ramp x1 -> x4 -> x1, then a x8 burst of 10 s
-    "ramp+burst": (
-        (60, 1, 1),
-        (60, 1, 4),
-        (120, 4, 4),
-        (60, 4, 1),
-        (60, 1, 1),
-        (10, 8, 8),
-        (60, 1, 1),
-    ),
-    "sinusoid": _sinusoid(120, 3, 1, 4),  # x1..x4, period 120 s, 3 cycles
-    "step-down": ((30, 1, 1), (120, 4, 4), (180, 1, 1)),  # a level shift up, then down
-    "bursts": ((60, 1, 1), (20, 6, 6), (60, 1, 1), (20, 6, 6), (60, 1, 1)),
-}
-
-
-def trace_s(phases: Phases) -> float:
-    return sum(p[0] for p in phases)
-
-
-def rate_at(t: float, base: float, phases: Phases) -> float:
-    for length, start, end in phases:
-        if t < length:
-            return base * (start + (end - start) * t / length)
-        t -= length
-    return 0.0
-
-
-def mean_rate(base: float, phases: Phases) -> float:
-    return sum(p[0] * base * (p[1] + p[2]) / 2 for p in phases) / trace_s(phases)
-
-
-def peak_rate(base: float, phases: Phases) -> float:
-    return base * max(max(p[1], p[2]) for p in phases)
-
-
-def arrivals(base: float, seed: int, phases: Phases) -> list[float]:
-    """Poisson arrivals of the trace by thinning at the peak rate."""
-    rng = random.Random(seed)
-    total, peak = trace_s(phases), peak_rate(base, phases)
-    t, out = 0.0, []
-    while True:
-        t += rng.expovariate(peak)
-        if t >= total:
-            return out
-        if rng.random() < rate_at(t, base, phases) / peak:
-            out.append(t)
 
 
 def replicas_for_rate(
@@ -465,6 +407,12 @@ def main() -> None:
     parser.add_argument("--speedup-ratio", type=float, default=0.2, help="the mockers'")
     parser.add_argument("--startup-s", type=float, default=5.0, help="a new worker's start")
     parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="every phase of the shapes this many times as long (planner_serve.py's scale)",
+    )
+    parser.add_argument(
         "--shapes",
         default=",".join(SHAPES),
         help=f"comma-separated load shapes to run, of: {', '.join(SHAPES)}",
@@ -504,7 +452,7 @@ def main() -> None:
         "sized from the trace (the planner's throughput formula at its peak and mean rate)"
     )
     for name in args.shapes.split(","):
-        run_shape(name, SHAPES[name], args, config, mocker, profile)
+        run_shape(name, scaled(SHAPES[name], args.time_scale), args, config, mocker, profile)
 
 
 def run_shape(
