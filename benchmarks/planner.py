@@ -93,8 +93,13 @@ class Request:
 class Graph:
     """A disaggregated graph of simulated mocker workers and an event heap."""
 
-    def __init__(self, mocker: MockerConfig, startup_s: float) -> None:
+    def __init__(
+        self, mocker: MockerConfig, startup_s: float, router_queue_tokens: float | None = None
+    ) -> None:
         self.mocker, self.startup_s = mocker, startup_s
+        # what-if (not in the product): the router holds a prompt while every serving prefill
+        # worker has more than this many prompt tokens queued
+        self.router_queue_tokens = router_queue_tokens
         self.now = 0.0
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = itertools.count()
@@ -135,7 +140,17 @@ class Graph:
     def _ready(self, worker: Worker) -> None:
         queue = self.waiting[worker.role]
         while queue and not worker.draining:
+            if self._held(worker):
+                return
             self._assign(worker, queue.pop(0))
+
+    def _held(self, worker: Worker) -> bool:
+        limit = self.router_queue_tokens
+        return (
+            limit is not None
+            and worker.role == "prefill"
+            and worker.scheduler.pending_prefill_tokens > limit
+        )
 
     def _serving(self, role: Role) -> list[Worker]:
         return [w for w in self.live(role) if w.ready_s <= self.now]
@@ -148,6 +163,11 @@ class Graph:
         ready = self._serving(role)
         if not ready:
             self.waiting[role].append(key)
+            return
+        if role == "prefill" and self.router_queue_tokens is not None:
+            self.waiting[role].append(key)  # behind any held prompts, to the least loaded
+            for worker in sorted(ready, key=lambda w: w.scheduler.pending_prefill_tokens):
+                self._ready(worker)
             return
         if role == "prefill":
             worker = min(ready, key=lambda w: w.scheduler.pending_prefill_tokens)
@@ -173,6 +193,8 @@ class Graph:
             self.at(self.now, self._step, worker)
 
     def _step(self, worker: Worker) -> None:
+        if self.router_queue_tokens is not None and worker.role == "prefill":
+            self._ready(worker)  # the router hands held prompts to a worker under its limit
         if not worker.scheduler.has_work():
             worker.busy = False
             if worker.draining:
@@ -202,11 +224,18 @@ class Graph:
         for role in ROLES:
             ready = self._serving(role)
             if ready:
+                # what-if: the prompts the router holds count as queued on its workers
+                held = (
+                    sum(len(self.requests[k].prompt) for k in self.waiting[role])
+                    if self.router_queue_tokens is not None
+                    else 0
+                )
                 out[role] = RoleLoad(
                     workers=len(ready),
                     queued_prefill_tokens=statistics.mean(
                         w.scheduler.pending_prefill_tokens for w in ready
-                    ),
+                    )
+                    + held / len(ready),
                     kv_usage=statistics.mean(
                         w.scheduler.kv.active_blocks / w.scheduler.kv.num_blocks for w in ready
                     ),
@@ -328,8 +357,9 @@ async def simulate(
     osl: int,
     phases: Phases,
     trace: list[str] | None = None,
+    router_queue_tokens: float | None = None,
 ) -> Result:
-    graph = Graph(mocker, startup_s)
+    graph = Graph(mocker, startup_s, router_queue_tokens)
     rng = random.Random(len(times))
     for i, t in enumerate(times):
         graph.requests.append(Request(t, [rng.randrange(100, 50_000) for _ in range(isl)], osl))
@@ -407,6 +437,13 @@ def main() -> None:
     parser.add_argument("--speedup-ratio", type=float, default=0.2, help="the mockers'")
     parser.add_argument("--startup-s", type=float, default=5.0, help="a new worker's start")
     parser.add_argument(
+        "--what-if-router-queue",
+        type=float,
+        metavar="TOKENS",
+        help="NOT THE PRODUCT: the router holds prompts while every prefill worker has more "
+        "than TOKENS queued (to measure what router-side queueing would buy)",
+    )
+    parser.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -451,6 +488,11 @@ def main() -> None:
         f"{config.ttft_ms:g} ms, ITL {config.itl_ms:g} ms; {args.seeds} seeds; static graphs "
         "sized from the trace (the planner's throughput formula at its peak and mean rate)"
     )
+    if args.what_if_router_queue is not None:
+        print(
+            f"WHAT-IF, NOT THE PRODUCT: the router holds prompts while every prefill worker has "
+            f"more than {args.what_if_router_queue:g} tokens queued"
+        )
     for name in args.shapes.split(","):
         run_shape(name, scaled(SHAPES[name], args.time_scale), args, config, mocker, profile)
 
@@ -481,6 +523,7 @@ def run_shape(
                     args.osl,
                     phases,
                     trace if static is None and seed == 0 else None,
+                    args.what_if_router_queue,
                 )
             )
             for seed in range(args.seeds)

@@ -257,6 +257,10 @@ def test_queue_inflow_is_growth_plus_what_saturated_workers_clear() -> None:
     idle = RoleLoad(workers=1, queued_prefill_tokens=0)
     assert queue_inflow_tps(idle, after, 1.0, 5_000) is None  # not saturated all along
     assert queue_inflow_tps(None, after, 1.0, 5_000) is None
+    # a queue that formed since the last snapshot: growth plus what the workers clear, on ask
+    formed = queue_inflow_tps(idle, after, 1.0, 5_000, since_empty=True)
+    assert formed == pytest.approx(30_000 + 5_000)
+    assert queue_inflow_tps(idle, idle, 1.0, 5_000, since_empty=True) is None  # no queue now
 
 
 def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:

@@ -323,20 +323,28 @@ def _sla_guard(
 
 
 def queue_inflow_tps(
-    before: RoleLoad | None, after: RoleLoad | None, elapsed_s: float, per_worker_tps: float
+    before: RoleLoad | None,
+    after: RoleLoad | None,
+    elapsed_s: float,
+    per_worker_tps: float,
+    *,
+    since_empty: bool = False,
 ) -> float | None:
     """Prompt tokens/s arriving at a role whose workers were saturated between two snapshots.
 
     Workers with a queue at both ends were busy all along, so they cleared about
     `per_worker_tps` each; what arrived is that plus the queue's growth. This sees a burst
     within one load check, long before finished requests show it in the frontend's numbers.
-    None when the role was not saturated (then nothing can be told from the queue).
+    A queue that formed since the last snapshot counts too when `since_empty` (its workers
+    were busy for part of the time: the estimate is high by at most one worker's clearing
+    per worker; the caller uses it only for a queue over the scale-up threshold). None when
+    the role has no queue now (then nothing can be told from the queue).
     """
     if before is None or after is None or elapsed_s <= 0 or per_worker_tps <= 0:
         return None
-    if min(before.workers, after.workers) <= 0:
+    if min(before.workers, after.workers) <= 0 or after.queued_prefill_tokens <= 0:
         return None
-    if before.queued_prefill_tokens <= 0 or after.queued_prefill_tokens <= 0:
+    if before.queued_prefill_tokens <= 0 and not since_empty:
         return None
     growth = (
         after.queued_prefill_tokens * after.workers - before.queued_prefill_tokens * before.workers
