@@ -8,8 +8,8 @@ remaining workers carry the load with headroom (scale down). Signals:
   (profiled prefill tokens/s per GPU at the ISL x GPUs per worker x the busy fraction that
   leaves room for queueing within the TTFT target)), demand corrected by min(1, observed /
   profiled TTFT), for the forecast request count plus `--forecast-margin-sigmas` of its
-  Poisson standard deviation, *plus the prompt tokens queued on the workers now* (their #10528: bursts
-  queue, so queueing must count). Decode replicas = ceil(output tokens/s /
+  Poisson standard deviation, *plus the prompt tokens queued on the workers now* (their
+  #10528: bursts queue, so queueing must count). Decode replicas = ceil(output tokens/s /
   (throughput per GPU at the ITL target, corrected by observed / profiled ITL, x GPUs)).
 - SLA guard: observed TTFT (ITL) above target while the profile says an idle engine meets it
   means the workers queue: one more prefill (decode) worker, unless the workers' queue is
