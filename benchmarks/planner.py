@@ -2,8 +2,10 @@
 
     python benchmarks/planner.py [--base-rate 3] [--seeds 3] [--speedup-ratio 0.2]
         [--startup-s 5] [--shapes ramp+burst,sinusoid,step-down,bursts] [--trace]
+        [--time-scale 1] [--planner-only] [--what-if-router-queue TOKENS]
         [--planner-args "--load-predictor kalman ..."]
 
+The shapes are `_load_shapes.py`'s (shared with `planner_serve.py`, the wall-clock twin).
 A disaggregated graph of mocker engines (the real mocker `Scheduler` and timing model, one per
 worker) serves a varying Poisson load of one of four shapes (multiples of --base-rate):
 `ramp+burst` (the issue's: x1 60 s, ramp to x4 over 60 s, x4 120 s, ramp back over 60 s, x1
