@@ -2,8 +2,10 @@
 
     python benchmarks/planner.py [--base-rate 3] [--seeds 3] [--speedup-ratio 0.2]
         [--startup-s 5] [--shapes ramp+burst,sinusoid,step-down,bursts] [--trace]
+        [--time-scale 1] [--planner-only] [--what-if-router-queue TOKENS]
         [--planner-args "--load-predictor kalman ..."]
 
+The shapes are `_load_shapes.py`'s (shared with `planner_serve.py`, the wall-clock twin).
 A disaggregated graph of mocker engines (the real mocker `Scheduler` and timing model, one per
 worker) serves a varying Poisson load of one of four shapes (multiples of --base-rate):
 `ramp+burst` (the issue's: x1 60 s, ramp to x4 over 60 s, x4 120 s, ramp back over 60 s, x1
@@ -40,6 +42,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from _load_shapes import SHAPES, Phases, arrivals, mean_rate, peak_rate, scaled, trace_s
+
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler
 from dynamo.engines.mocker.scheduler import Scheduler
@@ -49,66 +53,6 @@ from dynamo.planner.connectors.base import ROLES, Role
 from dynamo.planner.decide import Forecast, Inputs, RoleLoad, Traffic, decide
 from dynamo.planner.loop import Planner
 from dynamo.planner.profile import EngineProfile, mocker_profile
-
-Phases = tuple[tuple[float, float, float], ...]  # (seconds, multiplier at start, at end)
-
-
-def _sinusoid(period_s: float, cycles: int, low: float, high: float) -> Phases:
-    """A sine between `low` and `high`, as 10 s linear pieces."""
-    steps = int(period_s // 10)
-    mid, amp = (high + low) / 2, (high - low) / 2
-    values = [mid - amp * math.cos(2 * math.pi * i / steps) for i in range(steps * cycles + 1)]
-    return tuple((10.0, a, b) for a, b in itertools.pairwise(values))
-
-
-SHAPES: dict[str, Phases] = {
-    # the issue's trace: a ramp x1 -> x4 -> x1, then a x8 burst of 10 s
-    "ramp+burst": (
-        (60, 1, 1),
-        (60, 1, 4),
-        (120, 4, 4),
-        (60, 4, 1),
-        (60, 1, 1),
-        (10, 8, 8),
-        (60, 1, 1),
-    ),
-    "sinusoid": _sinusoid(120, 3, 1, 4),  # x1..x4, period 120 s, 3 cycles
-    "step-down": ((30, 1, 1), (120, 4, 4), (180, 1, 1)),  # a level shift up, then down
-    "bursts": ((60, 1, 1), (20, 6, 6), (60, 1, 1), (20, 6, 6), (60, 1, 1)),
-}
-
-
-def trace_s(phases: Phases) -> float:
-    return sum(p[0] for p in phases)
-
-
-def rate_at(t: float, base: float, phases: Phases) -> float:
-    for length, start, end in phases:
-        if t < length:
-            return base * (start + (end - start) * t / length)
-        t -= length
-    return 0.0
-
-
-def mean_rate(base: float, phases: Phases) -> float:
-    return sum(p[0] * base * (p[1] + p[2]) / 2 for p in phases) / trace_s(phases)
-
-
-def peak_rate(base: float, phases: Phases) -> float:
-    return base * max(max(p[1], p[2]) for p in phases)
-
-
-def arrivals(base: float, seed: int, phases: Phases) -> list[float]:
-    """Poisson arrivals of the trace by thinning at the peak rate."""
-    rng = random.Random(seed)
-    total, peak = trace_s(phases), peak_rate(base, phases)
-    t, out = 0.0, []
-    while True:
-        t += rng.expovariate(peak)
-        if t >= total:
-            return out
-        if rng.random() < rate_at(t, base, phases) / peak:
-            out.append(t)
 
 
 def replicas_for_rate(
@@ -151,8 +95,13 @@ class Request:
 class Graph:
     """A disaggregated graph of simulated mocker workers and an event heap."""
 
-    def __init__(self, mocker: MockerConfig, startup_s: float) -> None:
+    def __init__(
+        self, mocker: MockerConfig, startup_s: float, router_queue_tokens: float | None = None
+    ) -> None:
         self.mocker, self.startup_s = mocker, startup_s
+        # what-if (not in the product): the router holds a prompt while every serving prefill
+        # worker has more than this many prompt tokens queued
+        self.router_queue_tokens = router_queue_tokens
         self.now = 0.0
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = itertools.count()
@@ -193,7 +142,17 @@ class Graph:
     def _ready(self, worker: Worker) -> None:
         queue = self.waiting[worker.role]
         while queue and not worker.draining:
+            if self._held(worker):
+                return
             self._assign(worker, queue.pop(0))
+
+    def _held(self, worker: Worker) -> bool:
+        limit = self.router_queue_tokens
+        return (
+            limit is not None
+            and worker.role == "prefill"
+            and worker.scheduler.pending_prefill_tokens > limit
+        )
 
     def _serving(self, role: Role) -> list[Worker]:
         return [w for w in self.live(role) if w.ready_s <= self.now]
@@ -206,6 +165,11 @@ class Graph:
         ready = self._serving(role)
         if not ready:
             self.waiting[role].append(key)
+            return
+        if role == "prefill" and self.router_queue_tokens is not None:
+            self.waiting[role].append(key)  # behind any held prompts, to the least loaded
+            for worker in sorted(ready, key=lambda w: w.scheduler.pending_prefill_tokens):
+                self._ready(worker)
             return
         if role == "prefill":
             worker = min(ready, key=lambda w: w.scheduler.pending_prefill_tokens)
@@ -231,6 +195,8 @@ class Graph:
             self.at(self.now, self._step, worker)
 
     def _step(self, worker: Worker) -> None:
+        if self.router_queue_tokens is not None and worker.role == "prefill":
+            self._ready(worker)  # the router hands held prompts to a worker under its limit
         if not worker.scheduler.has_work():
             worker.busy = False
             if worker.draining:
@@ -260,11 +226,18 @@ class Graph:
         for role in ROLES:
             ready = self._serving(role)
             if ready:
+                # what-if: the prompts the router holds count as queued on its workers
+                held = (
+                    sum(len(self.requests[k].prompt) for k in self.waiting[role])
+                    if self.router_queue_tokens is not None
+                    else 0
+                )
                 out[role] = RoleLoad(
                     workers=len(ready),
                     queued_prefill_tokens=statistics.mean(
                         w.scheduler.pending_prefill_tokens for w in ready
-                    ),
+                    )
+                    + held / len(ready),
                     kv_usage=statistics.mean(
                         w.scheduler.kv.active_blocks / w.scheduler.kv.num_blocks for w in ready
                     ),
@@ -386,8 +359,9 @@ async def simulate(
     osl: int,
     phases: Phases,
     trace: list[str] | None = None,
+    router_queue_tokens: float | None = None,
 ) -> Result:
-    graph = Graph(mocker, startup_s)
+    graph = Graph(mocker, startup_s, router_queue_tokens)
     rng = random.Random(len(times))
     for i, t in enumerate(times):
         graph.requests.append(Request(t, [rng.randrange(100, 50_000) for _ in range(isl)], osl))
@@ -465,6 +439,24 @@ def main() -> None:
     parser.add_argument("--speedup-ratio", type=float, default=0.2, help="the mockers'")
     parser.add_argument("--startup-s", type=float, default=5.0, help="a new worker's start")
     parser.add_argument(
+        "--planner-only",
+        action="store_true",
+        help="skip the static graphs (for sweeps; `vs peak` is still against the peak graph)",
+    )
+    parser.add_argument(
+        "--what-if-router-queue",
+        type=float,
+        metavar="TOKENS",
+        help="NOT THE PRODUCT: the router holds prompts while every prefill worker has more "
+        "than TOKENS queued (to measure what router-side queueing would buy)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="every phase of the shapes this many times as long (planner_serve.py's scale)",
+    )
+    parser.add_argument(
         "--shapes",
         default=",".join(SHAPES),
         help=f"comma-separated load shapes to run, of: {', '.join(SHAPES)}",
@@ -503,8 +495,13 @@ def main() -> None:
         f"{config.ttft_ms:g} ms, ITL {config.itl_ms:g} ms; {args.seeds} seeds; static graphs "
         "sized from the trace (the planner's throughput formula at its peak and mean rate)"
     )
+    if args.what_if_router_queue is not None:
+        print(
+            f"WHAT-IF, NOT THE PRODUCT: the router holds prompts while every prefill worker has "
+            f"more than {args.what_if_router_queue:g} tokens queued"
+        )
     for name in args.shapes.split(","):
-        run_shape(name, SHAPES[name], args, config, mocker, profile)
+        run_shape(name, scaled(SHAPES[name], args.time_scale), args, config, mocker, profile)
 
 
 def run_shape(
@@ -533,16 +530,18 @@ def run_shape(
                     args.osl,
                     phases,
                     trace if static is None and seed == 0 else None,
+                    args.what_if_router_queue,
                 )
             )
             for seed in range(args.seeds)
         ]
 
-    rows = [
-        ("planner", None, run(None)),
-        ("static at peak", at_peak, run(at_peak)),
-        ("static at mean", at_mean, run(at_mean)),
-    ]
+    rows = [("planner", None, run(None))]
+    if not args.planner_only:
+        rows += [
+            ("static at peak", at_peak, run(at_peak)),
+            ("static at mean", at_mean, run(at_mean)),
+        ]
     print(f"\n{name}: {trace_s(phases):.0f}s, peak {peak:.1f} req/s, mean {mean:.2f} req/s")
     if trace is not None:
         print(
@@ -550,7 +549,8 @@ def run_shape(
             f"{'queuedP':>8} {'missed':>6}"
         )
         print("\n".join(trace))
-    peak_ws = statistics.mean(r.worker_seconds for r in rows[1][2])
+    # a static graph's workers live the whole trace
+    peak_ws = sum(at_peak.values()) * trace_s(phases)
     print(
         f"{'setup':16} {'replicas P+D':>13} {'SLA attain':>10} {'worker-s':>9} "
         f"{'vs peak':>8} {'TTFT ok':>8} {'ITL ok':>7} {'TTFT p90':>9} {'ITL p90':>8}"

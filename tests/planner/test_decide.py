@@ -20,6 +20,7 @@ from dynamo.planner.decide import (
     queue_inflow_tps,
 )
 from dynamo.planner.profile import load_profile, mocker_profile
+from dynamo.runtime.errors import ConfigError
 
 PROFILE = load_profile(Path(__file__).parent / "data" / "profile")
 # tokens/s of one prefill worker at ISL 1024 (70 ms TTFT), busy enough to leave room for
@@ -100,6 +101,31 @@ def test_ttft_over_target_from_queueing_adds_a_prefill_worker() -> None:
     d = decide(cfg, recent)
     assert d.targets == {"prefill": 1}
     assert "prefill scaled up 5s ago: not adding on its stale TTFT" in d.summary()
+    # the workers' queue has drained since: those requests queued earlier, no more workers
+    for queued, target in ((0.0, 1), (50_000.0, 2)):
+        now_load = {"prefill": RoleLoad(workers=1, queued_prefill_tokens=queued)}
+        d = decide(
+            cfg,
+            inputs(
+                live={"prefill": 1},
+                forecast=Forecast(100, 1024, 100),
+                traffic=slow,
+                load=now_load,
+            ),
+        )
+        assert d.targets == {"prefill": target}, d.summary()
+    assert (
+        "the prefill queue has drained: not adding on its stale TTFT"
+        in decide(
+            cfg,
+            inputs(
+                live={"prefill": 1},
+                forecast=Forecast(100, 1024, 100),
+                traffic=slow,
+                load={"prefill": RoleLoad(workers=1)},
+            ),
+        ).summary()
+    )
     # an ISL the engine cannot prefill within the target is not a queue: no blind scale-up
     huge = Traffic(1, isl=4096, osl=100, ttft_ms=400.0)  # profiled: 300 ms > 200 ms target
     d = decide(
@@ -257,6 +283,10 @@ def test_queue_inflow_is_growth_plus_what_saturated_workers_clear() -> None:
     idle = RoleLoad(workers=1, queued_prefill_tokens=0)
     assert queue_inflow_tps(idle, after, 1.0, 5_000) is None  # not saturated all along
     assert queue_inflow_tps(None, after, 1.0, 5_000) is None
+    # a queue that formed since the last snapshot: growth plus what the workers clear, on ask
+    formed = queue_inflow_tps(idle, after, 1.0, 5_000, since_empty=True)
+    assert formed == pytest.approx(30_000 + 5_000)
+    assert queue_inflow_tps(idle, idle, 1.0, 5_000, since_empty=True) is None  # no queue now
 
 
 def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:
@@ -281,3 +311,14 @@ def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:
     # its requests reach decode next: 24 req/s x 100 tokens, sized before decode's ITL shows it
     decode_per_worker, _ = profile.decode.best_throughput_per_gpu(cfg.itl_ms, 1000 + 50)
     assert d.targets["decode"] == math.ceil(2_400 / decode_per_worker) > 1
+
+
+def test_forecast_margin_sizes_for_poisson_noise_above_the_forecast() -> None:
+    # 225 requests forecast: two standard deviations are 30 more, and one more worker
+    plain = decide(config(), inputs(forecast=Forecast(225, 1024, 128)))
+    margin = decide(config(forecast_margin_sigmas=2.0), inputs(forecast=Forecast(225, 1024, 128)))
+    assert plain.targets["prefill"] == math.ceil(prefill_need(225)) == 2
+    assert margin.targets["prefill"] == math.ceil(prefill_need(255)) == 3
+    assert any(f"prefill {255 * 1024 / 10:.0f} tok/s" in r for r in margin.reasons)
+    with pytest.raises(ConfigError, match="--forecast-margin-sigmas"):
+        config(forecast_margin_sigmas=-1.0)

@@ -134,6 +134,12 @@ class PlannerConfig:
     decode_scale_down_kv_rate: float = option(
         0.5, help="load scaling: below this mean KV usage a decode worker may go"
     )
+    forecast_margin_sigmas: float = option(
+        0.0,
+        help="throughput scaling sizes for the forecast request count plus this many of its "
+        "Poisson standard deviations (sqrt of the count): room for arrival noise and a "
+        "rising load before the next decision",
+    )
     scale_down_headroom: float = option(
         0.8,
         help="scale down only when the remaining workers carry the load at this fraction of "
@@ -189,6 +195,7 @@ class PlannerConfig:
                 "need 0 <= --decode-scale-down-kv-rate < --decode-scale-up-kv-rate <= 1",
             ),
             (0 < self.scale_down_headroom <= 1, "--scale-down-headroom must be in (0, 1]"),
+            (self.forecast_margin_sigmas >= 0, "--forecast-margin-sigmas must be >= 0"),
             (self.scale_down_cooldown_intervals >= 0, "--scale-down-cooldown-intervals >= 0"),
             (
                 self.load_adjustment_interval_seconds >= 0,

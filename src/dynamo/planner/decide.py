@@ -7,11 +7,13 @@ remaining workers carry the load with headroom (scale down). Signals:
 - throughput: Dynamo's formulas. Prefill replicas = ceil(prompt tokens/s to serve /
   (profiled prefill tokens/s per GPU at the ISL x GPUs per worker x the busy fraction that
   leaves room for queueing within the TTFT target)), demand corrected by min(1, observed /
-  profiled TTFT), *plus the prompt tokens queued on the workers now* (their #10528: bursts
-  queue, so queueing must count). Decode replicas = ceil(output tokens/s /
+  profiled TTFT), for the forecast request count plus `--forecast-margin-sigmas` of its
+  Poisson standard deviation, *plus the prompt tokens queued on the workers now* (their
+  #10528: bursts queue, so queueing must count). Decode replicas = ceil(output tokens/s /
   (throughput per GPU at the ITL target, corrected by observed / profiled ITL, x GPUs)).
 - SLA guard: observed TTFT (ITL) above target while the profile says an idle engine meets it
-  means the workers queue: one more prefill (decode) worker.
+  means the workers queue: one more prefill (decode) worker, unless the workers' queue is
+  below its scale-down threshold now (those requests queued earlier; they keep up now).
 - load: mean queued prefill tokens per prefill worker, mean KV usage of decode workers,
   against up / down thresholds.
 
@@ -222,11 +224,12 @@ def _throughput(
 
     queued = inputs.load.get("prefill" if "prefill" in live else "decode")
     queued_tokens = queued.queued_prefill_tokens * queued.workers if queued else 0.0
-    prefill_tps = forecast.num_requests * isl / interval * min(1.0, p_corr)
+    requests = planned_requests(config, forecast.num_requests)
+    prefill_tps = requests * isl / interval * min(1.0, p_corr)
     prefill_tps += queued_tokens / interval
     busy = prefill_utilization(profile.prefill.ttft(isl), config.ttft_ms)
     prefill_cap = profile.prefill.throughput_per_gpu(isl) * config.prefill_engine_num_gpu * busy
-    decode_tps = forecast.num_requests * osl / interval
+    decode_tps = requests * osl / interval
     itl_target = config.itl_ms / d_corr
     per_gpu, feasible = profile.decode.best_throughput_per_gpu(itl_target, context)
     decode_cap = per_gpu * config.decode_engine_num_gpu
@@ -248,6 +251,12 @@ def _throughput(
             need += prefill_tps / prefill_cap
         _wish(wishes["decode"], need, headroom)
         reasons.append(f"decode {decode_tps:.0f} tok/s / {decode_cap:.0f} per worker = {need:.2f}")
+
+
+def planned_requests(config: PlannerConfig, forecast: float) -> float:
+    """The request count to size for: the forecast plus `--forecast-margin-sigmas` of its
+    Poisson standard deviation (arrivals in an interval vary by about sqrt(count))."""
+    return forecast + config.forecast_margin_sigmas * math.sqrt(max(forecast, 0.0))
 
 
 def prefill_utilization(service_ms: float, ttft_target_ms: float) -> float:
@@ -295,7 +304,20 @@ def _sla_guard(
             or profile.prefill.ttft(traffic.isl) <= config.ttft_ms
         )
         since = inputs.now_s - inputs.last_scale_up_s.get(ttft_role, -math.inf)
-        if engine_ok and since < config.interval_s:
+        now_load = inputs.load.get(ttft_role)
+        isl = inputs.forecast.isl if inputs.forecast else float(config.isl)
+        drained = (
+            now_load is not None
+            and now_load.workers > 0
+            and now_load.queued_prefill_tokens < prefill_queue_thresholds(config, profile, isl)[1]
+        )
+        if engine_ok and drained:
+            # the slow requests queued earlier; the workers keep up now
+            reasons.append(
+                f"TTFT {traffic.ttft_ms:.0f}ms > {config.ttft_ms:g}ms target, but the "
+                f"{ttft_role} queue has drained: not adding on its stale TTFT"
+            )
+        elif engine_ok and since < config.interval_s:
             # these requests queued before the workers added since could take them
             reasons.append(
                 f"TTFT {traffic.ttft_ms:.0f}ms > {config.ttft_ms:g}ms target, but {ttft_role} "
@@ -323,20 +345,28 @@ def _sla_guard(
 
 
 def queue_inflow_tps(
-    before: RoleLoad | None, after: RoleLoad | None, elapsed_s: float, per_worker_tps: float
+    before: RoleLoad | None,
+    after: RoleLoad | None,
+    elapsed_s: float,
+    per_worker_tps: float,
+    *,
+    since_empty: bool = False,
 ) -> float | None:
     """Prompt tokens/s arriving at a role whose workers were saturated between two snapshots.
 
     Workers with a queue at both ends were busy all along, so they cleared about
     `per_worker_tps` each; what arrived is that plus the queue's growth. This sees a burst
     within one load check, long before finished requests show it in the frontend's numbers.
-    None when the role was not saturated (then nothing can be told from the queue).
+    A queue that formed since the last snapshot counts too when `since_empty` (its workers
+    were busy for part of the time: the estimate is high by at most one worker's clearing
+    per worker; the caller uses it only for a queue over the scale-up threshold). None when
+    the role has no queue now (then nothing can be told from the queue).
     """
     if before is None or after is None or elapsed_s <= 0 or per_worker_tps <= 0:
         return None
-    if min(before.workers, after.workers) <= 0:
+    if min(before.workers, after.workers) <= 0 or after.queued_prefill_tokens <= 0:
         return None
-    if before.queued_prefill_tokens <= 0 or after.queued_prefill_tokens <= 0:
+    if before.queued_prefill_tokens <= 0 and not since_empty:
         return None
     growth = (
         after.queued_prefill_tokens * after.workers - before.queued_prefill_tokens * before.workers
@@ -354,14 +384,17 @@ def prefill_worker_tps(config: PlannerConfig, profile: EngineProfile | None, isl
 def prefill_queue_thresholds(
     config: PlannerConfig, profile: EngineProfile | None, isl: float
 ) -> tuple[float, float]:
-    """(up, down) queued prefill tokens per worker; by default what one worker prefills
-    within the TTFT target, and a fifth of it."""
+    """(up, down) queued prefill tokens per worker; by default the queue beyond which a
+    prompt arriving now misses the TTFT target (it waits for the queue, then its own
+    prefill: what one worker prefills in the target less one prefill), at least one
+    prompt; down is a fifth of it."""
     up: float
     if config.prefill_scale_up_queue_tokens is not None:
         up = config.prefill_scale_up_queue_tokens
     elif profile is not None:
         per_worker = profile.prefill.throughput_per_gpu(isl) * config.prefill_engine_num_gpu
-        up = max(per_worker * config.ttft_ms / 1000.0, isl)
+        wait_ms = config.ttft_ms - profile.prefill.ttft(isl)
+        up = max(per_worker * wait_ms / 1000.0, isl)
     else:
         up = 2.0 * isl
     down = (

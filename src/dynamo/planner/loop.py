@@ -118,6 +118,7 @@ class Planner:
             load.get(role),
             now - before[0],
             prefill_worker_tps(self.config, profile, isl),
+            since_empty=True,
         )
         return load, inflow
 
