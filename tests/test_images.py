@@ -165,7 +165,8 @@ def test_dockerignore_keeps_caches_out_and_sources_in() -> None:
 
 
 def test_what_git_ignores_here_stays_out_of_the_build_context() -> None:
-    """Venvs, caches, egg-info a checkout grows (test.sh makes .venv and .venv-vllm)."""
+    """Venvs, caches, egg-info a checkout grows (test.sh makes .venv, .venv-vllm and
+    .venv-sglang-*, benchmarks use .venv-peer)."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"],
         cwd=ROOT,
