@@ -7,7 +7,8 @@ queues a request on a rank and streams its tokens as the steps produce them.
 Steps are planned on a deadline: each ends at the previous step's planned end plus its
 simulated duration, and an idle rank's first step starts when its request arrived. The
 mocker's own CPU work (checking and hashing the prompt, the scheduler step) and sleeps that
-wake late therefore do not add up to more than the timing model says (up to `MAX_LAG_S`).
+wake late therefore come out of later sleeps instead of adding up (lag up to `MAX_LAG_S` is
+made up); only the overshoot of the latest sleep shows.
 """
 
 from __future__ import annotations
