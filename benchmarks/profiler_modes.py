@@ -6,15 +6,25 @@ predicted TTFT/ITL against what thorough measures at the same points, and wall t
 
 Both modes run the real `python -m dynamo.profiler` on the same request (the DGDR with the
 hardware/sweep settings overridden as given); thorough starts a `dynamo serve` graph per
-candidate. Prints one row per sweep point (rapid, thorough, thorough/rapid) and the choices,
-then the serving stack's own TTFT on this machine: the same graph with a mocker that takes no
-time (`--speedup-ratio 0`), at the SLA's ISL, so TTFT = everything but the engine.
+candidate. Prints one row per sweep point (rapid, thorough, thorough/rapid) and the choices.
+
+Then where thorough's TTFT goes, measured on this machine around the thorough run:
+- the mocker engine alone: each candidate's `MockerEngine` in this process, no HTTP, lone
+  requests at the SLA's ISL (how far the wall-clock engine is from its own timing model);
+- the serving stack alone: the same graph with a mocker that takes no time
+  (`--speedup-ratio 0`), at the SLA's ISL, so TTFT = everything but the engine; measured
+  before and after the thorough run (it moves with the machine's load);
+- rapid + that stack TTFT, against thorough: what rapid predicts once the measured serving
+  overhead is added (the overhead is a measurement of this run, not a constant).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,9 +33,13 @@ from pathlib import Path
 
 import yaml
 
+from dynamo.engines.mocker.engine import MockerEngine
 from dynamo.profiler.config import load_request
-from dynamo.profiler.hardware import Engine
+from dynamo.profiler.hardware import Engine, engine
+from dynamo.profiler.measure import prompts
 from dynamo.profiler.thorough import ThoroughMeasurer
+from dynamo.runtime.transport.base import RequestContext
+from dynamo.testing.engine_sink import RecordingEngineSink
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,14 +58,49 @@ def run(dgdr: Path, out: Path, mode: str) -> tuple[dict, float]:
     return json.loads((out / "profiling_results.json").read_text()), wall
 
 
-def serving_overhead_ms(dgdr: Path) -> float:
-    """TTFT through frontend + worker of a mocker that takes no time (speedup 0)."""
+def serving_overhead_ms(dgdr: Path, rounds: int = 3) -> float:
+    """TTFT through frontend + worker of a mocker that takes no time (speedup 0): the median
+    of `rounds` prefill points (each the median of 5 requests after a warm-up)."""
     request = load_request(dgdr, mode="thorough")
     measurer = ThoroughMeasurer(request)
+    zero = Engine(1, 0.0, 1.0, 16384)
     try:
-        return measurer.prefill(Engine(1, 0.0, 1.0, 16384), request.sla.isl).ttft_ms
+        return statistics.median(
+            measurer.prefill(zero, request.sla.isl).ttft_ms for _ in range(rounds)
+        )
     finally:
         measurer.close()
+
+
+def engine_alone_ms(gpu_type: str, tp: int, isl: int, repeats: int = 15) -> float:
+    """Median TTFT of lone `isl`-token requests to the TP candidate's `MockerEngine` run in
+    this process (no HTTP, no worker): the wall-clock engine against its timing model."""
+
+    async def run() -> float:
+        eng = MockerEngine(engine(gpu_type, tp).mocker_config(), 2048)
+        await eng.start(RecordingEngineSink())
+        ttfts = []
+        try:
+            for i, prompt in enumerate(prompts(repeats + 1, isl, seed=tp * 7 + isl)):
+                req = {
+                    "request_id": f"alone-{i}",
+                    "token_ids": prompt,
+                    "stop_conditions": {"max_tokens": 1, "min_tokens": 1, "ignore_eos": True},
+                }
+                start = time.perf_counter()
+                async for _ in eng.generate(req, RequestContext(req["request_id"])):  # type: ignore[arg-type]
+                    ttfts.append(time.perf_counter() - start)
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await eng.shutdown()
+        return statistics.median(ttfts[1:]) * 1000.0  # the first one warms up
+
+    return asyncio.run(run())
+
+
+def load() -> str:
+    return "{:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
 
 
 def main() -> None:
@@ -72,9 +121,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dgdr = Path(tmp) / "dgdr.yaml"
         dgdr.write_text(yaml.safe_dump(doc))
+        loads = [load()]
         rapid, rapid_s = run(dgdr, Path(tmp) / "rapid", "rapid")
+        overhead_before = serving_overhead_ms(dgdr)
+        loads.append(load())
         thorough, thorough_s = run(dgdr, Path(tmp) / "thorough", "thorough")
-        overhead = serving_overhead_ms(dgdr)
+        loads.append(load())
+        overhead_after = serving_overhead_ms(dgdr)
+        gpu_type = config["hardware"].get("gpuType", "h100_sxm")
+        alone = {
+            p["gpus"]: engine_alone_ms(gpu_type, p["gpus"], p["isl"])
+            for p in rapid["sweep"]["prefill"]
+        }
+        loads.append(load())
+    overhead = (overhead_before + overhead_after) / 2
 
     print("| point | rapid | thorough | thorough/rapid |")
     print("|---|---|---|---|")
@@ -97,12 +157,21 @@ def main() -> None:
             f"at concurrency {d['concurrency']} (ITL {d['itlMs']:.1f} ms, "
             f"{d['throughputPerGpu']:.0f} tok/s/GPU); wall {wall:.0f} s"
         )
-    print(f"serving overhead (speedup-0 mocker, ISL {rapid['sla']['isl']}): TTFT {overhead:.1f} ms")
+    print(f"load average (1/5/15 min) before rapid, before/after thorough, at the end: {loads}")
+    print(
+        f"serving stack TTFT (speedup-0 mocker, ISL {rapid['sla']['isl']}): "
+        f"{overhead_before:.1f} ms before thorough, {overhead_after:.1f} ms after"
+    )
+    print()
+    print(
+        "| prefill | rapid | engine alone | rapid + stack | thorough | thorough / (rapid + stack) |"
+    )
+    print("|---|---|---|---|---|---|")
     for r, t in zip(rapid["sweep"]["prefill"], thorough["sweep"]["prefill"], strict=True):
-        engine_ms = t["ttft_ms"] - overhead
+        predicted = r["ttft_ms"] + overhead
         print(
-            f"prefill TP{r['gpus']}: thorough - overhead {engine_ms:.1f} ms vs rapid "
-            f"{r['ttft_ms']:.1f} ms ({engine_ms / r['ttft_ms']:.2f})"
+            f"| TP{r['gpus']} TTFT (ms) | {r['ttft_ms']:.1f} | {alone[r['gpus']]:.1f} "
+            f"| {predicted:.1f} | {t['ttft_ms']:.1f} | {t['ttft_ms'] / predicted:.2f} |"
         )
 
 

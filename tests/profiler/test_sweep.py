@@ -91,3 +91,14 @@ def test_steady_state_counts_only_while_every_request_streams() -> None:
     assert tokens_per_s == (3 + 4) / 3.0  # gaps inside [2, 5] over its 3 s
     # a window too short for two tokens each falls back to the whole streams
     assert steady_state([[0.0, 1.0], [1.0, 3.0]]) == ((1.0 + 2.0) / 2, 2 / 3.0)
+
+
+def test_steady_state_counts_tokens_not_chunks_when_chunks_carry_several() -> None:
+    # a's 4 chunks carried 7 tokens (2 per gap): its ITL is half its chunk gap
+    a = [0.0, 1.0, 2.0, 3.0]
+    b = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    itl_s, tokens_per_s = steady_state([a, b], [7, 7])
+    assert itl_s == (0.5 + 0.5) / 2
+    assert tokens_per_s == (6 + 6) / 3.0
+    # one token per chunk (the simulator) is the same as giving no counts
+    assert steady_state([a, b], [4, 7]) == steady_state([a, b])

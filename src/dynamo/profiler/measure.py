@@ -69,23 +69,32 @@ def prompts(count: int, isl: int, seed: int) -> list[list[int]]:
     return [[rng.randrange(low, high) for _ in range(isl)] for _ in range(count)]
 
 
-def steady_state(times: list[list[float]]) -> tuple[float, float]:
+def steady_state(times: list[list[float]], tokens: list[int] | None = None) -> tuple[float, float]:
     """(mean ITL in s, output tokens/s) while every request of the batch was streaming.
 
     Requests reach the engine over HTTP a little apart; counting only the window from the
     last first token to the first last token measures the engine at the batch's full
     concurrency, as the simulator does. A window too short for two tokens per request falls
     back to each request's whole stream.
+
+    `times` are arrival times of each stream's chunks. Over HTTP a chunk may carry several
+    tokens (a busy worker or frontend sends what has piled up at once); `tokens`, each
+    stream's output token count, corrects for that: a stream's gaps are counted as
+    (tokens - 1) / (chunks - 1) token gaps each, as if the extra tokens were spread evenly.
+    Without it (the simulator), each time is one token.
     """
-    streams = [t for t in times if len(t) > 1]
-    if not streams:
+    counts = tokens if tokens is not None else [len(t) for t in times]
+    pairs = [(t, n) for t, n in zip(times, counts, strict=True) if len(t) > 1]
+    if not pairs:
         raise DynamoError("no request of the decode point streamed two tokens")
+    streams = [t for t, _ in pairs]
+    per_gap = [max(1.0, (n - 1) / (len(t) - 1)) for t, n in pairs]  # tokens per chunk gap
     start, end = max(t[0] for t in streams), min(t[-1] for t in streams)
     inside = [[x for x in t if start <= x <= end] for t in streams]
     if end > start and all(len(t) > 1 for t in inside):
         streams, duration = inside, end - start
     else:
         duration = max(t[-1] for t in streams) - min(t[0] for t in streams)
-    gaps = [(t[-1] - t[0]) / (len(t) - 1) for t in streams]
-    tokens = sum(len(t) - 1 for t in streams)
-    return sum(gaps) / len(gaps), tokens / duration
+    token_gaps = [(len(t) - 1) * k for t, k in zip(streams, per_gap, strict=True)]
+    gaps = [(t[-1] - t[0]) / n for t, n in zip(streams, token_gaps, strict=True)]
+    return sum(gaps) / len(gaps), sum(token_gaps) / duration

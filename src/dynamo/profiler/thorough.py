@@ -213,7 +213,8 @@ class ThoroughMeasurer:
                 await asyncio.gather(*(_stream(session, url, model, p, 1) for p in batch))
                 return await asyncio.gather(*(_stream(session, url, model, p, osl) for p in batch))
 
-        itl_s, tokens_per_s = steady_state([t for _, t, _ in asyncio.run(run())])
+        streams = asyncio.run(run())
+        itl_s, tokens_per_s = steady_state([t for _, t, _ in streams], [n for _, _, n in streams])
         return DecodePoint(
             gpus=engine.gpus,
             isl=isl,

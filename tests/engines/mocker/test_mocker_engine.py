@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -298,3 +299,67 @@ async def test_random_cancellations_leave_no_blocks_behind(make_engine: Factory)
     (scheduler,) = engine.schedulers
     assert scheduler.consistency_errors() == []
     assert (scheduler.kv.active_blocks, scheduler.num_running, scheduler.num_waiting) == (0, 0, 0)
+
+
+def record_step_sleeps(
+    monkeypatch: pytest.MonkeyPatch, engine: MockerEngine, oversleep_s: float = 0.0
+) -> tuple[list[float], list[float]]:
+    """(sleeps the rank loop asked for, simulated step durations), in step order; each of
+    the loop's sleeps lasts `oversleep_s` longer than asked (a CPU that wakes it late)."""
+    asked: list[float] = []
+    durations: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float, result: Any = None) -> Any:
+        task = asyncio.current_task()
+        if task is not None and task.get_name().startswith("mocker-rank"):
+            asked.append(delay)
+            delay += oversleep_s
+        return await real_sleep(delay, result)
+
+    scheduler = engine.schedulers[0]
+    real_step = scheduler.step
+
+    def step() -> Any:
+        result = real_step()
+        durations.append(result.duration_s)
+        return result
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(scheduler, "step", step)
+    return asked, durations
+
+
+async def test_an_idle_ranks_first_step_is_timed_from_the_requests_arrival(
+    make_engine: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mocker's own work on a request (here a slow add_request: 50 ms of blocked CPU)
+    # comes out of the simulated prefill time instead of adding to it.
+    engine, _ = await make_engine(speedup_ratio=0.1)
+    asked, durations = record_step_sleeps(monkeypatch, engine)
+    scheduler = engine.schedulers[0]
+    real_add = scheduler.add_request
+
+    def slow_add(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.05)
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler, "add_request", slow_add)
+    out = await collect(engine, request("slow", list(range(10, 74)), max_tokens=1))
+    assert len(tokens_of(out)) == 1
+    assert durations[0] > 0.1  # a 64-token prefill at a tenth of the speed: ~175 ms
+    assert asked[0] <= durations[0] - 0.05
+
+
+async def test_late_wake_ups_do_not_accumulate_over_steps(
+    make_engine: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every step's sleep overshoots by 10 ms; the next step sleeps that much less, since
+    # steps end at the previous step's planned end plus their duration, not "now" plus it.
+    engine, _ = await make_engine(speedup_ratio=1.0)
+    asked, durations = record_step_sleeps(monkeypatch, engine, oversleep_s=0.01)
+    out = await collect(engine, request("late", list(range(10, 74)), max_tokens=6))
+    assert len(tokens_of(out)) == 6
+    assert len(asked) == len(durations) >= 6
+    for want, got in zip(durations[1:], asked[1:], strict=True):
+        assert got <= max(0.0, want - 0.01) + 1e-9

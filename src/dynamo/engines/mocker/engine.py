@@ -3,6 +3,12 @@
 One asyncio task per data-parallel rank runs scheduler steps and sleeps each step's simulated
 duration, so simulated time drives real time and concurrent requests share steps. `generate`
 queues a request on a rank and streams its tokens as the steps produce them.
+
+Steps are planned on a deadline: each ends at the previous step's planned end plus its
+simulated duration, and an idle rank's first step starts when its request arrived. The
+mocker's own CPU work (checking and hashing the prompt, the scheduler step) and sleeps that
+wake late therefore come out of later sleeps instead of adding up (lag up to `MAX_LAG_S` is
+made up); only the overshoot of the latest sleep shows.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ class _Stream:
 
 
 class _Rank:
-    __slots__ = ("dp_rank", "last_load", "scheduler", "streams", "task", "wake")
+    __slots__ = ("arrived", "dp_rank", "last_load", "scheduler", "streams", "task", "wake")
 
     def __init__(self, dp_rank: int, scheduler: Scheduler) -> None:
         self.dp_rank = dp_rank
@@ -75,6 +81,8 @@ class _Rank:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.last_load: tuple[int, int, int] = (0, 0, 0)
+        # loop time the first request reached the idle rank: its first step starts then
+        self.arrived: float | None = None
 
 
 class MockerEngine:
@@ -184,9 +192,12 @@ class MockerEngine:
         transfer: KvTransferStats | None = None
         if self.config.mode != "prefill" and "disaggregated_params" in request:
             remote_tokens, transfer = await self._pull_kv(rank, request)
+        arrived = asyncio.get_running_loop().time()
         req = self._enqueue(rank, request, remote_tokens)
         stream = _Stream(req)
         rank.streams[req.key] = stream
+        if rank.arrived is None:
+            rank.arrived = arrived
         rank.wake.set()
         watcher = asyncio.create_task(_watch_context(context, stream))
         done = False
@@ -326,16 +337,20 @@ class MockerEngine:
     async def _run(self, rank: _Rank) -> None:
         loop = asyncio.get_running_loop()
         scheduler = rank.scheduler
-        deadline = loop.time()
+        deadline: float | None = None  # planned end of the last step; None: the rank was idle
         try:
             while True:
                 if not scheduler.has_work():
                     self._flush_events()
                     self._notify_load(rank)
                     rank.wake.clear()
+                    rank.arrived = None
                     await rank.wake.wait()
-                    deadline = loop.time()
+                    deadline = None
                     continue
+                if deadline is None:
+                    started = loop.time()
+                    deadline = started if rank.arrived is None else min(rank.arrived, started)
                 result = scheduler.step()
                 self._flush_events()
                 delay = result.duration_s if result.batch else max(result.duration_s, STALL_RETRY_S)
