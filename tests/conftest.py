@@ -4,6 +4,7 @@ servers, one per module."""
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +27,22 @@ def _isolated_dynamo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     # one frontend process whatever the host's CPUs (tests that want more pass the flag)
     monkeypatch.setenv("DYN_NUM_HTTP_WORKERS", "1")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restored_root_logging() -> Iterator[None]:
+    """A test that runs a `main()` in process installs our log handler on the root logger,
+    bound to that test's captured stderr; left there, a later test's threads log into the
+    closed stream ("--- Logging error ---"). Remove what a test added; pytest's own handlers
+    are pytest's to remove."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture
