@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from clients.lru_bound import hit_rate_bound
 
 HASH_TOKENS = 512  # tokens a Mooncake hash id stands for
 Row = dict[str, Any]
@@ -126,32 +127,10 @@ def write_rows(rows: list[Row], path: Path) -> None:
 
 
 def lru_bound(rows: list[Row], tokens_per_id: int, block_size: int, capacity: int) -> float:
-    """Hit rate of one shared LRU cache of `capacity` blocks over the whole replay.
-
-    Prompts are built as the replay clients build them: `tokens_per_id` tokens an id, each
-    prompt cut to `input_length * tokens_per_id / 512` tokens. A block is identified by its
-    position and every id up to it (a prefix); a hit counts only while the prefix still hits.
-    This is what a router that pooled every worker's cache perfectly would approach.
-    """
-    lru: OrderedDict[tuple[int, ...], None] = OrderedDict()
-    total = hits = 0
-    for row in rows:
-        ids = row["hash_ids"]
-        n = max(1, row["input_length"] * tokens_per_id // HASH_TOKENS)
-        total += n
-        prefix_hit = True
-        for b in range(n // block_size):
-            end = (b + 1) * block_size  # tokens up to this block's end
-            key = (*ids[: -(-end // tokens_per_id)], end % tokens_per_id)
-            if prefix_hit and key in lru:
-                hits += block_size
-            else:
-                prefix_hit = False
-            lru[key] = None
-            lru.move_to_end(key)
-            if len(lru) > capacity:
-                lru.popitem(last=False)
-    return hits / total if total else 0.0
+    """Hit rate of one shared LRU cache of `capacity` blocks over the whole replay, with
+    prompts built as the replay clients build them (`clients/lru_bound.py`): what a router
+    that pooled every worker's cache perfectly would approach."""
+    return hit_rate_bound(rows, tokens_per_id, block_size, capacity)
 
 
 def main() -> None:

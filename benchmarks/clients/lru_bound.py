@@ -15,7 +15,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from mooncake import TRACE_BLOCK_TOKENS, read_rows, scaled_length
+try:  # run as a script from benchmarks/clients
+    from mooncake import TRACE_BLOCK_TOKENS, read_rows, scaled_length
+except ModuleNotFoundError:  # imported as clients.lru_bound from benchmarks/
+    from clients.mooncake import TRACE_BLOCK_TOKENS, read_rows, scaled_length
 
 BlockKey = tuple[tuple[int, ...], int, int]
 
