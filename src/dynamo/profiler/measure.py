@@ -42,6 +42,28 @@ class DecodePoint:
     thpt_per_gpu: float  # output tokens per second per GPU
     max_kv_tokens: int
 
+    @classmethod
+    def measured(
+        cls,
+        engine: Engine,
+        isl: int,
+        osl: int,
+        concurrency: int,
+        *,
+        itl_s: float,
+        tokens_per_s: float,
+    ) -> DecodePoint:
+        """A point from a steady-state measurement of `engine` (either mode)."""
+        return cls(
+            gpus=engine.gpus,
+            isl=isl,
+            osl=osl,
+            concurrency=concurrency,
+            itl_ms=itl_s * 1000.0,
+            thpt_per_gpu=tokens_per_s / engine.gpus,
+            max_kv_tokens=engine.max_kv_tokens,
+        )
+
     @property
     def context_length(self) -> float:
         """The mean context while decoding, as the planner looks it up."""

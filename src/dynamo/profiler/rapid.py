@@ -54,14 +54,8 @@ class RapidMeasurer:
         run_batch(scheduler, batch, 1, 0)  # warm-up: the prompts enter the prefix cache
         times, _ = run_batch(scheduler, batch, osl, concurrency)
         itl_s, tokens_per_s = steady_state(times)
-        return DecodePoint(
-            gpus=engine.gpus,
-            isl=isl,
-            osl=osl,
-            concurrency=concurrency,
-            itl_ms=itl_s * 1000.0,
-            thpt_per_gpu=tokens_per_s / engine.gpus,
-            max_kv_tokens=engine.max_kv_tokens,
+        return DecodePoint.measured(
+            engine, isl, osl, concurrency, itl_s=itl_s, tokens_per_s=tokens_per_s
         )
 
     def close(self) -> None:

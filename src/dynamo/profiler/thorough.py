@@ -215,14 +215,8 @@ class ThoroughMeasurer:
 
         streams = asyncio.run(run())
         itl_s, tokens_per_s = steady_state([t for _, t, _ in streams], [n for _, _, n in streams])
-        return DecodePoint(
-            gpus=engine.gpus,
-            isl=isl,
-            osl=osl,
-            concurrency=concurrency,
-            itl_ms=itl_s * 1000.0,
-            thpt_per_gpu=tokens_per_s / engine.gpus,
-            max_kv_tokens=engine.max_kv_tokens,
+        return DecodePoint.measured(
+            engine, isl, osl, concurrency, itl_s=itl_s, tokens_per_s=tokens_per_s
         )
 
     def close(self) -> None:
