@@ -26,7 +26,9 @@ EXPECTED_ROLE = {
 
 def _workers(backend: str) -> list[tuple[str, str | None, list[str]]]:
     out = []
-    for path in sorted((EXAMPLES / backend).glob("*.yaml")):
+    for path in sorted(
+        [*(EXAMPLES / backend).glob("*.yaml"), *(EXAMPLES / backend).glob("multinode/*.yaml")]
+    ):
         doc: dict[str, Any] = yaml.safe_load(path.read_text())
         for name, svc in doc["spec"]["services"].items():
             main = svc.get("extraPodSpec", {}).get("mainContainer", {})

@@ -99,16 +99,6 @@ def test_grove_vllm_in_shell_form() -> None:
     )
 
 
-def test_multinode_trtllm_is_refused_naming_the_gap() -> None:
-    svc = _svc({"command": ["python3", "-m", "dynamo.trtllm", "--model", "M"]}, backend="trtllm")
-    with pytest.raises(ConfigError) as err:
-        pod_spec(svc, "lws", "leader")
-    assert str(err.value).startswith(
-        "spec.services.Worker.multinode: multi-node TensorRT-LLM is not supported: it needs "
-        "MPI over SSH"
-    )
-
-
 def test_a_command_with_its_own_rank_flags_is_refused() -> None:
     container = {"command": ["/bin/sh", "-c"], "args": ["python3 -m dynamo.vllm --node-rank 1"]}
     with pytest.raises(ConfigError, match="remove --node-rank from the command"):
@@ -117,5 +107,5 @@ def test_a_command_with_its_own_rank_flags_is_refused() -> None:
 
 def test_a_service_that_runs_no_engine_is_refused() -> None:
     svc = _svc({"command": ["python3", "-m", "dynamo.mocker", "--model-path", "M"]}, backend="")
-    with pytest.raises(ConfigError, match="only vLLM and SGLang workers"):
+    with pytest.raises(ConfigError, match="only vLLM, SGLang and TensorRT-LLM workers"):
         pod_spec(svc, "lws", "leader")

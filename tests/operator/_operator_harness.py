@@ -44,6 +44,7 @@ PLURALS = {
     "Job": ("batch/v1", "jobs"),
     "Pod": ("v1", "pods"),
     "ConfigMap": ("v1", "configmaps"),
+    "Secret": ("v1", "secrets"),
 }
 
 

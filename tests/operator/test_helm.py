@@ -280,3 +280,29 @@ def test_grove_only_when_enabled() -> None:
         assert ("grove.io", "podcliquesets", verb) in grants
     for child in ("podcliques", "podcliquescalinggroups"):
         assert {("grove.io", child, v) for v in ("get", "list", "watch", "patch")} <= grants
+
+
+def test_mpi_secret_value_sets_the_config_and_one_named_secret_read() -> None:
+    """Multi-node TensorRT-LLM's SSH key Secret: unset by default (such graphs fail naming the
+    value) and no Secret access; set, the operator may read that one Secret by name only."""
+
+    def secret_rules_and_config(*args: str) -> tuple[list[dict[str, Any]], str]:
+        objs = _by_kind(_render(PLATFORM, *args))
+        rules = objs[("ClusterRole", "dynamo-platform-operator")]["rules"]
+        config = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
+        secret_rules = [r for r in rules if "secrets" in r["resources"]]
+        return secret_rules, config["DYN_OPERATOR_MPI_RUN_SECRET_NAME"]
+
+    assert secret_rules_and_config() == ([], "")
+    rules, name = secret_rules_and_config(
+        "--set", "dynamo-operator.mpiRun.secretName=mpi-run-ssh-secret"
+    )
+    assert name == "mpi-run-ssh-secret"
+    assert rules == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["mpi-run-ssh-secret"],
+            "verbs": ["get"],
+        }
+    ]

@@ -4,7 +4,6 @@ following the LWS's readiness, against the fake API server."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -96,20 +95,6 @@ def test_without_lws_a_multinode_graph_is_refused() -> None:
         "LeaderWorkerSet or Grove and set dynamo-operator.orchestrators.lws.enabled or "
         ".grove.enabled (DYN_OPERATOR_LWS_ENABLED, DYN_OPERATOR_GROVE_ENABLED)"
     )
-
-
-def _trtllm() -> dict[str, Any]:
-    doc = copy.deepcopy(_body(VLLM))
-    doc["metadata"]["name"] = "trt"
-    doc["spec"]["backendFramework"] = "trtllm"
-    main = doc["spec"]["services"]["VllmWorker"]["extraPodSpec"]["mainContainer"]
-    main["args"] = ["python3 -m dynamo.trtllm --model-path M"]
-    return doc
-
-
-def test_multinode_trtllm_is_refused() -> None:
-    with pytest.raises(ConfigError, match="multi-node TensorRT-LLM is not supported"):
-        build_manifests(_trtllm(), LWS)
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ Grove: the scaling group's name and index, the headless Service, the pod index).
   then never registers with discovery).
 - SGLang: `--nnodes N --node-rank R --dist-init-addr L:29500`; ranks above 0 run SGLang's
   schedulers only (`dynamo.sglang` never registers them).
-- TensorRT-LLM needs MPI over SSH (`mpirun` from the leader, sshd on the workers, an SSH key
-  Secret); not built, so a multi-node TensorRT-LLM service is refused.
+- TensorRT-LLM: MPI over SSH (`dynamo.deploy.multinode_mpi`): the leader runs `mpirun` over
+  every pod of the group, the other pods run sshd only; `mpi_hosts` names them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
+from dynamo.deploy import multinode_mpi
 from dynamo.deploy.builder import ServiceSpec
 from dynamo.runtime.errors import ConfigError
 
@@ -30,7 +31,7 @@ Orchestrator = Literal["lws", "grove"]
 Role = Literal["leader", "worker"]
 
 SGLANG_DIST_INIT_PORT = 29500
-SUPPORTED_BACKENDS = ("vllm", "sglang")
+SUPPORTED_BACKENDS = ("vllm", "sglang", "trtllm")
 # Flags the operator sets per pod; a command that already carries one is refused.
 RANK_FLAGS = ("--nnodes", "--node-rank", "--master-addr", "--dist-init-addr", "--headless")
 GROVE_LEADER_SUFFIX = "ldr"
@@ -75,22 +76,48 @@ def rank_refs(orchestrator: Orchestrator, service: str, role: Role) -> RankRefs:
     return RankRefs(host, rank)
 
 
+def mpi_hosts(orchestrator: Orchestrator, service: str, node_count: int) -> list[str]:
+    """Shell words that expand to the DNS names of a group's pods, leader first, in a pod of
+    that group.
+
+    LWS names a group's pods `{lws}-{group}` (leader) and `{lws}-{group}-{i}` (workers) under
+    the headless Service `{lws}` and gives only the leader's name (`{lws}-{group}.{lws}.{ns}`),
+    so a worker's name is the leader's with `-{i}` before its first dot (shell parameter
+    expansion). Grove names the worker clique's pods `{pcsg}-{index}-{svc}-wkr-{j}` from 0."""
+    if orchestrator == "lws":
+        leader = "$(LWS_LEADER_ADDRESS)"
+        workers = [
+            f"${{LWS_LEADER_ADDRESS%%.*}}-{i}.${{LWS_LEADER_ADDRESS#*.}}"
+            for i in range(1, node_count)
+        ]
+        return [leader, *workers]
+    prefix = f"$(GROVE_PCSG_NAME)-$(GROVE_PCSG_INDEX)-{service.lower()}"
+    leader = f"{prefix}-{GROVE_LEADER_SUFFIX}-0.$(GROVE_HEADLESS_SERVICE)"
+    workers = [
+        f"{prefix}-{GROVE_WORKER_SUFFIX}-{j}.$(GROVE_HEADLESS_SERVICE)"
+        for j in range(node_count - 1)
+    ]
+    return [leader, *workers]
+
+
 def check_multinode(svc: ServiceSpec) -> None:
     """Refuse a multi-node service this project cannot run (`ConfigError` naming the gap)."""
     where = f"spec.services.{svc.name}.multinode"
     backend = svc.backend_framework
-    if backend == "trtllm":
-        raise ConfigError(
-            f"{where}: multi-node TensorRT-LLM is not supported: it needs MPI over SSH "
-            "(mpirun on the leader, sshd on the workers, an SSH key Secret), which this "
-            "operator does not set up; run TensorRT-LLM on one node"
-        )
     if backend not in SUPPORTED_BACKENDS or not svc.is_worker:
         raise ConfigError(
-            f"{where}: only vLLM and SGLang workers (python3 -m dynamo.vllm | dynamo.sglang) "
-            f"run on several nodes; this service is a {svc.component_type} "
-            f"with backend {backend or 'unknown'}"
+            f"{where}: only vLLM, SGLang and TensorRT-LLM workers (python3 -m dynamo.vllm | "
+            f"dynamo.sglang | dynamo.trtllm) run on several nodes; this service is a "
+            f"{svc.component_type} with backend {backend or 'unknown'}"
         )
+    if backend == "trtllm":
+        multinode_mpi.gpus_per_node(svc)
+        if not re.search(r"python[0-9.]*\s+-m\s+dynamo\.trtllm\b", " ".join(svc.argv)):
+            raise ConfigError(
+                f"spec.services.{svc.name}: no `python3 -m dynamo.trtllm` in the command for "
+                "mpirun to launch"
+            )
+        return
     text = " ".join(svc.argv)
     for flag in RANK_FLAGS:
         if re.search(rf"(^|\s){re.escape(flag)}(=|\s|$)", text):
@@ -142,10 +169,27 @@ def _plain(values: list[Value]) -> tuple[str, ...]:
     return tuple(v.text for v in values)
 
 
+def _mpi_pod_spec(svc: ServiceSpec, orchestrator: Orchestrator, role: Role) -> ServiceSpec:
+    """TensorRT-LLM: the leader runs mpirun over the group, a worker runs sshd."""
+    env = {**svc.env, **multinode_mpi.MPI_ENV}
+    if role == "worker":
+        script = multinode_mpi.worker_script()
+    else:
+        main = svc.spec.extra_pod_spec.main_container if svc.spec.extra_pod_spec else None
+        names = {*env, *svc.env_value_from, *(v.name for v in ((main.env if main else None) or []))}
+        hosts = mpi_hosts(orchestrator, svc.name, svc.node_count)
+        script = multinode_mpi.leader_script(svc, hosts, names)
+    return dataclasses.replace(
+        svc, command=("/bin/sh", "-c"), args=(script,), env=dict(sorted(env.items()))
+    )
+
+
 def pod_spec(svc: ServiceSpec, orchestrator: Orchestrator, role: Role) -> ServiceSpec:
     """`svc` with the command of its `role` pods under `orchestrator` (see the module doc)."""
     check_multinode(svc)
     backend = svc.backend_framework or ""
+    if backend == "trtllm":
+        return _mpi_pod_spec(svc, orchestrator, role)
     flags = rank_flags(svc, rank_refs(orchestrator, svc.name, role), role)
     command, args = svc.command, svc.args
     in_command = _insert(command, backend, flags)

@@ -102,6 +102,12 @@ class OperatorConfig:
         help="Grove's terminationDelay of a PodCliqueSet whose gang lost its minimum",
         env="DYN_OPERATOR_GROVE_TERMINATION_DELAY",
     )
+    mpi_run_secret_name: str = option(
+        "",
+        help="Secret (keys private.key, private.key.pub) with the SSH key pair that multi-node "
+        "TensorRT-LLM pods use for mpirun, in each graph's namespace (empty: such graphs fail)",
+        env="DYN_OPERATOR_MPI_RUN_SECRET_NAME",
+    )
     log_level: str = option(
         "info",
         help="log level",

@@ -11,6 +11,7 @@ status for the DGD's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from dynamo.deploy.builder import ServiceSpec
 from dynamo.deploy.graph import DynamoGraphDeployment
 from dynamo.deploy.multinode import GROVE_LEADER_SUFFIX, GROVE_WORKER_SUFFIX, Role, pod_spec
 from dynamo.operator import labels as lbl
+from dynamo.operator.mpi import with_ssh
 from dynamo.operator.podspec import PodOptions, pod_template
 from dynamo.operator.status import Workload
 from dynamo.runtime.errors import ConfigError
@@ -27,6 +29,7 @@ ENABLE_GROVE_ANNOTATION = "nvidia.com/enable-grove"
 # Grove's webhook: PodCliqueSet name + scaling group name + clique name, at most 45 characters.
 GROVE_NAME_LIMIT = 45
 ANY_ORDER = "CliqueStartupTypeAnyOrder"
+EXPLICIT_ORDER = "CliqueStartupTypeExplicit"
 
 
 def wants_grove(dgd: DynamoGraphDeployment, grove_enabled: bool) -> bool:
@@ -79,11 +82,11 @@ def _role_template(
     options: PodOptions,
     role: Role,
 ) -> dict[str, Any]:
-    probes = options.probes and role == "leader"
-    role_options = PodOptions(options.default_image, options.service_account, probes=probes)
-    return pod_template(
+    role_options = dataclasses.replace(options, probes=options.probes and role == "leader")
+    template = pod_template(
         pod_spec(svc, "grove", role), dgd, {**labels, lbl.ROLE_LABEL: role}, role_options
     )
+    return with_ssh(template, options.mpi_secret, role) if options.mpi_secret else template
 
 
 def pod_clique_set(
@@ -96,6 +99,7 @@ def pod_clique_set(
     cliques: list[dict[str, Any]] = []
     groups: list[dict[str, Any]] = []
     workloads: list[Workload] = []
+    startup = ANY_ORDER
     for svc, options in services:
         name = svc.name.lower()
         pod_labels = {**lbl.service_labels(graph, svc), **lbl.selector(svc)}
@@ -110,7 +114,12 @@ def pod_clique_set(
         leader_tpl = _role_template(svc, dgd, pod_labels, options, "leader")
         worker_tpl = _role_template(svc, dgd, pod_labels, options, "worker")
         # minAvailable = the clique's replicas: a group missing a rank cannot serve (#7811).
-        cliques.append(_clique(leader, leader_tpl, 1, 1))
+        leader_clique = _clique(leader, leader_tpl, 1, 1)
+        if options.mpi_secret:
+            # mpirun needs every worker's sshd: the leader starts once the workers are ready.
+            leader_clique["spec"]["startsAfter"] = [worker]
+            startup = EXPLICIT_ORDER
+        cliques.append(leader_clique)
         cliques.append(_clique(worker, worker_tpl, workers, workers))
         groups.append(
             {
@@ -123,7 +132,7 @@ def pod_clique_set(
         workloads.append(Workload(svc.name, "PodCliqueScalingGroup", child, svc.replicas))
     template: dict[str, Any] = {
         "cliques": cliques,
-        "cliqueStartupType": ANY_ORDER,
+        "cliqueStartupType": startup,
         "headlessServiceConfig": {"publishNotReadyAddresses": True},
         "terminationDelay": termination_delay,
     }

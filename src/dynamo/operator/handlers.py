@@ -23,12 +23,18 @@ from dynamo.operator.metrics import OperatorMetrics, serve_metrics
 from dynamo.operator.reconcile import (
     DGD_API_VERSION,
     DGD_KIND,
+    MissingSecretError,
     observed_status,
     reconcile_graph,
     utc_now,
 )
 from dynamo.operator.request_handlers import register_request_handlers
-from dynamo.operator.status import REASON_INVALID, REASON_RECONCILE_FAILED, failed_status
+from dynamo.operator.status import (
+    REASON_INVALID,
+    REASON_MISSING_SECRET,
+    REASON_RECONCILE_FAILED,
+    failed_status,
+)
 from dynamo.runtime.errors import ConfigError
 from dynamo.runtime.kube import KubeApiError, KubeClient, KubeConnection
 
@@ -125,6 +131,18 @@ def build_registry(
             )
             patch.status.update({**status, "services": None})
             return  # a new spec triggers the next attempt
+        except MissingSecretError as exc:
+            outcome["result"] = "retry"
+            kopf.warn(body, reason=REASON_MISSING_SECRET, message=str(exc))
+            status = failed_status(
+                str(exc),
+                reason=REASON_MISSING_SECRET,
+                now=utc_now(),
+                generation=generation,
+                previous=previous,
+            )
+            patch.status.update(status)
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
         except KubeApiError as exc:
             outcome["result"] = "retry"
             status = failed_status(

@@ -11,7 +11,7 @@ from typing import Any
 from dynamo.deploy.builder import DISCOVERY_ANNOTATION, ServiceSpec, build_graph
 from dynamo.deploy.graph import DynamoGraphDeployment, load_graph
 from dynamo.deploy.multinode import check_multinode
-from dynamo.operator import grove, rbac, workloads
+from dynamo.operator import grove, mpi, rbac, workloads
 from dynamo.operator.config import DISCOVERY_BACKENDS, OperatorConfig
 from dynamo.operator.labels import GraphRef, is_dns_label, is_label_value
 from dynamo.operator.podspec import PodOptions
@@ -101,6 +101,8 @@ def _check_multinode(
                 ".grove.enabled (DYN_OPERATOR_LWS_ENABLED, DYN_OPERATOR_GROVE_ENABLED)"
             )
         check_multinode(svc)
+        if mpi.needs_mpi(svc):
+            mpi.mpi_secret(svc, config)
 
 
 def needs_service(svc: ServiceSpec, discovery: str) -> bool:
@@ -185,4 +187,7 @@ def _pod_options(
         account = rbac.planner_account_name(graph)
     elif discovery == "kubernetes":
         account = rbac.discovery_account_name(graph)
-    return PodOptions(default_image=config.default_image, service_account=account)
+    secret = mpi.mpi_secret(svc, config) if mpi.needs_mpi(svc) else None
+    return PodOptions(
+        default_image=config.default_image, service_account=account, mpi_secret=secret
+    )

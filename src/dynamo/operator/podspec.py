@@ -36,6 +36,7 @@ class PodOptions:
     default_image: str
     service_account: str | None = None
     probes: bool = True  # False for the non-leader pods of a multi-node group
+    mpi_secret: str | None = None  # SSH key Secret of a multi-node TensorRT-LLM group
 
 
 def _http_probe(path: str, port: str, **timing: int) -> dict[str, Any]:

@@ -12,9 +12,11 @@ from dynamo.operator.config import OperatorConfig
 from dynamo.operator.grove import GROVE_API_VERSION, scale_patch
 from dynamo.operator.labels import GRAPH_LABEL, GraphRef
 from dynamo.operator.manifests import GraphManifests, build_manifests
+from dynamo.operator.mpi import PRIVATE_KEYS, needs_mpi
 from dynamo.operator.rbac import RBAC_API_VERSION
 from dynamo.operator.status import graph_status
 from dynamo.operator.workloads import LWS_API_VERSION
+from dynamo.runtime.errors import DynamoError
 from dynamo.runtime.kube import KubeClient
 
 DGD_API_VERSION = "nvidia.com/v1alpha1"
@@ -35,6 +37,11 @@ PRUNABLE_KINDS: tuple[tuple[str, str], ...] = (
     (RBAC_API_VERSION, "Role"),
     (RBAC_API_VERSION, "RoleBinding"),
 )
+
+
+class MissingSecretError(DynamoError):
+    """A Secret the graph's pods mount is not in its namespace (or lacks a key): the graph
+    waits, failed, and is retried until someone creates it."""
 
 
 def utc_now() -> str:
@@ -112,6 +119,7 @@ async def reconcile_graph(
     """Bring the cluster to the DGD `body`; returns its new status. Raises `ConfigError`
     (invalid DGD, naming the field) or `KubeApiError` (retry)."""
     manifests = build_manifests(body, config)
+    await check_mpi_secret(api, manifests, config)
     workload_of = {(w.kind, w.name): w.service for w in manifests.workloads}
     live: dict[str, Mapping[str, Any] | None] = {}
     for obj in manifests.objects:
@@ -123,6 +131,29 @@ async def reconcile_graph(
         live.update(await _scale_grove_children(api, manifests))
     await prune(api, manifests, prunable_kinds(config))
     return _status(body, manifests, live)
+
+
+async def check_mpi_secret(
+    api: KubeClient, manifests: GraphManifests, config: OperatorConfig
+) -> None:
+    """A multi-node TensorRT-LLM graph needs the SSH key Secret in its namespace before any pod
+    is made: without it the pods would wait on a volume that never comes."""
+    if not any(needs_mpi(svc) for svc in manifests.services):
+        return
+    name, ns = config.mpi_run_secret_name, manifests.graph.namespace
+    secret = await api.get("v1", "Secret", name, ns)
+    if secret is None:
+        raise MissingSecretError(
+            f"Secret {name!r} (the MPI SSH key pair that multi-node TensorRT-LLM needs) is "
+            f"not in namespace {ns!r}: create it with keys {' and '.join(PRIVATE_KEYS)} "
+            "(docs/multinode.md); the graph is retried until it exists"
+        )
+    missing = [k for k in PRIVATE_KEYS if k not in (secret.get("data") or {})]
+    if missing:
+        raise MissingSecretError(
+            f"Secret {name!r} in namespace {ns!r} lacks {' and '.join(missing)}: recreate it "
+            "from an SSH key pair (docs/multinode.md); the graph is retried until it has them"
+        )
 
 
 async def _scale_grove_children(

@@ -12,6 +12,7 @@ REASON_READY = "all_resources_are_ready"
 REASON_NOT_READY = "some_resources_are_not_ready"
 REASON_INVALID = "ValidationFailed"
 REASON_RECONCILE_FAILED = "failed_to_reconcile_the_resources"
+REASON_MISSING_SECRET = "MissingSecret"
 GROVE_CHILDREN = {"PodClique": "readyReplicas", "PodCliqueScalingGroup": "availableReplicas"}
 
 

@@ -4,12 +4,14 @@ Service."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from dynamo.deploy.builder import ServiceSpec
 from dynamo.deploy.graph import DynamoGraphDeployment, Pvc
 from dynamo.deploy.multinode import pod_spec
 from dynamo.operator import labels as lbl
+from dynamo.operator.mpi import with_ssh
 from dynamo.operator.podspec import PodOptions, pod_template
 from dynamo.runtime.discovery.kubernetes.objects import DISCOVERY_SERVICE_LABEL
 
@@ -84,9 +86,12 @@ def leader_worker_set(
     pod_labels = {**labels, **lbl.selector(svc)}
     leader_svc = pod_spec(svc, "lws", "leader")
     leader = pod_template(leader_svc, dgd, {**pod_labels, lbl.ROLE_LABEL: "leader"}, options)
-    worker_options = PodOptions(options.default_image, options.service_account, probes=False)
+    worker_options = dataclasses.replace(options, probes=False)
     worker_labels = {**pod_labels, lbl.ROLE_LABEL: "worker"}
     worker = pod_template(pod_spec(svc, "lws", "worker"), dgd, worker_labels, worker_options)
+    if options.mpi_secret:
+        leader = with_ssh(leader, options.mpi_secret, "leader")
+        worker = with_ssh(worker, options.mpi_secret, "worker")
     return {
         "apiVersion": LWS_API_VERSION,
         "kind": "LeaderWorkerSet",

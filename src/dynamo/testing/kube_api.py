@@ -46,6 +46,7 @@ RESOURCES: tuple[tuple[str, str, bool, set[str]], ...] = (
     ("storage.k8s.io/v1/storageclasses", "StorageClass", False, set()),
     ("v1/events", "Event", True, set()),
     ("v1/configmaps", "ConfigMap", True, set()),
+    ("v1/secrets", "Secret", True, set()),
     ("v1/services", "Service", True, {"status"}),
     ("v1/serviceaccounts", "ServiceAccount", True, set()),
     ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}),
