@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dynamo.protocols.engine import EngineOutput, EngineRequest
 from dynamo.protocols.kv_events import KvCacheEvent
@@ -69,3 +69,13 @@ class Engine(Protocol):
         """Current load, one entry per data-parallel rank."""
 
     async def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class HealthCheckedEngine(Protocol):
+    """An engine that can tell whether it is still alive (its worker registers the check with
+    the runtime: `/health` and the watchdog ask it)."""
+
+    async def check_health(self) -> str | None:
+        """None while the engine can serve; else why not, in one line (a dead engine core, a
+        stopped step loop). Quick and side-effect free: it is asked every few seconds."""

@@ -187,6 +187,11 @@ class RuntimeConfig:
     system_port: int | None = option(
         None, help="port of the /health /live /metrics status server (off when unset)"
     )
+    engine_health_interval_s: float = option(
+        2.0,
+        help="seconds between checks of the engine's health; a failed check makes /health "
+        "answer 503 and the worker deregister and exit 1 (0: checked only by /health)",
+    )
     graceful_shutdown_grace_period_s: float = option(
         5.0,
         help="seconds to wait for in-flight requests on SIGTERM",

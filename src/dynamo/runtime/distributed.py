@@ -30,6 +30,7 @@ from dynamo.runtime.discovery.factory import make_discovery
 from dynamo.runtime.endpoint_client import EndpointClient
 from dynamo.runtime.errors import ConfigError, DynamoError, UnavailableError
 from dynamo.runtime.event_subscription import subscribe_events
+from dynamo.runtime.health import HealthCheck, HealthChecks
 from dynamo.runtime.hosted_files import HostedFiles
 from dynamo.runtime.request_scope import scoped
 from dynamo.runtime.system_server import SystemServer
@@ -102,6 +103,8 @@ class DistributedRuntime:
         self._system: SystemServer | None = None
         self._system_url: str | None = None
         self._system_lock = asyncio.Lock()
+        self.health = HealthChecks()
+        self._health_watch: asyncio.Task[object] | None = None
 
     @classmethod
     async def create(cls, config: RuntimeConfig) -> DistributedRuntime:
@@ -212,6 +215,7 @@ class DistributedRuntime:
                     self._ready_endpoints,
                     registry=self.metrics_registry,
                     files=self.hosted_files,
+                    health=self.health.check,
                 )
                 bound = await server.start()
                 host = await _advertised_host(self.config.tcp_host)
@@ -223,6 +227,21 @@ class DistributedRuntime:
         """Where peers fetch `hosted_files`: the status server, started on `--system-port`,
         or on a free port when that is unset (files must be served either way)."""
         return await self.start_system_server(self.config.system_port or 0)
+
+    # ------------------------------------------------------------------ health
+    def add_health_check(self, name: str, check: HealthCheck) -> None:
+        """Ask `check` on every `/health` and, every `--engine-health-interval-s`, in a
+        watchdog: once it fails, `health.failed` is set (the process lifecycle then
+        deregisters and exits 1)."""
+        self.health.add(name, check)
+        interval = self.config.engine_health_interval_s
+        if interval > 0 and self._health_watch is None and not self.is_shutting_down:
+            self._health_watch = asyncio.create_task(
+                self.health.watch(interval), name="health-watch"
+            )
+
+    def remove_health_check(self, name: str) -> None:
+        self.health.remove(name)
 
     def _ready_endpoints(self) -> list[str]:
         if self.is_shutting_down:
@@ -278,6 +297,10 @@ class DistributedRuntime:
 
     async def _do_shutdown(self, grace_s: float | None) -> None:
         grace = self.config.graceful_shutdown_grace_period_s if grace_s is None else grace_s
+        if self._health_watch is not None:
+            self._health_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_watch
         for served in list(self._served.values()):
             try:
                 await served.unregister()

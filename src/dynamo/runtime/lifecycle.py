@@ -2,7 +2,8 @@
 
 On a signal: unregister every endpoint (routers stop sending), refuse new requests, let
 in-flight ones finish within `graceful_shutdown_grace_period_s`, close the planes and the
-discovery lease, and return exit code 0.
+discovery lease, and return exit code 0. When a registered health check fails (a dead engine)
+the same shutdown runs and the exit code is 1, so that the engine's pod is restarted.
 """
 
 from __future__ import annotations
@@ -80,13 +81,15 @@ async def serve_until_signal(
     exit_code = 0
     main_task: asyncio.Task[None] | None = None
     stopper = asyncio.create_task(stop.wait(), name="signal")
+    unhealthy = asyncio.create_task(runtime.health.failed.wait(), name="unhealthy")
     try:
         if config.system_port is not None:
             # Before main: a worker's card names this server, and probes may come early.
             await runtime.start_system_server(config.system_port)
         main_task = asyncio.create_task(_as_coroutine(main(runtime)), name="main")
-        await asyncio.wait({main_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if main_task.done() and not stopper.done():
+        waiting = {main_task, stopper, unhealthy}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if main_task.done() and not stopper.done() and not unhealthy.done():
             error = _exception_of(main_task)
             if isinstance(error, DynamoError):  # an expected failure: one line, no traceback
                 exit_code = 1
@@ -94,11 +97,19 @@ async def serve_until_signal(
             elif main_task.cancelled() or error is not None:
                 exit_code = 1
                 log.error("main failed; shutting down", exc_info=error)
-            else:
-                await stopper  # main set things up and returned: serve until signalled
+            else:  # main set things up and returned: serve until signalled or unhealthy
+                await asyncio.wait({stopper, unhealthy}, return_when=asyncio.FIRST_COMPLETED)
+        if unhealthy.done() and not stopper.done() and exit_code == 0:
+            exit_code = 1
+            failure = runtime.health.failure
+            log.error(
+                "%s failed its health check (%s): deregistering and exiting",
+                failure.check if failure else "an engine",
+                failure.reason if failure else "unknown",
+            )
     finally:
         await runtime.shutdown(config.graceful_shutdown_grace_period_s)
-        for task in (main_task, stopper):
+        for task in (main_task, stopper, unhealthy):
             if task is None:
                 continue
             task.cancel()

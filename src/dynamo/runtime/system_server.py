@@ -1,15 +1,17 @@
-"""The worker's status server: `/live`, `/health` (ready once endpoints serve), `/metrics`,
-and the files the process hosts for its peers (`/v1/model-files/{sha256}`)."""
+"""The worker's status server: `/live`, `/health` (ready once endpoints serve and every health
+check passes), `/metrics`, and the files the process hosts for its peers
+(`/v1/model-files/{sha256}`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from dynamo.runtime.errors import TransportError
+from dynamo.runtime.health import Unhealthy
 from dynamo.runtime.hosted_files import FILES_ROUTE, HostedFiles, is_sha256_hex
 
 
@@ -24,10 +26,12 @@ class SystemServer:
         registry: CollectorRegistry = REGISTRY,
         host: str = "0.0.0.0",
         files: HostedFiles | None = None,
+        health: Callable[[], Awaitable[Unhealthy | None]] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._files = files if files is not None else HostedFiles()
         self._endpoints = endpoints
+        self._health_check = health
         self._registry = registry
         self._started = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -68,6 +72,18 @@ class SystemServer:
     async def _health(self, request: web.Request) -> web.Response:
         endpoints = self._endpoints()
         uptime_s = round(time.monotonic() - self._started, 3)
+        failure = await self._health_check() if self._health_check is not None else None
+        if failure is not None:
+            return web.json_response(
+                {
+                    "status": "unhealthy",
+                    "check": failure.check,
+                    "reason": failure.reason,
+                    "endpoints": endpoints,
+                    "uptime_s": uptime_s,
+                },
+                status=503,
+            )
         if endpoints:
             return web.json_response(
                 {"status": "ready", "endpoints": endpoints, "uptime_s": uptime_s}

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from dynamo.engines.base import Engine, EngineInfo
+from dynamo.engines.base import Engine, EngineInfo, HealthCheckedEngine
 from dynamo.protocols.engine import EngineRequest
 from dynamo.protocols.kv_events import LoadMetrics
 from dynamo.protocols.model_card import ModelCard
@@ -71,12 +71,18 @@ class Worker:
             card = await host_model_files(self.runtime, card, model_dir)
         self.card = card
         self._forwarder.start(self.engine)
+        if isinstance(self.engine, HealthCheckedEngine):
+            self.runtime.add_health_check(self._health_name, self.engine.check_health)
         self._served = await self.runtime.serve_endpoint(
             self.address, self.generate, model_card=self.card, instance_id=self.instance_id
         )
         await self._forwarder.publish_metrics()
         log.info("worker %x serving %s (%s)", self.instance_id, self.address, self.card.name)
         return self._served
+
+    @property
+    def _health_name(self) -> str:
+        return f"engine of {self.address} instance {self.instance_id:x}"
 
     def _observe_load(self, load: LoadMetrics) -> None:
         if self._metrics is not None:
@@ -121,6 +127,7 @@ class Worker:
                 self._forwarder.load_changed()
 
     async def stop(self) -> None:
+        self.runtime.remove_health_check(self._health_name)
         if self._served is not None:
             await self._served.unregister()
             self._served = None

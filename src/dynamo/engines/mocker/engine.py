@@ -157,6 +157,23 @@ class MockerEngine:
             rank.task = None
             self._fail_streams(rank, EngineShutdownError("mocker engine is shutting down"))
 
+    async def check_health(self) -> str | None:
+        """Unhealthy once a rank's step loop has stopped while the engine was not shut down:
+        its requests would never be stepped again."""
+        if not self._started or self._closed:
+            return None
+        for rank in self._ranks:
+            task = rank.task
+            if task is not None and not task.done():
+                continue
+            if task is None or task.cancelled():
+                why = "cancelled"
+            else:
+                error = task.exception()
+                why = f"{type(error).__name__}: {error}" if error else "returned"
+            return f"mocker rank {rank.dp_rank} step loop stopped ({why})"
+        return None
+
     @property
     def schedulers(self) -> list[Scheduler]:
         """Each rank's scheduler (read it, do not drive it: the step loops own them)."""

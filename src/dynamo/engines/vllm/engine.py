@@ -273,6 +273,18 @@ class VllmEngine:
         if llm is not None:
             await asyncio.to_thread(llm.shutdown)
 
+    async def check_health(self) -> str | None:
+        """vLLM's own check: `AsyncLLM.check_health()` raises `EngineDeadError` once the engine
+        core process (or a rank it waits on) died, or its output loop stopped."""
+        llm = self._llm
+        if llm is None or self._closing:
+            return None
+        try:
+            await llm.check_health()
+        except Exception as exc:
+            return f"vLLM engine is dead: {type(exc).__name__}: {exc}"
+        return None
+
     def metrics(self) -> list[EngineMetrics]:
         cfg = self._vllm_config
         if cfg is None:
