@@ -7,11 +7,15 @@ elsewhere the module is skipped. Run: `<vllm venv>/bin/python -m pytest -m vllm 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
+from typing import Any
 
+import aiohttp
 import openai
+import psutil
 import pytest
 
 if importlib.util.find_spec("vllm") is None:
@@ -22,7 +26,8 @@ if importlib.util.find_spec("vllm") is None:
         allow_module_level=True,
     )
 
-from dynamo.testing.processes import Procs
+from dynamo.testing.processes import Procs, wait_for_instances
+from dynamo.testing.servers import free_port
 
 pytestmark = [
     pytest.mark.vllm,
@@ -50,10 +55,30 @@ VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONHASHSEED": "0"}
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
+def _engine_core(worker_pid: int) -> psutil.Process:
+    """The worker's vLLM engine core process (vLLM names it `VLLM::EngineCore`)."""
+    for child in psutil.Process(worker_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "EngineCore" in child.name() or "EngineCore" in " ".join(child.cmdline()):
+                return child
+    raise AssertionError(f"no EngineCore process under the worker {worker_pid}")
+
+
+async def _health(url: str) -> tuple[int, dict[str, Any]] | None:
+    with contextlib.suppress(aiohttp.ClientError):
+        async with aiohttp.ClientSession() as session, session.get(url + "/health") as resp:
+            return resp.status, await resp.json()
+    return None
+
+
 async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
-    """Models, chat, streams, structured output, stop, cached tokens; then a kill mid-stream."""
+    """Models, chat, streams, structured output, stop, cached tokens; then the engine core dies
+    mid-stream: a clean error, `/health` 503, and the worker deregisters and exits 1."""
     url = await procs.frontend("--router-mode", "kv")
-    worker = await procs.spawn(*VLLM_WORKER, env=VLLM_ENV)
+    system_port = free_port()
+    # A slow watchdog, so that the 503 is seen before the worker goes.
+    health_flags = ("--system-port", str(system_port), "--engine-health-interval-s", "20")
+    worker = await procs.spawn(*VLLM_WORKER, *health_flags, env=VLLM_ENV)
     procs.drain(worker)
     await procs.wait_for_instances(url, 1, timeout_s=600)
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
@@ -124,8 +149,12 @@ async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
         assert details is not None and details.cached_tokens is not None
         assert details.cached_tokens >= 64
 
-        # last, on the same worker (one vLLM start fewer in CI): killing it mid-stream gives
-        # the client a clean error
+        # last, on the same worker (one vLLM start fewer in CI): the engine core dies
+        # mid-stream. The client gets a clean error, /health says why, and the worker
+        # deregisters and exits 1 (its pod restarts) instead of taking more traffic.
+        status = await _health(f"http://127.0.0.1:{system_port}")
+        assert status is not None and status[0] == 200
+        core = _engine_core(worker.pid)
         stream = await client.completions.create(
             model=SMOLLM2,
             prompt="Count from one to one thousand:",
@@ -139,11 +168,21 @@ async def test_vllm_worker_behind_the_frontend(procs: Procs) -> None:
             async for _chunk in stream:
                 seen += 1
                 if seen == 3:
-                    procs.kill_group(worker)  # the worker and its engine core die
+                    core.kill()  # the engine core alone dies; the worker process lives on
             return seen
 
         with pytest.raises(openai.APIError):
             await asyncio.wait_for(consume(), 120)  # an error event, never a hang
+        for _ in range(200):
+            status = await _health(f"http://127.0.0.1:{system_port}")
+            if status is not None and status[0] == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert status is not None and status[0] == 503, status
+        assert status[1]["status"] == "unhealthy"
+        assert status[1]["reason"].startswith("vLLM engine is dead: EngineDeadError")
+        assert await asyncio.wait_for(worker.wait(), 120) == 1
+        await wait_for_instances(url, 0)  # its exit 1 is the point: not a crash here
 
 
 async def test_bad_engine_arguments_fail_at_start_with_the_engines_message(
