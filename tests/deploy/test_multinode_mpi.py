@@ -91,18 +91,19 @@ def test_lws_leader_waits_for_each_worker_then_runs_mpirun(tmp_path: Path, keys:
     done = _run(leader, env, tmp_path, keys)
     assert done.returncode == 0, done.stderr
     workers = ["trt-worker-0-1.trt-worker.llm", "trt-worker-0-2.trt-worker.llm"]
+    home = tmp_path / "home"
+    config = f"{home}/.ssh/config"
     assert calls(bin_dir, "ssh") == [
-        ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host, "true"] for host in workers
+        ["-F", config, "-o", "ConnectTimeout=5", host, "true"] for host in workers
     ]
     [argv] = calls(bin_dir, "mpirun")
-    home = tmp_path / "home"
     as_root = ["--allow-run-as-root"] if os.getuid() == 0 else []
     x_at = argv.index("-x")
     assert argv[:x_at] == [
         *as_root,
         *("--oversubscribe", "-n", "12", "-H", ",".join([LWS_LEADER, *workers])),
         *("--mca", "pml", "ob1", "--mca", "plm_rsh_args"),
-        f"-p 2222 -o StrictHostKeyChecking=no -i {home}/.ssh/mpi_key",
+        f"-F {config} -p 2222 -o StrictHostKeyChecking=no -i {home}/.ssh/mpi_key",
     ]
     assert argv[-3:] == [
         "/bin/sh",
@@ -126,6 +127,7 @@ def test_lws_leader_waits_for_each_worker_then_runs_mpirun(tmp_path: Path, keys:
     assert (ssh / "config").read_text() == (
         f"Host *\n  Port 2222\n  IdentityFile {home}/.ssh/mpi_key\n"
         "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        "  BatchMode yes\n"
     )
 
 
@@ -212,13 +214,14 @@ def test_worker_runs_sshd_in_the_foreground_and_nothing_else(tmp_path: Path, key
         f"PidFile {ssh}/sshd.pid",
         f"AuthorizedKeysFile {ssh}/authorized_keys",
     ]
-    assert "PasswordAuthentication no" in config and "PermitUserEnvironment yes" in config
+    assert "PasswordAuthentication no" in config
+    # Sessions (mpirun's daemons) get this container's PATH and LD_LIBRARY_PATH.
+    assert f'SetEnv "PATH={bin_dir}:' in config[-2] and config[-2].endswith(
+        '" "LD_LIBRARY_PATH=/x"'
+    )
     assert (ssh / "host" / "ssh_host_ed25519_key").is_file()
     assert (ssh / "authorized_keys").read_text() == (keys / "private.key.pub").read_text()
     assert (ssh / "authorized_keys").stat().st_mode & 0o777 == 0o600
-    environment = (ssh / "environment").read_text().splitlines()
-    assert environment[0].startswith(f"PATH={bin_dir}:")
-    assert environment[1] == "LD_LIBRARY_PATH=/x"
 
 
 def test_without_gpus_there_are_no_ranks_to_count() -> None:

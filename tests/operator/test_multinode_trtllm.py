@@ -93,7 +93,7 @@ def test_lws_leader_runs_mpirun_over_every_pod_of_the_group() -> None:
     # 3 nodes x 8 GPUs per node (resources.limits.gpu) = 24 ranks.
     assert line.startswith(f"exec mpirun $as_root --oversubscribe -n 24 -H {hosts} ")
     assert line.endswith(f"$forward /bin/sh -c '{ENGINE}'")
-    assert '--mca pml ob1 --mca plm_rsh_args "-p 2222 ' in line
+    assert '--mca pml ob1 --mca plm_rsh_args "-F $HOME/.ssh/config -p 2222 ' in line
     # The leader serves: probed like any worker; it and the workers keep Open MPI's FQDNs.
     lead_main = _main(leader)
     assert lead_main["readinessProbe"]["httpGet"]["path"] == "/health"

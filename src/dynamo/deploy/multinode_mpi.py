@@ -71,22 +71,24 @@ def gpus_per_node(svc: ServiceSpec) -> int:
 def _ssh_setup() -> list[str]:
     """Both roles: the key pair into `$HOME/.ssh` (ssh refuses a key others can read, and the
     Secret volume is read-only) and a client config for port 2222 without host-key checks (the
-    workers' host keys are made at start)."""
+    workers' host keys are made at start). ssh reads `~/.ssh/config` from the user's passwd
+    home, which need not be `$HOME`, so every ssh call names the config (`-F`)."""
     return [
         'mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh"',
         f'cp {SSH_KEY_MOUNT}/{PRIVATE_KEY} "$HOME/.ssh/mpi_key"',
         f'cp {SSH_KEY_MOUNT}/{PUBLIC_KEY} "$HOME/.ssh/authorized_keys"',
         'chmod 600 "$HOME/.ssh/mpi_key" "$HOME/.ssh/authorized_keys"',
         f"printf 'Host *\\n  Port {SSH_PORT}\\n  IdentityFile %s/.ssh/mpi_key\\n"
-        "  StrictHostKeyChecking no\\n  UserKnownHostsFile /dev/null\\n  LogLevel ERROR\\n' "
+        "  StrictHostKeyChecking no\\n  UserKnownHostsFile /dev/null\\n  LogLevel ERROR\\n"
+        "  BatchMode yes\\n' "
         '"$HOME" > "$HOME/.ssh/config"',
     ]
 
 
 def worker_script() -> str:
     """A worker pod: sshd on port 2222 in the foreground, as whichever user the image runs.
-    Sessions get the container's PATH and LD_LIBRARY_PATH, so that mpirun finds Open MPI's
-    daemon and the engine's libraries on this node."""
+    Sessions get the container's PATH and LD_LIBRARY_PATH (`SetEnv`, OpenSSH >= 8.7), so that
+    mpirun finds Open MPI's daemon and the engine's libraries on this node."""
     sshd_config = (
         f"Port {SSH_PORT}",
         "HostKey %s/.ssh/host/ssh_host_ed25519_key",
@@ -95,19 +97,19 @@ def worker_script() -> str:
         "PasswordAuthentication no",
         "PubkeyAuthentication yes",
         "PermitRootLogin prohibit-password",
-        "PermitUserEnvironment yes",
+        'SetEnv "PATH=%s" "LD_LIBRARY_PATH=%s"',
         "StrictModes no",
     )
     return "\n".join(
         [
             "set -e",
             *_ssh_setup(),
+            # sshd started as root needs its privilege separation directory.
+            'if [ "$(id -u)" = 0 ]; then mkdir -p /run/sshd && chmod 755 /run/sshd; fi',
             'rm -rf "$HOME/.ssh/host" && mkdir -p "$HOME/.ssh/host"',
             "ssh-keygen -q -t ed25519 -N '' -f \"$HOME/.ssh/host/ssh_host_ed25519_key\"",
-            'printf \'PATH=%s\\nLD_LIBRARY_PATH=%s\\n\' "$PATH" "${LD_LIBRARY_PATH:-}" '
-            '> "$HOME/.ssh/environment"',
             "printf '" + "\\n".join(sshd_config) + "\\n' "
-            '"$HOME" "$HOME" "$HOME" > "$HOME/.ssh/sshd_config"',
+            '"$HOME" "$HOME" "$HOME" "$PATH" "${LD_LIBRARY_PATH:-}" > "$HOME/.ssh/sshd_config"',
             f'exec {SSHD} -D -e -f "$HOME/.ssh/sshd_config"',
         ]
     )
@@ -127,7 +129,9 @@ def leader_script(svc: ServiceSpec, hosts: list[str], env_names: Iterable[str]) 
     `FORWARDED_ENV` that are set."""
     ranks = len(hosts) * gpus_per_node(svc)
     forwarded = sorted({*FORWARDED_ENV, *env_names})
-    rsh_args = f"-p {SSH_PORT} -o StrictHostKeyChecking=no -i $HOME/.ssh/mpi_key"
+    rsh_args = (
+        f"-F $HOME/.ssh/config -p {SSH_PORT} -o StrictHostKeyChecking=no -i $HOME/.ssh/mpi_key"
+    )
     engine = f"exec {LAUNCHER} {_engine_command(svc)}"
     return "\n".join(
         [
@@ -135,7 +139,7 @@ def leader_script(svc: ServiceSpec, hosts: list[str], env_names: Iterable[str]) 
             *_ssh_setup(),
             f"deadline=$(( $(date +%s) + {WORKER_WAIT_S} ))",
             f"for host in {' '.join(hosts[1:])}; do",
-            '  until ssh -o BatchMode=yes -o ConnectTimeout=5 "$host" true; do',
+            '  until ssh -F "$HOME/.ssh/config" -o ConnectTimeout=5 "$host" true; do',
             '    if [ "$(date +%s)" -ge "$deadline" ]; then',
             f'      echo "worker $host: sshd on port {SSH_PORT} did not answer in '
             f'{WORKER_WAIT_S} s" >&2',
