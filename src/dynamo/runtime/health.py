@@ -47,7 +47,8 @@ class HealthChecks:
 
     async def _ask(self, name: str, check: HealthCheck) -> str | None:
         try:
-            return await asyncio.wait_for(check(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # not wait_for: see runtime.tasks
+                return await check()
         except TimeoutError:
             return f"health check did not answer in {self._timeout_s:g} s"
         except Exception as exc:  # a check that breaks says nothing good about its engine
