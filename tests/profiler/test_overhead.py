@@ -36,7 +36,7 @@ def test_bad_values_are_named(text: str) -> None:
         parse_overhead(text, "sweep.serving_overhead")
     assert str(info.value) == (
         "sweep.serving_overhead: expected FIXED_MS[,PER_1K_TOKENS_MS] with values >= 0 "
-        f"(e.g. 1.6,0.9), got {text!r}"
+        f"(e.g. 2.3,0.85), got {text!r}"
     )
 
 
