@@ -45,6 +45,9 @@ def test_the_request_carries_the_measured_default_or_the_dgdr_setting() -> None:
     assert parse_request(spec).serving_overhead == MEASURED
     spec["profilingConfig"]["config"] = {"sweep": {"servingOverhead": "3,0.5"}}
     assert parse_request(spec).serving_overhead == ServingOverhead(3.0, 0.5)
+    assert parse_request(spec, mode="thorough").ignored == (
+        "sweep.serving_overhead (thorough measures the serving stack itself)",
+    )
     spec["profilingConfig"]["config"] = {"sweep": {"servingOverhead": "fast"}}
     with pytest.raises(ConfigError, match=r"sweep\.serving_overhead: expected"):
         parse_request(spec)

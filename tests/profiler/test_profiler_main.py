@@ -193,6 +193,14 @@ def test_thorough_without_the_mocker_fails_at_once(
     assert "--mode thorough" in last and "needs spec.useMocker: true" in last
     assert not (tmp_path / "o").exists()
 
+    dgdr = str(tmp_path / "dgdr.yaml")
+    code = main(["-f", dgdr, "--mode", "thorough", "--serving-overhead", "2"])
+    assert code == EXIT_ERROR
+    assert capsys.readouterr().err == (
+        "python -m dynamo.profiler: --serving-overhead is rapid mode's model of the serving "
+        "stack; --mode thorough measures the stack itself\n"
+    )
+
 
 def test_a_base_dgd_gets_the_chosen_tp(tmp_path: Path) -> None:
     doc = _small()

@@ -228,6 +228,8 @@ def parse_request(doc: Mapping[str, Any], *, mode: str | None = None) -> Profile
     for key in sorted(sweep_s):
         if key.startswith("aic_") or key == "use_ai_configurator":
             ignored.append(f"sweep.{key} (rapid mode simulates every backend instead)")
+    if chosen == "thorough" and sweep_s.get("serving_overhead") is not None:
+        ignored.append("sweep.serving_overhead (thorough measures the serving stack itself)")
 
     base = engine_s.get("config")
     if isinstance(base, str):

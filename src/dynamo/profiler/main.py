@@ -157,6 +157,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m dynamo.pro
             else parse_overhead(args.serving_overhead, "--serving-overhead")
         )
         request = load_request(args.config, mode=args.mode)
+        if overhead is not None and request.mode != "rapid":
+            raise DynamoError(
+                "--serving-overhead is rapid mode's model of the serving stack; "
+                "--mode thorough measures the stack itself"
+            )
         if args.deploy_closest:
             request = dataclasses.replace(request, deploy_closest=True)
         if overhead is not None:
