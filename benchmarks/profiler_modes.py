@@ -6,16 +6,18 @@ predicted TTFT/ITL against what thorough measures at the same points, and wall t
 
 Both modes run the real `python -m dynamo.profiler` on the same request (the DGDR with the
 hardware/sweep settings overridden as given); thorough starts a `dynamo serve` graph per
-candidate. Prints one row per sweep point (rapid, thorough, thorough/rapid) and the choices.
+candidate. Rapid's TTFT is the engine's plus its serving-stack model (`overhead.py`, the
+profiler's default). Prints one row per sweep point (rapid, thorough, thorough/rapid), each
+TP degree's decode value at the ITL target as both modes found it (what the decode pick
+compares), and the picks.
 
 Then where thorough's TTFT goes, measured on this machine around the thorough run:
 - the mocker engine alone: each candidate's `MockerEngine` in this process, no HTTP, lone
   requests at the SLA's ISL (how far the wall-clock engine is from its own timing model);
 - the serving stack alone: the same graph with a mocker that takes no time
   (`--speedup-ratio 0`), at the SLA's ISL, so TTFT = everything but the engine; measured
-  before and after the thorough run (it moves with the machine's load);
-- rapid + that stack TTFT, against thorough: what rapid predicts once the measured serving
-  overhead is added (the overhead is a measurement of this run, not a constant).
+  before and after the thorough run (it moves with the machine's load), against what rapid's
+  stack model says for that ISL.
 """
 
 from __future__ import annotations
@@ -134,9 +136,10 @@ def main() -> None:
             for p in rapid["sweep"]["prefill"]
         }
         loads.append(load())
-    overhead = (overhead_before + overhead_after) / 2
+    model = rapid["servingOverhead"]
+    stack_model_ms = model["fixedMs"] + model["per1kTokensMs"] * rapid["sla"]["isl"] / 1000
 
-    print("| point | rapid | thorough | thorough/rapid |")
+    print("| point | rapid (predicted) | thorough | thorough/rapid |")
     print("|---|---|---|---|")
     for r, t in zip(rapid["sweep"]["prefill"], thorough["sweep"]["prefill"], strict=True):
         ratio = t["ttft_ms"] / r["ttft_ms"]
@@ -150,6 +153,16 @@ def main() -> None:
             f"| decode TP{r['gpus']} x{r['concurrency']} ITL (ms) | {r['itl_ms']:.1f} "
             f"| {t['itl_ms']:.1f} | {ratio:.2f} |"
         )
+    print()
+    print("| decode at the ITL target | rapid | thorough | thorough/rapid (tok/s/GPU) |")
+    print("|---|---|---|---|")
+    at_r = {d["gpus"]: d for d in rapid["sweep"]["decodeAtSla"]}
+    at_t = {d["gpus"]: d for d in thorough["sweep"]["decodeAtSla"]}
+    for tp in sorted(at_r.keys() | at_t.keys()):
+        r, t = at_r.get(tp), at_t.get(tp)
+        ratio = f"{t['thpt_per_gpu'] / r['thpt_per_gpu']:.2f}" if r and t else "-"
+        print(f"| TP{tp} | {_at_sla(r)} | {_at_sla(t)} | {ratio} |")
+    print()
     for name, res, wall in (("rapid", rapid, rapid_s), ("thorough", thorough, thorough_s)):
         p, d = res["selected"]["prefill"], res["selected"]["decode"]
         print(
@@ -157,22 +170,35 @@ def main() -> None:
             f"at concurrency {d['concurrency']} (ITL {d['itlMs']:.1f} ms, "
             f"{d['throughputPerGpu']:.0f} tok/s/GPU); wall {wall:.0f} s"
         )
+    picks = [
+        (res["selected"]["prefill"]["gpus"], res["selected"]["decode"]["gpus"])
+        for res in (rapid, thorough)
+    ]
+    print(f"picks agree: {picks[0] == picks[1]} (prefill TP, decode TP: {picks[0]}, {picks[1]})")
     print(f"load average (1/5/15 min) before rapid, before/after thorough, at the end: {loads}")
-    print(
-        f"serving stack TTFT (speedup-0 mocker, ISL {rapid['sla']['isl']}): "
-        f"{overhead_before:.1f} ms before thorough, {overhead_after:.1f} ms after"
-    )
     print()
     print(
-        "| prefill | rapid | engine alone | rapid + stack | thorough | thorough / (rapid + stack) |"
+        f"serving stack TTFT at ISL {rapid['sla']['isl']}: rapid's model {stack_model_ms:.1f} ms "
+        f"({model['fixedMs']:g} + {model['per1kTokensMs']:g} per 1000 tokens); measured "
+        f"(speedup-0 mocker) {overhead_before:.1f} ms before thorough, {overhead_after:.1f} ms "
+        "after"
     )
-    print("|---|---|---|---|---|---|")
+    print("| prefill | engine (simulated) | engine alone (wall clock) | rapid | thorough |")
+    print("|---|---|---|---|---|")
     for r, t in zip(rapid["sweep"]["prefill"], thorough["sweep"]["prefill"], strict=True):
-        predicted = r["ttft_ms"] + overhead
         print(
-            f"| TP{r['gpus']} TTFT (ms) | {r['ttft_ms']:.1f} | {alone[r['gpus']]:.1f} "
-            f"| {predicted:.1f} | {t['ttft_ms']:.1f} | {t['ttft_ms'] / predicted:.2f} |"
+            f"| TP{r['gpus']} TTFT (ms) | {r['ttft_ms'] - stack_model_ms:.1f} "
+            f"| {alone[r['gpus']]:.1f} | {r['ttft_ms']:.1f} | {t['ttft_ms']:.1f} |"
         )
+
+
+def _at_sla(point: dict | None) -> str:
+    if point is None:
+        return "misses the target"
+    return (
+        f"x{point['concurrency']}: ITL {point['itl_ms']:.1f} ms, "
+        f"{point['thpt_per_gpu']:.0f} tok/s/GPU"
+    )
 
 
 if __name__ == "__main__":

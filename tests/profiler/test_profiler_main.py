@@ -86,7 +86,7 @@ def test_rapid_writes_every_output_the_planner_and_the_crd_accept(
     profile = load_profile(out)
     assert "raw_data.npz" in profile.source
     assert len(profile.prefill.isl) == 4 and profile.prefill.isl[0] == 128
-    assert 60 < profile.prefill.ttft(3000) < 75  # the timing model's 65.8 ms, interpolated
+    assert 60 < profile.prefill.ttft(3000) < 75  # the timing model's 65.8 ms + 4.9, interpolated
     assert profile.decode.max_kv_tokens == 16384 * 64
     assert profile.decode.best_throughput_per_gpu(25.0, 3075)[1]
 
@@ -94,6 +94,9 @@ def test_rapid_writes_every_output_the_planner_and_the_crd_accept(
     assert results["meetsSla"] is True
     assert results["selected"]["prefill"]["tensorParallelSize"] == 1
     assert results["selected"]["decode"]["itlMs"] <= 25
+    assert results["servingOverhead"] == {"fixedMs": 2.3, "per1kTokensMs": 0.85}
+    at_sla = results["sweep"]["decodeAtSla"]
+    assert [d["gpus"] for d in at_sla] == [1, 2] and all(d["itl_ms"] <= 25 for d in at_sla)
     assert len(results["sweep"]["prefill"]) == 2 and len(results["sweep"]["decode"]) == 6
 
     schema = json_schema("DynamoGraphDeployment")
@@ -117,7 +120,8 @@ def test_rapid_writes_every_output_the_planner_and_the_crd_accept(
         assert args[args.index("--profile-results-dir") + 1] == "/workspace/profiling_results"
         assert args[-2:] == ["--load-predictor", "constant"]
     captured = capsys.readouterr()
-    assert captured.out.startswith("prefill TP1: TTFT 65.8 ms")
+    # the engine's 65.8 ms + the serving stack's 2.3 ms + 0.85 ms x 3 (overhead.MEASURED)
+    assert captured.out.startswith("prefill TP1: TTFT 70.7 ms")
     plots = ["prefill_performance.png", "decode_performance.png"]
     plots += ["prefill_ttft_interpolation.png", "decode_itl_interpolation.png"]
     if importlib.util.find_spec("matplotlib"):  # the profiler extra
@@ -145,9 +149,12 @@ def test_an_unmeetable_sla_exits_non_zero_with_the_best_achievable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code = main(["-f", str(_write(tmp_path, _strict(10, 2))), "-o", str(out)])
+    dgdr = str(_write(tmp_path, _strict(10, 2)))
+    code = main(["-f", dgdr, "-o", str(out), "--serving-overhead", "0"])  # the engine alone
     assert code == EXIT_SLA_UNMET
-    last = capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err
+    assert "rapid TTFT = the engine's + the serving stack's (0 ms + 0 ms per 1000" in err
+    last = err.strip().splitlines()[-1]
     assert last.startswith("profiler: no engine configuration meets the SLA: TTFT target 10 ms")
     assert "best achievable 36.6 ms (TP2)" in last and "ITL target 2 ms" in last
     assert json.loads((out / "profiling_results.json").read_text())["meetsSla"] is False
@@ -167,6 +174,13 @@ def test_bad_input_is_one_line_on_stderr(
     assert main(["-f", str(tmp_path / "missing.yaml")]) == EXIT_ERROR
     assert "cannot read" in capsys.readouterr().err
 
+    dgdr = str(tmp_path / "dgdr.yaml")
+    assert main(["-f", dgdr, "--serving-overhead", "1,2,3"]) == EXIT_ERROR
+    assert capsys.readouterr().err == (
+        "python -m dynamo.profiler: --serving-overhead: expected FIXED_MS[,PER_1K_TOKENS_MS] "
+        "with values >= 0 (e.g. 2.3,0.85), got '1,2,3'\n"
+    )
+
 
 def test_thorough_without_the_mocker_fails_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -178,6 +192,14 @@ def test_thorough_without_the_mocker_fails_at_once(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--mode thorough" in last and "needs spec.useMocker: true" in last
     assert not (tmp_path / "o").exists()
+
+    dgdr = str(tmp_path / "dgdr.yaml")
+    code = main(["-f", dgdr, "--mode", "thorough", "--serving-overhead", "2"])
+    assert code == EXIT_ERROR
+    assert capsys.readouterr().err == (
+        "python -m dynamo.profiler: --serving-overhead is rapid mode's model of the serving "
+        "stack; --mode thorough measures the stack itself\n"
+    )
 
 
 def test_a_base_dgd_gets_the_chosen_tp(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from dynamo.engines.mocker.timing import TimingModel
 from dynamo.profiler.config import Sla
 from dynamo.profiler.hardware import engine
 from dynamo.profiler.measure import DecodePoint, PrefillPoint, steady_state
+from dynamo.profiler.overhead import NONE, ServingOverhead
 from dynamo.profiler.rapid import RapidMeasurer
-from dynamo.profiler.select import select
+from dynamo.profiler.select import TIE_TOLERANCE, decode_at_sla, select
 from dynamo.profiler.sweep import concurrency_points, spread, tp_candidates
 
 SLA = Sla(isl=3000, osl=150, ttft_ms=300.0, itl_ms=25.0)
@@ -38,17 +39,20 @@ def test_engines_scale_with_gpu_and_tp() -> None:
     assert round(two.speedup_ratio * two.decode_speedup_ratio, 6) == 0.9
 
 
-def test_rapid_prefill_is_the_timing_model() -> None:
-    point = RapidMeasurer().prefill(engine("h100_sxm", 1), 3000)
+def test_rapid_prefill_is_the_timing_model_plus_the_serving_overhead() -> None:
+    point = RapidMeasurer(NONE).prefill(engine("h100_sxm", 1), 3000)
     assert point.ttft_ms == TimingModel().prefill_s(3000) * 1000
     assert point.thpt_per_gpu == 3000 / point.ttft_ms * 1000
+    client = RapidMeasurer(ServingOverhead(2.0, 1.5)).prefill(engine("h100_sxm", 1), 3000)
+    assert client.ttft_ms == point.ttft_ms + 2.0 + 1.5 * 3
 
 
 def test_rapid_decode_excludes_prefill_and_grows_with_load() -> None:
-    m, eng = RapidMeasurer(), engine("h100_sxm", 1)
+    m, eng = RapidMeasurer(ServingOverhead(5.0, 1.0)), engine("h100_sxm", 1)
     low = m.decode(eng, 1000, 20, 1)
     high = m.decode(eng, 1000, 20, 64)
-    # one request: every gap after the first token is one decode step at its KV usage
+    # one request: every gap after the first token is one decode step at its KV usage (the
+    # serving overhead is TTFT's only)
     assert 5.74 < low.itl_ms < 6.0
     assert high.itl_ms > low.itl_ms
     assert high.thpt_per_gpu > 30 * low.thpt_per_gpu
@@ -59,13 +63,70 @@ def _d(gpus: int, c: int, itl: float, thpt: float) -> DecodePoint:
     return DecodePoint(gpus, 3000, 150, c, itl, thpt, 1 << 20)
 
 
-def test_select_picks_the_highest_throughput_per_gpu_within_the_sla() -> None:
+def test_select_compares_each_tp_at_the_sla_not_its_passing_points() -> None:
     prefill = [PrefillPoint(1, 3000, 66.0), PrefillPoint(2, 3000, 40.0)]
+    # TP1 crosses 25 ms at 100 + 5/6 x 50 = 141.7 streams: 141 streams, 5820 tok/s/GPU; its
+    # passing point (5000) alone would lose to TP2's 5500
     decode = [_d(1, 100, 20.0, 5000), _d(1, 150, 26.0, 6000), _d(2, 200, 22.0, 5500)]
     chosen = select(prefill, decode, SLA)
     assert chosen.meets_sla and chosen.shortfall(SLA) == ""
     assert chosen.prefill.gpus == 1  # 45k tok/s/GPU beats TP2's 37.5k
-    assert (chosen.decode.gpus, chosen.decode.concurrency) == (2, 200)  # 6000 misses the ITL
+    assert chosen.decode == _d(1, 141, 20.0 + 41 / 50 * 6, 5000 + 41 / 50 * 1000)
+    assert chosen.decode.itl_ms <= SLA.itl_ms
+    assert chosen.decode_at_sla == (chosen.decode, _d(2, 200, 22.0, 5500))
+
+
+def test_a_point_on_the_sla_line_moves_the_value_a_little_not_a_sweep_step() -> None:
+    below = [_d(2, 1, 6.5, 77), _d(2, 171, 19.7, 4340), _d(2, 256, 24.98, 5120)]
+    above = [*below[:2], _d(2, 256, 25.02, 5116)]
+    under, over = decode_at_sla(below, 25.0), decode_at_sla(above, 25.0)
+    assert under == below[2]
+    assert over is not None and over.concurrency == 255  # 171 + 5.3/5.32 x 85 = 255.7
+    assert over.itl_ms < 25.0 and over.thpt_per_gpu > 0.99 * under.thpt_per_gpu
+    # against a TP1 curve clearly better at the SLA, both pick TP1 either way
+    tp1 = [_d(1, 1, 5.9, 160), _d(1, 86, 17.8, 4823), _d(1, 171, 26.5, 6450)]
+    prefill = [PrefillPoint(1, 3000, 70.0)]
+    assert select(prefill, tp1 + below, SLA).decode.gpus == 1
+    assert select(prefill, tp1 + above, SLA).decode.gpus == 1
+
+
+def test_candidates_within_the_tie_tolerance_go_to_the_fewest_gpus() -> None:
+    prefill = [PrefillPoint(1, 3000, 70.0)]
+    near = 5000 * (1 - TIE_TOLERANCE / 2)
+    tied = [_d(1, 100, 20.0, near), _d(2, 100, 20.0, 5000), _d(4, 100, 20.0, 4000)]
+    assert select(prefill, tied, SLA).decode == tied[0]
+    apart = [_d(1, 100, 20.0, 5000 * (1 - 2 * TIE_TOLERANCE)), tied[1]]
+    assert select(prefill, apart, SLA).decode == tied[1]
+    # the same rule for prefill, against TP1's 3000 / 70 ms = 42.9k tok/s/GPU: TP2 at 32 ms
+    # (46.9k, 9 % more) wins; TP2 at 34 ms (44.1k, 3 % more) is a tie, so TP1
+    decode = [tied[1]]
+    assert select([*prefill, PrefillPoint(2, 3000, 32.0)], decode, SLA).prefill.gpus == 2
+    assert select([*prefill, PrefillPoint(2, 3000, 34.0)], decode, SLA).prefill.gpus == 1
+
+
+def test_a_curve_never_meeting_the_sla_and_one_always_meeting_it() -> None:
+    never = [_d(1, 1, 26.0, 40), _d(1, 50, 30.0, 1700)]
+    assert decode_at_sla(never, 25.0) is None
+    always = [_d(2, 1, 6.0, 80), _d(2, 128, 15.0, 4200), _d(2, 256, 24.0, 5300)]
+    assert decode_at_sla(always, 25.0) == always[2]  # its last point, no extrapolation
+    chosen = select([PrefillPoint(1, 3000, 70.0)], never + always, SLA)
+    assert chosen.decode == always[2] and chosen.decode_at_sla == (always[2],)
+    # a point back under the target after a crossing is noise: the range ends at the crossing
+    noisy = [_d(1, 1, 6.0, 160), _d(1, 86, 19.0, 4500), _d(1, 171, 28.0, 6100)]
+    noisy.append(_d(1, 256, 24.1, 10600))
+    point = decode_at_sla(noisy, 25.0)
+    assert point is not None and point.concurrency == 142  # 86 + 6/9 x 85 = 142.7
+
+
+def test_a_single_point_meets_or_does_not() -> None:
+    one = _d(1, 64, 20.0, 3000)
+    assert decode_at_sla([one], 25.0) == one
+    assert decode_at_sla([one], 19.9) is None
+    # a crossing below the next whole stream adds no point: the first one stands
+    assert decode_at_sla([_d(1, 1, 24.9, 40), _d(1, 2, 30.0, 70)], 25.0) == _d(1, 1, 24.9, 40)
+    strict = Sla(isl=3000, osl=150, ttft_ms=300.0, itl_ms=19.9)
+    chosen = select([PrefillPoint(1, 3000, 70.0)], [one], strict)
+    assert not chosen.meets_sla and chosen.decode == one and chosen.decode_at_sla == ()
 
 
 def test_an_unmeetable_sla_names_the_best_achievable_latencies() -> None:

@@ -107,8 +107,8 @@ def generated_graph(body: Mapping[str, Any], output: Output) -> dict[str, Any]:
 
 def summary(results: Mapping[str, Any] | None) -> str:
     """The chosen engines in one line, from `profiling_results.json`'s `selected` (empty when
-    the profiler wrote none), e.g. `prefill TP1 (TTFT 65.8 ms), decode TP1 (ITL 19.8 ms at
-    concurrency 103)`."""
+    the profiler wrote none), e.g. `prefill TP1 (TTFT 70.7 ms), decode TP1 (ITL 24.9 ms at
+    concurrency 153)`."""
     selected = (results or {}).get("selected")
     if not isinstance(selected, Mapping):
         return ""

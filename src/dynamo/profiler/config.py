@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from dynamo.deploy.dgdr import DgdrSpec
 from dynamo.deploy.graph import format_validation_error
+from dynamo.profiler.overhead import MEASURED, ServingOverhead, parse_overhead
 from dynamo.runtime.errors import ConfigError
 
 MODES = ("rapid", "thorough")
@@ -46,6 +47,7 @@ KNOWN_KEYS: dict[str, set[str]] = {
         "dry_run",
         "pick_with_webui",
         "deploy_closest",
+        "serving_overhead",  # ours: rapid's serving-stack model (overhead.py)
     },
     "engine": {"backend", "config", "max_context_length", "is_moe_model"},
     "deployment": {"namespace", "model", "dgd_image", "deployment_timeout", "service_name"},
@@ -88,6 +90,7 @@ class ProfileRequest:
     decode_granularity: int = 6
     max_context_length: int | None = None
     deploy_closest: bool = False
+    serving_overhead: ServingOverhead = MEASURED  # added to rapid's TTFT
     name: str = "profiled"  # name of the generated DGD
     namespace: str | None = None
     image: str = "pydynamo/runtime:0.1.0"
@@ -225,6 +228,8 @@ def parse_request(doc: Mapping[str, Any], *, mode: str | None = None) -> Profile
     for key in sorted(sweep_s):
         if key.startswith("aic_") or key == "use_ai_configurator":
             ignored.append(f"sweep.{key} (rapid mode simulates every backend instead)")
+    if chosen == "thorough" and sweep_s.get("serving_overhead") is not None:
+        ignored.append("sweep.serving_overhead (thorough measures the serving stack itself)")
 
     base = engine_s.get("config")
     if isinstance(base, str):
@@ -245,6 +250,11 @@ def parse_request(doc: Mapping[str, Any], *, mode: str | None = None) -> Profile
         decode_granularity=_number(sweep_s, "decode_interpolation_granularity", "sweep", int, 6),
         max_context_length=_number(engine_s, "max_context_length", "engine", int, None),
         deploy_closest=bool(sweep_s.get("deploy_closest", False)),
+        serving_overhead=(
+            MEASURED
+            if sweep_s.get("serving_overhead") is None
+            else parse_overhead(sweep_s["serving_overhead"], "sweep.serving_overhead")
+        ),
         name=name,
         namespace=(overrides.namespace if overrides else None) or deploy_s.get("namespace"),
         image=(overrides.workers_image if overrides else None)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dynamo.profiler.config import MODES, ProfileRequest, load_request
 from dynamo.profiler.measure import Measurer
+from dynamo.profiler.overhead import MEASURED, parse_overhead
 from dynamo.profiler.progress import ProgressBar
 from dynamo.profiler.rapid import RapidMeasurer
 from dynamo.profiler.results import RESULTS_FILE, results_document, write_outputs
@@ -60,6 +61,14 @@ def build_parser(prog: str = "python -m dynamo.profiler") -> argparse.ArgumentPa
         "it with real HTTP load",
     )
     parser.add_argument(
+        "--serving-overhead",
+        metavar="FIXED_MS[,PER_1K_TOKENS_MS]",
+        default=None,
+        help="rapid: what the serving stack adds to TTFT, per request and per 1000 prompt "
+        f"tokens (default {MEASURED.fixed_ms:g},{MEASURED.per_1k_tokens_ms:g}, measured by "
+        "benchmarks/profiler_overhead.py on the development machine; 0: the engine alone)",
+    )
+    parser.add_argument(
         "--deploy-closest",
         action="store_true",
         help="when no candidate meets the SLA, still write the fastest configuration (exit 0)",
@@ -69,7 +78,7 @@ def build_parser(prog: str = "python -m dynamo.profiler") -> argparse.ArgumentPa
 
 def _measurer(request: ProfileRequest) -> Measurer:
     if request.mode == "rapid":
-        return RapidMeasurer()
+        return RapidMeasurer(request.serving_overhead)
     if not request.use_mocker:
         raise DynamoError(
             "--mode thorough deploys each candidate as a local `dynamo serve` graph of "
@@ -95,6 +104,8 @@ def profile(request: ProfileRequest, out_dir: Path) -> int:
         f"{request.hardware.gpu_type}, {request.mode}: SLA TTFT {sla.ttft_ms:g} ms, ITL "
         f"{sla.itl_ms:g} ms at ISL {sla.isl}, OSL {sla.osl}"
     )
+    if request.mode == "rapid":
+        _log(f"rapid TTFT = the engine's + the serving stack's ({request.serving_overhead})")
     measurer = _measurer(request)
     try:
         bar = ProgressBar(sweep_points(request))
@@ -140,9 +151,21 @@ def profile(request: ProfileRequest, out_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m dynamo.profiler") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
+        overhead = (
+            None
+            if args.serving_overhead is None
+            else parse_overhead(args.serving_overhead, "--serving-overhead")
+        )
         request = load_request(args.config, mode=args.mode)
+        if overhead is not None and request.mode != "rapid":
+            raise DynamoError(
+                "--serving-overhead is rapid mode's model of the serving stack; "
+                "--mode thorough measures the stack itself"
+            )
         if args.deploy_closest:
             request = dataclasses.replace(request, deploy_closest=True)
+        if overhead is not None:
+            request = dataclasses.replace(request, serving_overhead=overhead)
         return profile(request, Path(args.output_dir))
     except DynamoError as exc:
         print(f"{prog}: {exc}".replace("\n", " "), file=sys.stderr, flush=True)

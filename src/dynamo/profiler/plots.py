@@ -1,7 +1,8 @@
 """PNG plots of a profiling run (matplotlib, from `pydynamo[profiler]`).
 
 prefill_performance.png: TTFT per TP degree at the SLA's ISL against the TTFT target;
-decode_performance.png: ITL vs throughput per GPU per TP degree against the ITL target;
+decode_performance.png: ITL vs throughput per GPU per TP degree against the ITL target, each
+TP degree's value at the target (interpolated, `select.py`) marked;
 prefill_ttft_interpolation.png: the chosen prefill engine's TTFT over ISL;
 decode_itl_interpolation.png: the chosen decode engine's ITL over KV usage per context length.
 The chosen points are marked.
@@ -57,6 +58,9 @@ def write_plots(
         pts = [d for d in sweep.decode if d.gpus == tp]
         ax.plot([d.itl_ms for d in pts], [d.thpt_per_gpu for d in pts], "o-", label=f"TP{tp}")
     ax.axvline(sla.itl_ms, color="red", linestyle="--", label=f"ITL target {sla.itl_ms:g} ms")
+    at_sla = selection.decode_at_sla
+    if at_sla:
+        ax.plot([d.itl_ms for d in at_sla], [d.thpt_per_gpu for d in at_sla], "kx", label="at SLA")
     chosen = selection.decode
     ax.plot([chosen.itl_ms], [chosen.thpt_per_gpu], "k*", markersize=14, label="chosen")
     ax.set_xlabel("ITL (ms)")

@@ -3,7 +3,9 @@
 No process, no sleep: each scheduler step advances a clock by the step's simulated duration,
 so a point that takes the engine seconds takes the CPU milliseconds. This is the same engine
 model the mocker workers of the generated graph run in wall-clock time, so `thorough` on a
-mocker graph measures what `rapid` predicts plus the serving stack's own overhead.
+mocker graph measures what `rapid` predicts plus the serving stack's own overhead; rapid adds
+that overhead to its TTFT from a stated model (`overhead.py`), so that it predicts what a
+client sees.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dynamo.engines.mocker.sampling import TokenSampler
 from dynamo.engines.mocker.scheduler import Scheduler
 from dynamo.profiler.hardware import Engine
 from dynamo.profiler.measure import DecodePoint, PrefillPoint, prompts, steady_state
+from dynamo.profiler.overhead import ServingOverhead
 
 _SAMPLER = TokenSampler(2048, [])
 
@@ -41,12 +44,15 @@ def run_batch(
 
 
 class RapidMeasurer:
-    """`Measurer` in simulated time."""
+    """`Measurer` in simulated time; TTFT is the engine's plus `overhead`'s."""
+
+    def __init__(self, overhead: ServingOverhead) -> None:
+        self.overhead = overhead
 
     def prefill(self, engine: Engine, isl: int) -> PrefillPoint:
         scheduler = Scheduler(engine.mocker_config(enable_prefix_caching=False), _SAMPLER)
         times, _ = run_batch(scheduler, prompts(1, isl, seed=isl), 1, 0)
-        return PrefillPoint(engine.gpus, isl, times[0][0] * 1000.0)
+        return PrefillPoint(engine.gpus, isl, times[0][0] * 1000.0 + self.overhead.ttft_ms(isl))
 
     def decode(self, engine: Engine, isl: int, osl: int, concurrency: int) -> DecodePoint:
         scheduler = Scheduler(engine.mocker_config(), _SAMPLER)

@@ -82,9 +82,20 @@ def results_document(
                 "throughputPerGpu": d.thpt_per_gpu,
             },
         },
+        # rapid's TTFT = the engine's + this (thorough measures it)
+        "servingOverhead": (
+            {
+                "fixedMs": request.serving_overhead.fixed_ms,
+                "per1kTokensMs": request.serving_overhead.per_1k_tokens_ms,
+            }
+            if request.mode == "rapid"
+            else None
+        ),
         "sweep": {
             "prefill": [_point(x) for x in sweep.prefill],
             "decode": [_point(x) for x in sweep.decode],
+            # each TP at the ITL target (select.py): what the decode pick compared
+            "decodeAtSla": [_point(x) for x in selection.decode_at_sla],
         },
         "wallSeconds": round(wall_s, 3),
     }

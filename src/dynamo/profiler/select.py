@@ -1,24 +1,50 @@
-"""Pick the engines: the highest throughput per GPU among the points that meet the SLA.
+"""Pick the engines: the highest throughput per GPU at the SLA.
 
-Prefill points meet it when TTFT <= target, decode points when ITL <= target. When none does,
-the selection is the fastest point (lowest TTFT / ITL) and `meets_sla` is False, with the best
+Decode: each candidate's throughput per GPU is taken *at the SLA*, the concurrency where its
+ITL curve reaches the ITL target, found by linear interpolation (ITL and throughput per GPU
+linear in concurrency) between the last swept point within the target and the first one
+over it, rounded down to a whole number of streams (so the point still meets the target).
+The measured points before that crossing count too; the candidate's value is the best of
+them. A point a hair over the line thus costs the candidate a few streams' worth of
+throughput, not a whole sweep step. Where ITL first exceeds the target is where the
+candidate's range ends: a later point back under the target (noise) does not extend it. A
+curve that never reaches the target is taken at its last (highest) concurrency, no further:
+the sweep ends where the KV cache or the engine's sequence limit does. A curve over the
+target from its first point does not meet the SLA.
+
+Prefill: one TTFT per candidate at the SLA's ISL (there is no load axis to interpolate);
+the candidates within the TTFT target compete on ISL / TTFT per GPU.
+
+Ties: candidates within `TIE_TOLERANCE` of the best value are equal (closer than two
+measurements of one candidate agree), and the one with the fewest GPUs wins (a finer unit
+to scale by), then the higher value. When no candidate meets the SLA, the selection is the
+fastest measured point (lowest TTFT / ITL) and `meets_sla` is False, with the best
 achievable latency in the message.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from dynamo.profiler.config import Sla
 from dynamo.profiler.measure import DecodePoint, PrefillPoint
+
+TIE_TOLERANCE = 0.05  # relative throughput per GPU within which two candidates are a tie
+
+P = TypeVar("P", PrefillPoint, DecodePoint)
 
 
 @dataclass(frozen=True)
 class Selection:
     prefill: PrefillPoint
-    decode: DecodePoint
+    decode: DecodePoint  # at the SLA (interpolated) when it meets it; else the fastest point
     prefill_meets: bool
     decode_meets: bool
+    decode_at_sla: tuple[DecodePoint, ...] = ()  # each candidate's value at the SLA
 
     @property
     def meets_sla(self) -> bool:
@@ -40,19 +66,58 @@ class Selection:
         return "; ".join(parts)
 
 
+def interpolate(lo: DecodePoint, hi: DecodePoint, concurrency: int) -> DecodePoint:
+    """The point at `concurrency` on the line from `lo` to `hi` (ITL and throughput)."""
+    f = (concurrency - lo.concurrency) / (hi.concurrency - lo.concurrency)
+    return replace(
+        lo,
+        concurrency=concurrency,
+        itl_ms=lo.itl_ms + f * (hi.itl_ms - lo.itl_ms),
+        thpt_per_gpu=lo.thpt_per_gpu + f * (hi.thpt_per_gpu - lo.thpt_per_gpu),
+    )
+
+
+def decode_at_sla(points: Sequence[DecodePoint], itl_ms: float) -> DecodePoint | None:
+    """One candidate's best point within `itl_ms` along its ITL curve (module docstring);
+    None when even its first point is over the target."""
+    curve = sorted(points, key=lambda d: d.concurrency)
+    if not curve or curve[0].itl_ms > itl_ms:
+        return None
+    within = [curve[0]]
+    for lo, hi in itertools.pairwise(curve):
+        if hi.itl_ms <= itl_ms:
+            within.append(hi)
+            continue
+        # lo.itl_ms <= itl_ms < hi.itl_ms: the crossing lies in [lo, hi)
+        crossing = lo.concurrency + (itl_ms - lo.itl_ms) / (hi.itl_ms - lo.itl_ms) * (
+            hi.concurrency - lo.concurrency
+        )
+        streams = math.floor(crossing)
+        if streams > lo.concurrency:
+            within.append(interpolate(lo, hi, streams))
+        break
+    return max(within, key=lambda d: (d.thpt_per_gpu, -d.concurrency))
+
+
+def pick(candidates: Sequence[P], value: Callable[[P], float]) -> P:
+    """The candidate with the highest `value`, candidates within `TIE_TOLERANCE` of it
+    counting as equal: of those, the fewest GPUs, then the highest value."""
+    best = max(value(c) for c in candidates)
+    near = [c for c in candidates if value(c) >= best * (1.0 - TIE_TOLERANCE)]
+    return min(near, key=lambda c: (c.gpus, -value(c)))
+
+
 def select(prefill: list[PrefillPoint], decode: list[DecodePoint], sla: Sla) -> Selection:
     if not prefill or not decode:
         raise ValueError("nothing was measured")
     p_ok = [p for p in prefill if p.ttft_ms <= sla.ttft_ms]
-    d_ok = [d for d in decode if d.itl_ms <= sla.itl_ms]
-    best_p = (
-        max(p_ok, key=lambda p: (p.thpt_per_gpu, -p.gpus))
-        if p_ok
-        else min(prefill, key=lambda p: p.ttft_ms)
-    )
+    best_p = pick(p_ok, lambda p: p.thpt_per_gpu) if p_ok else min(prefill, key=lambda p: p.ttft_ms)
+    at_sla = []
+    for tp in sorted({d.gpus for d in decode}):
+        point = decode_at_sla([d for d in decode if d.gpus == tp], sla.itl_ms)
+        if point is not None:
+            at_sla.append(point)
     best_d = (
-        max(d_ok, key=lambda d: (d.thpt_per_gpu, -d.gpus))
-        if d_ok
-        else min(decode, key=lambda d: d.itl_ms)
+        pick(at_sla, lambda d: d.thpt_per_gpu) if at_sla else min(decode, key=lambda d: d.itl_ms)
     )
-    return Selection(best_p, best_d, bool(p_ok), bool(d_ok))
+    return Selection(best_p, best_d, bool(p_ok), bool(at_sla), tuple(at_sla))
