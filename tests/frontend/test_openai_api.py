@@ -94,6 +94,49 @@ async def test_chat_stream_with_usage(
     assert len({c.id for c in chunks}) == 1
 
 
+async def test_continuous_usage_stats_puts_the_usage_so_far_on_every_chunk(
+    harness: Harness, client: openai.AsyncOpenAI, tokenizer: Tokenizer
+) -> None:
+    """vLLM's `continuous_usage_stats`: each chunk's completion tokens count what was
+    generated up to it, ending at the total; the final usage chunk still comes."""
+    script = ids_of(tokenizer, TEXT)
+    await harness.add(FakeWorker(tiny_card(), script=script))
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=len(script),
+        stream=True,
+        stream_options={"include_usage": True, "continuous_usage_stats": True},  # type: ignore[typeddict-unknown-key]
+    )
+    chunks = [c async for c in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == TEXT
+    counts = [c.usage.completion_tokens for c in chunks if c.usage is not None]
+    assert len(counts) == len(chunks)  # every chunk, the role chunk included
+    assert counts[0] == 0 and counts == sorted(counts) and counts[-1] == len(script)
+    assert all(c.usage is not None and c.usage.prompt_tokens > 0 for c in chunks)
+    assert chunks[-1].choices == []  # the usage chunk of include_usage
+
+
+async def test_continuous_usage_stats_alone_adds_nothing(
+    harness: Harness, client: openai.AsyncOpenAI, tokenizer: Tokenizer
+) -> None:
+    """As in vLLM, `continuous_usage_stats` takes effect only with `include_usage`."""
+    script = ids_of(tokenizer, TEXT)
+    await harness.add(FakeWorker(tiny_card(), script=script))
+    stream = await client.completions.create(
+        model=MODEL,
+        prompt="once upon",
+        max_tokens=len(script),
+        stream=True,
+        stream_options={"continuous_usage_stats": True},  # type: ignore[typeddict-unknown-key]
+    )
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == TEXT
+    assert all(c.usage is None for c in chunks)
+
+
 async def test_completion_unary_and_stream(
     harness: Harness, client: openai.AsyncOpenAI, tokenizer: Tokenizer
 ) -> None:

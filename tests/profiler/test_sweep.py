@@ -158,8 +158,22 @@ def test_steady_state_counts_tokens_not_chunks_when_chunks_carry_several() -> No
     # a's 4 chunks carried 7 tokens (2 per gap): its ITL is half its chunk gap
     a = [0.0, 1.0, 2.0, 3.0]
     b = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
-    itl_s, tokens_per_s = steady_state([a, b], [7, 7])
+    itl_s, tokens_per_s = steady_state([a, b], [[1, 3, 5, 7], [1, 2, 3, 4, 5, 6, 7]])
     assert itl_s == (0.5 + 0.5) / 2
     assert tokens_per_s == (6 + 6) / 3.0
     # one token per chunk (the simulator) is the same as giving no counts
-    assert steady_state([a, b], [4, 7]) == steady_state([a, b])
+    assert steady_state([a, b], [[1, 2, 3, 4], list(range(1, 8))]) == steady_state([a, b])
+
+
+def test_steady_state_gives_a_late_burst_its_tokens_not_an_even_spread() -> None:
+    # a stall then 4 tokens at once: the gap before the burst spans 4 tokens, the rest 1
+    a = [0.0, 1.0, 2.0, 6.0, 7.0]
+    counts = [[1, 2, 3, 7, 8]]
+    itl_s, tokens_per_s = steady_state([a], counts)
+    assert itl_s == 7.0 / 7
+    assert tokens_per_s == 7 / 7.0
+    # the window starts at the last first chunk: tokens counted from there, not from 0
+    b = [2.0, 3.0, 7.0]
+    itl_s, _ = steady_state([a, b], [counts[0], [1, 2, 3]])
+    # inside [2, 7]: a spans chunks at 2, 6, 7 (tokens 3 -> 8), b spans 2, 3, 7 (1 -> 3)
+    assert itl_s == ((7.0 - 2.0) / 5 + (7.0 - 2.0) / 2) / 2

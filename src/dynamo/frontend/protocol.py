@@ -158,6 +158,13 @@ class _SamplingFields(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    def continuous_usage(self) -> bool:
+        """Every chunk carries the usage so far (vLLM's `continuous_usage_stats`, which
+        takes effect with `include_usage`, as in vLLM)."""
+        return self.include_usage() and bool(
+            self.stream_options and self.stream_options.continuous_usage_stats
+        )
+
     def backend_instance_id(self) -> int | None:
         return self.nvext.backend_instance_id if self.nvext else None
 

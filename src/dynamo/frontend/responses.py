@@ -79,7 +79,12 @@ class ChunkTemplates:
         return self._head + b'"delta":{"role":"assistant","content":""}' + _NULL_TAIL
 
     def delta(
-        self, delta: dict[str, Any], *, finish: str | None = None, logprobs: Any = None
+        self,
+        delta: dict[str, Any],
+        *,
+        finish: str | None = None,
+        logprobs: Any = None,
+        usage: dict[str, Any] | None = None,
     ) -> bytes:
         """A chat chunk with a structured delta (reasoning, tool calls)."""
         choice = {
@@ -88,7 +93,10 @@ class ChunkTemplates:
             "logprobs": logprobs,
             "finish_reason": finish,
         }
-        return sse(_envelope(self.id, self._obj, self.created, self.model, [choice]))
+        body = _envelope(self.id, self._obj, self.created, self.model, [choice])
+        if usage is not None:
+            body["usage"] = usage
+        return sse(body)
 
     def _choice(self, text: str | None, finish: str | None, logprobs: Any) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": self.index}

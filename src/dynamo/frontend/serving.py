@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -359,23 +359,33 @@ class OpenAIServing:
         tpl = rs.ChunkTemplates(
             chat=gen.chat, request_id=gen.request_id, model=gen.model, index=choice.index
         )
+        # `continuous_usage_stats`: every chunk carries the usage so far (the general chunk
+        # form); otherwise text goes through the byte template, the hot path.
+        usage = gen.acct.usage if gen.req.continuous_usage() else None
         error_type: str | None = "cancelled"
-        pending = [tpl.role()] if gen.chat else []
+        pending: list[bytes] = []
+        if gen.chat:
+            role = {"role": "assistant", "content": ""}
+            pending.append(tpl.delta(role, usage=usage()) if usage else tpl.role())
         if echo:
-            pending.append(tpl.text(echo))
+            pending.append(tpl.chunk(echo, usage=usage()) if usage else tpl.text(echo))
         try:
             async for step in gen.steps():
                 finish = step.finish
                 if parser is not None:
                     parsed = parser.step(step)
                     finish = parsed.finish
-                    pending.extend(self._parsed_chunks(tpl, parsed))
-                elif step.logprobs is not None:
-                    pending.append(tpl.chunk(step.text, logprobs=step.logprobs))
+                    pending.extend(self._parsed_chunks(tpl, parsed, usage))
+                elif step.logprobs is not None or (usage and step.text):
+                    pending.append(
+                        tpl.chunk(
+                            step.text, logprobs=step.logprobs, usage=usage() if usage else None
+                        )
+                    )
                 elif step.text:
                     pending.append(tpl.text(step.text))
                 if finish is not None:
-                    pending.append(tpl.chunk(None, finish=finish))
+                    pending.append(tpl.chunk(None, finish=finish, usage=usage() if usage else None))
                     error_type = None
                     yield b"".join(pending), True
                     return
@@ -389,12 +399,22 @@ class OpenAIServing:
             await gen.close()
             gen.acct.done(error_type, started=gen.started)
 
-    def _parsed_chunks(self, tpl: rs.ChunkTemplates, parsed: pp.ParsedStep) -> list[bytes]:
+    def _parsed_chunks(
+        self,
+        tpl: rs.ChunkTemplates,
+        parsed: pp.ParsedStep,
+        usage: Callable[[], dict[str, Any]] | None,
+    ) -> list[bytes]:
         deltas = pp.deltas(parsed, self._reasoning_field)
         if parsed.logprobs is not None and not deltas:
             deltas = [{}]  # the tokens' logprobs still go out (their text is held back)
         return [
-            tpl.delta(d, logprobs=parsed.logprobs if i == 0 else None) for i, d in enumerate(deltas)
+            tpl.delta(
+                d,
+                logprobs=parsed.logprobs if i == 0 else None,
+                usage=usage() if usage else None,
+            )
+            for i, d in enumerate(deltas)
         ]
 
 

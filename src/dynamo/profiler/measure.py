@@ -91,32 +91,38 @@ def prompts(count: int, isl: int, seed: int) -> list[list[int]]:
     return [[rng.randrange(low, high) for _ in range(isl)] for _ in range(count)]
 
 
-def steady_state(times: list[list[float]], tokens: list[int] | None = None) -> tuple[float, float]:
+def steady_state(
+    times: list[list[float]], counts: list[list[int]] | None = None
+) -> tuple[float, float]:
     """(mean ITL in s, output tokens/s) while every request of the batch was streaming.
 
     Requests reach the engine over HTTP a little apart; counting only the window from the
     last first token to the first last token measures the engine at the batch's full
-    concurrency, as the simulator does. A window too short for two tokens per request falls
+    concurrency, as the simulator does. A window too short for two chunks per request falls
     back to each request's whole stream.
 
     `times` are arrival times of each stream's chunks. Over HTTP a chunk may carry several
-    tokens (a busy worker or frontend sends what has piled up at once); `tokens`, each
-    stream's output token count, corrects for that: a stream's gaps are counted as
-    (tokens - 1) / (chunks - 1) token gaps each, as if the extra tokens were spread evenly.
-    Without it (the simulator), each time is one token.
+    tokens (a busy worker or frontend sends what has piled up at once); `counts` gives, per
+    stream, the tokens generated up to each chunk (the server's continuous usage), so a gap
+    is divided by the tokens it really spanned. Without it (the simulator), each chunk is
+    one token.
     """
-    counts = tokens if tokens is not None else [len(t) for t in times]
-    pairs = [(t, n) for t, n in zip(times, counts, strict=True) if len(t) > 1]
+    if counts is None:
+        counts = [list(range(1, len(t) + 1)) for t in times]
+    pairs = [(t, c) for t, c in zip(times, counts, strict=True) if len(t) > 1 and c[-1] > c[0]]
     if not pairs:
         raise DynamoError("no request of the decode point streamed two tokens")
-    streams = [t for t, _ in pairs]
-    per_gap = [max(1.0, (n - 1) / (len(t) - 1)) for t, n in pairs]  # tokens per chunk gap
-    start, end = max(t[0] for t in streams), min(t[-1] for t in streams)
-    inside = [[x for x in t if start <= x <= end] for t in streams]
-    if end > start and all(len(t) > 1 for t in inside):
-        streams, duration = inside, end - start
+    start = max(t[0] for t, _ in pairs)
+    end = min(t[-1] for t, _ in pairs)
+    inside = [[i for i, x in enumerate(t) if start <= x <= end] for t, _ in pairs]
+    if end > start and all(
+        len(ix) > 1 and c[ix[-1]] > c[ix[0]] for ix, (_, c) in zip(inside, pairs, strict=True)
+    ):
+        spans = [(ix[0], ix[-1]) for ix in inside]
+        duration = end - start
     else:
-        duration = max(t[-1] for t in streams) - min(t[0] for t in streams)
-    token_gaps = [(len(t) - 1) * k for t, k in zip(streams, per_gap, strict=True)]
-    gaps = [(t[-1] - t[0]) / n for t, n in zip(streams, token_gaps, strict=True)]
+        spans = [(0, len(t) - 1) for t, _ in pairs]
+        duration = max(t[-1] for t, _ in pairs) - min(t[0] for t, _ in pairs)
+    token_gaps = [c[j] - c[i] for (_, c), (i, j) in zip(pairs, spans, strict=True)]
+    gaps = [(t[j] - t[i]) / n for (t, _), (i, j), n in zip(pairs, spans, token_gaps, strict=True)]
     return sum(gaps) / len(gaps), sum(token_gaps) / duration

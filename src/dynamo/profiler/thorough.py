@@ -132,8 +132,10 @@ class LocalGraph:
 
 async def _stream(
     session: aiohttp.ClientSession, url: str, model: str, prompt: list[int], max_tokens: int
-) -> tuple[float, list[float], int]:
-    """(start, chunk arrival times, completion tokens) of one streamed completion."""
+) -> tuple[float, list[float], list[int]]:
+    """(start, arrival time of each chunk with new tokens, tokens generated up to each) of one
+    streamed completion; the counts come from the frontend's continuous usage, so a chunk
+    that carries several tokens counts as several."""
     body = {
         "model": model,
         "prompt": prompt,
@@ -141,11 +143,11 @@ async def _stream(
         "min_tokens": max_tokens,
         "ignore_eos": True,
         "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }
     start = time.perf_counter()
     times: list[float] = []
-    tokens = 0
+    counts: list[int] = []
     async with session.post(f"{url}/v1/completions", json=body) as resp:
         if resp.status != 200:
             raise DynamoError(f"the candidate graph answered {resp.status}: {await resp.text()}")
@@ -154,11 +156,17 @@ async def _stream(
             if not line.startswith(b"data:") or line == b"data: [DONE]":
                 continue
             event = orjson.loads(line[5:])
-            if event.get("choices") and event["choices"][0].get("text") is not None:
-                times.append(time.perf_counter())
-            if event.get("usage"):
-                tokens = int(event["usage"]["completion_tokens"])
-    return start, times, tokens or len(times)
+            if not event.get("choices"):
+                continue  # the final usage chunk
+            usage = event.get("usage")
+            if not usage:
+                raise DynamoError("the candidate graph's frontend sent no continuous usage")
+            count = int(usage["completion_tokens"])
+            if times and count <= counts[-1]:
+                continue  # no new token (the finish chunk)
+            times.append(time.perf_counter())
+            counts.append(count)
+    return start, times, counts
 
 
 class ThoroughMeasurer:
@@ -207,14 +215,14 @@ class ThoroughMeasurer:
         graph = self._serving(engine)
         batch = self._prompts(concurrency, isl)
 
-        async def run() -> list[tuple[float, list[float], int]]:
+        async def run() -> list[tuple[float, list[float], list[int]]]:
             async with await self._session() as session:
                 url, model = graph.base_url, graph.model
                 await asyncio.gather(*(_stream(session, url, model, p, 1) for p in batch))
                 return await asyncio.gather(*(_stream(session, url, model, p, osl) for p in batch))
 
         streams = asyncio.run(run())
-        itl_s, tokens_per_s = steady_state([t for _, t, _ in streams], [n for _, _, n in streams])
+        itl_s, tokens_per_s = steady_state([t for _, t, _ in streams], [c for _, _, c in streams])
         return DecodePoint.measured(
             engine, isl, osl, concurrency, itl_s=itl_s, tokens_per_s=tokens_per_s
         )
