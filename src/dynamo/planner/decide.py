@@ -53,6 +53,7 @@ class Forecast:
     num_requests: float
     isl: float
     osl: float
+    rising: bool = False  # the load grew from the interval before to the last one
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def _throughput(
 
     queued = inputs.load.get("prefill" if "prefill" in live else "decode")
     queued_tokens = queued.queued_prefill_tokens * queued.workers if queued else 0.0
-    requests = planned_requests(config, forecast.num_requests)
+    requests = planned_requests(config, forecast.num_requests, rising=forecast.rising)
     prefill_tps = requests * isl / interval * min(1.0, p_corr)
     prefill_tps += queued_tokens / interval
     busy = prefill_utilization(profile.prefill.ttft(isl), config.ttft_ms)
@@ -253,10 +254,14 @@ def _throughput(
         reasons.append(f"decode {decode_tps:.0f} tok/s / {decode_cap:.0f} per worker = {need:.2f}")
 
 
-def planned_requests(config: PlannerConfig, forecast: float) -> float:
+def planned_requests(config: PlannerConfig, forecast: float, *, rising: bool = False) -> float:
     """The request count to size for: the forecast plus `--forecast-margin-sigmas` of its
-    Poisson standard deviation (arrivals in an interval vary by about sqrt(count))."""
-    return forecast + config.forecast_margin_sigmas * math.sqrt(max(forecast, 0.0))
+    Poisson standard deviation (arrivals in an interval vary by about sqrt(count)); while
+    the load rises, `--rising-margin-sigmas` when that is larger."""
+    sigmas = config.forecast_margin_sigmas
+    if rising:
+        sigmas = max(sigmas, config.rising_margin_sigmas)
+    return forecast + sigmas * math.sqrt(max(forecast, 0.0))
 
 
 def prefill_utilization(service_ms: float, ttft_target_ms: float) -> float:
