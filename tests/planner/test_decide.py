@@ -322,3 +322,27 @@ def test_forecast_margin_sizes_for_poisson_noise_above_the_forecast() -> None:
     assert any(f"prefill {255 * 1024 / 10:.0f} tok/s" in r for r in margin.reasons)
     with pytest.raises(ConfigError, match="--forecast-margin-sigmas"):
         config(forecast_margin_sigmas=-1.0)
+
+
+def test_rising_margin_applies_only_while_the_load_rises() -> None:
+    # the default --rising-margin-sigmas 2: a steady forecast of 225 is sized as it is,
+    # a rising one for two standard deviations more (255), and one more worker
+    cfg = config()
+    steady = decide(cfg, inputs(forecast=Forecast(225, 1024, 128)))
+    rising = decide(cfg, inputs(forecast=Forecast(225, 1024, 128, rising=True)))
+    assert steady.targets["prefill"] == math.ceil(prefill_need(225)) == 2
+    assert rising.targets["prefill"] == math.ceil(prefill_need(255)) == 3
+    assert any("forecast 225 + 2 sigma (the load rises)" in r for r in rising.reasons)
+    assert not any("sigma" in r for r in steady.reasons)
+    # the larger margin wins: --forecast-margin-sigmas 3 all the time, rising or not
+    wide = config(forecast_margin_sigmas=3.0)
+    for flag in (False, True):
+        d = decide(wide, inputs(forecast=Forecast(225, 1024, 128, rising=flag)))
+        assert any(f"prefill {270 * 1024 / 10:.0f} tok/s" in r for r in d.reasons)
+    # 0 turns it off
+    off = decide(
+        config(rising_margin_sigmas=0.0), inputs(forecast=Forecast(225, 1024, 128, rising=True))
+    )
+    assert off.targets["prefill"] == 2
+    with pytest.raises(ConfigError, match="--rising-margin-sigmas"):
+        config(rising_margin_sigmas=-0.5)

@@ -166,3 +166,25 @@ async def test_a_growing_queue_sizes_the_load_check_to_its_inflow() -> None:
     d = await planner.check_load()  # 60k more in 1 s on a saturated worker
     assert d is not None and connector.calls[-1][0]["prefill"] > 4
     assert any("queue grows:" in r for r in d.reasons)
+
+
+async def test_a_rising_load_is_sized_with_the_rising_margin() -> None:
+    # request counts 100 three times, then 200 four times; the constant predictor forecasts
+    # the last count, and while it is above the mean of the three before it the planner
+    # sizes for two Poisson standard deviations more (the default --rising-margin-sigmas)
+    counts = [100, 100, 100, 200, 200, 200, 200]
+    script = [Traffic(n, isl=1024, osl=100, ttft_ms=90.0) for n in counts]
+    connector = RecordingConnector({"prefill": 1})
+    clock = Clock()
+    planner = Planner(config(mode="prefill"), connector, ScriptedSource(script), clock=clock)
+    rising = []
+    for i in range(len(counts)):
+        clock.now = 10.0 * i
+        d = await planner.step()
+        assert d is not None and planner.last_forecast is not None
+        rising.append(planner.last_forecast.rising)
+        sized = 200 + 2 * 200**0.5 if planner.last_forecast.rising else counts[i]
+        assert any(f"prefill {sized * 1024 / 10:.0f} tok/s" in r for r in d.reasons)
+    # the first interval has nothing before it; 200 stays above the mean of the three before
+    # it until those are all 200
+    assert rising == [False, False, False, True, True, True, False]

@@ -8,8 +8,9 @@ remaining workers carry the load with headroom (scale down). Signals:
   (profiled prefill tokens/s per GPU at the ISL x GPUs per worker x the busy fraction that
   leaves room for queueing within the TTFT target)), demand corrected by min(1, observed /
   profiled TTFT), for the forecast request count plus `--forecast-margin-sigmas` of its
-  Poisson standard deviation, *plus the prompt tokens queued on the workers now* (their
-  #10528: bursts queue, so queueing must count). Decode replicas = ceil(output tokens/s /
+  Poisson standard deviation (`--rising-margin-sigmas` while the load rises), *plus the
+  prompt tokens queued on the workers now* (their #10528: bursts queue, so queueing must
+  count). Decode replicas = ceil(output tokens/s /
   (throughput per GPU at the ITL target, corrected by observed / profiled ITL, x GPUs)).
 - SLA guard: observed TTFT (ITL) above target while the profile says an idle engine meets it
   means the workers queue: one more prefill (decode) worker, unless the workers' queue is
@@ -239,6 +240,17 @@ def _throughput(
             f"no profiled decode load meets ITL {itl_target:.1f}ms at context {context:.0f}"
         )
     headroom = config.scale_down_headroom
+    sigmas = margin_sigmas(config, rising=forecast.rising)
+    if sigmas > 0:
+        why = (
+            " (the load rises)"
+            if forecast.rising and sigmas > config.forecast_margin_sigmas
+            else ""
+        )
+        reasons.append(
+            f"sized for {requests:.0f} requests: forecast {forecast.num_requests:.0f} + "
+            f"{sigmas:g} sigma{why}"
+        )
     if "prefill" in wishes:
         need = prefill_tps / prefill_cap
         _wish(wishes["prefill"], need, headroom)
@@ -254,13 +266,17 @@ def _throughput(
         reasons.append(f"decode {decode_tps:.0f} tok/s / {decode_cap:.0f} per worker = {need:.2f}")
 
 
-def planned_requests(config: PlannerConfig, forecast: float, *, rising: bool = False) -> float:
-    """The request count to size for: the forecast plus `--forecast-margin-sigmas` of its
-    Poisson standard deviation (arrivals in an interval vary by about sqrt(count)); while
-    the load rises, `--rising-margin-sigmas` when that is larger."""
+def margin_sigmas(config: PlannerConfig, *, rising: bool = False) -> float:
+    """Poisson standard deviations to size for above the forecast: `--forecast-margin-sigmas`,
+    or while the load rises `--rising-margin-sigmas` when that is larger."""
     sigmas = config.forecast_margin_sigmas
-    if rising:
-        sigmas = max(sigmas, config.rising_margin_sigmas)
+    return max(sigmas, config.rising_margin_sigmas) if rising else sigmas
+
+
+def planned_requests(config: PlannerConfig, forecast: float, *, rising: bool = False) -> float:
+    """The request count to size for: the forecast plus `margin_sigmas` of its Poisson
+    standard deviation (arrivals in an interval vary by about sqrt(count))."""
+    sigmas = margin_sigmas(config, rising=rising)
     return forecast + sigmas * math.sqrt(max(forecast, 0.0))
 
 
