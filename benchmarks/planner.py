@@ -251,6 +251,7 @@ class Graph:
                     kv_usage=statistics.mean(
                         w.scheduler.kv.active_blocks / w.scheduler.kv.num_blocks for w in ready
                     ),
+                    queued_workers=sum(1 for w in ready if w.scheduler.pending_prefill_tokens > 0),
                 )
         return out
 

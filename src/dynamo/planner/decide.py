@@ -25,7 +25,7 @@ Everything starts from the replicas live now (their #4420), never from a remembe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from dynamo.planner.config import PlannerConfig
@@ -64,6 +64,7 @@ class RoleLoad:
     workers: int
     queued_prefill_tokens: float = 0.0  # mean per worker
     kv_usage: float = 0.0  # mean fraction 0..1
+    queued_workers: int | None = None  # workers with prompt tokens queued (None: not known)
 
 
 @dataclass(frozen=True)
@@ -372,27 +373,38 @@ def queue_inflow_tps(
     per_worker_tps: float,
     *,
     since_empty: bool = False,
+    batched_tps: Callable[[float], float] | None = None,
 ) -> float | None:
     """Prompt tokens/s arriving at a role whose workers were saturated between two snapshots.
 
-    Workers with a queue at both ends were busy all along, so they cleared about
-    `per_worker_tps` each; what arrived is that plus the queue's growth. This sees a burst
-    within one load check, long before finished requests show it in the frontend's numbers.
-    A queue that formed since the last snapshot counts too when `since_empty` (its workers
-    were busy for part of the time: the estimate is high by at most one worker's clearing
-    per worker; the caller uses it only for a queue over the scale-up threshold). None when
-    the role has no queue now (then nothing can be told from the queue).
+    Workers with a queue were busy all along, so each cleared about `per_worker_tps`; what
+    arrived is that plus the queue's growth. Only the workers that hold a queue count as
+    clearing (`queued_workers`, when the snapshot knows it): new workers idle beside an old
+    one's backlog add no inflow. This sees a burst within one load check, long before
+    finished requests show it in the frontend's numbers. A queue that formed since the last
+    snapshot counts too when `since_empty` (its workers were busy for part of the time: the
+    estimate is high by at most one worker's clearing per worker; the caller uses it only
+    for a queue over the scale-up threshold); there `batched_tps(tokens)`, when given, is
+    what a worker with that many tokens queued clears: a burst's onset queues many prompts
+    at once on workers that were idle, and an engine batches them into its steps, faster
+    than one prompt at a time. (Not for a standing queue: there the mean over workers with
+    different queues, new ones holding a single prompt, would overstate it.) None when the
+    role has no queue now (then nothing can be told from the queue).
     """
     if before is None or after is None or elapsed_s <= 0 or per_worker_tps <= 0:
         return None
     if min(before.workers, after.workers) <= 0 or after.queued_prefill_tokens <= 0:
         return None
-    if before.queued_prefill_tokens <= 0 and not since_empty:
+    formed = before.queued_prefill_tokens <= 0
+    if formed and not since_empty:
         return None
-    growth = (
-        after.queued_prefill_tokens * after.workers - before.queued_prefill_tokens * before.workers
-    ) / elapsed_s
-    return max(0.0, growth + min(before.workers, after.workers) * per_worker_tps)
+    total = after.queued_prefill_tokens * after.workers
+    growth = (total - before.queued_prefill_tokens * before.workers) / elapsed_s
+    busy = min(before.workers, after.workers)
+    if after.queued_workers is not None:
+        busy = min(busy, max(after.queued_workers, 1))
+    rate = batched_tps(total / busy) if formed and batched_tps is not None else per_worker_tps
+    return max(0.0, growth + busy * max(rate, per_worker_tps))
 
 
 def prefill_worker_tps(config: PlannerConfig, profile: EngineProfile | None, isl: float) -> float:

@@ -129,6 +129,9 @@ class Planner:
             now - before[0],
             prefill_worker_tps(self.config, profile, isl),
             since_empty=True,
+            # a burst's onset: workers batch the prompts queued on them, and clear them about
+            # as fast as the profile prefills one prompt of the queue's length
+            batched_tps=lambda queued: prefill_worker_tps(self.config, profile, queued),
         )
         return load, inflow
 
