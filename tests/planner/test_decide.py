@@ -289,6 +289,39 @@ def test_queue_inflow_is_growth_plus_what_saturated_workers_clear() -> None:
     assert queue_inflow_tps(idle, idle, 1.0, 5_000, since_empty=True) is None  # no queue now
 
 
+def test_only_the_workers_that_hold_the_queue_count_as_clearing() -> None:
+    # after a burst: one old worker holds a 20k backlog, three new ones sit idle beside it;
+    # the backlog drained 5k in the last second, so nothing new arrived at the role
+    before = RoleLoad(workers=4, queued_prefill_tokens=25_000 / 4, queued_workers=1)
+    after = RoleLoad(workers=4, queued_prefill_tokens=20_000 / 4, queued_workers=1)
+    assert queue_inflow_tps(before, after, 1.0, 5_000) == pytest.approx(0.0)
+    # not knowing which workers queue, every reporting worker counts (the older estimate)
+    unknown = RoleLoad(workers=4, queued_prefill_tokens=20_000 / 4)
+    assert queue_inflow_tps(before, unknown, 1.0, 5_000) == pytest.approx(15_000)
+
+
+def test_a_queue_that_formed_is_cleared_at_the_batched_rate() -> None:
+    # a burst's onset: 12k tokens queued on one worker that was idle a second ago; it
+    # batches them, clearing (here) 9k tok/s at that queue length instead of 5k
+    idle = RoleLoad(workers=1, queued_prefill_tokens=0, queued_workers=0)
+    onset = RoleLoad(workers=1, queued_prefill_tokens=12_000, queued_workers=1)
+    rates: list[float] = []
+
+    def batched(tokens: float) -> float:
+        rates.append(tokens)
+        return 9_000.0
+
+    formed = queue_inflow_tps(idle, onset, 1.0, 5_000, since_empty=True, batched_tps=batched)
+    assert formed == pytest.approx(12_000 + 9_000) and rates == [12_000]
+    # a standing queue keeps the single-prompt rate (the mean over unequal queues overstates)
+    standing = RoleLoad(workers=1, queued_prefill_tokens=15_000, queued_workers=1)
+    grown = queue_inflow_tps(onset, standing, 1.0, 5_000, since_empty=True, batched_tps=batched)
+    assert grown == pytest.approx(3_000 + 5_000) and rates == [12_000]
+    # never below the single-prompt rate
+    slow = queue_inflow_tps(idle, onset, 1.0, 5_000, since_empty=True, batched_tps=lambda _: 1.0)
+    assert slow == pytest.approx(12_000 + 5_000)
+
+
 def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:
     cfg = config(enable_load_scaling=True, max_gpu_budget=16)
     profile = mocker_profile(0.2)

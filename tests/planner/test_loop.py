@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dynamo.planner.config import PlannerConfig
-from dynamo.planner.decide import RoleLoad, Traffic
+from dynamo.planner.decide import RoleLoad, Traffic, prefill_worker_tps
 from dynamo.planner.loop import Planner, engine_profile
 from dynamo.runtime.errors import ConfigError, TransportError
 from dynamo.testing.planner_doubles import RecordingConnector, ScriptedSource
@@ -188,3 +188,32 @@ async def test_a_rising_load_is_sized_with_the_rising_margin() -> None:
     # the first interval has nothing before it; 200 stays above the mean of the three before
     # it until those are all 200
     assert rising == [False, False, False, True, True, True, False]
+
+
+async def test_a_bursts_onset_is_sized_with_the_batched_clearing_rate() -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    clock = Clock()
+    loads = Loads({"prefill": RoleLoad(workers=1, queued_prefill_tokens=0, queued_workers=0)})
+    # the mocker's timing model: a step of 6000 tokens prefills them at a higher rate than
+    # 1000-token prompts one at a time (its fixed cost per step is shared)
+    cfg = config(
+        enable_load_scaling=True,
+        mode="prefill",
+        backend="mocker",
+        profile_results_dir="/nonexistent",
+        isl=1000,
+        ttft_ms=100.0,  # a queue over about 2000 tokens misses it
+    )
+    planner = Planner(cfg, connector, ScriptedSource([]), loads=loads, clock=clock)
+    connector.replicas = {"prefill": 1}
+    await planner.check_load()  # idle: nothing to do
+    assert connector.calls == []
+    clock.now = 1.0
+    queued = 6_000.0
+    loads.load = {"prefill": RoleLoad(workers=1, queued_prefill_tokens=queued, queued_workers=1)}
+    d = await planner.check_load()
+    profile = engine_profile(cfg)
+    # arrived: the queue plus what the worker cleared batching a 6000-token queue
+    inflow = queued + prefill_worker_tps(cfg, profile, queued)
+    assert inflow > queued + prefill_worker_tps(cfg, profile, cfg.isl)
+    assert d is not None and any(f"queue grows: {inflow:.0f} tok/s" in r for r in d.reasons)
