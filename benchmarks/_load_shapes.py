@@ -75,3 +75,38 @@ def arrivals(base: float, seed: int, phases: Phases) -> list[float]:
             return out
         if rng.random() < rate_at(t, base, phases) / peak:
             out.append(t)
+
+
+def phase_label(phase: tuple[float, float, float]) -> str:
+    _, start, end = phase
+    if start == end:
+        return f"x{start:g}"
+    return f"x{start:.3g}->x{end:.3g}"
+
+
+def misses_by_phase(
+    arrived_s: list[float], missed: list[bool], phases: Phases
+) -> list[tuple[str, int, int]]:
+    """Per phase of the trace: its label, the requests that arrived in it and how many of
+    them missed the SLA (to tell a burst's onset from a ramp's). Adjacent phases that rise
+    (or fall) together count as one, so a sinusoid reads as its rises and falls."""
+    bounds = list(itertools.accumulate(p[0] for p in phases))
+    rows = [[0, 0] for _ in phases]
+    for t, miss in zip(arrived_s, missed, strict=True):
+        i = next((k for k, b in enumerate(bounds) if t < b), len(bounds) - 1)
+        rows[i][0] += 1
+        rows[i][1] += int(miss)
+    merged: list[tuple[float, float, int, int]] = []  # start, end, arrived, missed
+    for (_, start, end), (n, m) in zip(phases, rows, strict=True):
+        if merged:
+            a, b, n0, m0 = merged[-1]
+            if start == b and (end - start) * (b - a) > 0:  # the same direction goes on
+                merged[-1] = (a, end, n0 + n, m0 + m)
+                continue
+        merged.append((start, end, n, m))
+    return [(phase_label((0.0, a, b)), n, m) for a, b, n, m in merged]
+
+
+def format_misses(rows: list[tuple[str, int, int]]) -> str:
+    """`x1 0/180, x1->x4 31/450, ...`: missed / arrived per phase."""
+    return ", ".join(f"{label} {m}/{n}" for label, n, m in rows)

@@ -42,7 +42,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from _load_shapes import SHAPES, Phases, arrivals, mean_rate, peak_rate, scaled, trace_s
+from _load_shapes import (
+    SHAPES,
+    Phases,
+    arrivals,
+    format_misses,
+    mean_rate,
+    misses_by_phase,
+    peak_rate,
+    scaled,
+    trace_s,
+)
 
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler
@@ -241,6 +251,7 @@ class Graph:
                     kv_usage=statistics.mean(
                         w.scheduler.kv.active_blocks / w.scheduler.kv.num_blocks for w in ready
                     ),
+                    queued_workers=sum(1 for w in ready if w.scheduler.pending_prefill_tokens > 0),
                 )
         return out
 
@@ -347,6 +358,7 @@ class Result:
     itl_p90_ms: float
     max_replicas: dict[Role, int]
     mean_replicas: dict[Role, float]  # time-weighted over the trace
+    by_phase: list[tuple[str, int, int]] = field(default_factory=list)  # label, arrived, missed
 
 
 async def simulate(
@@ -408,12 +420,16 @@ async def simulate(
     finished = [r for r in graph.requests if r.done_s is not None and r.first_token_s is not None]
     ttfts = sorted((r.first_token_s or 0) - r.arrived_s for r in finished)
     itls = sorted(v for v in (itl_s(r) for r in finished) if v is not None)
-    ok = sum(
-        1
-        for r in finished
-        if (r.first_token_s or 0) - r.arrived_s <= config.ttft_ms / 1000
-        and (itl_s(r) or 0) <= config.itl_ms / 1000
-    )
+
+    def met(r: Request) -> bool:
+        return (
+            r.done_s is not None
+            and r.first_token_s is not None
+            and r.first_token_s - r.arrived_s <= config.ttft_ms / 1000
+            and (itl_s(r) or 0) <= config.itl_ms / 1000
+        )
+
+    ok = sum(1 for r in finished if met(r))
     n = len(graph.requests)
     if trace is not None:
         _trace_misses(trace, graph, config)
@@ -427,6 +443,9 @@ async def simulate(
         itl_p90_ms=itls[int(0.9 * len(itls))] * 1000 if itls else math.nan,
         max_replicas=peak,
         mean_replicas={role: summed[role] / end for role in ROLES},
+        by_phase=misses_by_phase(
+            [r.arrived_s for r in graph.requests], [not met(r) for r in graph.requests], phases
+        ),
     )
 
 
@@ -460,6 +479,11 @@ def main() -> None:
         "--shapes",
         default=",".join(SHAPES),
         help=f"comma-separated load shapes to run, of: {', '.join(SHAPES)}",
+    )
+    parser.add_argument(
+        "--by-phase",
+        action="store_true",
+        help="print each graph's SLA misses per phase of the shape (summed over the seeds)",
     )
     parser.add_argument(
         "--trace",
@@ -568,6 +592,16 @@ def run_shape(
             f"{statistics.mean(r.itl_p90_ms for r in results):>6.1f}ms",
             flush=True,
         )
+        if args.by_phase:
+            summed_phases = [
+                (
+                    label,
+                    sum(r.by_phase[i][1] for r in results),
+                    sum(r.by_phase[i][2] for r in results),
+                )
+                for i, (label, _, _) in enumerate(results[0].by_phase)
+            ]
+            print(f"{'':16} missed/arrived by phase, all seeds: {format_misses(summed_phases)}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,17 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-from _load_shapes import SHAPES, Phases, arrivals, mean_rate, peak_rate, scaled, trace_s
+from _load_shapes import (
+    SHAPES,
+    Phases,
+    arrivals,
+    format_misses,
+    mean_rate,
+    misses_by_phase,
+    peak_rate,
+    scaled,
+    trace_s,
+)
 from _procs import REPO, BenchError, free_port
 
 from dynamo.planner.config import PlannerConfig, build_parser, planner_config
@@ -195,6 +205,7 @@ class Result:
     ttft_p90_ms: float
     itl_p90_ms: float
     max_replicas: dict[Role, int]
+    by_phase: list[tuple[str, int, int]] = field(default_factory=list)  # label, arrived, missed
 
 
 async def replay(
@@ -326,14 +337,16 @@ async def run_setup(
             dest = Path(args.keep_logs) / f"{label.replace(' ', '-')}.log"
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(serve.log.read_text(errors="replace"))
-    ok = [
-        o
-        for o in outcomes
-        if o.error is None
-        and o.ttft_s is not None
-        and o.ttft_s <= config.ttft_ms / 1000
-        and (o.itl_s or 0.0) <= config.itl_ms / 1000
-    ]
+
+    def met(o: Outcome) -> bool:
+        return (
+            o.error is None
+            and o.ttft_s is not None
+            and o.ttft_s <= config.ttft_ms / 1000
+            and (o.itl_s or 0.0) <= config.itl_ms / 1000
+        )
+
+    ok = [o for o in outcomes if met(o)]
     ttfts = sorted(o.ttft_s for o in outcomes if o.ttft_s is not None)
     itls = sorted(o.itl_s for o in outcomes if o.itl_s is not None)
     errors = [o.error for o in outcomes if o.error is not None]
@@ -347,6 +360,7 @@ async def run_setup(
         ttft_p90_ms=ttfts[int(0.9 * len(ttfts))] * 1000 if ttfts else math.nan,
         itl_p90_ms=itls[int(0.9 * len(itls))] * 1000 if itls else math.nan,
         max_replicas=static or peak,
+        by_phase=misses_by_phase(times, [not met(o) for o in outcomes], phases),
     )
 
 
@@ -396,7 +410,8 @@ def main() -> None:
         f"{args.shape} at time scale {args.time_scale:g}: {trace_s(phases):.0f}s of wall-clock "
         f"load, base {args.base_rate:g} req/s (peak {peak:.1f}, mean {mean:.2f}); ISL "
         f"{args.isl}, OSL {args.osl}; mocker speedup {args.speedup_ratio:g}; seed {args.seed}; "
-        f"planner: {args.planner_args}",
+        f"planner: {args.planner_args}; load average at start "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
     rows: list[tuple[str, dict[Role, int] | None, Result]] = []
@@ -410,6 +425,7 @@ def main() -> None:
                 asyncio.run(run_setup(label, static, args, config, planner_flags, phases)),
             )
         )
+    print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     base = next((r.worker_seconds for label, _, r in rows if label == "static at peak"), None)
     print(
         f"{'setup':16} {'replicas P+D':>13} {'SLA attain':>10} {'worker-s':>9} {'vs peak':>8} "
@@ -424,6 +440,7 @@ def main() -> None:
             f"{r.errors:>6} {r.ttft_p90_ms:>7.0f}ms {r.itl_p90_ms:>6.1f}ms",
             flush=True,
         )
+        print(f"{'':16} missed/arrived by phase: {format_misses(r.by_phase)}", flush=True)
 
 
 if __name__ == "__main__":

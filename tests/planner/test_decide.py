@@ -289,6 +289,39 @@ def test_queue_inflow_is_growth_plus_what_saturated_workers_clear() -> None:
     assert queue_inflow_tps(idle, idle, 1.0, 5_000, since_empty=True) is None  # no queue now
 
 
+def test_only_the_workers_that_hold_the_queue_count_as_clearing() -> None:
+    # after a burst: one old worker holds a 20k backlog, three new ones sit idle beside it;
+    # the backlog drained 5k in the last second, so nothing new arrived at the role
+    before = RoleLoad(workers=4, queued_prefill_tokens=25_000 / 4, queued_workers=1)
+    after = RoleLoad(workers=4, queued_prefill_tokens=20_000 / 4, queued_workers=1)
+    assert queue_inflow_tps(before, after, 1.0, 5_000) == pytest.approx(0.0)
+    # not knowing which workers queue, every reporting worker counts (the older estimate)
+    unknown = RoleLoad(workers=4, queued_prefill_tokens=20_000 / 4)
+    assert queue_inflow_tps(before, unknown, 1.0, 5_000) == pytest.approx(15_000)
+
+
+def test_a_queue_that_formed_is_cleared_at_the_batched_rate() -> None:
+    # a burst's onset: 12k tokens queued on one worker that was idle a second ago; it
+    # batches them, clearing (here) 9k tok/s at that queue length instead of 5k
+    idle = RoleLoad(workers=1, queued_prefill_tokens=0, queued_workers=0)
+    onset = RoleLoad(workers=1, queued_prefill_tokens=12_000, queued_workers=1)
+    rates: list[float] = []
+
+    def batched(tokens: float) -> float:
+        rates.append(tokens)
+        return 9_000.0
+
+    formed = queue_inflow_tps(idle, onset, 1.0, 5_000, since_empty=True, batched_tps=batched)
+    assert formed == pytest.approx(12_000 + 9_000) and rates == [12_000]
+    # a standing queue keeps the single-prompt rate (the mean over unequal queues overstates)
+    standing = RoleLoad(workers=1, queued_prefill_tokens=15_000, queued_workers=1)
+    grown = queue_inflow_tps(onset, standing, 1.0, 5_000, since_empty=True, batched_tps=batched)
+    assert grown == pytest.approx(3_000 + 5_000) and rates == [12_000]
+    # never below the single-prompt rate
+    slow = queue_inflow_tps(idle, onset, 1.0, 5_000, since_empty=True, batched_tps=lambda _: 1.0)
+    assert slow == pytest.approx(12_000 + 5_000)
+
+
 def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:
     cfg = config(enable_load_scaling=True, max_gpu_budget=16)
     profile = mocker_profile(0.2)
@@ -322,3 +355,27 @@ def test_forecast_margin_sizes_for_poisson_noise_above_the_forecast() -> None:
     assert any(f"prefill {255 * 1024 / 10:.0f} tok/s" in r for r in margin.reasons)
     with pytest.raises(ConfigError, match="--forecast-margin-sigmas"):
         config(forecast_margin_sigmas=-1.0)
+
+
+def test_rising_margin_applies_only_while_the_load_rises() -> None:
+    # the default --rising-margin-sigmas 2: a steady forecast of 225 is sized as it is,
+    # a rising one for two standard deviations more (255), and one more worker
+    cfg = config()
+    steady = decide(cfg, inputs(forecast=Forecast(225, 1024, 128)))
+    rising = decide(cfg, inputs(forecast=Forecast(225, 1024, 128, rising=True)))
+    assert steady.targets["prefill"] == math.ceil(prefill_need(225)) == 2
+    assert rising.targets["prefill"] == math.ceil(prefill_need(255)) == 3
+    assert any("forecast 225 + 2 sigma (the load rises)" in r for r in rising.reasons)
+    assert not any("sigma" in r for r in steady.reasons)
+    # the larger margin wins: --forecast-margin-sigmas 3 all the time, rising or not
+    wide = config(forecast_margin_sigmas=3.0)
+    for flag in (False, True):
+        d = decide(wide, inputs(forecast=Forecast(225, 1024, 128, rising=flag)))
+        assert any(f"prefill {270 * 1024 / 10:.0f} tok/s" in r for r in d.reasons)
+    # 0 turns it off
+    off = decide(
+        config(rising_margin_sigmas=0.0), inputs(forecast=Forecast(225, 1024, 128, rising=True))
+    )
+    assert off.targets["prefill"] == 2
+    with pytest.raises(ConfigError, match="--rising-margin-sigmas"):
+        config(rising_margin_sigmas=-0.5)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dynamo.planner.config import PlannerConfig
-from dynamo.planner.decide import RoleLoad, Traffic
+from dynamo.planner.decide import RoleLoad, Traffic, prefill_worker_tps
 from dynamo.planner.loop import Planner, engine_profile
 from dynamo.runtime.errors import ConfigError, TransportError
 from dynamo.testing.planner_doubles import RecordingConnector, ScriptedSource
@@ -166,3 +166,54 @@ async def test_a_growing_queue_sizes_the_load_check_to_its_inflow() -> None:
     d = await planner.check_load()  # 60k more in 1 s on a saturated worker
     assert d is not None and connector.calls[-1][0]["prefill"] > 4
     assert any("queue grows:" in r for r in d.reasons)
+
+
+async def test_a_rising_load_is_sized_with_the_rising_margin() -> None:
+    # request counts 100 three times, then 200 four times; the constant predictor forecasts
+    # the last count, and while it is above the mean of the three before it the planner
+    # sizes for two Poisson standard deviations more (the default --rising-margin-sigmas)
+    counts = [100, 100, 100, 200, 200, 200, 200]
+    script = [Traffic(n, isl=1024, osl=100, ttft_ms=90.0) for n in counts]
+    connector = RecordingConnector({"prefill": 1})
+    clock = Clock()
+    planner = Planner(config(mode="prefill"), connector, ScriptedSource(script), clock=clock)
+    rising = []
+    for i in range(len(counts)):
+        clock.now = 10.0 * i
+        d = await planner.step()
+        assert d is not None and planner.last_forecast is not None
+        rising.append(planner.last_forecast.rising)
+        sized = 200 + 2 * 200**0.5 if planner.last_forecast.rising else counts[i]
+        assert any(f"prefill {sized * 1024 / 10:.0f} tok/s" in r for r in d.reasons)
+    # the first interval has nothing before it; 200 stays above the mean of the three before
+    # it until those are all 200
+    assert rising == [False, False, False, True, True, True, False]
+
+
+async def test_a_bursts_onset_is_sized_with_the_batched_clearing_rate() -> None:
+    connector = RecordingConnector({"prefill": 1, "decode": 1})
+    clock = Clock()
+    loads = Loads({"prefill": RoleLoad(workers=1, queued_prefill_tokens=0, queued_workers=0)})
+    # the mocker's timing model: a step of 6000 tokens prefills them at a higher rate than
+    # 1000-token prompts one at a time (its fixed cost per step is shared)
+    cfg = config(
+        enable_load_scaling=True,
+        mode="prefill",
+        backend="mocker",
+        profile_results_dir="/nonexistent",
+        isl=1000,
+        ttft_ms=100.0,  # a queue over about 2000 tokens misses it
+    )
+    planner = Planner(cfg, connector, ScriptedSource([]), loads=loads, clock=clock)
+    connector.replicas = {"prefill": 1}
+    await planner.check_load()  # idle: nothing to do
+    assert connector.calls == []
+    clock.now = 1.0
+    queued = 6_000.0
+    loads.load = {"prefill": RoleLoad(workers=1, queued_prefill_tokens=queued, queued_workers=1)}
+    d = await planner.check_load()
+    profile = engine_profile(cfg)
+    # arrived: the queue plus what the worker cleared batching a 6000-token queue
+    inflow = queued + prefill_worker_tps(cfg, profile, queued)
+    assert inflow > queued + prefill_worker_tps(cfg, profile, cfg.isl)
+    assert d is not None and any(f"queue grows: {inflow:.0f} tok/s" in r for r in d.reasons)

@@ -140,6 +140,13 @@ class PlannerConfig:
         "Poisson standard deviations (sqrt of the count): room for arrival noise and a "
         "rising load before the next decision",
     )
+    rising_margin_sigmas: float = option(
+        2.0,
+        help="while the load rises (the last interval's requests above the mean of the three "
+        "before), size for this many Poisson standard deviations above the forecast "
+        "instead of --forecast-margin-sigmas, when larger: the workers added now serve a "
+        "load that is still growing",
+    )
     scale_down_headroom: float = option(
         0.8,
         help="scale down only when the remaining workers carry the load at this fraction of "
@@ -196,6 +203,7 @@ class PlannerConfig:
             ),
             (0 < self.scale_down_headroom <= 1, "--scale-down-headroom must be in (0, 1]"),
             (self.forecast_margin_sigmas >= 0, "--forecast-margin-sigmas must be >= 0"),
+            (self.rising_margin_sigmas >= 0, "--rising-margin-sigmas must be >= 0"),
             (self.scale_down_cooldown_intervals >= 0, "--scale-down-cooldown-intervals >= 0"),
             (
                 self.load_adjustment_interval_seconds >= 0,

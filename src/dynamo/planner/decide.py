@@ -8,8 +8,9 @@ remaining workers carry the load with headroom (scale down). Signals:
   (profiled prefill tokens/s per GPU at the ISL x GPUs per worker x the busy fraction that
   leaves room for queueing within the TTFT target)), demand corrected by min(1, observed /
   profiled TTFT), for the forecast request count plus `--forecast-margin-sigmas` of its
-  Poisson standard deviation, *plus the prompt tokens queued on the workers now* (their
-  #10528: bursts queue, so queueing must count). Decode replicas = ceil(output tokens/s /
+  Poisson standard deviation (`--rising-margin-sigmas` while the load rises), *plus the
+  prompt tokens queued on the workers now* (their #10528: bursts queue, so queueing must
+  count). Decode replicas = ceil(output tokens/s /
   (throughput per GPU at the ITL target, corrected by observed / profiled ITL, x GPUs)).
 - SLA guard: observed TTFT (ITL) above target while the profile says an idle engine meets it
   means the workers queue: one more prefill (decode) worker, unless the workers' queue is
@@ -24,7 +25,7 @@ Everything starts from the replicas live now (their #4420), never from a remembe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from dynamo.planner.config import PlannerConfig
@@ -53,6 +54,7 @@ class Forecast:
     num_requests: float
     isl: float
     osl: float
+    rising: bool = False  # the load grew from the interval before to the last one
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class RoleLoad:
     workers: int
     queued_prefill_tokens: float = 0.0  # mean per worker
     kv_usage: float = 0.0  # mean fraction 0..1
+    queued_workers: int | None = None  # workers with prompt tokens queued (None: not known)
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,7 @@ def _throughput(
 
     queued = inputs.load.get("prefill" if "prefill" in live else "decode")
     queued_tokens = queued.queued_prefill_tokens * queued.workers if queued else 0.0
-    requests = planned_requests(config, forecast.num_requests)
+    requests = planned_requests(config, forecast.num_requests, rising=forecast.rising)
     prefill_tps = requests * isl / interval * min(1.0, p_corr)
     prefill_tps += queued_tokens / interval
     busy = prefill_utilization(profile.prefill.ttft(isl), config.ttft_ms)
@@ -238,6 +241,17 @@ def _throughput(
             f"no profiled decode load meets ITL {itl_target:.1f}ms at context {context:.0f}"
         )
     headroom = config.scale_down_headroom
+    sigmas = margin_sigmas(config, rising=forecast.rising)
+    if sigmas > 0:
+        why = (
+            " (the load rises)"
+            if forecast.rising and sigmas > config.forecast_margin_sigmas
+            else ""
+        )
+        reasons.append(
+            f"sized for {requests:.0f} requests: forecast {forecast.num_requests:.0f} + "
+            f"{sigmas:g} sigma{why}"
+        )
     if "prefill" in wishes:
         need = prefill_tps / prefill_cap
         _wish(wishes["prefill"], need, headroom)
@@ -253,10 +267,18 @@ def _throughput(
         reasons.append(f"decode {decode_tps:.0f} tok/s / {decode_cap:.0f} per worker = {need:.2f}")
 
 
-def planned_requests(config: PlannerConfig, forecast: float) -> float:
-    """The request count to size for: the forecast plus `--forecast-margin-sigmas` of its
-    Poisson standard deviation (arrivals in an interval vary by about sqrt(count))."""
-    return forecast + config.forecast_margin_sigmas * math.sqrt(max(forecast, 0.0))
+def margin_sigmas(config: PlannerConfig, *, rising: bool = False) -> float:
+    """Poisson standard deviations to size for above the forecast: `--forecast-margin-sigmas`,
+    or while the load rises `--rising-margin-sigmas` when that is larger."""
+    sigmas = config.forecast_margin_sigmas
+    return max(sigmas, config.rising_margin_sigmas) if rising else sigmas
+
+
+def planned_requests(config: PlannerConfig, forecast: float, *, rising: bool = False) -> float:
+    """The request count to size for: the forecast plus `margin_sigmas` of its Poisson
+    standard deviation (arrivals in an interval vary by about sqrt(count))."""
+    sigmas = margin_sigmas(config, rising=rising)
+    return forecast + sigmas * math.sqrt(max(forecast, 0.0))
 
 
 def prefill_utilization(service_ms: float, ttft_target_ms: float) -> float:
@@ -351,27 +373,38 @@ def queue_inflow_tps(
     per_worker_tps: float,
     *,
     since_empty: bool = False,
+    batched_tps: Callable[[float], float] | None = None,
 ) -> float | None:
     """Prompt tokens/s arriving at a role whose workers were saturated between two snapshots.
 
-    Workers with a queue at both ends were busy all along, so they cleared about
-    `per_worker_tps` each; what arrived is that plus the queue's growth. This sees a burst
-    within one load check, long before finished requests show it in the frontend's numbers.
-    A queue that formed since the last snapshot counts too when `since_empty` (its workers
-    were busy for part of the time: the estimate is high by at most one worker's clearing
-    per worker; the caller uses it only for a queue over the scale-up threshold). None when
-    the role has no queue now (then nothing can be told from the queue).
+    Workers with a queue were busy all along, so each cleared about `per_worker_tps`; what
+    arrived is that plus the queue's growth. Only the workers that hold a queue count as
+    clearing (`queued_workers`, when the snapshot knows it): new workers idle beside an old
+    one's backlog add no inflow. This sees a burst within one load check, long before
+    finished requests show it in the frontend's numbers. A queue that formed since the last
+    snapshot counts too when `since_empty` (its workers were busy for part of the time: the
+    estimate is high by at most one worker's clearing per worker; the caller uses it only
+    for a queue over the scale-up threshold); there `batched_tps(tokens)`, when given, is
+    what a worker with that many tokens queued clears: a burst's onset queues many prompts
+    at once on workers that were idle, and an engine batches them into its steps, faster
+    than one prompt at a time. (Not for a standing queue: there the mean over workers with
+    different queues, new ones holding a single prompt, would overstate it.) None when the
+    role has no queue now (then nothing can be told from the queue).
     """
     if before is None or after is None or elapsed_s <= 0 or per_worker_tps <= 0:
         return None
     if min(before.workers, after.workers) <= 0 or after.queued_prefill_tokens <= 0:
         return None
-    if before.queued_prefill_tokens <= 0 and not since_empty:
+    formed = before.queued_prefill_tokens <= 0
+    if formed and not since_empty:
         return None
-    growth = (
-        after.queued_prefill_tokens * after.workers - before.queued_prefill_tokens * before.workers
-    ) / elapsed_s
-    return max(0.0, growth + min(before.workers, after.workers) * per_worker_tps)
+    total = after.queued_prefill_tokens * after.workers
+    growth = (total - before.queued_prefill_tokens * before.workers) / elapsed_s
+    busy = min(before.workers, after.workers)
+    if after.queued_workers is not None:
+        busy = min(busy, max(after.queued_workers, 1))
+    rate = batched_tps(total / busy) if formed and batched_tps is not None else per_worker_tps
+    return max(0.0, growth + busy * max(rate, per_worker_tps))
 
 
 def prefill_worker_tps(config: PlannerConfig, profile: EngineProfile | None, isl: float) -> float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dynamo.planner.config import PlannerConfig
@@ -52,6 +53,14 @@ def engine_profile(config: PlannerConfig) -> EngineProfile:
         return mocker_profile(config.mocker_speedup_ratio)
 
 
+def _is_rising(observed: float, before: Sequence[float]) -> bool:
+    """Whether the load rises: the last interval's request count above the mean of the (up
+    to) three intervals before it. A mean, not the one interval before, so one quiet
+    interval of Poisson noise does not read as a rise."""
+    window = list(before)[-3:]
+    return bool(window) and observed > sum(window) / len(window)
+
+
 class Planner:
     def __init__(
         self,
@@ -87,6 +96,7 @@ class Planner:
             for name in ("requests", "isl", "osl")
         }
         self._last_scale_up_s: dict[Role, float] = {}
+        self._observed: deque[float] = deque(maxlen=3)  # the last intervals' request counts
         self.last_decision: Decision | None = None
         self.last_forecast: Forecast | None = None
         self._last_load: tuple[float, dict[Role, RoleLoad]] | None = None
@@ -119,6 +129,9 @@ class Planner:
             now - before[0],
             prefill_worker_tps(self.config, profile, isl),
             since_empty=True,
+            # a burst's onset: workers batch the prompts queued on them, and clear them about
+            # as fast as the profile prefills one prompt of the queue's length
+            batched_tps=lambda queued: prefill_worker_tps(self.config, profile, queued),
         )
         return load, inflow
 
@@ -141,13 +154,17 @@ class Planner:
         requests = p["requests"].predict()
         if requests is None:
             return None
-        if traffic is not None:  # on the way up, never plan below what was just seen
-            requests = max(requests, traffic.num_requests)
+        rising = False
+        if traffic is not None:
+            rising = _is_rising(traffic.num_requests, self._observed)
+            self._observed.append(traffic.num_requests)
+            requests = max(requests, traffic.num_requests)  # never plan below what was seen
         isl, osl = p["isl"].predict(), p["osl"].predict()
         return Forecast(
             requests,
             isl if isl is not None else float(self.config.isl),
             osl if osl is not None else float(self.config.osl),
+            rising=rising,
         )
 
     async def step(self) -> Decision | None:
