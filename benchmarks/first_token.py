@@ -8,8 +8,9 @@ hash id, as `replay.py` builds them), sent one at a time (no queueing: the TTFT 
 plus the mocker's prefill at `--speedup`) to a `kv` frontend over four mocker workers,
 streaming `/v1/completions` as `replay.py` does. With `--time-scale S` they are sent at the
 trace's timestamps times S instead (the routing profile is S = 0.1: bursts of up to 17
-requests at once), so every phase is measured under the load that makes the tail. Each round measures ours, then the peer, on
-fresh stacks. Then, unless `--no-spans`, ours once more with tracing on (`OTEL_EXPORT_ENABLED`,
+requests at once), so every phase is measured under the load that makes the tail. Each round
+measures ours, then the peer, on fresh stacks, and prints our frontend's event-loop lag.
+Then, unless `--no-spans`, ours once more with tracing on (`OTEL_EXPORT_ENABLED`,
 spans sent to a receiver in this process): per request, the time from the client's send to
 the frontend's `http` span, HTTP parse and checks (to `tokenize`), `tokenize`, building the
 engine request (to `route`), `route`, the request plane (to the worker's `engine` span), and
