@@ -48,7 +48,12 @@ from routing_quality import check_vocab, environment
 from routing_sim import trace_rows
 
 SHAPE = {"workers": 4, "block_size": 16, "blocks": 8192}
-PHASES = ("client_to_http", "http_to_tokenize", "tokenize", "to_route", "route", "to_engine")
+# The encoder-thread parts of `tokenize` exist for long prompts only (the others are encoded
+# on the loop); a request's phases add up to its TTFT.
+PHASE_ORDER = (
+    "client_to_http", "http_to_tokenize", "tokenize", "  wait_for_thread", "  encode",
+    "  back_to_loop", "to_route", "route", "to_engine", "engine_to_first_chunk", "ttft",
+)  # fmt: skip
 
 
 def prompts(model_dir: str, args: argparse.Namespace) -> list[str]:
@@ -258,6 +263,14 @@ def breakdown(args: argparse.Namespace, texts: list[str]) -> dict[str, list[floa
             "client_to_http": s["http"][0] - sent_ns,
             "http_to_tokenize": s["tokenize"][0] - s["http"][0],
             "tokenize": s["tokenize"][1] - s["tokenize"][0],
+        }
+        if "encode" in s:  # encoded in an encoder thread (long prompts)
+            parts |= {
+                "  wait_for_thread": s["encode"][0] - s["tokenize"][0],
+                "  encode": s["encode"][1] - s["encode"][0],
+                "  back_to_loop": s["tokenize"][1] - s["encode"][1],
+            }
+        parts |= {
             "to_route": s["route"][0] - s["tokenize"][1],
             "route": s["route"][1] - s["route"][0],
             "to_engine": s["engine"][0] - s["route"][1],
@@ -325,9 +338,14 @@ def main() -> None:
             ]
             print(f"ours / peer TTFT p{q}: " + ", ".join(f"x{x:.3f}" for x in ratios))
     if phases:
-        print(f"ours, traced ({len(phases['ttft'])} requests): phase  p50  p90  mean (ms)")
-        for k, v in phases.items():
-            print(f"  {k:<22} {pct(v, 50):7.3f} {pct(v, 90):7.3f} {statistics.mean(v):7.3f}")
+        print(f"ours, traced ({len(phases['ttft'])} requests): phase  p50  p90  mean (ms)  n")
+        for k in PHASE_ORDER:
+            v = phases.get(k)
+            if v:
+                print(
+                    f"  {k:<22} {pct(v, 50):7.3f} {pct(v, 90):7.3f} {statistics.mean(v):7.3f}"
+                    f"  {len(v)}"
+                )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"ttft_s": results, "phases_ms": phases}))
 
