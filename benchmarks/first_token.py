@@ -1,13 +1,16 @@
 """The first-token path, request by request: ours against the real Dynamo, and where ours spends it.
 
     python benchmarks/first_token.py [--requests 300] [--speedup 1] [--rounds 2] [--no-peer]
-        [--no-spans] [--bench-dir benchmarks/clients]
+        [--no-spans] [--time-scale S] [--max-tokens 8] [--bench-dir benchmarks/clients]
 
 The prompts of the routing profile (the first REQUESTS of the conversation trace, 64 tokens a
 hash id, as `replay.py` builds them), sent one at a time (no queueing: the TTFT is the path,
 plus the mocker's prefill at `--speedup`) to a `kv` frontend over four mocker workers,
-streaming `/v1/completions` as `replay.py` does. Each round measures ours, then the peer, on
-fresh stacks. Then, unless `--no-spans`, ours once more with tracing on (`OTEL_EXPORT_ENABLED`,
+streaming `/v1/completions` as `replay.py` does. With `--time-scale S` they are sent at the
+trace's timestamps times S instead (the routing profile is S = 0.1: bursts of up to 17
+requests at once), so every phase is measured under the load that makes the tail. Each round
+measures ours, then the peer, on fresh stacks, and prints our frontend's event-loop lag.
+Then, unless `--no-spans`, ours once more with tracing on (`OTEL_EXPORT_ENABLED`,
 spans sent to a receiver in this process): per request, the time from the client's send to
 the frontend's `http` span, HTTP parse and checks (to `tokenize`), `tokenize`, building the
 engine request (to `route`), `route`, the request plane (to the worker's `engine` span), and
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -44,7 +48,12 @@ from routing_quality import check_vocab, environment
 from routing_sim import trace_rows
 
 SHAPE = {"workers": 4, "block_size": 16, "blocks": 8192}
-PHASES = ("client_to_http", "http_to_tokenize", "tokenize", "to_route", "route", "to_engine")
+# The encoder-thread parts of `tokenize` exist for long prompts only (the others are encoded
+# on the loop); a request's phases add up to its TTFT.
+PHASE_ORDER = (
+    "client_to_http", "http_to_tokenize", "tokenize", "  wait_for_thread", "  encode",
+    "  back_to_loop", "to_route", "route", "to_engine", "engine_to_first_chunk", "ttft",
+)  # fmt: skip
 
 
 def prompts(model_dir: str, args: argparse.Namespace) -> list[str]:
@@ -55,7 +64,8 @@ def prompts(model_dir: str, args: argparse.Namespace) -> list[str]:
     )
     blocks: dict[int, list[str]] = {}
     out = []
-    for row in trace_rows("conversation", args.requests, args.bench_dir):
+    args.rows = trace_rows("conversation", args.requests, args.bench_dir)
+    for row in args.rows:
         toks: list[str] = []
         for h in row["hash_ids"]:
             if h not in blocks:
@@ -68,12 +78,16 @@ def prompts(model_dir: str, args: argparse.Namespace) -> list[str]:
 
 
 async def one(
-    session: aiohttp.ClientSession, url: str, prompt: str, trace_id: str | None = None
+    session: aiohttp.ClientSession,
+    url: str,
+    prompt: str,
+    trace_id: str | None = None,
+    max_tokens: int = 8,
 ) -> tuple[int, float]:
     """(client send time in ns since the epoch, TTFT in s) of one streamed completion;
     `trace_id` (32 hex digits) is sent as the W3C traceparent the frontend's spans join."""
     body = {
-        "model": MODEL_NAME, "prompt": prompt, "max_tokens": 8, "min_tokens": 8,
+        "model": MODEL_NAME, "prompt": prompt, "max_tokens": max_tokens, "min_tokens": max_tokens,
         "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
     }  # fmt: skip
     headers = {"traceparent": f"00-{trace_id}-{'1' * 16}-01"} if trace_id else {}
@@ -92,17 +106,32 @@ async def one(
     return sent_ns, first - start
 
 
-async def sequential(
-    url: str, texts: list[str], gap_s: float, traced: bool = False
+async def send_all(
+    url: str, texts: list[str], args: argparse.Namespace, traced: bool = False
 ) -> list[tuple[int, float]]:
-    """One request at a time; with `traced`, request i carries trace id `trace_id(i)`."""
-    async with aiohttp.ClientSession() as session:
+    """One request at a time, or at the trace's times with `--time-scale`; with `traced`,
+    request i carries trace id `trace_id(i)`."""
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
         await one(session, url, " hello")  # warm: connection, tokenizer
-        out = []
-        for i, text in enumerate(texts):
-            out.append(await one(session, url, text, trace_id(i) if traced else None))
-            await asyncio.sleep(gap_s)
-        return out
+
+        def send(i: int) -> Awaitable[tuple[int, float]]:
+            return one(session, url, texts[i], trace_id(i) if traced else None, args.max_tokens)
+
+        if args.time_scale is None:
+            out = []
+            for i in range(len(texts)):
+                out.append(await send(i))
+                await asyncio.sleep(args.gap_s)
+            return out
+        t0 = time.perf_counter()
+
+        async def at(i: int, offset_s: float) -> tuple[int, float]:
+            await asyncio.sleep(max(0.0, t0 + offset_s - time.perf_counter()))
+            return await send(i)
+
+        offsets = [row["timestamp"] / 1000 * args.time_scale for row in args.rows]
+        return list(await asyncio.gather(*(at(i, o) for i, o in enumerate(offsets))))
 
 
 def trace_id(i: int) -> str:
@@ -114,6 +143,31 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
+LAG_METRIC = "dynamo_frontend_event_loop_lag_seconds_bucket"
+
+
+async def lag_buckets(url: str) -> dict[float, float]:
+    """Our frontend's cumulative event-loop lag histogram: upper bound (s) -> count."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as r:
+        text = await r.text()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(LAG_METRIC + "{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def lag_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The bucket bound at quantile `q` of the lags observed between two scrapes."""
+    counts = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = counts[float("inf")] if counts else 0.0
+    for le, n in counts.items():
+        if n >= q / 100 * total:
+            return le
+    return float("nan")
+
+
 def measure(
     name: str, args: argparse.Namespace, texts: list[str], peer: Path | None
 ) -> list[float]:
@@ -122,7 +176,14 @@ def measure(
         name, args.model_dir, "kv", peer=peer, bench=bench, speedup=args.speedup, **SHAPE
     )
     with stack:
-        timed = asyncio.run(sequential(url, texts, args.gap_s))
+        before = asyncio.run(lag_buckets(url)) if peer is None else {}
+        timed = asyncio.run(send_all(url, texts, args))
+        if peer is None:
+            after = asyncio.run(lag_buckets(url))
+            lags = ", ".join(
+                f"p{q} <= {1000 * lag_quantile(before, after, q):g} ms" for q in (50, 90, 99)
+            )
+            print(f"  {name}: event-loop lag (10 ms timer) {lags}", flush=True)
     return [t for _, t in timed]
 
 
@@ -149,7 +210,7 @@ class SpanSink:
 
 
 async def traced(url: str, texts: list[str], args: argparse.Namespace) -> list[tuple[int, float]]:
-    timed = await sequential(url, texts, args.gap_s, traced=True)
+    timed = await send_all(url, texts, args, traced=True)
     await asyncio.sleep(8)  # the batch span processors export every 5 s
     return timed
 
@@ -202,6 +263,14 @@ def breakdown(args: argparse.Namespace, texts: list[str]) -> dict[str, list[floa
             "client_to_http": s["http"][0] - sent_ns,
             "http_to_tokenize": s["tokenize"][0] - s["http"][0],
             "tokenize": s["tokenize"][1] - s["tokenize"][0],
+        }
+        if "encode" in s:  # encoded in an encoder thread (long prompts)
+            parts |= {
+                "  wait_for_thread": s["encode"][0] - s["tokenize"][0],
+                "  encode": s["encode"][1] - s["encode"][0],
+                "  back_to_loop": s["tokenize"][1] - s["encode"][1],
+            }
+        parts |= {
             "to_route": s["route"][0] - s["tokenize"][1],
             "route": s["route"][1] - s["route"][0],
             "to_engine": s["engine"][0] - s["route"][1],
@@ -219,6 +288,10 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=64, help="prompt tokens per trace hash id")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--gap-s", type=float, default=0.02, help="pause between requests")
+    parser.add_argument(
+        "--time-scale", type=float, help="send at the trace's timestamps x this (0.1: routing)"
+    )
+    parser.add_argument("--max-tokens", type=int, default=8, help="tokens a request generates")
     parser.add_argument("--no-peer", action="store_true", help="measure ours only")
     parser.add_argument("--no-spans", action="store_true", help="skip the traced breakdown")
     add_common_arguments(parser, speedup=1.0)
@@ -230,7 +303,9 @@ def main() -> None:
         texts = prompts(args.model_dir, args)
         python = find_peer(args.peer_venv, wanted=not args.no_peer)
         print(
-            f"first token: {len(texts)} routing-profile prompts one at a time, kv frontend, "
+            f"first token: {len(texts)} routing-profile prompts "
+            + ("one at a time" if args.time_scale is None else f"at time scale {args.time_scale:g}")
+            + ", kv frontend, "
             f"4 mocker workers at speedup {args.speedup:g}, {args.rounds} rounds",
             flush=True,
         )
@@ -263,9 +338,14 @@ def main() -> None:
             ]
             print(f"ours / peer TTFT p{q}: " + ", ".join(f"x{x:.3f}" for x in ratios))
     if phases:
-        print(f"ours, traced ({len(phases['ttft'])} requests): phase  p50  p90  mean (ms)")
-        for k, v in phases.items():
-            print(f"  {k:<22} {pct(v, 50):7.3f} {pct(v, 90):7.3f} {statistics.mean(v):7.3f}")
+        print(f"ours, traced ({len(phases['ttft'])} requests): phase  p50  p90  mean (ms)  n")
+        for k in PHASE_ORDER:
+            v = phases.get(k)
+            if v:
+                print(
+                    f"  {k:<22} {pct(v, 50):7.3f} {pct(v, 90):7.3f} {statistics.mean(v):7.3f}"
+                    f"  {len(v)}"
+                )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"ttft_s": results, "phases_ms": phases}))
 

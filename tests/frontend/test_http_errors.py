@@ -8,6 +8,7 @@ import aiohttp
 import openai
 import pytest
 
+from dynamo.frontend.preprocess import INLINE_ENCODE_CHARS
 from dynamo.testing.fake_worker import FakeWorker
 from dynamo.testing.frontend_harness import MODEL, Harness, tiny_card
 
@@ -120,6 +121,27 @@ async def test_prompt_too_long_is_400_context_length_exceeded(
         await client.completions.create(model=MODEL, prompt="hi", max_tokens=100)
     err = assert_openai_error(info.value.response.json())
     assert err["code"] == "context_length_exceeded" and err["param"] == "max_tokens"
+    await still_serving(client)
+
+
+async def test_a_prompt_encoded_in_an_encoder_thread_fails_as_one_encoded_inline(
+    harness: Harness, client: openai.AsyncOpenAI
+) -> None:
+    """Long prompts are encoded off the event loop; their errors are the same OpenAI errors."""
+    await harness.add(FakeWorker(tiny_card(context_length=64)))
+    long = "word " * INLINE_ENCODE_CHARS  # far past the inline threshold and the context
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.completions.create(model=MODEL, prompt=long, max_tokens=4, stream=stream)
+        err = assert_openai_error(info.value.response.json())
+        assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": long}], stream=stream
+            )
+        err = assert_openai_error(info.value.response.json())
+        assert err["code"] == "context_length_exceeded"
+        assert "maximum context length is 64 tokens" in err["message"]
     await still_serving(client)
 
 

@@ -8,6 +8,7 @@ load the workers push in the other modes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -219,3 +220,15 @@ async def test_model_gauges_and_hit_rate(harness: Harness, client: openai.AsyncO
     assert value(series, "model_workers", model=MODEL) is None
     assert value(series, "model_context_length", model=MODEL) is None
     assert value(series, "output_tokens_total", model=MODEL) == 2  # counters stay
+
+
+async def test_event_loop_lag_records_a_loop_held_by_synchronous_work(harness: Harness) -> None:
+    before = value(await scrape(harness), "event_loop_lag_seconds_count") or 0
+    time.sleep(0.2)  # noqa: ASYNC251 (holds the loop the frontend runs on)
+    await asyncio.sleep(0.05)
+    series = await scrape(harness)
+    count = value(series, "event_loop_lag_seconds_count")
+    assert count is not None and count > before
+    # the timer due during the sleep ran at least 0.1 s late: it is above the 0.1 s bucket
+    at_most_100ms = value(series, "event_loop_lag_seconds_bucket", le="0.1")
+    assert at_most_100ms is not None and at_most_100ms < count

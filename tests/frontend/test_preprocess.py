@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import threading
 from collections.abc import AsyncIterator
@@ -13,7 +14,11 @@ import pytest
 from tokenizers import Tokenizer
 
 from dynamo.frontend.preprocess import INLINE_ENCODE_CHARS, Preprocessor
-from dynamo.frontend.preprocessor_cache import PreprocessorCache
+from dynamo.frontend.preprocessor_cache import (
+    TOKENIZERS_PARALLELISM,
+    PreprocessorCache,
+    serial_tokenizers,
+)
 from dynamo.frontend.protocol import ChatCompletionRequest, CompletionRequest, parse_body
 from dynamo.mocker.tinymodel import tiny_model_path
 from dynamo.testing.frontend_harness import tiny_card
@@ -94,3 +99,51 @@ async def test_token_id_prompts_are_checked_not_encoded(pre: Preprocessor) -> No
         await pre.prompt_ids(completion([5, 10**6]))
     with pytest.raises(Exception, match="must not be empty"):
         await pre.prompt_ids(completion(""))
+
+
+async def test_cancelling_a_request_while_its_prompt_encodes_leaves_the_encoder_usable(
+    pre: Preprocessor, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    encode = pre._encode
+
+    def held(text: str, add_special_tokens: bool) -> list[int]:
+        started.set()
+        assert release.wait(10), "the test never released the encoder thread"
+        return encode(text, add_special_tokens)
+
+    monkeypatch.setattr(pre, "_encode", held)
+    long = texts(1, 1500)[0]
+    task = asyncio.create_task(pre.prompt_ids(completion(long)))
+    assert await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()  # the thread finishes its encode; its result goes nowhere
+    monkeypatch.setattr(pre, "_encode", encode)
+    others = texts(4, 1500, seed=11)
+    got = await asyncio.gather(*(pre.prompt_ids(completion(p)) for p in others))
+    assert got == [tokenizer.encode(p, add_special_tokens=True).ids for p in others]
+
+
+def test_the_cache_turns_the_tokenizers_own_threads_off_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(TOKENIZERS_PARALLELISM, raising=False)
+    serial_tokenizers()
+    assert os.environ[TOKENIZERS_PARALLELISM] == "false"
+    monkeypatch.setenv(TOKENIZERS_PARALLELISM, "true")
+    serial_tokenizers()
+    assert os.environ[TOKENIZERS_PARALLELISM] == "true"
+
+
+@pytest.mark.parametrize("parallelism", ["true", "false"])
+async def test_prompts_encode_the_same_with_or_without_the_tokenizers_threads(
+    pre: Preprocessor, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch, parallelism: str
+) -> None:
+    monkeypatch.setenv(TOKENIZERS_PARALLELISM, parallelism)  # read by tokenizers on each call
+    prompts = [*texts(6, 1500, seed=5), "a b c"]
+    got = await asyncio.gather(*(pre.prompt_ids(completion(p)) for p in prompts))
+    assert got == [tokenizer.encode(p, add_special_tokens=True).ids for p in prompts]
+    chats = await asyncio.gather(*(pre.prompt_ids(chat(p)) for p in prompts))
+    assert chats == [pre.chat_prompt_ids(chat(p)) for p in prompts]

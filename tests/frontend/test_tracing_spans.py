@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.frontend.config import FrontendConfig
 from dynamo.frontend.main import policy_factory
+from dynamo.frontend.preprocess import INLINE_ENCODE_CHARS
 from dynamo.frontend.server import Frontend
 from dynamo.mocker.main import build_workers, tokenizer_dir
 from dynamo.router.config import RouterConfig
@@ -158,3 +159,27 @@ async def test_a_disaggregated_request_has_prefill_and_decode_legs(
     assert engines == {"prefill": prefill.context.span_id, "backend": decode.context.span_id}
     assert prefill.end_time is not None and decode.start_time is not None
     assert prefill.end_time <= decode.start_time
+
+
+async def test_a_long_prompt_shows_its_encoder_thread_part(
+    exporter: InMemorySpanExporter, agg: Stack
+) -> None:
+    """A prompt encoded in an encoder thread gets an `encode` span inside `tokenize`: before it
+    the request waited for a free thread, after it for the loop to take the result."""
+    exporter.clear()
+    async with openai.AsyncOpenAI(
+        base_url=agg.url + "/v1", api_key="unused", max_retries=0
+    ) as client:
+        await client.completions.create(
+            model=MODEL, prompt="hello " * INLINE_ENCODE_CHARS, max_tokens=2
+        )
+        await client.completions.create(model=MODEL, prompt="hello " * 20, max_tokens=2)
+    spans = by_name(exporter.get_finished_spans())
+    (encode,) = spans["encode"]  # the short prompt was encoded on the loop: no span
+    tokenize = next(t for t in spans["tokenize"] if t.context.span_id == parent_of(encode))
+    assert encode.context.trace_id == tokenize.context.trace_id
+    assert tokenize.start_time is not None and tokenize.end_time is not None
+    assert encode.start_time is not None and encode.end_time is not None
+    assert tokenize.start_time <= encode.start_time <= encode.end_time <= tokenize.end_time
+    assert encode.attributes is not None
+    assert encode.attributes["tokens"] >= INLINE_ENCODE_CHARS  # type: ignore[operator]

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -254,3 +255,40 @@ async def _items_then_error(
     for i in range(request["n"]):
         yield {"i": i}
     raise InvalidRequestError("late failure")
+
+
+async def test_a_request_is_on_the_wire_before_the_loop_runs_again(
+    client: TcpRequestClient,
+) -> None:
+    """Opening a stream writes its REQUEST frame at once: a loop held by other work right
+    after (a burst of requests being prepared) does not hold the request back."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    got = bytearray()
+    arrived = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        with conn:
+            while len(got) < 4 or len(got) < 4 + struct.unpack(">I", got[:4])[0]:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                got.extend(chunk)
+            arrived.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        host, port = listener.getsockname()
+        conn = await client._connection(f"tcp://{host}:{port}")
+        conn.open("count", "r1", {"n": 1})
+        # no await: the loop does not run until the frame has arrived (or 10 s passed)
+        assert arrived.wait(10), "the REQUEST frame waited for the next loop iteration"
+    finally:
+        await client.close()
+        thread.join(10)
+        listener.close()
+    message = msgpack.unpackb(bytes(got[4:]))
+    assert message[0] == 0 and message[2:] == ["count", "r1", {"n": 1}]  # REQUEST

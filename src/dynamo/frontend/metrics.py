@@ -32,6 +32,7 @@ _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 _ITL = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
 _TOKENS = (0, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 _TOKENIZER_MS = (0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # Dynamo's buckets
+_LOOP_LAG = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 # The frontend routes aggregated (and decode) workers only; prefill workers are not its to route.
 WORKER_TYPE = "decode"
@@ -168,6 +169,14 @@ class FrontendMetrics:
         )
         self.tokenize_ms = tokenizer.labels("tokenize")
         self.detokenize_ms = tokenizer.labels("detokenize")
+        self.loop_lag = Histogram(
+            f"{p}_event_loop_lag_seconds",
+            "How much later than due the event loop ran a 10 ms timer (time every request "
+            "waits for the loop)",
+            (),
+            buckets=_LOOP_LAG,
+            registry=r,
+        ).labels()
         self.migrations = Counter(
             f"{p}_model_migration",
             "Requests moved to another worker",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import Executor
 from typing import Any
 
@@ -25,6 +26,7 @@ from dynamo.frontend.tokenizer_files import TokenizerFiles
 from dynamo.protocols.engine import EngineRequest, SamplingOptions, StopConditions
 from dynamo.protocols.model_card import ModelCard
 from dynamo.runtime.errors import InvalidRequestError, PromptTooLongError
+from dynamo.runtime.tracing import past_span, tracing_enabled
 
 # Texts shorter than this are encoded on the event loop (~1 us per token, ~5 characters a
 # token): handing them to a thread would cost more than it frees.
@@ -115,7 +117,20 @@ class Preprocessor:
         if self._encoder is None or len(text) < INLINE_ENCODE_CHARS:
             return self._encode(text, add_special_tokens)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._encoder, self._encode, text, add_special_tokens)
+        if not tracing_enabled():
+            return await loop.run_in_executor(self._encoder, self._encode, text, add_special_tokens)
+        # traced: an `encode` span for the thread's part, so the wait for a free encoder
+        # thread (before it) and for the loop to take the result (after it) show
+        ids, start_ns, end_ns = await loop.run_in_executor(
+            self._encoder, self._timed_encode, text, add_special_tokens
+        )
+        past_span("encode", start_ns, end_ns, tokens=len(ids))
+        return ids
+
+    def _timed_encode(self, text: str, add_special_tokens: bool) -> tuple[list[int], int, int]:
+        start_ns = time.time_ns()
+        ids = self._encode(text, add_special_tokens)
+        return ids, start_ns, time.time_ns()
 
     def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
         # encode_batch_fast skips offset tracking: about twice as fast for short prompts

@@ -17,6 +17,7 @@ from dynamo.frontend.config import FrontendConfig
 from dynamo.frontend.connections import CappedServer, connection_limit
 from dynamo.frontend.disagg import DisaggRouter, DisaggSettings
 from dynamo.frontend.disagg_metrics import DisaggMetrics
+from dynamo.frontend.loop_lag import LoopLagMonitor
 from dynamo.frontend.metrics import FrontendMetrics
 from dynamo.frontend.model_files import ModelFileFetcher
 from dynamo.frontend.model_manager import ModelManager, PolicyFactory
@@ -44,6 +45,7 @@ class Frontend:
         self.config = config
         self._reuse_port = reuse_port  # one of the `--num-http-workers` processes on the port
         self.metrics = FrontendMetrics(config.metrics_prefix)
+        self.loop_lag = LoopLagMonitor(self.metrics.loop_lag.observe)
         self.preprocessors = PreprocessorCache(
             files=ModelFileFetcher(config.model_files_cache or None)
         )
@@ -92,6 +94,7 @@ class Frontend:
     async def start(self) -> int:
         """Start watching discovery and serving HTTP; return the bound port."""
         await self.models.start()
+        self.loop_lag.start()
         runner = web.AppRunner(
             self.app.build(),
             handler_cancellation=True,
@@ -131,6 +134,7 @@ class Frontend:
         return list(server.connections) if server is not None else []
 
     async def stop(self) -> None:
+        await self.loop_lag.stop()
         if self._listener is not None:
             self._listener.close()  # stop accepting; the runner closes the connections
             self._listener = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from dynamo.frontend.inflight import InflightRequest
 from dynamo.frontend.responses import DONE
@@ -146,9 +146,12 @@ async def _write_sse(
     if watchdog is not None:
         watchdog.wrote()
     transport = request.transport
-    if transport is None or not resp.chunked:
+    # aiohttp chunks an HTTP/1.1 body of unknown length by itself without setting
+    # `resp.chunked` (that flag means "asked for with enable_chunked_encoding"): the header
+    # it sent is what says whether the body is chunked, so that chunks can be framed here
+    if transport is None or resp.headers.get(hdrs.TRANSFER_ENCODING) != "chunked":
         progress.state = "waiting on worker"
-        async for chunk in rest:  # no raw access: plain writes
+        async for chunk in rest:  # HTTP/1.0: not chunked, plain writes
             progress.state = "waiting on client"
             if chunk.endswith(DONE):
                 await resp.write_eof(chunk)

@@ -72,6 +72,21 @@ def tracing_enabled() -> bool:
     return _tracer is not None
 
 
+def past_span(
+    name: str, start_ns: int, end_ns: int, **attributes: str | int | float | bool
+) -> None:
+    """A span, child of the current scope, for work timed elsewhere (in a thread that does
+    not carry the scope): from `start_ns` to `end_ns` (`time.time_ns()`). No-op while off."""
+    tracer = _tracer
+    if tracer is None:
+        return
+    parent = current_traceparent()
+    context = _propagate.extract({"traceparent": parent}) if parent else _trace.Context()
+    tracer.start_span(name, context=context, attributes=attributes, start_time=start_ns).end(
+        end_time=end_ns
+    )
+
+
 @contextlib.contextmanager
 def span(name: str, **attributes: str | int | float | bool) -> Iterator[None]:
     """A span named `name`, child of the current scope's `traceparent` (local or received);

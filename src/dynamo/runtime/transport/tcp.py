@@ -240,6 +240,9 @@ class _ClientConnection(FramedProtocol):
     def open(self, name: str, request_id: str, request: dict[str, Any]) -> _Stream:
         sid = next(self._sids)
         self.send([REQUEST, sid, name, request_id, request])
+        # Out now rather than at the end of this loop iteration (`send` coalesces): on a busy
+        # loop that wait is the rest of the iteration, and every request's TTFT would pay it.
+        self._flush()
         stream = self.streams[sid] = _Stream(sid)
         return stream
 
