@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
+from dynamo.engines.mocker import engine as engine_module
 from dynamo.engines.mocker.config import MockerConfig
-from dynamo.engines.mocker.engine import MockerEngine
+from dynamo.engines.mocker.engine import MAX_LAG_S, MockerEngine, plan_step
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
 from dynamo.mocker.tinymodel import (
     TINY_MODEL_EOS_TOKEN_ID,
@@ -363,3 +364,46 @@ async def test_late_wake_ups_do_not_accumulate_over_steps(
     assert len(asked) == len(durations) >= 6
     for want, got in zip(durations[1:], asked[1:], strict=True):
         assert got <= max(0.0, want - 0.01) + 1e-9
+
+
+def test_the_step_plan_adds_durations_and_drops_lag_beyond_the_bound() -> None:
+    deadline, sleep_s = plan_step(1.0, 1.0, 0.0069)  # on time
+    assert deadline == pytest.approx(1.0069) and sleep_s == pytest.approx(0.0069)
+    deadline, sleep_s = plan_step(1.0, 1.003, 0.0069)  # woke 3 ms after the plan
+    assert deadline == pytest.approx(1.0069) and sleep_s == pytest.approx(0.0039)
+    deadline, sleep_s = plan_step(1.0, 2.0, 0.0069)  # a stall: the plan restarts near now
+    assert deadline == pytest.approx(2.0 - MAX_LAG_S + 0.0069) and sleep_s == 0.0
+
+
+async def test_the_step_plan_runs_on_the_engines_fine_clock(
+    make_engine: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvloop's loop.time() is whole milliseconds: a plan on it would sleep up to 1 ms too
+    # long. On a fake fine clock where every sleep overshoots by 0.4 ms, each later step
+    # asks for exactly its duration less that overshoot, and the steps keep the plan's pace.
+    engine, _ = await make_engine(speedup_ratio=1.0)
+    now = [1000.0]
+    monkeypatch.setattr(engine_module, "clock", lambda: now[0])
+    asked: list[float] = []
+    durations: list[float] = []
+    real_sleep, real_step = asyncio.sleep, engine.schedulers[0].step
+
+    async def sleep(delay: float, result: Any = None) -> Any:
+        task = asyncio.current_task()
+        if task is not None and task.get_name().startswith("mocker-rank"):
+            asked.append(delay)
+            now[0] += delay + 0.0004
+            delay = 0
+        return await real_sleep(delay, result)
+
+    def step() -> Any:
+        result = real_step()
+        durations.append(result.duration_s)
+        return result
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(engine.schedulers[0], "step", step)
+    out = await collect(engine, request("fine", list(range(10, 74)), max_tokens=8))
+    assert len(tokens_of(out)) == 8
+    for want, got in zip(durations[1:], asked[1:], strict=True):
+        assert got == pytest.approx(want - 0.0004, abs=1e-9)
