@@ -15,6 +15,7 @@ from dynamo.engines.mocker import engine as engine_module
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MAX_LAG_S, MockerEngine, plan_step
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
+from dynamo.engines.mocker.transfer import prompt_hashes, transfer_params
 from dynamo.mocker.tinymodel import (
     TINY_MODEL_EOS_TOKEN_ID,
     TINY_MODEL_SPECIAL_TOKEN_IDS,
@@ -151,6 +152,8 @@ async def test_a_prompt_larger_than_the_whole_cache_is_refused(make_engine: Fact
         ({"token_ids": [1, VOCAB]}, "token_ids"),
         ({"token_ids": [1, -1]}, "token_ids"),
         ({"token_ids": [1, "2"]}, "token_ids"),
+        ({"token_ids": [1, True]}, "token_ids"),
+        ({"token_ids": [1, 2.0]}, "token_ids"),
         ({"stop_conditions": {"max_tokens": 0}}, "max_tokens"),
         ({"stop_conditions": {"max_tokens": 2, "min_tokens": 3}}, "min_tokens"),
         ({"extra_args": {"dp_rank": 1}}, "dp_rank"),
@@ -407,3 +410,30 @@ async def test_the_step_plan_runs_on_the_engines_fine_clock(
     assert len(tokens_of(out)) == 8
     for want, got in zip(durations[1:], asked[1:], strict=True):
         assert got == pytest.approx(want - 0.0004, abs=1e-9)
+
+
+@pytest.mark.parametrize("caching", [True, False])
+async def test_a_prefill_decode_pair_hashes_each_prompt_once_with_the_same_result(
+    make_engine: Factory, caching: bool
+) -> None:
+    # The prefill worker's params reuse its scheduler's hashes (when it has them); the decode
+    # worker hands the hashes it checked to its scheduler: same params, same KV events as
+    # hashing afresh at each step.
+    prompt = [10 + (7 * i) % 1900 for i in range(16 * 5 + 3)]  # 5 full blocks of 16 and 3
+    prefill, _ = await make_engine(disaggregation_mode="prefill", enable_prefix_caching=caching)
+    decode, sink = await make_engine(disaggregation_mode="decode", kv_transfer_bandwidth_gb_s=0)
+    first = await collect(prefill, request("pd", prompt, max_tokens=1))
+    params = first[-1]["disaggregated_params"]
+    fresh = transfer_params(prompt, 16, now_s=0.0, keep_s=0.0)
+    assert (
+        params["kv_transfer_params"]["block_hashes"]
+        == (  # type: ignore[index]
+            fresh["kv_transfer_params"]["block_hashes"]  # type: ignore[index]
+        )
+    )
+    out = await collect(decode, request("pd", prompt, max_tokens=4, disaggregated_params=params))
+    assert tokens_of(out) == expected_tokens("pd", 4)
+    stored = [
+        b.block_hash for e in sink.kv_events if isinstance(e.data, KvStored) for b in e.data.blocks
+    ]
+    assert stored[:5] == prompt_hashes(prompt, 16)
