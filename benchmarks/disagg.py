@@ -122,6 +122,8 @@ def worker_flags(args: argparse.Namespace) -> list[str]:
 def start(config: str, args: argparse.Namespace, peer: Path | None) -> tuple[Stack, str]:
     system = "peer" if peer else "ours"
     stack = Stack(f"{system}-{config}")
+    if peer:  # a PYTHONPATH to our sources (a snapshot under test) would shadow ai-dynamo
+        stack.env.pop("PYTHONPATH", None)
     py = str(peer or sys.executable)
     port = free_port()
     plane = ["--discovery-backend", "file", "--request-plane", "tcp", "--event-plane", "zmq"]
