@@ -8,7 +8,7 @@ fragments: a 64-token stream would lose ~4 chunks and show ~4 double inter-chunk
 inflates the measured ITL tail though no step was slow. Special tokens (skipped from the text)
 and ids past the tokenizer's vocabulary (padded embedding rows) are silent too.
 
-Dynamo's own mocker sidesteps this by drawing ids from 1000..2000 only; excluding exactly the
+Dynamo's own mocker sidesteps this by drawing ids from 1000..1999 only; excluding exactly the
 ids that cannot stand alone keeps any tokenizer's whole vocabulary of words and symbols.
 """
 
