@@ -9,10 +9,12 @@ Each configuration runs in a fresh file-discovery directory with a `--router-mod
 the same with `--router-conditional-disagg`. The client sends the same trace to each: requests
 at fixed intervals (1/rate), distinct random prompts of `isl` token ids (no shared prefix),
 `osl` output tokens each (ignore_eos), streamed. TTFT is the time to the first text chunk, ITL
-the gaps between the later chunks of every request; goodput counts requests per second whose
-TTFT and mean ITL both meet the SLA. `--peer` runs the same configurations on the real Dynamo
-1.6.1 (its mocker's `--disaggregation-mode prefill|decode`, `--kv-transfer-bandwidth` and
-`--kv-bytes-per-token`; its frontend's `--router-conditional-disagg` with its default config).
+the gaps between the later chunks of every request (`chunks/req` shows that every token came
+as its own chunk: a chunk carrying two tokens would count their two steps as one gap);
+goodput counts requests per second whose TTFT and mean ITL both meet the SLA. `--peer` runs
+the same configurations on the real Dynamo 1.6.1 (its mocker's `--disaggregation-mode
+prefill|decode`, `--kv-transfer-bandwidth` and `--kv-bytes-per-token`; its frontend's
+`--router-conditional-disagg` with its default config) and prints ours / peer per config.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ async def replay(url: str, prompts: list[list[int]], args: argparse.Namespace) -
         "ttft_p50_ms": 1000 * (pct(ttft, 50) or 0), "ttft_p90_ms": 1000 * (pct(ttft, 90) or 0),
         "itl_p50_ms": 1000 * (pct(gaps, 50) or 0), "itl_p90_ms": 1000 * (pct(gaps, 90) or 0),
         "goodput_rps": good / wall, "good": good,
+        "chunks_per_request": sum(r["chunks"] for r in ok) / len(ok) if ok else 0.0,
     }  # fmt: skip
 
 
@@ -119,6 +122,8 @@ def worker_flags(args: argparse.Namespace) -> list[str]:
 def start(config: str, args: argparse.Namespace, peer: Path | None) -> tuple[Stack, str]:
     system = "peer" if peer else "ours"
     stack = Stack(f"{system}-{config}")
+    if peer:  # a PYTHONPATH to our sources (a snapshot under test) would shadow ai-dynamo
+        stack.env.pop("PYTHONPATH", None)
     py = str(peer or sys.executable)
     port = free_port()
     plane = ["--discovery-backend", "file", "--request-plane", "tcp", "--event-plane", "zmq"]
@@ -153,16 +158,36 @@ def start(config: str, args: argparse.Namespace, peer: Path | None) -> tuple[Sta
 
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| system | config | ok | TTFT p50 | TTFT p90 | ITL p50 | ITL p90 | goodput req/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| system | config | ok | chunks/req | TTFT p50 | TTFT p90 | ITL p50 | ITL p90 | "
+        "goodput req/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         rows.append(
-            f"| {r['system']} | {r['config']} | {r['ok']} | {r['ttft_p50_ms']:.0f} ms | "
-            f"{r['ttft_p90_ms']:.0f} ms | {r['itl_p50_ms']:.1f} ms | {r['itl_p90_ms']:.1f} ms | "
-            f"{r['goodput_rps']:.2f} |"
+            f"| {r['system']} | {r['config']} | {r['ok']} | {r['chunks_per_request']:.1f} | "
+            f"{r['ttft_p50_ms']:.0f} ms | {r['ttft_p90_ms']:.0f} ms | {r['itl_p50_ms']:.1f} ms | "
+            f"{r['itl_p90_ms']:.1f} ms | {r['goodput_rps']:.2f} |"
         )
     return "\n".join(rows)
+
+
+RATIO_KEYS = ("ttft_p50_ms", "ttft_p90_ms", "itl_p50_ms", "itl_p90_ms", "goodput_rps")
+
+
+def ratios(results: list[dict[str, Any]]) -> str:
+    """Ours / peer for each configuration both ran (the target: TTFT and ITL p90 <= 1.15)."""
+    by = {(r["system"], r["config"]): r for r in results}
+    rows = [
+        "| config | TTFT p50 | TTFT p90 | ITL p50 | ITL p90 | goodput |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for (system, config), ours in by.items():
+        peer = by.get(("peer", config))
+        if system != "ours" or peer is None:
+            continue
+        cells = [f"{ours[k] / peer[k]:.2f}x" if peer[k] else "-" for k in RATIO_KEYS]
+        rows.append(f"| {config} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def main() -> None:
@@ -199,6 +224,8 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             results.append(result)
     print(table(results))
+    if ratio_table := ratios(results):
+        print("\nours / peer, same configuration:\n" + ratio_table)
     if args.json_out:
         Path(args.json_out).write_text(
             json.dumps(

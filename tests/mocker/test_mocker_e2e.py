@@ -53,6 +53,15 @@ async def test_two_mocker_instances_in_one_process_serve_chat_and_streams(procs:
         assert usage is not None and usage.completion_tokens == 5
         assert "".join(texts)
 
+        # Every output token is whole text: one chunk each (a byte fragment would be held back
+        # by the detokenizer and merged into the next chunk; ~6% of the tiny vocabulary).
+        stream = await client.completions.create(
+            model="tinymodel", prompt="four five", max_tokens=64, stream=True
+        )
+        pieces = [c.text async for chunk in stream for c in chunk.choices if c.text]
+        assert len(pieces) == 64
+        assert "\ufffd" not in "".join(pieces)
+
 
 async def test_kv_router_sends_a_shared_prefix_to_the_worker_that_caches_it(
     procs: Procs,

@@ -13,6 +13,7 @@ from dynamo.engines.mocker.canned import CannedOutputs
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MockerEngine
 from dynamo.engines.mocker.transfer import kv_bytes_per_token
+from dynamo.engines.mocker.vocab import silent_token_ids
 from dynamo.protocols.model_card import ModelCard, WorkerRole
 from dynamo.protocols.parsers.flags import ParserFlags
 from dynamo.runtime.addressing import EndpointAddress
@@ -99,6 +100,8 @@ def build_workers(
     )
 
     hub_repo = config.model_path if is_hub_id(config.model_path) else None
+    # Outputs are ids that detokenize to text alone: one stream chunk per token, as in Dynamo.
+    silent = silent_token_ids(facts.directory / "tokenizer.json", facts.vocab_size)
 
     def make_card(info: EngineInfo) -> ModelCard:
         card = build_model_card(
@@ -113,6 +116,7 @@ def build_workers(
                 config,
                 facts.vocab_size,
                 facts.eos_token_ids,
+                special_token_ids=silent,
                 kv_bytes_per_token=config.kv_bytes_per_token or kv_bytes_per_token(facts.directory),
                 canned=canned,
             ),

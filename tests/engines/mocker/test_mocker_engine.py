@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
+from dynamo.engines.mocker import engine as engine_module
 from dynamo.engines.mocker.config import MockerConfig
-from dynamo.engines.mocker.engine import MockerEngine
+from dynamo.engines.mocker.engine import MAX_LAG_S, MockerEngine, plan_step
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
+from dynamo.engines.mocker.transfer import prompt_hashes, transfer_params
 from dynamo.mocker.tinymodel import (
     TINY_MODEL_EOS_TOKEN_ID,
     TINY_MODEL_SPECIAL_TOKEN_IDS,
@@ -150,6 +152,8 @@ async def test_a_prompt_larger_than_the_whole_cache_is_refused(make_engine: Fact
         ({"token_ids": [1, VOCAB]}, "token_ids"),
         ({"token_ids": [1, -1]}, "token_ids"),
         ({"token_ids": [1, "2"]}, "token_ids"),
+        ({"token_ids": [1, True]}, "token_ids"),
+        ({"token_ids": [1, 2.0]}, "token_ids"),
         ({"stop_conditions": {"max_tokens": 0}}, "max_tokens"),
         ({"stop_conditions": {"max_tokens": 2, "min_tokens": 3}}, "min_tokens"),
         ({"extra_args": {"dp_rank": 1}}, "dp_rank"),
@@ -363,3 +367,73 @@ async def test_late_wake_ups_do_not_accumulate_over_steps(
     assert len(asked) == len(durations) >= 6
     for want, got in zip(durations[1:], asked[1:], strict=True):
         assert got <= max(0.0, want - 0.01) + 1e-9
+
+
+def test_the_step_plan_adds_durations_and_drops_lag_beyond_the_bound() -> None:
+    deadline, sleep_s = plan_step(1.0, 1.0, 0.0069)  # on time
+    assert deadline == pytest.approx(1.0069) and sleep_s == pytest.approx(0.0069)
+    deadline, sleep_s = plan_step(1.0, 1.003, 0.0069)  # woke 3 ms after the plan
+    assert deadline == pytest.approx(1.0069) and sleep_s == pytest.approx(0.0039)
+    deadline, sleep_s = plan_step(1.0, 2.0, 0.0069)  # a stall: the plan restarts near now
+    assert deadline == pytest.approx(2.0 - MAX_LAG_S + 0.0069) and sleep_s == 0.0
+
+
+async def test_the_step_plan_runs_on_the_engines_fine_clock(
+    make_engine: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvloop's loop.time() is whole milliseconds: a plan on it would sleep up to 1 ms too
+    # long. On a fake fine clock where every sleep overshoots by 0.4 ms, each later step
+    # asks for exactly its duration less that overshoot, and the steps keep the plan's pace.
+    engine, _ = await make_engine(speedup_ratio=1.0)
+    now = [1000.0]
+    monkeypatch.setattr(engine_module, "clock", lambda: now[0])
+    asked: list[float] = []
+    durations: list[float] = []
+    real_sleep, real_step = asyncio.sleep, engine.schedulers[0].step
+
+    async def sleep(delay: float, result: Any = None) -> Any:
+        task = asyncio.current_task()
+        if task is not None and task.get_name().startswith("mocker-rank"):
+            asked.append(delay)
+            now[0] += delay + 0.0004
+            delay = 0
+        return await real_sleep(delay, result)
+
+    def step() -> Any:
+        result = real_step()
+        durations.append(result.duration_s)
+        return result
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(engine.schedulers[0], "step", step)
+    out = await collect(engine, request("fine", list(range(10, 74)), max_tokens=8))
+    assert len(tokens_of(out)) == 8
+    for want, got in zip(durations[1:], asked[1:], strict=True):
+        assert got == pytest.approx(want - 0.0004, abs=1e-9)
+
+
+@pytest.mark.parametrize("caching", [True, False])
+async def test_a_prefill_decode_pair_hashes_each_prompt_once_with_the_same_result(
+    make_engine: Factory, caching: bool
+) -> None:
+    # The prefill worker's params reuse its scheduler's hashes (when it has them); the decode
+    # worker hands the hashes it checked to its scheduler: same params, same KV events as
+    # hashing afresh at each step.
+    prompt = [10 + (7 * i) % 1900 for i in range(16 * 5 + 3)]  # 5 full blocks of 16 and 3
+    prefill, _ = await make_engine(disaggregation_mode="prefill", enable_prefix_caching=caching)
+    decode, sink = await make_engine(disaggregation_mode="decode", kv_transfer_bandwidth_gb_s=0)
+    first = await collect(prefill, request("pd", prompt, max_tokens=1))
+    params = first[-1]["disaggregated_params"]
+    fresh = transfer_params(prompt, 16, now_s=0.0, keep_s=0.0)
+    assert (
+        params["kv_transfer_params"]["block_hashes"]
+        == (  # type: ignore[index]
+            fresh["kv_transfer_params"]["block_hashes"]  # type: ignore[index]
+        )
+    )
+    out = await collect(decode, request("pd", prompt, max_tokens=4, disaggregated_params=params))
+    assert tokens_of(out) == expected_tokens("pd", 4)
+    stored = [
+        b.block_hash for e in sink.kv_events if isinstance(e.data, KvStored) for b in e.data.blocks
+    ]
+    assert stored[:5] == prompt_hashes(prompt, 16)

@@ -19,6 +19,7 @@ from dynamo.engines.mocker.transfer import (
     transfer_params,
 )
 from dynamo.mocker.tinymodel import tiny_model_path
+from dynamo.protocols.hashing import block_hashes, sequence_hashes
 from dynamo.protocols.kv_events import KvStored
 from dynamo.runtime.errors import KvTransferError
 
@@ -102,6 +103,28 @@ def test_a_transferred_prompt_is_stored_and_decoded_without_a_prefill_step() -> 
         d.step()
     assert d.finished[0].completion_tokens == 3
     assert d.scheduler.kv.active_blocks == 0
+
+
+def test_hashes_handed_to_the_scheduler_give_the_same_events_as_its_own() -> None:
+    runs = []
+    for given in (False, True):
+        d = Driver(config())
+        local = block_hashes(PROMPT, 4)
+        hashes = (local, sequence_hashes(local)) if given else None
+        d.scheduler.add_request(
+            0, PROMPT, seed=1, max_tokens=6, remote_tokens=len(PROMPT) - 1, prompt_hashes=hashes
+        )
+        while d.scheduler.has_work():
+            d.step()
+        runs.append([e.data for e in d.events])
+    assert runs[0] == runs[1] and runs[0]
+
+
+def test_hashes_that_do_not_cover_the_prompt_are_refused() -> None:
+    d = Driver(config())
+    local = block_hashes(PROMPT[:16], 4)  # 4 of the prompt's 5 full blocks
+    with pytest.raises(ValueError, match="full blocks"):
+        d.scheduler.add_request(0, PROMPT, seed=1, prompt_hashes=(local, sequence_hashes(local)))
 
 
 def test_a_prompt_without_transfer_pays_its_prefill() -> None:

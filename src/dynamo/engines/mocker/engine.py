@@ -9,6 +9,11 @@ simulated duration, and an idle rank's first step starts when its request arrive
 mocker's own CPU work (checking and hashing the prompt, the scheduler step) and sleeps that
 wake late therefore come out of later sleeps instead of adding up (lag up to `MAX_LAG_S` is
 made up); only the overshoot of the latest sleep shows.
+
+The plan runs on `time.monotonic`, not on `loop.time()`: uvloop's loop time is whole
+milliseconds (floored), so a sleep computed from it overshoots by the floored fraction, up to
+1 ms, on top of uvloop's rounding of the sleep to whole milliseconds; the next step makes it
+up, so consecutive token gaps jittered by up to ~1.5 ms each way instead of ~0.5 ms.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dynamo.protocols.engine import (
     KvTransferStats,
     Usage,
 )
+from dynamo.protocols.hashing import block_hashes, sequence_hashes
 from dynamo.protocols.kv_events import KvCacheEvent
 from dynamo.runtime.errors import (
     EngineShutdownError,
@@ -55,6 +61,18 @@ log = logging.getLogger(__name__)
 MAX_LAG_S = 0.1
 # A step that could schedule nothing (should not happen) waits this long before retrying.
 STALL_RETRY_S = 0.001
+# (block hashes, sequence hashes) of a prompt's full blocks
+PromptHashes = tuple[list[int], list[int]]
+# The clock of the step plan (see the module docstring for why not the loop's).
+clock = time.monotonic
+
+
+def plan_step(deadline: float, now: float, duration_s: float) -> tuple[float, float]:
+    """(the step's planned end, how long to sleep for it) for a step of `duration_s` that
+    follows a step planned to end at `deadline`, at `clock()` time `now`: the plan is exact
+    (durations add up) and lag beyond `MAX_LAG_S` is dropped, not made up."""
+    deadline = max(deadline, now - MAX_LAG_S) + duration_s
+    return deadline, max(0.0, deadline - now)
 
 
 class _Stream:
@@ -81,7 +99,7 @@ class _Rank:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.last_load: tuple[int, int, int] = (0, 0, 0)
-        # loop time the first request reached the idle rank: its first step starts then
+        # `clock()` time the first request reached the idle rank: its first step starts then
         self.arrived: float | None = None
 
 
@@ -207,10 +225,11 @@ class MockerEngine:
             raise UnavailableError(f"mocker rank {rank.dp_rank} is not running")
         remote_tokens = 0
         transfer: KvTransferStats | None = None
+        hashes: PromptHashes | None = None
         if self.config.mode != "prefill" and "disaggregated_params" in request:
-            remote_tokens, transfer = await self._pull_kv(rank, request)
-        arrived = asyncio.get_running_loop().time()
-        req = self._enqueue(rank, request, remote_tokens)
+            remote_tokens, transfer, hashes = await self._pull_kv(rank, request)
+        arrived = clock()
+        req = self._enqueue(rank, request, remote_tokens, hashes)
         stream = _Stream(req)
         rank.streams[req.key] = stream
         if rank.arrived is None:
@@ -229,11 +248,14 @@ class MockerEngine:
                     done = True
                     final = _final(tokens, stream.final.reason, req, sent)
                     if self.config.mode == "prefill":
+                        full = len(req.prompt) // self.config.block_size
                         final["disaggregated_params"] = transfer_params(
                             req.prompt,
                             self.config.block_size,
                             now_s=time.time(),
                             keep_s=self.config.kv_transfer_keep_s,
+                            # hashed by the scheduler already (when prefix caching is on)
+                            hashes=req.seq_hashes[:full] if len(req.seq_hashes) >= full else None,
                         )
                     if transfer is not None:
                         final["kv_transfer"] = transfer
@@ -274,22 +296,32 @@ class MockerEngine:
         ]
         return loads.index(min(loads))
 
-    async def _pull_kv(self, rank: _Rank, request: EngineRequest) -> tuple[int, KvTransferStats]:
+    async def _pull_kv(
+        self, rank: _Rank, request: EngineRequest
+    ) -> tuple[int, KvTransferStats, PromptHashes]:
         """Check the request's transfer params and wait while the blocks this rank does not
-        cache cross the link; (prompt tokens now computed, what the transfer cost)."""
+        cache cross the link; (prompt tokens now computed, what the transfer cost, the
+        prompt's hashes for the scheduler)."""
         tokens = self._check_tokens(request)
         bs = self.config.block_size
-        hashes = check_params(request.get("disaggregated_params"), tokens, bs, now_s=time.time())
+        local = block_hashes(tokens[: len(tokens) // bs * bs], bs)
+        hashes = check_params(
+            request.get("disaggregated_params"),
+            tokens,
+            bs,
+            now_s=time.time(),
+            hashes=sequence_hashes(local),
+        )
         cached, _ = rank.scheduler.kv.cached_prefix(hashes, len(hashes))
         remote = len(tokens) - 1
         pulled = max(0, remote - cached * bs)
         nbytes = pulled * self.kv_bytes_per_token
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = clock()
         delay = self._link.schedule(nbytes, started) - started
         if delay > 0:
             await asyncio.sleep(delay)
-        return remote, {"seconds": delay, "bytes": nbytes, "blocks": -(-pulled // bs)}
+        stats: KvTransferStats = {"seconds": delay, "bytes": nbytes, "blocks": -(-pulled // bs)}
+        return remote, stats, (local, hashes)
 
     def _check_tokens(self, request: EngineRequest) -> list[int]:
         tokens = request.get("token_ids")
@@ -301,7 +333,8 @@ class MockerEngine:
                 f"({self._limit_reason()})",
                 param="token_ids",
             )
-        if not all(type(t) is int for t in tokens) or not (
+        # set(map(type, ...)) runs in C: ~4x faster than a generator over 8k-token prompts
+        if set(map(type, tokens)) != {int} or not (
             min(tokens) >= 0 and max(tokens) < self.vocab_size
         ):
             raise InvalidRequestError(
@@ -309,10 +342,16 @@ class MockerEngine:
             )
         return tokens
 
-    def _enqueue(self, rank: _Rank, request: EngineRequest, remote_tokens: int = 0) -> SchedRequest:
+    def _enqueue(
+        self,
+        rank: _Rank,
+        request: EngineRequest,
+        remote_tokens: int = 0,
+        hashes: PromptHashes | None = None,
+    ) -> SchedRequest:
         """Validate `request` and queue it on `rank`; bad input raises before anything runs.
 
-        `remote_tokens` > 0: `_pull_kv` has already checked the tokens.
+        `remote_tokens` > 0: `_pull_kv` has already checked the tokens (and hashed them).
         """
         tokens = request["token_ids"] if remote_tokens else self._check_tokens(request)
         stop = request.get("stop_conditions") or {}
@@ -337,6 +376,7 @@ class MockerEngine:
             ignore_eos=bool(stop.get("ignore_eos", False)),
             remote_tokens=remote_tokens,
             script=self._canned.script_for(tokens) if self._canned else None,
+            prompt_hashes=hashes,
         )
 
     def _limit_reason(self) -> str:
@@ -352,7 +392,6 @@ class MockerEngine:
 
     # --- the step loop ---------------------------------------------------------------
     async def _run(self, rank: _Rank) -> None:
-        loop = asyncio.get_running_loop()
         scheduler = rank.scheduler
         deadline: float | None = None  # planned end of the last step; None: the rank was idle
         try:
@@ -366,14 +405,13 @@ class MockerEngine:
                     deadline = None
                     continue
                 if deadline is None:
-                    started = loop.time()
+                    started = clock()
                     deadline = started if rank.arrived is None else min(rank.arrived, started)
                 result = scheduler.step()
                 self._flush_events()
                 delay = result.duration_s if result.batch else max(result.duration_s, STALL_RETRY_S)
-                now = loop.time()
-                deadline = max(deadline, now - MAX_LAG_S) + delay
-                await asyncio.sleep(max(0.0, deadline - now))
+                deadline, sleep_s = plan_step(deadline, clock(), delay)
+                await asyncio.sleep(sleep_s)
                 self._deliver(rank, result)
                 self._notify_load(rank)
         except asyncio.CancelledError:

@@ -112,8 +112,12 @@ class Scheduler:
         ignore_eos: bool = False,
         remote_tokens: int = 0,
         script: Sequence[int] | None = None,
+        prompt_hashes: tuple[Sequence[int], Sequence[int]] | None = None,
     ) -> SchedRequest:
         """Queue a request; the caller has checked that the prompt fits (`max_len`).
+
+        `prompt_hashes`: (block hashes, sequence hashes) of the prompt's full blocks, when the
+        caller computed them already (a decode worker checking transfer params does).
 
         `remote_tokens`: leading prompt tokens whose KV a prefill worker computed and this
         worker pulled; they are stored on admission (events, prefix reuse) without a prefill
@@ -136,6 +140,12 @@ class Scheduler:
             script_ends=not ignore_eos,
         )
         req.remote_tokens = max(0, min(remote_tokens, len(prompt) - 1))
+        if prompt_hashes is not None:
+            local, chained = prompt_hashes
+            if len(local) != len(chained) or len(local) != len(prompt) // self.block_size:
+                raise ValueError("prompt_hashes must cover the prompt's full blocks")
+            req.local_hashes.extend(local)
+            req.seq_hashes.extend(chained)
         self._requests[key] = req
         self._waiting.append(req)
         self._num_waiting += 1

@@ -49,25 +49,39 @@ def prompt_hashes(prompt: Sequence[int], block_size: int) -> list[int]:
 
 
 def transfer_params(
-    prompt: Sequence[int], block_size: int, *, now_s: float, keep_s: float
+    prompt: Sequence[int],
+    block_size: int,
+    *,
+    now_s: float,
+    keep_s: float,
+    hashes: Sequence[int] | None = None,
 ) -> dict[str, object]:
-    """What a prefill worker returns as `disaggregated_params`."""
+    """What a prefill worker returns as `disaggregated_params`; `hashes`: the prompt's
+    `prompt_hashes` when the caller has them already (8,192 tokens cost ~0.25 ms to hash)."""
     return {
         "kv_transfer_params": {
             "engine": ENGINE,
             "block_size": block_size,
             "num_tokens": len(prompt),
-            "block_hashes": prompt_hashes(prompt, block_size),
+            "block_hashes": list(hashes)
+            if hashes is not None
+            else prompt_hashes(prompt, block_size),
             "expires_at_unix_s": now_s + keep_s,
         }
     }
 
 
 def check_params(
-    params: object, prompt: Sequence[int], block_size: int, *, now_s: float
+    params: object,
+    prompt: Sequence[int],
+    block_size: int,
+    *,
+    now_s: float,
+    hashes: list[int] | None = None,
 ) -> list[int]:
     """The prompt's block hashes if `params` are valid transfer params for it; else
-    `KvTransferError` saying what is wrong."""
+    `KvTransferError` saying what is wrong. `hashes`: the prompt's `prompt_hashes`, when the
+    caller has them already."""
     inner = params.get("kv_transfer_params") if isinstance(params, dict) else None
     if not isinstance(inner, dict):
         raise KvTransferError(
@@ -84,7 +98,7 @@ def check_params(
             f"{block_size}",
             param="disaggregated_params",
         )
-    ours = prompt_hashes(prompt, block_size)
+    ours = prompt_hashes(prompt, block_size) if hashes is None else hashes
     if inner.get("num_tokens") != len(prompt) or inner.get("block_hashes") != ours:
         raise KvTransferError(
             "kv_transfer_params name blocks of another prompt", param="disaggregated_params"
