@@ -255,3 +255,47 @@ async def test_sigterm_deletes_the_trial_dgd(tmp_path: Path) -> None:
         assert proc.returncode == 130, log
         assert f"deleted DynamoGraphDeployment {NS}/{TRIAL}" in log
         assert _trial(api) is None
+
+
+def test_a_base_dgd_trial_keeps_its_frontend_and_decode_worker_aggregated() -> None:
+    from dynamo.profiler.dgd import trial_graph
+
+    doc = dgdr(60)
+    doc["spec"]["useMocker"] = False
+    doc["spec"]["backend"] = "sglang"
+    worker = {"image": "img", "command": ["python3", "-m", "dynamo.sglang"]}
+    base = {
+        "apiVersion": "nvidia.com/v1alpha1",
+        "kind": "DynamoGraphDeployment",
+        "metadata": {"name": "base"},
+        "spec": {
+            "services": {
+                "Fe": {"componentType": "frontend", "replicas": 2},
+                "Prefill": {
+                    "componentType": "worker",
+                    "subComponentType": "prefill",
+                    "extraPodSpec": {"mainContainer": {**worker, "args": ["--tp", "1"]}},
+                },
+                "Decode": {
+                    "componentType": "worker",
+                    "subComponentType": "decode",
+                    "replicas": 3,
+                    "extraPodSpec": {
+                        "mainContainer": {
+                            **worker,
+                            "args": ["--model-path", "m", "--disaggregation-mode", "decode"],
+                        }
+                    },
+                },
+            }
+        },
+    }
+    doc["spec"]["profilingConfig"]["config"]["engine"] = {"config": base}
+    graph = trial_graph(parse_request(doc), engine("h100_sxm", 2), "sla-trial-tp2")
+    load_graph(graph)
+    services = graph["spec"]["services"]
+    assert sorted(services) == ["Fe", "Worker"]
+    trial = services["Worker"]
+    assert (trial["replicas"], trial["resources"]) == (1, {"limits": {"gpu": "2"}})
+    assert "subComponentType" not in trial
+    assert trial["extraPodSpec"]["mainContainer"]["args"] == ["--model-path", "m", "--tp", "2"]
