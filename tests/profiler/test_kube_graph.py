@@ -228,17 +228,29 @@ async def test_a_trial_that_never_gets_ready_fails_with_its_status_and_is_delete
         assert _trial(api) is None
 
 
-async def test_sigterm_deletes_the_trial_dgd(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dynamo.profiler", "--deploy-target", "kubernetes"],
+        ["dynamo.profiler.job", "--output-configmap", "dgdr-output-sla"],  # the pod's PID 1
+    ],
+)
+async def test_sigterm_deletes_the_trial_dgd(tmp_path: Path, command: list[str]) -> None:
     """A deleted profiling Job: the profiler gets SIGTERM while it waits for its trial."""
     async with fake_kube_api() as api:
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(_connection(api).as_kubeconfig()))
         config = tmp_path / "dgdr.yaml"
         config.write_text(yaml.safe_dump(dgdr(RUN_LIMIT_S)))
-        env = {"PATH": os.environ["PATH"], "KUBECONFIG": str(kubeconfig), **ENV}
+        env = {
+            "PATH": os.environ["PATH"],
+            "KUBECONFIG": str(kubeconfig),
+            "KUBERNETES_SERVICE_HOST": "kubernetes.default.svc",  # in a pod: auto is kubernetes
+            **ENV,
+        }
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "dynamo.profiler", "-f", str(config)),
-            *("-o", str(tmp_path / "out"), "--deploy-target", "kubernetes"),
+            *(sys.executable, "-m", command[0], "--config", str(config)),
+            *("--output-dir", str(tmp_path / "out"), *command[1:]),
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
