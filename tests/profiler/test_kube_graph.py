@@ -307,6 +307,7 @@ def test_a_base_dgd_trial_keeps_its_frontend_and_decode_worker_aggregated() -> N
     load_graph(graph)
     services = graph["spec"]["services"]
     assert sorted(services) == ["Fe", "Worker"]
+    assert services["Fe"]["replicas"] == 1
     trial = services["Worker"]
     assert (trial["replicas"], trial["resources"]) == (1, {"limits": {"gpu": "2"}})
     assert "subComponentType" not in trial

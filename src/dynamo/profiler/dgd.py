@@ -274,8 +274,6 @@ def trial_graph(request: ProfileRequest, eng: Engine, name: str) -> dict[str, An
                 "service with subComponentType decode"
             )
         worker = workers[0]
-        worker.pop("subComponentType", None)
-        worker["replicas"] = 1
         container = worker.setdefault("extraPodSpec", {}).setdefault("mainContainer", {})
         _without_role_flags(container, backend)
         _set_tp(worker, backend, eng.gpus)
@@ -287,9 +285,9 @@ def trial_graph(request: ProfileRequest, eng: Engine, name: str) -> dict[str, An
             "Frontend": _frontend(request.image),
             "Worker": _worker("", eng.gpus, container),
         }
-    worker = services["Worker"]
-    if not worker.get("subComponentType"):
-        worker.pop("subComponentType", None)
+    for service in services.values():
+        service["replicas"] = 1
+    services["Worker"].pop("subComponentType", None)  # aggregated: neither prefill nor decode
     graph = _graph(request, services, "")
     graph["metadata"]["name"] = name
     return graph

@@ -106,7 +106,8 @@ class KubeGraph:
         self._connection = connection
         owner = env.get("DGDR_NAME") or request.name
         self.name = trial_name(owner, eng.gpus)
-        self.namespace = env.get("DGDR_NAMESPACE") or request.namespace or ""
+        # the profiler's namespace (its Role's), not the generated graph's
+        self.namespace = env.get("DGDR_NAMESPACE") or ""
         self._created = False
         self.base_url = ""
         asyncio.run(self._deploy(request, owner, url_for, env, request.deployment_timeout_s))
