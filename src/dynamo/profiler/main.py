@@ -1,10 +1,12 @@
 """`python -m dynamo.profiler --config DGDR.yaml --output-dir DIR` (and `dynamo profile`).
 
 Reads the request, sweeps the candidate engines (rapid: simulated; thorough: deployed with
-`dynamo serve` and measured with real HTTP load), picks the highest throughput per GPU that
+`dynamo serve` here or as trial DGDs on Kubernetes, `--deploy-target`, and measured with real
+HTTP load), picks the highest throughput per GPU that
 meets the SLA, profiles the picked engines in depth and writes the output dir. Exit 0 on
 success; otherwise non-zero with a one-line reason as the last line on stderr (a profiling
-Job's termination message).
+Job's termination message). SIGTERM unwinds like Ctrl-C (exit 130), tearing down what
+thorough deployed.
 """
 
 from __future__ import annotations
