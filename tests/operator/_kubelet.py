@@ -107,6 +107,9 @@ async def run_job(
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(workdir),
         "KUBECONFIG": str(kubeconfig),
+        # set in every pod by the kubelet (no service-account token here: KUBECONFIG is used)
+        "KUBERNETES_SERVICE_HOST": "kubernetes.default.svc",
+        "KUBERNETES_SERVICE_PORT": "443",
         **_env(container, namespace),
     }
     argv = command or [*container["command"], *container.get("args", [])]

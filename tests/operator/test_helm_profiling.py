@@ -45,8 +45,10 @@ def test_operator_role_covers_the_dgdr_controller(restricted: str) -> None:
     ]
     for grant in needed:
         assert grant in held, grant
-    # RBAC forbids granting what one does not hold: the per-request Role must be covered.
+    # RBAC forbids granting what one does not hold: the per-request Role must be covered,
+    # thorough mode's trial graphs included.
     assert _grants(profiler_rules("sla")) <= held
+    assert _grants(profiler_rules("sla", thorough=True)) <= held
 
 
 def test_default_install_leaves_the_profiler_account_to_the_operator() -> None:
@@ -67,7 +69,7 @@ def test_restricted_install_makes_one_profiler_account_wired_into_the_jobs() -> 
         validate_k8s(obj)
         assert obj["metadata"]["namespace"] == NS
     held = _grants(objs[("Role", name)]["rules"])
-    assert _grants(profiler_rules("any")) <= held
+    assert _grants(profiler_rules("any", thorough=True)) <= held
     data = objs[("ConfigMap", "dynamo-platform-operator-config")]["data"]
     config = resolve(OperatorConfig, environ=data)
     (job,) = [o for o in profiling_objects(REQUEST, config) if o["kind"] != "ConfigMap"]

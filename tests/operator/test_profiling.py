@@ -63,6 +63,28 @@ def test_every_object_is_valid_kubernetes() -> None:
         validate_k8s(obj)
 
 
+def _role_rules(request: dict[str, Any]) -> list[dict[str, Any]]:
+    (role,) = [o for o in profiling_objects(request, OperatorConfig()) if o["kind"] == "Role"]
+    return list(role["rules"])
+
+
+def test_only_a_thorough_request_may_deploy_trial_graphs() -> None:
+    graphs = {
+        "apiGroups": ["nvidia.com"],
+        "resources": ["dynamographdeployments"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    }
+    assert graphs not in _role_rules(BODY)
+    thorough = copy.deepcopy(BODY)
+    thorough["spec"]["profilingConfig"]["config"]["sweep"] = {"searchStrategy": "thorough"}
+    rules = _role_rules(thorough)
+    assert graphs in rules
+    assert [r["resources"] for r in rules if r != graphs] == [["configmaps"], ["configmaps"]]
+    rapid = copy.deepcopy(BODY)
+    rapid["spec"]["profilingConfig"]["config"]["sweep"] = {"search_strategy": "rapid"}
+    assert graphs not in _role_rules(rapid)
+
+
 def test_platform_account_replaces_the_per_request_one() -> None:
     config = OperatorConfig(profiler_service_account="profiler")
     objs = profiling_objects(body(), config)

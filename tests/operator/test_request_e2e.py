@@ -115,3 +115,38 @@ async def test_an_sla_nothing_meets_fails_with_the_profilers_reason(
     # the operator keeps going
     await cluster.apply(small_request("next"), NS)
     await wait_request(cluster, "next", "Profiling")
+
+
+async def test_a_thorough_request_fails_naming_the_trial_that_never_got_ready(
+    cluster: Cluster, operator: None, tmp_path: Path
+) -> None:
+    """In the pod the profiler deploys trial DGDs (`--deploy-target auto`); the operator
+    reconciles the trial, nothing makes its Deployments available, the profiler gives up
+    after `deploymentTimeout`, deletes the trial and the request fails with its reason."""
+    body = small_request("thor")
+    config = body["spec"]["profilingConfig"]["config"]
+    config["sweep"]["searchStrategy"] = "thorough"
+    config["deployment"] = {"deploymentTimeout": 5}
+    await cluster.apply(body, NS)
+    await wait_request(cluster, "thor", "Profiling")
+    role = await cluster.get("Role", "dgdr-profiler-thor", NS)
+    assert role is not None
+    assert {
+        "apiGroups": ["nvidia.com"],
+        "resources": ["dynamographdeployments"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    } in role["rules"]
+    job = await cluster.get("Job", "profile-thor", NS)
+    assert job is not None
+    run = await run_job(cluster, job, tmp_path)
+    assert run.exit_code != 0, run.log
+    assert f"created DynamoGraphDeployment {NS}/thor-trial-tp1" in run.log
+    assert f"deleted DynamoGraphDeployment {NS}/thor-trial-tp1" in run.log
+    assert run.termination_message.startswith(
+        f"python -m dynamo.profiler: DynamoGraphDeployment {NS}/thor-trial-tp1 was not ready "
+        "after 5 s (deployment.deploymentTimeout); last status: state pending"
+    ), run.termination_message
+    assert await cluster.get("DynamoGraphDeployment", "thor-trial-tp1", NS) is None
+    await finish_job(cluster, job, run)
+    failed = await wait_request(cluster, "thor", "Failed")
+    assert "thor-trial-tp1 was not ready" in condition(failed, "Profiling")["message"]

@@ -131,7 +131,8 @@ def test_a_tiny_thorough_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     config = tmp_path / "dgdr.yaml"
     config.write_text(yaml.safe_dump(SMALL))
     out = tmp_path / "out"
-    assert main(["-f", str(config), "-o", str(out), "--mode", "thorough"]) == 0
+    argv = ["-f", str(config), "-o", str(out), "--mode", "thorough", "--deploy-target", "local"]
+    assert main(argv) == 0
     results = json.loads((out / "profiling_results.json").read_text())
     assert results["mode"] == "thorough" and results["meetsSla"] is True
     (prefill,) = results["sweep"]["prefill"]

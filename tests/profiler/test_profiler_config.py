@@ -99,3 +99,12 @@ def test_unknown_mode_and_gpu(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**SPEC, "backend": "tensorflow"}))
     with pytest.raises(ConfigError, match="backend"):
         load_request(path)
+
+
+def test_the_search_strategy_picks_the_mode_and_the_flag_wins() -> None:
+    spec = {**SPEC, "profilingConfig": {"config": {"sweep": {"searchStrategy": "thorough"}}}}
+    assert parse_request(spec).mode == "thorough"
+    assert parse_request(spec, mode="rapid").mode == "rapid"
+    bad = {**SPEC, "profilingConfig": {"config": {"sweep": {"search_strategy": "online"}}}}
+    with pytest.raises(ConfigError, match=r"sweep\.search_strategy: 'online' is not one of"):
+        parse_request(bad)

@@ -182,15 +182,22 @@ def test_bad_input_is_one_line_on_stderr(
     )
 
 
-def test_thorough_without_the_mocker_fails_at_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("target", [[], ["--deploy-target", "local"]])
+def test_thorough_of_a_real_engine_on_this_machine_fails_at_once(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    target: list[str],
 ) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # auto: local
     doc = json.loads(json.dumps(DGDR))
     doc["spec"]["useMocker"] = False
-    code = main(["-f", str(_write(tmp_path, doc)), "-o", str(tmp_path / "o"), "--mode", "thorough"])
+    config = str(_write(tmp_path, doc))
+    code = main(["-f", config, "-o", str(tmp_path / "o"), "--mode", "thorough", *target])
     assert code == EXIT_ERROR
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--mode thorough" in last and "needs spec.useMocker: true" in last
+    assert "--mode thorough with --deploy-target local" in last
+    assert "needs spec.useMocker: true" in last and "--deploy-target kubernetes" in last
     assert not (tmp_path / "o").exists()
 
     dgdr = str(tmp_path / "dgdr.yaml")

@@ -2,7 +2,8 @@
 
 - ConfigMap `dgdr-input-<dgdr>`: the request itself (`dgdr.yaml`), mounted into the Job;
 - ServiceAccount, Role and RoleBinding `dgdr-profiler-<dgdr>`: the Job may create ConfigMaps
-  and write only `dgdr-output-<dgdr>` (unless the platform names an account of its own);
+  and write only `dgdr-output-<dgdr>`, and in thorough mode create, read and delete
+  DynamoGraphDeployments (its trial graphs) (unless the platform names an account of its own);
 - Job `profile-<dgdr>`: `python -m dynamo.profiler.job`, which runs the profiler and writes
   ConfigMap `dgdr-output-<dgdr>` itself through the Kubernetes API, or its reason for failing
   to the container's termination message.
@@ -126,10 +127,30 @@ def input_configmap(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def profiler_rules(request: str) -> list[dict[str, Any]]:
+def is_thorough(body: Mapping[str, Any]) -> bool:
+    """Whether the request profiles in thorough mode (`profilingConfig.config.sweep.
+    searchStrategy: thorough`; the profiler reads the same key)."""
+    config = _profiling(body).get("config") or {}
+    sweep = (config.get("sweep") if isinstance(config, Mapping) else None) or {}
+    if not isinstance(sweep, Mapping):
+        return False
+    return (sweep.get("searchStrategy") or sweep.get("search_strategy")) == "thorough"
+
+
+# Thorough profiling deploys a trial DGD per candidate (`<dgdr>-trial-tp<N>`), waits for it
+# to be ready and deletes it; names are not known in advance, so not limited by name.
+TRIAL_GRAPH_RULE: dict[str, Any] = {
+    "apiGroups": ["nvidia.com"],
+    "resources": ["dynamographdeployments"],
+    "verbs": ["create", "get", "list", "watch", "delete"],
+}
+
+
+def profiler_rules(request: str, *, thorough: bool = False) -> list[dict[str, Any]]:
     """What the profiling Job does with the API: server-side apply of its output ConfigMap
-    (create, as RBAC cannot limit `create` by name; get and patch of that one only)."""
-    return [
+    (create, as RBAC cannot limit `create` by name; get and patch of that one only), and in
+    thorough mode its trial DGDs (`TRIAL_GRAPH_RULE`)."""
+    rules = [
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         {
             "apiGroups": [""],
@@ -138,13 +159,16 @@ def profiler_rules(request: str) -> list[dict[str, Any]]:
             "verbs": ["get", "patch"],
         },
     ]
+    if thorough:
+        rules.append(copy.deepcopy(TRIAL_GRAPH_RULE))
+    return rules
 
 
 def profiler_rbac(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The Job's own account, `profiler_rules` in the request's namespace."""
     request = body["metadata"]["name"]
     name = profiler_account_name(request)
-    rules = profiler_rules(request)
+    rules = profiler_rules(request, thorough=is_thorough(body))
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(body, name)},
         {

@@ -48,6 +48,7 @@ KNOWN_KEYS: dict[str, set[str]] = {
         "pick_with_webui",
         "deploy_closest",
         "serving_overhead",  # ours: rapid's serving-stack model (overhead.py)
+        "search_strategy",  # rapid | thorough (Dynamo v1beta1's name); --mode overrides it
     },
     "engine": {"backend", "config", "max_context_length", "is_moe_model"},
     "deployment": {"namespace", "model", "dgd_image", "deployment_timeout", "service_name"},
@@ -222,9 +223,10 @@ def parse_request(doc: Mapping[str, Any], *, mode: str | None = None) -> Profile
         if sweep_s.get(key):
             raise ConfigError(f"sweep.{key}: not supported by this profiler")
 
-    chosen = mode or "rapid"
+    chosen = mode or str(sweep_s.get("search_strategy") or "rapid")
     if chosen not in MODES:
-        raise ConfigError(f"mode: {chosen!r} is not one of {', '.join(MODES)}")
+        where = "mode" if mode else "sweep.search_strategy"
+        raise ConfigError(f"{where}: {chosen!r} is not one of {', '.join(MODES)}")
     for key in sorted(sweep_s):
         if key.startswith("aic_") or key == "use_ai_configurator":
             ignored.append(f"sweep.{key} (rapid mode simulates every backend instead)")

@@ -210,3 +210,84 @@ def mocker_graph(request: ProfileRequest, prefill: Engine, decode: Engine) -> di
 
 def dump_documents(*docs: Mapping[str, Any]) -> str:
     return yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False)
+
+
+def _without_role_flags(container: dict[str, Any], backend: str) -> None:
+    """Drop the prefill/decode role flags of `backend` from a worker's args (list or one
+    `sh -c` string): a trial worker serves aggregated."""
+    flags = [" ".join(role) for role in ROLE_FLAGS.get(backend, {}).values()]
+    args = [str(a) for a in container.get("args") or []]
+    if len(args) == 1 and " " in args[0]:
+        text = args[0]
+        for flag in flags:
+            text = re.sub(rf"\s+{re.escape(flag)}(?=\s|$)", "", text)
+        container["args"] = [text]
+        return
+    kept: list[str] = []
+    i = 0
+    while i < len(args):
+        for flag in flags:
+            parts = flag.split(" ")
+            if args[i : i + len(parts)] == parts:
+                i += len(parts)
+                break
+        else:
+            kept.append(args[i])
+            i += 1
+    container["args"] = kept
+
+
+def trial_graph(request: ProfileRequest, eng: Engine, name: str) -> dict[str, Any]:
+    """The DGD thorough profiling deploys on Kubernetes to measure one candidate: a Frontend
+    and one aggregated worker with the candidate's TP. Mocker requests: a mocker worker that
+    simulates `eng`; real backends: the base DGD's frontend and decode worker (role flags
+    dropped, TP set), else the backend's worker on `request.model`."""
+    backend = request.backend
+    if request.use_mocker:
+        args = ["--model-path", MOCKER_TOKENIZER, "--model-name", request.model]
+        worker = _worker(
+            "",
+            eng.gpus,
+            _container(
+                request.image, ["python3", "-m", "dynamo.mocker"], [*args, *eng.mocker_args()]
+            ),
+            gpus=False,
+        )
+        services = {"Frontend": _frontend(request.image), "Worker": worker}
+    elif request.base_config is not None:
+        base = copy.deepcopy(request.base_config).get("spec", {}).get("services")
+        if not isinstance(base, dict):
+            raise ConfigError("engine.config: the base DGD has no spec.services")
+        services = {
+            k: v
+            for k, v in base.items()
+            if isinstance(v, dict) and v.get("componentType") == "frontend"
+        }
+        workers = [
+            v
+            for v in base.values()
+            if isinstance(v, dict) and v.get("subComponentType") == "decode"
+        ]
+        if not services or not workers:
+            raise ConfigError(
+                "engine.config: thorough profiling needs the base DGD's frontend service and a "
+                "service with subComponentType decode"
+            )
+        worker = workers[0]
+        container = worker.setdefault("extraPodSpec", {}).setdefault("mainContainer", {})
+        _without_role_flags(container, backend)
+        _set_tp(worker, backend, eng.gpus)
+        services["Worker"] = worker
+    else:
+        args = [MODEL_FLAG[backend], request.model, TP_FLAG[backend], str(eng.gpus)]
+        container = _container(request.image, ["python3", "-m", f"dynamo.{backend}"], args)
+        services = {
+            "Frontend": _frontend(request.image),
+            "Worker": _worker("", eng.gpus, container),
+        }
+    for service in services.values():
+        service["replicas"] = 1
+    services["Worker"].pop("subComponentType", None)  # aggregated: neither prefill nor decode
+    graph = _graph(request, services, "")
+    graph["metadata"]["name"] = name
+    return graph

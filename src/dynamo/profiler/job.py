@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,16 +27,21 @@ MAX_MESSAGE_BYTES = 4096  # the kubelet keeps at most 4 KiB of a termination mes
 
 def run_profiler(args: list[str]) -> tuple[int, str]:
     """Run `python -m dynamo.profiler ARGS`, passing its output through; returns its exit code
-    and last non-empty stderr line."""
+    and last non-empty stderr line. SIGTERM (the pod being stopped) is passed on, so the
+    profiler tears down what it deployed (thorough mode's trial graphs)."""
     cmd = [sys.executable, "-m", "dynamo.profiler", *args]
     last = ""
     with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace") as proc:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            if line.strip():
-                last = line.strip()
+        previous = signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+                if line.strip():
+                    last = line.strip()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     return proc.returncode, last
 
 

@@ -1,10 +1,12 @@
 """`python -m dynamo.profiler --config DGDR.yaml --output-dir DIR` (and `dynamo profile`).
 
 Reads the request, sweeps the candidate engines (rapid: simulated; thorough: deployed with
-`dynamo serve` and measured with real HTTP load), picks the highest throughput per GPU that
+`dynamo serve` here or as trial DGDs on Kubernetes, `--deploy-target`, and measured with real
+HTTP load), picks the highest throughput per GPU that
 meets the SLA, profiles the picked engines in depth and writes the output dir. Exit 0 on
 success; otherwise non-zero with a one-line reason as the last line on stderr (a profiling
-Job's termination message).
+Job's termination message). SIGTERM unwinds like Ctrl-C (exit 130), tearing down what
+thorough deployed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
 import time
 import traceback
@@ -32,6 +36,7 @@ from dynamo.profiler.sweep import (
     sweep_candidates,
     sweep_points,
 )
+from dynamo.profiler.thorough import DEPLOY_TARGETS
 from dynamo.runtime.errors import DynamoError, MissingExtraError
 
 EXIT_ERROR, EXIT_SLA_UNMET = 1, 3
@@ -56,9 +61,17 @@ def build_parser(prog: str = "python -m dynamo.profiler") -> argparse.ArgumentPa
         "--mode",
         choices=MODES,
         default=None,
-        help="rapid (default): the mocker's engine model in simulated time, seconds; "
-        "thorough: deploy each candidate with `dynamo serve` (mocker DGDRs) and measure "
-        "it with real HTTP load",
+        help="rapid (default, or sweep.searchStrategy): the mocker's engine model in "
+        "simulated time, seconds; thorough: deploy each candidate (see --deploy-target) and "
+        "measure it with real HTTP load",
+    )
+    parser.add_argument(
+        "--deploy-target",
+        choices=DEPLOY_TARGETS,
+        default="auto",
+        help="where thorough deploys candidates: local (`dynamo serve` here; mocker DGDRs "
+        "only), kubernetes (a trial DGD per candidate in the profiler's namespace); auto "
+        "(default): kubernetes inside a pod (KUBERNETES_SERVICE_HOST set), else local",
     )
     parser.add_argument(
         "--serving-overhead",
@@ -76,25 +89,28 @@ def build_parser(prog: str = "python -m dynamo.profiler") -> argparse.ArgumentPa
     return parser
 
 
-def _measurer(request: ProfileRequest) -> Measurer:
+def _measurer(request: ProfileRequest, deploy_target: str) -> Measurer:
     if request.mode == "rapid":
         return RapidMeasurer(request.serving_overhead)
-    if not request.use_mocker:
-        raise DynamoError(
-            "--mode thorough deploys each candidate as a local `dynamo serve` graph of "
-            "mocker workers, so it needs spec.useMocker: true; thorough profiling of real "
-            "engines (trial DGDs on Kubernetes) is not built; use --mode rapid"
-        )
-    from dynamo.profiler.thorough import ThoroughMeasurer
+    from dynamo.profiler.thorough import ThoroughMeasurer, resolve_target
 
-    return ThoroughMeasurer(request)
+    target = resolve_target(deploy_target, os.environ)
+    how = "as trial DGDs" if target == "kubernetes" else "with dynamo serve"
+    _log(f"thorough: deploying each candidate {how} (--deploy-target {target})")
+    return ThoroughMeasurer(request, target)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a deleted or timed-out Job's pod) unwinds like Ctrl-C, so the deployed
+    candidate is torn down."""
+    raise KeyboardInterrupt
 
 
 def _log(message: str) -> None:
     print(f"profiler: {message}", file=sys.stderr, flush=True)
 
 
-def profile(request: ProfileRequest, out_dir: Path) -> int:
+def profile(request: ProfileRequest, out_dir: Path, deploy_target: str = "auto") -> int:
     started = time.monotonic()
     for note in request.ignored:
         _log(f"ignored: {note}")
@@ -106,7 +122,7 @@ def profile(request: ProfileRequest, out_dir: Path) -> int:
     )
     if request.mode == "rapid":
         _log(f"rapid TTFT = the engine's + the serving stack's ({request.serving_overhead})")
-    measurer = _measurer(request)
+    measurer = _measurer(request, deploy_target)
     try:
         bar = ProgressBar(sweep_points(request))
         sweep = sweep_candidates(request, measurer, bar)
@@ -166,7 +182,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m dynamo.pro
             request = dataclasses.replace(request, deploy_closest=True)
         if overhead is not None:
             request = dataclasses.replace(request, serving_overhead=overhead)
-        return profile(request, Path(args.output_dir))
+        signal.signal(signal.SIGTERM, _terminate)
+        return profile(request, Path(args.output_dir), args.deploy_target)
     except DynamoError as exc:
         print(f"{prog}: {exc}".replace("\n", " "), file=sys.stderr, flush=True)
         return EXIT_ERROR

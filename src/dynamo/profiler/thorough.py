@@ -1,9 +1,16 @@
 """Thorough measurement: deploy each candidate engine and measure it with real HTTP load.
 
-Each candidate runs as a `dynamo serve` graph on this machine (a frontend and one mocker
-worker with the candidate's settings); prefill and decode points are streamed completions
-through the frontend, timed at the client. Mocker DGDRs only: real engines need their GPUs,
-and trial DGDs on Kubernetes are not built.
+Each candidate is deployed as a graph of a frontend and one aggregated worker, by one of two
+deployers (`--deploy-target`):
+
+- `local`: `LocalGraph`, a `dynamo serve` of `candidate_graph` on this machine (mocker
+  requests only: real engines need their GPUs here);
+- `kubernetes`: `kube_graph.KubeGraph`, a trial DGD in the profiler's namespace, measured
+  through its frontend Service (any backend; the mocker's graph for `useMocker`).
+
+`auto` (the default) is `kubernetes` inside a pod (`KUBERNETES_SERVICE_HOST` is set), else
+`local`. Prefill and decode points are streamed completions through the frontend, timed at
+the client.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -34,6 +42,46 @@ from dynamo.runtime.errors import DynamoError
 PREFILL_REPEATS = 5  # TTFT is their median: one slow request on a busy machine is noise
 STOP_GRACE_S = 15.0
 REQUEST_TIMEOUT_S = 600.0
+DEPLOY_TARGETS = ("auto", "local", "kubernetes")
+
+
+class Graph(Protocol):
+    """A deployed candidate: where its frontend serves `model`; `stop` tears it down."""
+
+    engine: Engine
+    model: str
+    base_url: str
+
+    def stop(self) -> None: ...
+
+
+Deployer = Callable[[Engine], Graph]
+
+
+def resolve_target(target: str, env: Mapping[str, str]) -> str:
+    """`local` or `kubernetes`: `auto` is `kubernetes` inside a pod."""
+    if target not in DEPLOY_TARGETS:
+        raise DynamoError(f"--deploy-target: {target!r} is not one of {', '.join(DEPLOY_TARGETS)}")
+    if target == "auto":
+        return "kubernetes" if env.get("KUBERNETES_SERVICE_HOST") else "local"
+    return target
+
+
+def deployer(request: ProfileRequest, target: str, workdir: Path) -> Deployer:
+    """How `ThoroughMeasurer` deploys a candidate for `target` (`local` or `kubernetes`).
+    Raises `DynamoError` for a real engine on `local`."""
+    if target == "kubernetes":
+        from dynamo.profiler.kube_graph import KubeGraph
+
+        return lambda eng: KubeGraph(request, eng)
+    if not request.use_mocker:
+        raise DynamoError(
+            "--mode thorough with --deploy-target local runs each candidate as a `dynamo "
+            "serve` graph on this machine, which needs spec.useMocker: true (real engines "
+            "need their GPUs); run the profiler in the cluster (the DGDR's profiling Job) or "
+            "with --deploy-target kubernetes to deploy trial DGDs, or use --mode rapid"
+        )
+    return lambda eng: LocalGraph(request, eng, workdir)
 
 
 def _free_port() -> int:
@@ -170,20 +218,29 @@ async def _stream(
 
 
 class ThoroughMeasurer:
-    """`Measurer` against live `dynamo serve` graphs, one candidate at a time."""
+    """`Measurer` against live graphs, one candidate at a time."""
 
-    def __init__(self, request: ProfileRequest) -> None:
+    def __init__(
+        self, request: ProfileRequest, target: str = "local", deploy: Deployer | None = None
+    ) -> None:
+        """`target`: `local` or `kubernetes` (`resolve_target`); `deploy` replaces its
+        deployer (tests)."""
         self.request = request
         self._tmp = tempfile.TemporaryDirectory(prefix="dynamo-profile-")
-        self._graph: LocalGraph | None = None
+        try:
+            self._deploy = deploy or deployer(request, target, Path(self._tmp.name))
+        except DynamoError:
+            self._tmp.cleanup()
+            raise
+        self._graph: Graph | None = None
         self._seed = 0
 
-    def _serving(self, eng: Engine) -> LocalGraph:
+    def _serving(self, eng: Engine) -> Graph:
         if self._graph is None or self._graph.engine != eng:
             if self._graph is not None:
                 self._graph.stop()
                 self._graph = None
-            self._graph = LocalGraph(self.request, eng, Path(self._tmp.name))
+            self._graph = self._deploy(eng)
         return self._graph
 
     def _prompts(self, count: int, isl: int) -> list[list[int]]:
