@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from dynamo.frontend import responses as rs
+from dynamo.frontend.engine_client import WORKER_WAIT_S
 from dynamo.frontend.model_manager import ModelManager
 from dynamo.frontend.preprocessor_cache import PreprocessorCache
 from dynamo.frontend.protocol import EmbeddingRequest
@@ -32,7 +33,7 @@ async def embed(
             "`embedding` model type)",
             param="model",
         )
-    if not routed.worker_ids():
+    if not routed.worker_ids() and not await routed.wait_for_worker(WORKER_WAIT_S):
         raise UnavailableError(f"No worker of model `{req.model}` is ready; retry later")
     try:
         pre = await preprocessors.get(entry.card, entry.cards)

@@ -11,6 +11,7 @@ there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Failures after which the same request can run on another worker.
 MIGRATABLE = (StreamIncompleteError, TransportError, EngineShutdownError)
+
+WORKER_WAIT_S = 2.0  # how long a request waits for a model's first ready worker
 
 
 class EndpointClient(Protocol):
@@ -61,6 +64,7 @@ class RoutedModel:
         self._clients: dict[int, EndpointClient] = {}
         self._dp_workers: set[int] = set()  # workers with several data-parallel ranks
         self._bootstrap: dict[int, BootstrapAddress] = {}  # bootstrap-style prefill workers
+        self._has_workers = asyncio.Event()
 
     # --- membership (driven by discovery) ----------------------------------------------
     def add_worker(
@@ -78,18 +82,32 @@ class RoutedModel:
         if info.data_parallel_size > 1:
             self._dp_workers.add(info.instance_id)
         self.policy.add_worker(info)
+        self._has_workers.set()
 
     def remove_worker(self, instance_id: int) -> None:
         if self._clients.pop(instance_id, None) is not None:
             self._dp_workers.discard(instance_id)
             self._bootstrap.pop(instance_id, None)
             self.policy.remove_worker(instance_id)
+            if not self._clients:
+                self._has_workers.clear()
 
     def has_worker(self, instance_id: int) -> bool:
         return instance_id in self._clients
 
     def worker_ids(self) -> list[int]:
         return list(self._clients)
+
+    async def wait_for_worker(self, timeout_s: float) -> bool:
+        """Whether a worker takes requests within `timeout_s` (at once if one does now)."""
+        if self._clients:
+            return True
+        try:
+            async with asyncio.timeout(timeout_s):  # not wait_for: see runtime.tasks
+                await self._has_workers.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def bootstrap_of(self, instance_id: int) -> BootstrapAddress | None:
         """The bootstrap address a (SGLang) prefill worker registered, if any."""

@@ -24,6 +24,7 @@ from dynamo.frontend import responses as rs
 from dynamo.frontend.accounting import RequestAccounting
 from dynamo.frontend.detokenize import TextStream
 from dynamo.frontend.disagg import DisaggRequest, DisaggRouter, DisaggSettings
+from dynamo.frontend.engine_client import WORKER_WAIT_S
 from dynamo.frontend.errors import HttpError, to_http_error
 from dynamo.frontend.generation import Generation, Step
 from dynamo.frontend.metrics import FrontendMetrics
@@ -101,7 +102,10 @@ class OpenAIServing:
         entry, routed = self._models.lookup(model)
         if not entry.serves(kind):
             raise InvalidRequestError(f"The model `{model}` does not serve {kind}", param="model")
-        if not routed.worker_ids():
+        # A worker whose card is known before the request plane lists its instance (a
+        # frontend that just started, a worker registering) is a moment away: wait for it,
+        # bounded, rather than refuse a request that would be served a moment later.
+        if not routed.worker_ids() and not await routed.wait_for_worker(WORKER_WAIT_S):
             raise UnavailableError(f"No worker of model `{model}` is ready; retry later")
         try:
             pre = await self._pre.get(entry.card, entry.cards)
