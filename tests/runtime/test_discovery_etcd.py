@@ -75,6 +75,42 @@ async def test_reregisters_after_etcd_restart_with_data_lost(etcd_server: EtcdSe
     await reader.close()
 
 
+async def test_a_watch_keeps_keys_their_owner_puts_back_after_etcd_lost_its_data(
+    etcd_server: EtcdServer,
+) -> None:
+    """A watch that breaks on an etcd restart with its data lost re-reads the prefix before
+    its owner's keep-alive put the key back: it waits for the key (up to a TTL) instead of
+    reporting it deleted, so a frontend does not drop a live worker for that moment."""
+    owner = EtcdDiscovery(etcd_server.url, ttl_s=6.0)  # keep-alive every 2 s notices the loss
+    reader = EtcdDiscovery(etcd_server.url, ttl_s=30.0)  # the reader's TTL bounds the wait
+    await owner.start()
+    await reader.start()
+    watch = reader.watch_prefix("t6/")
+    await owner.put("t6/a", {"n": 1})
+    assert await next_event(watch) == WatchEvent("put", "t6/a", {"n": 1})
+    events: list[WatchEvent] = []
+
+    async def follow() -> None:
+        while True:
+            events.append(await next_event(watch, 60))
+
+    follower = asyncio.create_task(follow())
+    await asyncio.to_thread(etcd_server.restart, wipe=True)
+    async with asyncio.timeout(30):  # the owner's keep-alive re-grants and puts a back
+        while "t6/a" not in await owner.get_prefix("t6/"):  # noqa: ASYNC110 (polls etcd)
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # the reader's resync has seen it too
+    assert all(e.kind == "put" for e in events), events  # a was never reported gone
+    await owner.close()
+    async with asyncio.timeout(20):
+        while WatchEvent("delete", "t6/a", None) not in events:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
+    await watch.aclose()
+    await reader.close()
+
+
 async def test_watch_survives_etcd_restart(etcd_server: EtcdServer) -> None:
     owner = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
     reader = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)

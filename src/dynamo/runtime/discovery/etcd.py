@@ -4,7 +4,9 @@ The lease (TTL `ttl_s`) is kept alive every TTL/3. If a keep-alive fails (etcd r
 network blip) the process reconnects with jittered backoff 50 ms → 5 s (`runtime.retry`, so
 that the clients of a restarted etcd do not all call back at once), keeps its old lease if etcd
 still knows it, else grants a new one, and re-puts every key it owns. Watches resynchronise
-after a broken stream by re-reading the prefix and emitting the difference.
+after a broken stream by re-reading the prefix and emitting the difference; keys missing
+from that read are waited for, up to one TTL, before they are reported deleted (an etcd that
+lost its data gets them back from their owners within that).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dynamo.runtime.retry import Backoff, retry
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ERRORS = (aetcd.exceptions.ClientError, grpc.RpcError, OSError, TimeoutError)
+RESYNC_POLL_S = 0.25  # re-read period while keys missing after a watch break come back
 
 
 def _transient(exc: Exception) -> bool:
@@ -228,10 +231,7 @@ class EtcdDiscovery:
         while True:
             try:
                 client = await self._ready_client()
-                snapshot = await client.get_prefix(prefix.encode())
-                current = {
-                    kv.key.decode(): v for kv in snapshot if (v := _decode(kv.value)) is not None
-                }
+                snapshot, current = await self._resync_read(client, prefix, known)
                 for key in [k for k in known if k not in current]:
                     del known[key]
                     yield WatchEvent("delete", key, None)
@@ -265,6 +265,25 @@ class EtcdDiscovery:
                     raise asyncio.CancelledError from exc
                 log.info("etcd watch of %r broke (%s); resynchronising", prefix, exc)
                 await backoff.sleep()
+
+    async def _resync_read(
+        self, client: Any, prefix: str, known: dict[str, dict[str, Any]]
+    ) -> tuple[Any, dict[str, dict[str, Any]]]:
+        """The prefix now, for a (re)started watch. After a break, keys this watch knew
+        that are missing may be a restarted etcd that lost its data: their owners put them
+        back when their keep-alive reconnects. Re-read until they are back or one lease TTL
+        has passed (what a dead owner's lease would take to expire anyway), so that readers
+        do not drop live workers for that moment."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ttl
+        while True:
+            snapshot = await client.get_prefix(prefix.encode())
+            current = {
+                kv.key.decode(): v for kv in snapshot if (v := _decode(kv.value)) is not None
+            }
+            if all(k in current for k in known) or loop.time() >= deadline:
+                return snapshot, current
+            await asyncio.sleep(RESYNC_POLL_S)
 
     async def close(self) -> None:
         if self._closed:
