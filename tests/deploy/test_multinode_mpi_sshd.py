@@ -29,8 +29,11 @@ from dynamo.deploy.multinode import pod_spec
 from dynamo.testing.pod_shell import kubelet_expand
 from dynamo.testing.servers import free_port
 
+ASKED = bool(os.environ.get("DYN_TEST_SSHD"))  # asked for: a missing piece fails, not skips
 SSHD = os.environ.get("DYN_TEST_SSHD") or "/usr/sbin/sshd"
 if not Path(SSHD).is_file():
+    if ASKED:
+        raise RuntimeError(f"DYN_TEST_SSHD={SSHD} is not a file")
     pytest.skip(f"no sshd at {SSHD} (set DYN_TEST_SSHD)", allow_module_level=True)
 
 
@@ -44,9 +47,10 @@ def _user() -> pwd.struct_passwd | None:
     try:
         pwd.getpwnam("sshd")
     except KeyError:
-        pytest.skip(
-            "as root sshd needs the user sshd: set DYN_TEST_SSH_USER", allow_module_level=True
-        )
+        reason = "as root sshd needs the user sshd: set DYN_TEST_SSH_USER"
+        if ASKED:
+            raise RuntimeError(reason) from None
+        pytest.skip(reason, allow_module_level=True)
     return None
 
 
