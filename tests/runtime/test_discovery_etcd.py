@@ -75,6 +75,25 @@ async def test_reregisters_after_etcd_restart_with_data_lost(etcd_server: EtcdSe
     await reader.close()
 
 
+async def test_a_put_after_etcd_lost_its_data_regrants_the_lease(etcd_server: EtcdServer) -> None:
+    """A put made after etcd lost its data, before the keep-alive noticed (a long TTL), finds
+    its lease unknown: it grants a new lease and puts the key (and every other owned key)
+    at once, instead of failing with "requested lease not found"."""
+    owner = EtcdDiscovery(etcd_server.url, ttl_s=60.0, rpc_timeout_s=3.0)
+    await owner.start()
+    await owner.put("t7/a", {"n": 1})
+    first_lease = owner.lease_id
+    await asyncio.to_thread(etcd_server.restart, wipe=True)
+    await owner.put("t7/b", {"n": 2})
+    assert owner.lease_id != first_lease
+    assert await owner.get_prefix("t7/") == {"t7/a": {"n": 1}, "t7/b": {"n": 2}}
+    await owner.close()
+    reader = EtcdDiscovery(etcd_server.url, ttl_s=TTL_S)
+    await reader.start()
+    assert await reader.get_prefix("t7/") == {}  # the new lease was revoked on close
+    await reader.close()
+
+
 async def test_a_watch_keeps_keys_their_owner_puts_back_after_etcd_lost_its_data(
     etcd_server: EtcdServer,
 ) -> None:

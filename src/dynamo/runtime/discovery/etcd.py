@@ -3,10 +3,11 @@
 The lease (TTL `ttl_s`) is kept alive every TTL/3. If a keep-alive fails (etcd restarted,
 network blip) the process reconnects with jittered backoff 50 ms → 5 s (`runtime.retry`, so
 that the clients of a restarted etcd do not all call back at once), keeps its old lease if etcd
-still knows it, else grants a new one, and re-puts every key it owns. Watches resynchronise
-after a broken stream by re-reading the prefix and emitting the difference; keys missing
-from that read are waited for, up to one TTL, before they are reported deleted (an etcd that
-lost its data gets them back from their owners within that).
+still knows it, else grants a new one, and re-puts every key it owns. A put that finds its
+lease gone before the keep-alive noticed (etcd lost its data) does the same at once. Watches
+resynchronise after a broken stream by re-reading the prefix and emitting the difference;
+keys missing from that read are waited for, up to one TTL, before they are reported deleted
+(an etcd that lost its data gets them back from their owners within that).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ RESYNC_POLL_S = 0.25  # re-read period while keys missing after a watch break co
 
 def _transient(exc: Exception) -> bool:
     return isinstance(exc, _ERRORS)
+
+
+def _lease_not_found(exc: Exception) -> bool:
+    """etcd answers NOT_FOUND ("requested lease not found") to a put on a lease it lost."""
+    cause = exc.__cause__ if isinstance(exc, aetcd.exceptions.ClientError) else exc
+    return isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.NOT_FOUND
 
 
 def _cancel_requested() -> bool:
@@ -93,6 +100,7 @@ class EtcdDiscovery:
         self._lease_id: int | None = None
         self._owned: dict[str, bytes] = {}
         self._ready = asyncio.Event()
+        self._lease_lock = asyncio.Lock()  # one re-grant at a time (keep-alive or a put)
         self._keepalive: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -130,6 +138,10 @@ class EtcdDiscovery:
 
     async def _establish_lease(self, client: aetcd.Client) -> None:
         """Keep the current lease if etcd still has it, else grant one; (re)put owned keys."""
+        async with self._lease_lock:
+            await self._establish_lease_locked(client)
+
+    async def _establish_lease_locked(self, client: aetcd.Client) -> None:
         lease_id = self._lease_id
         if lease_id is not None:
             reply = await client.refresh_lease(lease_id)
@@ -213,7 +225,28 @@ class EtcdDiscovery:
         if not self._ready.is_set():
             log.info("etcd unreachable: %s will be registered when it is back", key)
             return
-        await self._retry(f"put {key!r}", lambda c: c.put(key.encode(), data, lease=self._lease_id))
+
+        async def put_owned(client: aetcd.Client) -> None:
+            lease_id = self._lease_id
+            try:
+                await client.put(key.encode(), data, lease=lease_id)
+            except aetcd.exceptions.ClientError as exc:
+                if not _lease_not_found(exc):
+                    raise
+                await self._regrant(client, lease_id)  # re-puts every owned key
+                if self._owned.get(key) == data:  # a concurrent re-grant may have missed it
+                    await client.put(key.encode(), data, lease=self._lease_id)
+
+        await self._retry(f"put {key!r}", put_owned)
+
+    async def _regrant(self, client: aetcd.Client, lost: int | None) -> None:
+        """etcd lost lease `lost` (its data was wiped) before the keep-alive noticed: grant a
+        new one and re-put every owned key now, unless a concurrent caller already did."""
+        async with self._lease_lock:
+            if self._lease_id != lost:
+                return
+            log.warning("etcd lease %x not found on put; re-registering", lost or 0)
+            await self._establish_lease_locked(client)
 
     async def delete(self, key: str) -> None:
         self._owned.pop(key, None)
