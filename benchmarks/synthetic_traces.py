@@ -103,10 +103,24 @@ def multiturn(n: int, rng: random.Random) -> list[Row]:
     return rows[:n]
 
 
+def popular_prefixes(n: int, rng: random.Random) -> list[Row]:
+    """Many medium prefixes (documents, agent scaffolds) with a heavy-tailed popularity."""
+    ids = _Ids()
+    docs = [ids.take(rng.randint(8, 24)) for _ in range(2000)]
+    weights = [1.0 / (k + 1) ** 0.9 for k in range(len(docs))]  # Zipf(0.9): a long tail
+    rng.shuffle(weights)  # popularity unrelated to length or creation order
+    rows = []
+    for _, t in zip(range(n), _arrivals(rng, 10.0), strict=False):
+        doc = rng.choices(docs, weights)[0]
+        rows.append(_row(t, doc + ids.take(rng.randint(1, 3)), rng, rng.randint(50, 400)))
+    return rows
+
+
 PATTERNS: dict[str, Callable[[int, random.Random], list[Row]]] = {
     "shared-system": shared_system,
     "unique": unique,
     "multiturn": multiturn,
+    "popular-prefixes": popular_prefixes,
 }
 
 
