@@ -48,7 +48,7 @@ from _procs import (
     tiny_model_dir,
 )
 from routing_sim import trace_rows
-from synthetic_traces import lru_bound, write_rows
+from synthetic_traces import PATTERNS, lru_bound, write_rows
 
 # Dynamo 1.6.1's defaults, spelled as our flags' environment variables
 DYNAMO_DEFAULTS = {"DYN_KV_OVERLAP_SCORE_WEIGHT": "1", "DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT": "1"}
@@ -192,7 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--trace", nargs="+", default=["conversation"],
-        help="conversation, shared-system, unique, multiturn or a jsonl path; several in turn",
+        help=f"conversation, {', '.join(PATTERNS)} or a jsonl path; several in turn",
     )  # fmt: skip
     parser.add_argument("--time-scales", type=float, nargs="+", default=[0.1, 0.05])
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))

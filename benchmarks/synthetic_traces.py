@@ -10,7 +10,12 @@ e.g. 64 tokens an id at `--block 64`):
 - `unique`: many short prompts (2-8 ids) that share nothing: routing can only balance load;
 - `multiturn`: chat sessions (3-8 turns, 5-30 s of think time between turns, many open at
   once): each turn repeats the session's whole history (prompts and answers) and adds a
-  question, so only the session's own earlier requests share its prefix.
+  question, so only the session's own earlier requests share its prefix;
+- `popular-prefixes`: many medium prefixes (2,000 documents or agent scaffolds of 8-24 ids)
+  with a heavy-tailed popularity (Zipf 0.9, shuffled so it is unrelated to length) before a
+  short unique suffix (1-3 ids): a few prefixes are hot, most are seen once or twice, and
+  the distinct prefixes outgrow one worker's cache, so where a prefix is kept decides the
+  hit rate.
 
 Arrivals are Poisson at a rate chosen so that at time scale 0.1 the four-worker replay profile
 (`routing_quality.py`, `routing_sim.py`) carries about the prefill load of the conversation
