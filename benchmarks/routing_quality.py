@@ -1,6 +1,7 @@
 """Routing quality: prefix-cache hit rate and TTFT of trace replays, our defaults vs Dynamo's.
 
-    python benchmarks/routing_quality.py [--trace conversation shared-system unique multiturn]
+    python benchmarks/routing_quality.py [--trace conversation shared-system unique multiturn
+        popular-prefixes]
         [--time-scales 0.1 0.05] [--systems ours ours-old peer] [--modes kv round-robin]
         [--limit 1000 --block 64 --max-output 32] [--bench-dir benchmarks/clients]
         [--router-env NAME=VALUE ...]
@@ -16,9 +17,10 @@ settings, `--kv-overlap-score-weight 1 --router-kv-overlap-score-credit 1`; kv o
 round-robin is ours'), `peer` (the real NVIDIA Dynamo with its defaults, when installed).
 The bound is the hit rate of one shared LRU cache of the same total size (`lru_bound` in
 `synthetic_traces.py`), what a perfect router approaches. `--router-env` sets environment
-variables for the servers of every run (ours reads `DYN_KV_OVERLAP_SCORE_WEIGHT` and
-`DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT`, Dynamo 1.6.1 `DYN_ROUTER_PREFILL_LOAD_SCALE` and the same
-credit variable); the results carry them as `router_env`.
+variables for the servers of every run (ours reads `DYN_KV_OVERLAP_SCORE_WEIGHT`,
+`DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT` and `DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_QUEUE_SCALE`,
+Dynamo 1.6.1 `DYN_ROUTER_PREFILL_LOAD_SCALE` and the same credit variable); the results carry
+them as `router_env`.
 """
 
 from __future__ import annotations
