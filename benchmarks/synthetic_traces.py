@@ -11,7 +11,7 @@ e.g. 64 tokens an id at `--block 64`):
 - `multiturn`: chat sessions (3-8 turns, 5-30 s of think time between turns, many open at
   once): each turn repeats the session's whole history (prompts and answers) and adds a
   question, so only the session's own earlier requests share its prefix;
-- `popular-prefixes`: many medium prefixes (2,000 documents or agent scaffolds of 8-24 ids)
+- `popular-prefixes`: many medium prefixes (2,000 documents or agent scaffolds of 16-48 ids)
   with a heavy-tailed popularity (Zipf 0.9, shuffled so it is unrelated to length) before a
   short unique suffix (1-3 ids): a few prefixes are hot, most are seen once or twice, and
   the distinct prefixes outgrow one worker's cache, so where a prefix is kept decides the
@@ -74,7 +74,7 @@ def shared_system(n: int, rng: random.Random) -> list[Row]:
     systems = [ids.take(rng.randint(16, 40)) for _ in range(6)]
     weights = [1.0 / (k + 1) for k in range(len(systems))]  # Zipf(1) popularity
     rows = []
-    for _, t in zip(range(n), _arrivals(rng, 10.0), strict=False):
+    for _, t in zip(range(n), _arrivals(rng, 3.5), strict=False):
         system = rng.choices(systems, weights)[0]
         rows.append(_row(t, system + ids.take(rng.randint(1, 4)), rng, rng.randint(100, 600)))
     return rows
@@ -111,11 +111,11 @@ def multiturn(n: int, rng: random.Random) -> list[Row]:
 def popular_prefixes(n: int, rng: random.Random) -> list[Row]:
     """Many medium prefixes (documents, agent scaffolds) with a heavy-tailed popularity."""
     ids = _Ids()
-    docs = [ids.take(rng.randint(8, 24)) for _ in range(2000)]
+    docs = [ids.take(rng.randint(16, 48)) for _ in range(2000)]
     weights = [1.0 / (k + 1) ** 0.9 for k in range(len(docs))]  # Zipf(0.9): a long tail
     rng.shuffle(weights)  # popularity unrelated to length or creation order
     rows = []
-    for _, t in zip(range(n), _arrivals(rng, 10.0), strict=False):
+    for _, t in zip(range(n), _arrivals(rng, 3.5), strict=False):
         doc = rng.choices(docs, weights)[0]
         rows.append(_row(t, doc + ids.take(rng.randint(1, 3)), rng, rng.randint(50, 400)))
     return rows
