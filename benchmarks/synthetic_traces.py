@@ -14,8 +14,8 @@ e.g. 64 tokens an id at `--block 64`):
 - `popular-prefixes`: many medium prefixes (2,000 documents or agent scaffolds of 16-48 ids)
   with a heavy-tailed popularity (Zipf 0.9, shuffled so it is unrelated to length) before a
   short unique suffix (1-3 ids): a few prefixes are hot, most are seen once or twice, and
-  the distinct prefixes outgrow one worker's cache, so where a prefix is kept decides the
-  hit rate.
+  the distinct prefixes outgrow the workers' caches, so every second copy of a prefix evicts
+  another one: where a prefix is kept decides the hit rate.
 
 Arrivals are Poisson at a rate chosen so that at time scale 0.1 the four-worker replay profile
 (`routing_quality.py`, `routing_sim.py`) carries about the prefill load of the conversation

@@ -91,6 +91,14 @@ def candidate_costs(
     if not adjust or not candidates:
         return [c.cost(overlap_weight, overlap_credit) for c in candidates]
     least = min(c.active_prefill_tokens / c.block_size for c in candidates)
+    if overlap_credit_decay <= 0:  # one credit for all: it depends on the shortest queue only
+        credit = effective_credit(
+            overlap_credit,
+            queue_scale=overlap_credit_queue_scale,
+            least_pending_blocks=least,
+            request_blocks=request_blocks,
+        )
+        return [c.cost(overlap_weight, credit) for c in candidates]
     costs = []
     for c in candidates:
         credit = effective_credit(
