@@ -6,16 +6,17 @@ pending prefill tokens plus this whole prompt, in blocks; `decode_blocks` its ac
 with this request. `overlap_weight` is Dynamo's prefill load scale (the older overlap score
 weight); `credit` is the overlap score credit (1 in Dynamo; `RouterConfig` defaults to 4).
 
-Two adjustments of the credit, both off at credit 1 (`effective_credit`):
+Two adjustments of the credit (`effective_credit`):
 
-- the queue scale (ours): the part above 1 grows with the queue every candidate has,
-  `credit - 1` times `1 + queue_scale * least_pending_blocks / request_blocks`; at scale 1 a
-  worker holding the whole prompt keeps it while its pending prefill stays below `credit`
-  times the least loaded worker's (this request included), a ratio instead of a margin;
+- the queue scale (ours; a credit of 1 or less is left alone): the part above 1 grows with
+  the queue every candidate has, `credit - 1` times `1 + queue_scale * least_pending_blocks /
+  request_blocks`; at scale 1 a worker holding the whole prompt keeps it while its pending
+  prefill stays below `credit` times the least loaded worker's (this request included), a
+  ratio instead of a margin;
 - the decay (Dynamo's): divided by `1 + decay * excess / request_blocks` when a worker's pending
   prefill exceeds the least loaded candidate's by `excess` blocks.
 
-With credit 1 this is the original `overlap_weight * prefill_blocks + decode_blocks`.
+With credit 1 and decay 0 this is the original `overlap_weight * prefill_blocks + decode_blocks`.
 """
 
 from __future__ import annotations
