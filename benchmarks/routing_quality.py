@@ -1,6 +1,7 @@
 """Routing quality: prefix-cache hit rate and TTFT of trace replays, our defaults vs Dynamo's.
 
-    python benchmarks/routing_quality.py [--trace conversation shared-system unique multiturn]
+    python benchmarks/routing_quality.py [--trace conversation shared-system unique multiturn
+        popular-prefixes]
         [--time-scales 0.1 0.05] [--systems ours ours-old peer] [--modes kv round-robin]
         [--limit 1000 --block 64 --max-output 32] [--bench-dir benchmarks/clients]
         [--router-env NAME=VALUE ...]
@@ -16,9 +17,10 @@ settings, `--kv-overlap-score-weight 1 --router-kv-overlap-score-credit 1`; kv o
 round-robin is ours'), `peer` (the real NVIDIA Dynamo with its defaults, when installed).
 The bound is the hit rate of one shared LRU cache of the same total size (`lru_bound` in
 `synthetic_traces.py`), what a perfect router approaches. `--router-env` sets environment
-variables for the servers of every run (ours reads `DYN_KV_OVERLAP_SCORE_WEIGHT` and
-`DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT`, Dynamo 1.6.1 `DYN_ROUTER_PREFILL_LOAD_SCALE` and the same
-credit variable); the results carry them as `router_env`.
+variables for the servers of every run (ours reads `DYN_KV_OVERLAP_SCORE_WEIGHT`,
+`DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT` and `DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_QUEUE_SCALE`,
+Dynamo 1.6.1 `DYN_ROUTER_PREFILL_LOAD_SCALE` and the same credit variable); the results carry
+them as `router_env`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from _procs import (
     tiny_model_dir,
 )
 from routing_sim import trace_rows
-from synthetic_traces import lru_bound, write_rows
+from synthetic_traces import PATTERNS, lru_bound, write_rows
 
 # Dynamo 1.6.1's defaults, spelled as our flags' environment variables
 DYNAMO_DEFAULTS = {"DYN_KV_OVERLAP_SCORE_WEIGHT": "1", "DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT": "1"}
@@ -192,7 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--trace", nargs="+", default=["conversation"],
-        help="conversation, shared-system, unique, multiturn or a jsonl path; several in turn",
+        help=f"conversation, {', '.join(PATTERNS)} or a jsonl path; several in turn",
     )  # fmt: skip
     parser.add_argument("--time-scales", type=float, nargs="+", default=[0.1, 0.05])
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))

@@ -2,7 +2,7 @@
 
     python benchmarks/routing_sim.py [--modes kv round-robin] [--time-scales 0.1 0.05]
         [--seeds 8] [--router-args "" "--kv-overlap-score-weight 1 ..."]
-        [--trace conversation shared-system unique multiturn PATH]
+        [--trace conversation shared-system unique multiturn popular-prefixes PATH]
 
 The same workload as `routing_quality.py` (first LIMIT requests, BLOCK tokens a hash id, max
 output MAX_OUTPUT, 4 workers of 8,192 blocks of 16 tokens, speedup 1), but in simulated time

@@ -10,7 +10,12 @@ e.g. 64 tokens an id at `--block 64`):
 - `unique`: many short prompts (2-8 ids) that share nothing: routing can only balance load;
 - `multiturn`: chat sessions (3-8 turns, 5-30 s of think time between turns, many open at
   once): each turn repeats the session's whole history (prompts and answers) and adds a
-  question, so only the session's own earlier requests share its prefix.
+  question, so only the session's own earlier requests share its prefix;
+- `popular-prefixes`: many medium prefixes (2,000 documents or agent scaffolds of 16-48 ids)
+  with a heavy-tailed popularity (Zipf 0.9, shuffled so it is unrelated to length) before a
+  short unique suffix (1-3 ids): a few prefixes are hot, most are seen once or twice, and
+  the distinct prefixes outgrow the workers' caches, so every second copy of a prefix evicts
+  another one: where a prefix is kept decides the hit rate.
 
 Arrivals are Poisson at a rate chosen so that at time scale 0.1 the four-worker replay profile
 (`routing_quality.py`, `routing_sim.py`) carries about the prefill load of the conversation
@@ -69,7 +74,7 @@ def shared_system(n: int, rng: random.Random) -> list[Row]:
     systems = [ids.take(rng.randint(16, 40)) for _ in range(6)]
     weights = [1.0 / (k + 1) for k in range(len(systems))]  # Zipf(1) popularity
     rows = []
-    for _, t in zip(range(n), _arrivals(rng, 10.0), strict=False):
+    for _, t in zip(range(n), _arrivals(rng, 3.5), strict=False):
         system = rng.choices(systems, weights)[0]
         rows.append(_row(t, system + ids.take(rng.randint(1, 4)), rng, rng.randint(100, 600)))
     return rows
@@ -103,10 +108,24 @@ def multiturn(n: int, rng: random.Random) -> list[Row]:
     return rows[:n]
 
 
+def popular_prefixes(n: int, rng: random.Random) -> list[Row]:
+    """Many medium prefixes (documents, agent scaffolds) with a heavy-tailed popularity."""
+    ids = _Ids()
+    docs = [ids.take(rng.randint(16, 48)) for _ in range(2000)]
+    weights = [1.0 / (k + 1) ** 0.9 for k in range(len(docs))]  # Zipf(0.9): a long tail
+    rng.shuffle(weights)  # popularity unrelated to length or creation order
+    rows = []
+    for _, t in zip(range(n), _arrivals(rng, 3.5), strict=False):
+        doc = rng.choices(docs, weights)[0]
+        rows.append(_row(t, doc + ids.take(rng.randint(1, 3)), rng, rng.randint(50, 400)))
+    return rows
+
+
 PATTERNS: dict[str, Callable[[int, random.Random], list[Row]]] = {
     "shared-system": shared_system,
     "unique": unique,
     "multiturn": multiturn,
+    "popular-prefixes": popular_prefixes,
 }
 
 

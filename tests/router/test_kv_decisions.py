@@ -119,6 +119,43 @@ def test_overlap_credit_keeps_a_busy_worker_that_holds_the_prefix(credit, expect
     assert p.select(RouteRequest("y", follow)).instance_id == expected
 
 
+@pytest.mark.parametrize(
+    ("overrides", "holder_pending_blocks", "expected"),
+    [
+        ({}, 32, WA),  # our defaults: 32 < 4 x (8 + 4) blocks, a keeps its prefix
+        ({}, 56, WB),  # ... not beyond
+        ({"kv_overlap_score_credit_queue_scale": 0.0}, 32, WB),  # static: 32 - 8 >= 4 x 4
+        (DYNAMO_DEFAULTS, 32, WB),
+    ],
+)
+def test_when_every_worker_is_queued_the_prefix_holder_keeps_it_up_to_a_queue_ratio(
+    overrides, holder_pending_blocks, expected
+):
+    p = KvPolicy(RouterConfig(router_mode="kv", kv_events=False, **overrides), random.Random(0))
+    p.add_worker(WorkerInfo(WA, BLOCK))
+    p.add_worker(WorkerInfo(WB, BLOCK))
+    prefix = list(range(4 * BLOCK))  # a 4-block prompt, cached on a, finished
+    p.select(RouteRequest("x", prefix, backend_instance_id=WA))
+    p.on_first_token("x")
+    p.on_finish("x")
+    unrelated = iter(range(10_000, 10**6, 8 * BLOCK))
+
+    def queue(worker, n_blocks):  # unrelated 8-block prompts, still waiting for prefill
+        for i in range(n_blocks // 8):
+            start = next(unrelated)
+            tokens = list(range(start, start + 8 * BLOCK))
+            p.select(RouteRequest(f"{worker}-{i}", tokens, backend_instance_id=worker))
+
+    queue(WA, holder_pending_blocks)
+    queue(WB, 8)
+    assert p.stats().active_prefill_tokens == {
+        (WA, 0): holder_pending_blocks * BLOCK,
+        (WB, 0): 8 * BLOCK,
+    }
+    decision = p.select(RouteRequest("y", prefix))
+    assert decision.instance_id == expected
+
+
 def test_prefix_hit_beats_idle_worker_but_load_spreads():
     p = policy(kv_events=False)
     long = [list(range(i * BLOCK, (i + 1) * BLOCK)) for i in range(10)]

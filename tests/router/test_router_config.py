@@ -13,6 +13,7 @@ def test_defaults_match_dynamo():
     assert c.kv_overlap_score_weight == 16.0  # Dynamo's is 1 (docs/router.md#defaults)
     assert c.kv_overlap_score_credit == 4.0  # Dynamo's is 1
     assert c.kv_overlap_score_credit_decay == 0.0
+    assert c.kv_overlap_score_credit_queue_scale == 1.0  # ours; no effect at Dynamo's credit 1
     assert c.router_temperature == 0.0
     assert c.kv_events is True
     assert c.kv_cache_block_size is None
@@ -67,6 +68,10 @@ def test_overlap_credit_flags_and_the_prefill_load_scale_aliases():
         ["--router-kv-overlap-score-credit", "2", "--router-kv-overlap-score-credit-decay", "1"],
     )
     assert (c.kv_overlap_score_credit, c.kv_overlap_score_credit_decay) == (2.0, 1.0)
+    flag = "--router-kv-overlap-score-credit-queue-scale"
+    assert parse(RouterConfig, [flag, "0"]).kv_overlap_score_credit_queue_scale == 0.0
+    env = {"DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_QUEUE_SCALE": "2"}
+    assert resolve(RouterConfig, {}, env).kv_overlap_score_credit_queue_scale == 2.0
     for flag in (
         "--kv-overlap-score-weight",
         "--router-kv-overlap-score-weight",
@@ -91,6 +96,10 @@ def test_env_and_flag_precedence():
         (
             {"kv_overlap_score_credit": -1.0},
             "--router-kv-overlap-score-credit must be >= 0, got -1.0",
+        ),
+        (
+            {"kv_overlap_score_credit_queue_scale": -0.5},
+            "--router-kv-overlap-score-credit-queue-scale must be >= 0, got -0.5",
         ),
         (
             {"kv_overlap_score_credit_decay": float("inf")},

@@ -9,6 +9,7 @@ from dynamo.router.selection import (
     Candidate,
     candidate_costs,
     drop_busy,
+    effective_credit,
     select_candidate,
     softmax_probabilities,
 )
@@ -75,6 +76,68 @@ def test_credit_decay_halves_the_credit_at_one_request_of_excess_pending_prefill
     costs = candidate_costs([busy, light], 1.0, 2.0, overlap_credit_decay=1.0, request_blocks=20)
     assert costs == [pytest.approx(40 - 1.0 * 10), 20.0]  # credit 2 / (1 + 1) = 1
     assert candidate_costs([busy, light], 1.0, 2.0, request_blocks=20) == [20.0, 20.0]
+
+
+def test_queue_scale_grows_the_credit_above_one_with_the_shortest_queue():
+    assert effective_credit(4.0, queue_scale=1.0, least_pending_blocks=20, request_blocks=10) == 10
+    assert effective_credit(4.0, queue_scale=0.5, least_pending_blocks=20, request_blocks=10) == 7
+    assert effective_credit(4.0, queue_scale=1.0, least_pending_blocks=0, request_blocks=10) == 4
+    assert effective_credit(4.0, least_pending_blocks=20, request_blocks=10) == 4  # scale 0
+    # Dynamo's credit (1) and a credit below 1 are left alone
+    assert effective_credit(1.0, queue_scale=1.0, least_pending_blocks=99, request_blocks=1) == 1
+    assert effective_credit(0.5, queue_scale=1.0, least_pending_blocks=99, request_blocks=1) == 0.5
+    # then Dynamo's decay divides it
+    credit = effective_credit(
+        4.0,
+        queue_scale=1.0,
+        least_pending_blocks=20,
+        excess_blocks=10,
+        decay=1.0,
+        request_blocks=10,
+    )
+    assert credit == 5
+
+
+@pytest.mark.parametrize(("holder_pending", "holder_wins"), [(100, True), (130, False)])
+def test_queue_scale_one_keeps_the_prefix_while_its_queue_is_below_credit_times_the_shortest(
+    holder_pending, holder_wins
+):
+    """Whole 10-block prompt cached on the holder, 20 blocks pending on the other worker: the
+    holder keeps it while its pending prefill is below 4 x (20 + 10) = 120 blocks; the static
+    credit (scale 0) only while it is below 20 + 4 x 10 = 60."""
+    holder = overlap_cand(1, 10, 10, holder_pending, 0)
+    other = overlap_cand(2, 10, 0, 20, 0)
+    rng = random.Random(0)
+
+    def pick(scale):
+        chosen = select_candidate(
+            [holder, other],
+            overlap_weight=16.0,
+            temperature=0,
+            rng=rng,
+            overlap_credit=4.0,
+            request_blocks=10,
+            overlap_credit_queue_scale=scale,
+        )
+        return chosen is holder
+
+    assert pick(1.0) is holder_wins
+    assert pick(0.0) is False
+
+
+def test_queue_scale_leaves_light_load_and_dynamos_credit_alone():
+    holder = overlap_cand(1, 10, 6, 30, 3)
+    other = overlap_cand(2, 10, 0, 0, 1)  # an idle worker: no queue every choice shares
+    assert candidate_costs([holder, other], 16.0, 4.0, request_blocks=10) == candidate_costs(
+        [holder, other], 16.0, 4.0, request_blocks=10, overlap_credit_queue_scale=1.0
+    )
+    busy = overlap_cand(2, 10, 0, 25, 1)
+    assert candidate_costs([holder, busy], 1.0, 1.0, request_blocks=10) == candidate_costs(
+        [holder, busy], 1.0, 1.0, request_blocks=10, overlap_credit_queue_scale=1.0
+    )
+    assert candidate_costs([holder, busy], 16.0, 4.0, request_blocks=10) != candidate_costs(
+        [holder, busy], 16.0, 4.0, request_blocks=10, overlap_credit_queue_scale=1.0
+    )
 
 
 def test_tie_broken_by_smallest_tree_then_random():

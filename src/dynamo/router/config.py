@@ -23,6 +23,9 @@ ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 # more than the prefill it saves one request (a second copy spends cache, splits a conversation).
 DEFAULT_OVERLAP_SCORE_WEIGHT = 16.0
 DEFAULT_OVERLAP_SCORE_CREDIT = 4.0
+# Ours, no Dynamo counterpart (off at credit 1): when every worker is queued, the credit's part
+# above 1 grows with the shortest queue, so the affinity test becomes a ratio of queues.
+DEFAULT_OVERLAP_SCORE_CREDIT_QUEUE_SCALE = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,15 @@ class RouterConfig:
         env="DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_DECAY",
         help="shrink the overlap credit of workers with more pending prefill than the least "
         "loaded one: 1 halves it at one request's worth of excess (0 = off)",
+    )
+    kv_overlap_score_credit_queue_scale: float = option(
+        DEFAULT_OVERLAP_SCORE_CREDIT_QUEUE_SCALE,
+        flag="--router-kv-overlap-score-credit-queue-scale",
+        env="DYN_ROUTER_KV_OVERLAP_SCORE_CREDIT_QUEUE_SCALE",
+        help="grow the overlap credit's part above 1 by this times the pending prefill of the "
+        "least loaded worker, in requests of this size: at 1 a worker holding the prompt keeps "
+        "it while its queue is below credit times the shortest (0 = static credit; no effect "
+        "at credit 1, Dynamo's)",
     )
     router_temperature: float = option(
         0.0, help="softmax sampling temperature over KV costs (0 = always the cheapest)"
@@ -97,6 +109,10 @@ class RouterConfig:
         for name, value in (
             ("--router-kv-overlap-score-credit", self.kv_overlap_score_credit),
             ("--router-kv-overlap-score-credit-decay", self.kv_overlap_score_credit_decay),
+            (
+                "--router-kv-overlap-score-credit-queue-scale",
+                self.kv_overlap_score_credit_queue_scale,
+            ),
         ):
             _check(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
         _check(

@@ -3,7 +3,8 @@
 Per request: hash the prompt's full blocks, look up each worker's cached leading blocks in the
 prefix index (fed by KV events, or by the router's own decisions in approximate mode), add each
 worker's active-sequence load, and pick the lowest `overlap_weight * prefill_blocks +
-decode_blocks`, the overlap credited `--router-kv-overlap-score-credit` times (`selection.py`).
+decode_blocks`, the overlap credited `--router-kv-overlap-score-credit` times, more when every
+worker is queued (`--router-kv-overlap-score-credit-queue-scale`, `selection.py`).
 The choice is then booked as an active sequence on that worker until `on_finish`.
 """
 
@@ -249,6 +250,7 @@ class KvPolicy(PolicyBase):
             rng=self._rng,
             overlap_credit=cfg.kv_overlap_score_credit,
             overlap_credit_decay=cfg.kv_overlap_score_credit_decay,
+            overlap_credit_queue_scale=cfg.kv_overlap_score_credit_queue_scale,
             request_blocks=math.ceil(len(request.token_ids) / cands[0].block_size) if cands else 1,
         )
         return chosen, hashes

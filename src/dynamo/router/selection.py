@@ -4,10 +4,19 @@ cost = overlap_weight * max(raw_prefill_blocks - credit * overlap_blocks, 0) + d
 lower is better (Dynamo's `DefaultWorkerSelector`, 1.6.1): `raw_prefill_blocks` is the worker's
 pending prefill tokens plus this whole prompt, in blocks; `decode_blocks` its active KV blocks
 with this request. `overlap_weight` is Dynamo's prefill load scale (the older overlap score
-weight); `credit` is the overlap score credit (1 here and in Dynamo; `RouterConfig` defaults
-to 4), divided by `1 + decay * excess / request_blocks` when a worker's pending prefill exceeds
-the least loaded candidate's by `excess` blocks. With credit 1 and decay 0 this is the original
-`overlap_weight * prefill_blocks + decode_blocks`.
+weight); `credit` is the overlap score credit (1 in Dynamo; `RouterConfig` defaults to 4).
+
+Two adjustments of the credit (`effective_credit`):
+
+- the queue scale (ours; a credit of 1 or less is left alone): the part above 1 grows with
+  the queue every candidate has, `credit - 1` times `1 + queue_scale * least_pending_blocks /
+  request_blocks`; at scale 1 a worker holding the whole prompt keeps it while its pending
+  prefill stays below `credit` times the least loaded worker's (this request included), a
+  ratio instead of a margin;
+- the decay (Dynamo's): divided by `1 + decay * excess / request_blocks` when a worker's pending
+  prefill exceeds the least loaded candidate's by `excess` blocks.
+
+With credit 1 and decay 0 this is the original `overlap_weight * prefill_blocks + decode_blocks`.
 """
 
 from __future__ import annotations
@@ -47,22 +56,61 @@ class Candidate:
         return overlap_weight * prefill_blocks + self.decode_blocks
 
 
+def effective_credit(
+    credit: float,
+    *,
+    queue_scale: float = 0.0,
+    least_pending_blocks: float = 0.0,
+    excess_blocks: float = 0.0,
+    decay: float = 0.0,
+    request_blocks: int = 1,
+) -> float:
+    """The overlap credit one candidate is scored with (see the module docstring).
+
+    `least_pending_blocks`: the smallest pending prefill (blocks) over all candidates, the queue
+    no choice avoids; `excess_blocks`: this candidate's pending prefill above it.
+    """
+    per_request = max(request_blocks, 1)
+    if queue_scale > 0 and credit > 1.0:
+        credit = 1.0 + (credit - 1.0) * (1.0 + queue_scale * least_pending_blocks / per_request)
+    if decay > 0:
+        credit /= 1.0 + decay * excess_blocks / per_request
+    return credit
+
+
 def candidate_costs(
     candidates: Sequence[Candidate],
     overlap_weight: float,
     overlap_credit: float = 1.0,
     overlap_credit_decay: float = 0.0,
     request_blocks: int = 1,
+    overlap_credit_queue_scale: float = 0.0,
 ) -> list[float]:
-    """The cost of every candidate; the decay compares pending prefill across `candidates`."""
-    if overlap_credit_decay <= 0:
+    """The cost of every candidate; the credit's adjustments compare pending prefill across
+    `candidates`."""
+    adjust = overlap_credit_decay > 0 or (overlap_credit_queue_scale > 0 and overlap_credit > 1)
+    if not adjust or not candidates:
         return [c.cost(overlap_weight, overlap_credit) for c in candidates]
-    least = min(c.active_prefill_tokens for c in candidates)
+    least = min(c.active_prefill_tokens / c.block_size for c in candidates)
+    if overlap_credit_decay <= 0:  # one credit for all: it depends on the shortest queue only
+        credit = effective_credit(
+            overlap_credit,
+            queue_scale=overlap_credit_queue_scale,
+            least_pending_blocks=least,
+            request_blocks=request_blocks,
+        )
+        return [c.cost(overlap_weight, credit) for c in candidates]
     costs = []
     for c in candidates:
-        excess_blocks = (c.active_prefill_tokens - least) / c.block_size
-        decay = 1.0 + overlap_credit_decay * excess_blocks / max(request_blocks, 1)
-        costs.append(c.cost(overlap_weight, overlap_credit / decay))
+        credit = effective_credit(
+            overlap_credit,
+            queue_scale=overlap_credit_queue_scale,
+            least_pending_blocks=least,
+            excess_blocks=c.active_prefill_tokens / c.block_size - least,
+            decay=overlap_credit_decay,
+            request_blocks=request_blocks,
+        )
+        costs.append(c.cost(overlap_weight, credit))
     return costs
 
 
@@ -75,6 +123,7 @@ def select_candidate(
     overlap_credit: float = 1.0,
     overlap_credit_decay: float = 0.0,
     request_blocks: int = 1,
+    overlap_credit_queue_scale: float = 0.0,
 ) -> Candidate:
     """Pick the cheapest candidate, or softmax-sample.
 
@@ -86,7 +135,12 @@ def select_candidate(
     if not candidates:
         raise ValueError("select_candidate needs at least one candidate")
     costs = candidate_costs(
-        candidates, overlap_weight, overlap_credit, overlap_credit_decay, request_blocks
+        candidates,
+        overlap_weight,
+        overlap_credit,
+        overlap_credit_decay,
+        request_blocks,
+        overlap_credit_queue_scale,
     )
     if temperature > 0:
         return candidates[softmax_sample(costs, temperature, rng)]
