@@ -13,7 +13,9 @@ made up); only the overshoot of the latest sleep shows.
 The plan runs on `time.monotonic`, not on `loop.time()`: uvloop's loop time is whole
 milliseconds (floored), so a sleep computed from it overshoots by the floored fraction, up to
 1 ms, on top of uvloop's rounding of the sleep to whole milliseconds; the next step makes it
-up, so consecutive token gaps jittered by up to ~1.5 ms each way instead of ~0.5 ms.
+up, so consecutive token gaps jittered by up to ~1.5 ms each way instead of ~0.5 ms. The
+sleeps themselves go through `PreciseTimer` (a helper thread per rank) for the same reason:
+uvloop rounds every sleep to whole milliseconds.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
 from dynamo.engines.mocker.scheduler import Scheduler
 from dynamo.engines.mocker.sequence import Finished, SchedRequest, StepResult
+from dynamo.engines.mocker.timer import PreciseTimer
 from dynamo.engines.mocker.transfer import (
     DEFAULT_KV_BYTES_PER_TOKEN,
     KvLink,
@@ -90,7 +93,16 @@ class _Stream:
 
 
 class _Rank:
-    __slots__ = ("arrived", "dp_rank", "last_load", "scheduler", "streams", "task", "wake")
+    __slots__ = (
+        "arrived",
+        "dp_rank",
+        "last_load",
+        "scheduler",
+        "streams",
+        "task",
+        "timer",
+        "wake",
+    )
 
     def __init__(self, dp_rank: int, scheduler: Scheduler) -> None:
         self.dp_rank = dp_rank
@@ -98,6 +110,7 @@ class _Rank:
         self.streams: dict[int, _Stream] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.timer = PreciseTimer()  # the step loop's sleeps (uvloop's are whole ms)
         self.last_load: tuple[int, int, int] = (0, 0, 0)
         # `clock()` time the first request reached the idle rank: its first step starts then
         self.arrived: float | None = None
@@ -173,6 +186,7 @@ class MockerEngine:
         await asyncio.gather(*tasks, return_exceptions=True)
         for rank in self._ranks:
             rank.task = None
+            rank.timer.close()
             self._fail_streams(rank, EngineShutdownError("mocker engine is shutting down"))
 
     async def check_health(self) -> str | None:
@@ -411,7 +425,7 @@ class MockerEngine:
                 self._flush_events()
                 delay = result.duration_s if result.batch else max(result.duration_s, STALL_RETRY_S)
                 deadline, sleep_s = plan_step(deadline, clock(), delay)
-                await asyncio.sleep(sleep_s)
+                await rank.timer.sleep(sleep_s)
                 self._deliver(rank, result)
                 self._notify_load(rank)
         except asyncio.CancelledError:
