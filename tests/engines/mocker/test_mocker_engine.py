@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -441,9 +440,9 @@ async def test_the_step_loop_sleeps_on_its_ranks_timer_and_shutdown_stops_it(
     engine, _ = await make_engine(speedup_ratio=1.0)
     out = await collect(engine, request("t", list(range(10, 30)), max_tokens=3))
     assert len(tokens_of(out)) == 3
-    threads = [t for t in threading.enumerate() if t.name == "mocker-timer"]
-    assert threads  # the steps slept through the rank's PreciseTimer
+    (rank,) = engine._ranks
+    thread = rank.timer._thread
+    assert thread is not None and thread.is_alive()  # the steps slept on the rank's timer
     await engine.shutdown()
-    for t in threads:
-        t.join(timeout=5)
-    assert not any(t.is_alive() for t in threads)
+    thread.join(timeout=5)
+    assert not thread.is_alive()
