@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
 
 import pytest
 import uvloop
 
 from dynamo.engines.mocker.timer import PreciseTimer, clock
 
-
-def _timer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "mocker-timer"]
+needs_timerfd = pytest.mark.skipif(not PreciseTimer.available(), reason="Linux timerfd only")
 
 
 def test_sleeps_never_end_early_on_uvloop() -> None:
     # Sub-millisecond sleeps that uvloop would round (0.4 ms -> 0 ms, 1.6 ms -> 2 ms from a
-    # floored clock): each ends no earlier than asked, in order.
+    # floored clock): each ends no earlier than asked.
     async def main() -> list[tuple[float, float]]:
         timer = PreciseTimer()
         out = []
@@ -32,36 +30,42 @@ def test_sleeps_never_end_early_on_uvloop() -> None:
         assert slept >= asked
 
 
-async def test_a_zero_sleep_yields_without_the_thread() -> None:
+async def test_a_zero_sleep_yields_to_the_loop() -> None:
     timer = PreciseTimer()
     ran = []
     asyncio.get_running_loop().call_soon(ran.append, 1)
     await timer.sleep(0)
-    assert ran == [1]  # it let the loop run what was ready
+    assert ran == [1]
     await timer.sleep(-1.0)
-    assert timer._thread is None
+    assert timer._fd is None  # no descriptor for sleeps that need none
 
 
-async def test_a_cancelled_sleep_ends_at_once_and_the_timer_still_works() -> None:
+@needs_timerfd
+async def test_a_cancelled_sleep_does_not_end_the_next_one_early() -> None:
     timer = PreciseTimer()
-    task = asyncio.create_task(timer.sleep(30.0))
-    await asyncio.sleep(0.01)
+    task = asyncio.create_task(timer.sleep(0.002))
+    await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    timer.close()  # the thread stops after its (30 s) sleep; a new one serves from now
+    await asyncio.sleep(0.01)  # the cancelled sleep's time passes (it was disarmed)
     start = clock()
-    await timer.sleep(0.002)
-    assert clock() - start >= 0.002
+    await timer.sleep(0.02)
+    assert clock() - start >= 0.02
     timer.close()
 
 
-async def test_close_stops_the_thread() -> None:
+@needs_timerfd
+async def test_close_releases_the_descriptor_and_a_later_sleep_opens_another() -> None:
     timer = PreciseTimer()
     await timer.sleep(0.001)
-    thread = timer._thread
-    assert thread is not None and thread.is_alive()
+    fd = timer._fd
+    assert fd is not None
     timer.close()
-    thread.join(timeout=5)
-    assert not thread.is_alive()
-    assert thread not in _timer_threads()
+    assert timer._fd is None
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    start = clock()
+    await timer.sleep(0.001)
+    assert clock() - start >= 0.001
+    timer.close()
