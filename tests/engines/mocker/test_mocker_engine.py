@@ -445,3 +445,26 @@ async def test_the_step_loop_sleeps_on_its_ranks_timer_and_shutdown_closes_it(
         assert rank.timer._fd is not None  # the steps slept on the rank's timer
     await engine.shutdown()
     assert rank.timer._fd is None
+
+
+async def test_a_steps_tokens_reach_their_stream_before_the_next_step_is_computed(
+    make_engine: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A heavy next step (a prompt joining) must not hold back tokens already due: each
+    # token is in its consumer's hands before the scheduler computes the following step.
+    engine, _ = await make_engine()
+    log: list[str] = []
+    scheduler = engine.schedulers[0]
+    real_step = scheduler.step
+
+    def step() -> Any:
+        log.append("step")
+        return real_step()
+
+    monkeypatch.setattr(scheduler, "step", step)
+    stream = engine.generate(
+        request("order", list(range(10, 30)), max_tokens=4), RequestContext("order")
+    )
+    async for out in stream:
+        log.extend("token" for _ in out.get("token_ids", []))
+    assert log[:8] == ["step", "token"] * 4

@@ -426,7 +426,13 @@ class MockerEngine:
                 delay = result.duration_s if result.batch else max(result.duration_s, STALL_RETRY_S)
                 deadline, sleep_s = plan_step(deadline, clock(), delay)
                 await rank.timer.sleep(sleep_s)
-                self._deliver(rank, result)
+                if self._deliver(rank, result):
+                    # Tokens out before the next step is computed: the woken streams send
+                    # their frames in the next loop turn and the request plane writes them
+                    # in the one after; a heavy next step (a prompt joining, its KV events)
+                    # must not delay tokens already due. The plan's deadline does not move.
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
                 self._notify_load(rank)
         except asyncio.CancelledError:
             raise
@@ -435,18 +441,23 @@ class MockerEngine:
             self._fail_streams(rank, UnavailableError(f"mocker rank {rank.dp_rank} failed: {exc}"))
             raise
 
-    def _deliver(self, rank: _Rank, result: StepResult) -> None:
+    def _deliver(self, rank: _Rank, result: StepResult) -> bool:
+        """Hand the step's tokens and finishes to their streams; whether any stream woke."""
         streams = rank.streams
+        woke = False
         for key, token in result.emitted:
             stream = streams.get(key)
             if stream is not None:
                 stream.tokens.append(token)
                 stream.wake.set()
+                woke = True
         for finished in result.finished:
             stream = streams.get(finished.key)
             if stream is not None:
                 stream.final = finished
                 stream.wake.set()
+                woke = True
+        return woke
 
     def _fail_streams(self, rank: _Rank, error: Exception) -> None:
         for stream in rank.streams.values():
