@@ -1,11 +1,13 @@
 """Write an SSE body with as few socket writes as the stream allows.
 
-Chunks produced in the same event-loop iteration (a worker's outputs that arrived together)
-are joined and sent as one HTTP chunk at the end of the iteration, instead of one send per
-token. The first chunk goes through aiohttp (it carries the headers), the last one with the end
-of the body; backpressure uses aiohttp's drain, bounded by `write_timeout_s`: a client that
-reads nothing for that long is cut off (`ClientTooSlowError`, via `_Watchdog`), which cancels
-the work upstream.
+A stream's first chunk in an event-loop iteration leaves at once; chunks it produces later in
+the same iteration (a worker's outputs that arrived together) are joined and sent as one HTTP
+chunk at the end of the iteration, instead of one send per token. Sending the first at once
+rather than at the end of the iteration keeps a token from waiting for every other stream's
+work in that iteration. The first chunk of the body goes through aiohttp (it carries the
+headers), the last one with the end of the body; backpressure uses aiohttp's drain, bounded
+by `write_timeout_s`: a client that reads nothing for that long is cut off
+(`ClientTooSlowError`, via `_Watchdog`), which cancels the work upstream.
 """
 
 from __future__ import annotations
@@ -75,10 +77,13 @@ class _Coalescer:
         self.broken = False
 
     def add(self, data: bytes) -> None:
-        self._parts.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
+        """Send `data` now if it is this iteration's first, else join it to the next flush."""
+        if self._scheduled:
+            self._parts.append(data)
+            return
+        self._scheduled = True
+        self._loop.call_soon(self.flush)  # ends this iteration's turn
+        self._send(data)
 
     def take(self) -> bytes:
         data = b"".join(self._parts) if len(self._parts) != 1 else self._parts[0]
@@ -87,9 +92,10 @@ class _Coalescer:
 
     def flush(self) -> None:
         self._scheduled = False
-        if not self._parts:
-            return
-        data = self.take()
+        if self._parts:
+            self._send(self.take())
+
+    def _send(self, data: bytes) -> None:
         if self._transport.is_closing():
             self.broken = True
             return
@@ -168,10 +174,9 @@ async def _write_sse(
     try:
         async for chunk in rest:
             progress.wrote()
-            if chunk.endswith(DONE):
-                out.add(chunk)
+            if chunk.endswith(DONE):  # with whatever waits, in one write with the body's end
                 progress.state = "waiting on client"
-                await resp.write_eof(out.take())
+                await resp.write_eof(out.take() + chunk)
                 return
             if out.broken or transport.is_closing():
                 raise ConnectionResetError("client went away")

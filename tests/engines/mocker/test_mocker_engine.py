@@ -15,6 +15,7 @@ from dynamo.engines.mocker import engine as engine_module
 from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.engine import MAX_LAG_S, MockerEngine, plan_step
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
+from dynamo.engines.mocker.timer import PreciseTimer
 from dynamo.engines.mocker.transfer import prompt_hashes, transfer_params
 from dynamo.mocker.tinymodel import (
     TINY_MODEL_EOS_TOKEN_ID,
@@ -312,14 +313,11 @@ def record_step_sleeps(
     the loop's sleeps lasts `oversleep_s` longer than asked (a CPU that wakes it late)."""
     asked: list[float] = []
     durations: list[float] = []
-    real_sleep = asyncio.sleep
+    real_sleep = PreciseTimer.sleep
 
-    async def sleep(delay: float, result: Any = None) -> Any:
-        task = asyncio.current_task()
-        if task is not None and task.get_name().startswith("mocker-rank"):
-            asked.append(delay)
-            delay += oversleep_s
-        return await real_sleep(delay, result)
+    async def sleep(timer: PreciseTimer, delay: float) -> None:
+        asked.append(delay)
+        await real_sleep(timer, delay + oversleep_s)
 
     scheduler = engine.schedulers[0]
     real_step = scheduler.step
@@ -329,7 +327,7 @@ def record_step_sleeps(
         durations.append(result.duration_s)
         return result
 
-    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(PreciseTimer, "sleep", sleep)
     monkeypatch.setattr(scheduler, "step", step)
     return asked, durations
 
@@ -389,22 +387,19 @@ async def test_the_step_plan_runs_on_the_engines_fine_clock(
     monkeypatch.setattr(engine_module, "clock", lambda: now[0])
     asked: list[float] = []
     durations: list[float] = []
-    real_sleep, real_step = asyncio.sleep, engine.schedulers[0].step
+    real_step = engine.schedulers[0].step
 
-    async def sleep(delay: float, result: Any = None) -> Any:
-        task = asyncio.current_task()
-        if task is not None and task.get_name().startswith("mocker-rank"):
-            asked.append(delay)
-            now[0] += delay + 0.0004
-            delay = 0
-        return await real_sleep(delay, result)
+    async def sleep(timer: PreciseTimer, delay: float) -> None:
+        asked.append(delay)
+        now[0] += delay + 0.0004
+        await asyncio.sleep(0)
 
     def step() -> Any:
         result = real_step()
         durations.append(result.duration_s)
         return result
 
-    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(PreciseTimer, "sleep", sleep)
     monkeypatch.setattr(engine.schedulers[0], "step", step)
     out = await collect(engine, request("fine", list(range(10, 74)), max_tokens=8))
     assert len(tokens_of(out)) == 8
@@ -437,3 +432,39 @@ async def test_a_prefill_decode_pair_hashes_each_prompt_once_with_the_same_resul
         b.block_hash for e in sink.kv_events if isinstance(e.data, KvStored) for b in e.data.blocks
     ]
     assert stored[:5] == prompt_hashes(prompt, 16)
+
+
+async def test_the_step_loop_sleeps_on_its_ranks_timer_and_shutdown_closes_it(
+    make_engine: Factory,
+) -> None:
+    engine, _ = await make_engine(speedup_ratio=1.0)
+    out = await collect(engine, request("t", list(range(10, 30)), max_tokens=3))
+    assert len(tokens_of(out)) == 3
+    (rank,) = engine._ranks
+    if PreciseTimer.available():
+        assert rank.timer._fd is not None  # the steps slept on the rank's timer
+    await engine.shutdown()
+    assert rank.timer._fd is None
+
+
+async def test_a_steps_tokens_reach_their_stream_before_the_next_step_is_computed(
+    make_engine: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A heavy next step (a prompt joining) must not hold back tokens already due: each
+    # token is in its consumer's hands before the scheduler computes the following step.
+    engine, _ = await make_engine()
+    log: list[str] = []
+    scheduler = engine.schedulers[0]
+    real_step = scheduler.step
+
+    def step() -> Any:
+        log.append("step")
+        return real_step()
+
+    monkeypatch.setattr(scheduler, "step", step)
+    stream = engine.generate(
+        request("order", list(range(10, 30)), max_tokens=4), RequestContext("order")
+    )
+    async for out in stream:
+        log.extend("token" for _ in out.get("token_ids", []))
+    assert log[:8] == ["step", "token"] * 4

@@ -13,7 +13,9 @@ made up); only the overshoot of the latest sleep shows.
 The plan runs on `time.monotonic`, not on `loop.time()`: uvloop's loop time is whole
 milliseconds (floored), so a sleep computed from it overshoots by the floored fraction, up to
 1 ms, on top of uvloop's rounding of the sleep to whole milliseconds; the next step makes it
-up, so consecutive token gaps jittered by up to ~1.5 ms each way instead of ~0.5 ms.
+up, so consecutive token gaps jittered by up to ~1.5 ms each way instead of ~0.5 ms. The
+sleeps themselves go through `PreciseTimer` (a helper thread per rank) for the same reason:
+uvloop rounds every sleep to whole milliseconds.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dynamo.engines.mocker.config import MockerConfig
 from dynamo.engines.mocker.sampling import TokenSampler, seed_for
 from dynamo.engines.mocker.scheduler import Scheduler
 from dynamo.engines.mocker.sequence import Finished, SchedRequest, StepResult
+from dynamo.engines.mocker.timer import PreciseTimer
 from dynamo.engines.mocker.transfer import (
     DEFAULT_KV_BYTES_PER_TOKEN,
     KvLink,
@@ -90,7 +93,16 @@ class _Stream:
 
 
 class _Rank:
-    __slots__ = ("arrived", "dp_rank", "last_load", "scheduler", "streams", "task", "wake")
+    __slots__ = (
+        "arrived",
+        "dp_rank",
+        "last_load",
+        "scheduler",
+        "streams",
+        "task",
+        "timer",
+        "wake",
+    )
 
     def __init__(self, dp_rank: int, scheduler: Scheduler) -> None:
         self.dp_rank = dp_rank
@@ -98,6 +110,7 @@ class _Rank:
         self.streams: dict[int, _Stream] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.timer = PreciseTimer()  # the step loop's sleeps (uvloop's are whole ms)
         self.last_load: tuple[int, int, int] = (0, 0, 0)
         # `clock()` time the first request reached the idle rank: its first step starts then
         self.arrived: float | None = None
@@ -173,6 +186,7 @@ class MockerEngine:
         await asyncio.gather(*tasks, return_exceptions=True)
         for rank in self._ranks:
             rank.task = None
+            rank.timer.close()
             self._fail_streams(rank, EngineShutdownError("mocker engine is shutting down"))
 
     async def check_health(self) -> str | None:
@@ -411,8 +425,14 @@ class MockerEngine:
                 self._flush_events()
                 delay = result.duration_s if result.batch else max(result.duration_s, STALL_RETRY_S)
                 deadline, sleep_s = plan_step(deadline, clock(), delay)
-                await asyncio.sleep(sleep_s)
-                self._deliver(rank, result)
+                await rank.timer.sleep(sleep_s)
+                if self._deliver(rank, result):
+                    # Tokens out before the next step is computed: the woken streams send
+                    # their frames in the next loop turn and the request plane writes them
+                    # in the one after; a heavy next step (a prompt joining, its KV events)
+                    # must not delay tokens already due. The plan's deadline does not move.
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
                 self._notify_load(rank)
         except asyncio.CancelledError:
             raise
@@ -421,18 +441,23 @@ class MockerEngine:
             self._fail_streams(rank, UnavailableError(f"mocker rank {rank.dp_rank} failed: {exc}"))
             raise
 
-    def _deliver(self, rank: _Rank, result: StepResult) -> None:
+    def _deliver(self, rank: _Rank, result: StepResult) -> bool:
+        """Hand the step's tokens and finishes to their streams; whether any stream woke."""
         streams = rank.streams
+        woke = False
         for key, token in result.emitted:
             stream = streams.get(key)
             if stream is not None:
                 stream.tokens.append(token)
                 stream.wake.set()
+                woke = True
         for finished in result.finished:
             stream = streams.get(finished.key)
             if stream is not None:
                 stream.final = finished
                 stream.wake.set()
+                woke = True
+        return woke
 
     def _fail_streams(self, rank: _Rank, error: Exception) -> None:
         for stream in rank.streams.values():
