@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "dynamo_frontend"
 REQUESTS = f"{PREFIX}_requests_total"
+INFLIGHT = f"{PREFIX}_inflight_requests"
 # histogram -> Traffic field, and the factor to its unit
 HISTOGRAMS = {
     "input_sequence_tokens": ("isl", 1.0),
@@ -44,6 +45,11 @@ class MetricSource(Protocol):
         """The traffic since the previous call (or `start`)."""
         ...
 
+    async def arrived(self) -> float | None:
+        """Requests that arrived at the frontends so far (finished plus in flight), read
+        now, for the load checks' arrival rate; None when this source cannot tell."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -52,11 +58,18 @@ class Totals:
     """Counter values of one scrape: requests, and (sum, count) per histogram."""
 
     requests: float = 0.0
+    inflight: float = 0.0  # a gauge: requests being served at the scrape
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def arrived(self) -> float:
+        """Requests that arrived so far: the finished ones (a counter) and those in flight."""
+        return self.requests + self.inflight
+
     def add(self, other: Totals) -> None:
         self.requests += other.requests
+        self.inflight += other.inflight
         for name, value in other.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
         for name, value in other.counts.items():
@@ -75,6 +88,9 @@ def parse_totals(text: str, model: str | None = None) -> Totals:
             name = sample.name
             if name == REQUESTS:
                 totals.requests += sample.value
+                continue
+            if name == INFLIGHT:
+                totals.inflight += sample.value
                 continue
             for histogram in HISTOGRAMS:
                 base = f"{PREFIX}_{histogram}"
@@ -170,6 +186,16 @@ class FrontendScrape:
         self._last = scraped
         return to_traffic(grown)
 
+    async def arrived(self) -> float | None:
+        """The arrivals so far over every frontend that answers now. A frontend that
+        restarted counts from zero again; the caller's rate ignores a count that fell."""
+        try:
+            scraped = await self._scrape_all()
+        except TransportError as exc:
+            log.debug("no arrival count: %s", exc)
+            return None
+        return sum(t.arrived for t in scraped.values())
+
     async def close(self) -> None:
         return None
 
@@ -222,6 +248,10 @@ class PrometheusQuery:
                 await self._query(self._increase(f"{base}_count", window)) or 0.0
             )
         return to_traffic(grown)
+
+    async def arrived(self) -> float | None:
+        """Not read from Prometheus: its scrape interval is longer than a load check."""
+        return None
 
     async def close(self) -> None:
         return None
