@@ -51,9 +51,9 @@ def one_round(n: int, pycache: Path | None) -> list[tuple[float, float]]:
         cmd = [sys.executable, "-m", "dynamo.mocker", "--model-path", "dynamo:tinymodel"]
         cmd += ["--model-name", "tinymodel", "--is-prefill-worker"]
         t0 = time.monotonic()
+        logs = [(root.parent / f"{root.name}-{i}.log").open("wb") for i in range(n)]
         procs = [
-            subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for _ in range(n)
+            subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log) for log in logs
         ]
         handles = {p.pid: psutil.Process(p.pid) for p in procs}
         done: dict[int, tuple[float, float]] = {}
@@ -61,9 +61,9 @@ def one_round(n: int, pycache: Path | None) -> list[tuple[float, float]]:
             while len(done) < n:
                 if time.monotonic() - t0 > 120:
                     raise SystemExit(f"{n - len(done)} of {n} mockers did not register in 120 s")
-                for p in procs:
+                for p, log in zip(procs, logs, strict=True):
                     if p.poll() is not None and p.pid not in done:
-                        err = p.stderr.read().decode() if p.stderr else ""
+                        err = Path(log.name).read_text(errors="replace")
                         raise SystemExit(f"a mocker exited with {p.returncode}: {err[-2000:]}")
                 for key in root.glob("*instances*"):
                     pid = owner_pid(key)
@@ -80,6 +80,9 @@ def one_round(n: int, pycache: Path | None) -> list[tuple[float, float]]:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+            for log in logs:
+                log.close()
+                Path(log.name).unlink(missing_ok=True)
         return list(done.values())
 
 
