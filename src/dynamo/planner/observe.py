@@ -141,6 +141,8 @@ class FrontendScrape:
         self._session = session
         self._model = model
         self._last: dict[str, Totals] = {}  # frontend key -> its previous scrape
+        self._arrived_last: dict[str, float] = {}  # frontend key -> its last arrival count
+        self._arrived_sum = 0.0
 
     async def _scrape_all(self) -> dict[str, Totals]:
         frontends = await self._discovery.get_prefix(self._prefix)
@@ -187,14 +189,21 @@ class FrontendScrape:
         return to_traffic(grown)
 
     async def arrived(self) -> float | None:
-        """The arrivals so far over every frontend that answers now. A frontend that
-        restarted counts from zero again; the caller's rate ignores a count that fell."""
+        """Arrivals counted since the first call, over every frontend that answers: each
+        frontend adds what its count grew by since it was last read (a frontend seen for the
+        first time adds nothing, so its earlier traffic does not read as a burst; one that
+        restarted adds its new count)."""
         try:
             scraped = await self._scrape_all()
         except TransportError as exc:
             log.debug("no arrival count: %s", exc)
             return None
-        return sum(t.arrived for t in scraped.values())
+        for key, totals in scraped.items():
+            last = self._arrived_last.get(key)
+            if last is not None:
+                self._arrived_sum += _increase(totals.arrived, last)
+            self._arrived_last[key] = totals.arrived
+        return self._arrived_sum
 
     async def close(self) -> None:
         return None
