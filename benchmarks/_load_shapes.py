@@ -36,6 +36,8 @@ SHAPES: dict[str, Phases] = {
     "sinusoid": _sinusoid(120, 3, 1, 4),  # x1..x4, period 120 s, 3 cycles
     "step-down": ((30, 1, 1), (120, 4, 4), (180, 1, 1)),  # a level shift up, then down
     "bursts": ((60, 1, 1), (20, 6, 6), (60, 1, 1), (20, 6, 6), (60, 1, 1)),
+    # the issue trace's burst alone, after a settled x1: a short check of the burst's onset
+    "burst": ((40, 1, 1), (10, 8, 8), (30, 1, 1)),
 }
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/planner.py [--base-rate 3] [--seeds 3] [--speedup-ratio 0.2]
         [--startup-s 5] [--shapes ramp+burst,sinusoid,step-down,bursts] [--trace]
-        [--time-scale 1] [--planner-only] [--what-if-router-queue TOKENS]
+        [--time-scale 1] [--planner-only] [--what-if-router-queue TOKENS] [--no-arrivals]
         [--planner-args "--load-predictor kalman ..."]
 
 The shapes are `_load_shapes.py`'s (shared with `planner_serve.py`, the wall-clock twin).
@@ -15,7 +15,8 @@ prefill worker with the fewest queued prompt tokens, then (prefill done = first 
 decode worker with the fewest running requests. Three graphs are compared per shape:
 
 - planner: the real `Planner` loop (`dynamo.planner.loop`, predictors, `decide`) every
-  interval and its load checks in between, on the frontend-side numbers of the interval and
+  interval and its load checks in between, on the frontend-side numbers of the interval, the
+  requests that arrived so far (the frontends' counts; `--no-arrivals` leaves them out) and
   the workers' queue / KV load; added workers serve after `--startup-s`, removed ones drain;
 - static at peak / static at mean: sized from the trace, not from the planner's run: the
   replicas the planner's throughput formula asks for at the trace's peak rate and at its
@@ -252,6 +253,7 @@ class Graph:
                         w.scheduler.kv.active_blocks / w.scheduler.kv.num_blocks for w in ready
                     ),
                     queued_workers=sum(1 for w in ready if w.scheduler.pending_prefill_tokens > 0),
+                    running_requests=statistics.mean(w.scheduler.num_running for w in ready),
                 )
         return out
 
@@ -272,8 +274,9 @@ def itl_s(req: Request) -> float | None:
 class SimSource:
     """The frontend-side numbers of the requests that finished in the last interval."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, count_arrivals: bool = True) -> None:
         self.graph, self._seen = graph, 0
+        self.count_arrivals = count_arrivals
 
     async def start(self) -> None:
         return None
@@ -293,6 +296,13 @@ class SimSource:
             itl_ms=statistics.mean(itls) * 1000 if itls else None,
             request_duration_s=statistics.mean((r.done_s or 0) - r.arrived_s for r in fresh),
         )
+
+    async def arrived(self) -> float | None:
+        """Requests that arrived so far (what the frontends' counts add up to); None with
+        `--no-arrivals` (the planner without the load checks' arrival rate)."""
+        if not self.count_arrivals:
+            return None
+        return float(sum(1 for r in self.graph.requests if r.arrived_s <= self.graph.now))
 
     async def close(self) -> None:
         return None
@@ -372,6 +382,7 @@ async def simulate(
     phases: Phases,
     trace: list[str] | None = None,
     router_queue_tokens: float | None = None,
+    count_arrivals: bool = True,
 ) -> Result:
     graph = Graph(mocker, startup_s, router_queue_tokens)
     rng = random.Random(len(times))
@@ -387,7 +398,7 @@ async def simulate(
         planner = Planner(
             config,
             SimConnector(graph),
-            SimSource(graph),
+            SimSource(graph, count_arrivals),
             loads=graph,
             profile_loader=lambda c: mocker_profile(c.mocker_speedup_ratio),
             clock=lambda: graph.now,
@@ -468,6 +479,11 @@ def main() -> None:
         metavar="TOKENS",
         help="NOT THE PRODUCT: the router holds prompts while every prefill worker has more "
         "than TOKENS queued (to measure what router-side queueing would buy)",
+    )
+    parser.add_argument(
+        "--no-arrivals",
+        action="store_true",
+        help="the planner's load checks without the frontends' arrival counts (as before them)",
     )
     parser.add_argument(
         "--time-scale",
@@ -555,6 +571,7 @@ def run_shape(
                     phases,
                     trace if static is None and seed == 0 else None,
                     args.what_if_router_queue,
+                    not args.no_arrivals,
                 )
             )
             for seed in range(args.seeds)

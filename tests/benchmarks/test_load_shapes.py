@@ -24,3 +24,9 @@ def test_a_sinusoid_reads_as_its_rises_and_falls() -> None:
     rows = misses_by_phase([0.0], [True], phases)
     assert [label for label, _, _ in rows] == ["x1->x4", "x4->x1"] * 3
     assert rows[0][1:] == (1, 1)
+
+
+def test_the_burst_alone_is_the_issue_traces_x8_burst_after_a_settled_x1() -> None:
+    burst = SHAPES["burst"]
+    assert (10, 8, 8) in SHAPES["ramp+burst"] and burst[1] == (10, 8, 8)
+    assert burst[0][1:] == (1, 1) and burst[-1][1:] == (1, 1)

@@ -346,6 +346,67 @@ def test_a_burst_is_met_in_one_load_check_sized_to_its_inflow() -> None:
     assert d.targets["decode"] == math.ceil(2_400 / decode_per_worker) > 1
 
 
+def test_arrivals_beyond_the_live_workers_size_prefill_and_decode_at_once() -> None:
+    # a x8 burst reaching the frontends: 48 requests of 1000 tokens in the last 2 s, while one
+    # prefill worker serves and its queue does not show it yet (no load reported at all)
+    cfg = config(enable_load_scaling=True, max_gpu_budget=16)
+    profile = mocker_profile(0.2)
+    capacity = profile.prefill.throughput_per_gpu(1000) * prefill_utilization(
+        profile.prefill.ttft(1000), cfg.ttft_ms
+    )
+
+    def check(live: int, count: float, window_s: float = 2.0) -> Any:
+        return decide_load(
+            cfg,
+            Inputs(
+                now_s=0.0,
+                live={"prefill": live, "decode": 1},
+                profile=profile,
+                forecast=Forecast(30, 1000, 100),
+                arrivals=(count, window_s),
+            ),
+        )
+
+    burst = check(1, 48)
+    need = math.ceil(24_000 / capacity)
+    assert burst.targets["prefill"] == need > 3, burst.summary()
+    assert any(
+        r.startswith("arrivals 24.0 req/s (48 in 2.0s) = 24000 tok/s") for r in burst.reasons
+    )
+    decode_per_worker, _ = profile.decode.best_throughput_per_gpu(cfg.itl_ms, 1000 + 50)
+    assert burst.targets["decode"] == math.ceil(2_400 / decode_per_worker)
+    # workers already live (starting ones included) for that rate: nothing more
+    assert not check(need, 48).changed
+    # a noisy 2 s of a load the live workers carry: its lower bound (count less two standard
+    # deviations) is within their capacity, so no worker is added on one lucky draw
+    steady = math.floor(2 * capacity / 1000)  # requests in 2 s that one worker carries
+    noisy = steady + math.sqrt(steady)  # one standard deviation above
+    assert not check(1, noisy).changed
+    # no arrivals known, or no profile: nothing from this signal
+    assert not check(1, 0).changed
+    no_profile = decide_load(
+        cfg, Inputs(now_s=0.0, live={"prefill": 1, "decode": 1}, arrivals=(48, 2.0))
+    )
+    assert not no_profile.changed
+
+
+def test_a_formed_queue_counts_the_prompts_its_workers_now_run() -> None:
+    # an engine that batches moved 8 of the burst's prompts into its running step at once:
+    # the queue shows 3k tokens, but 11k arrived since it was empty (1 prompt ran before)
+    idle = RoleLoad(workers=1, queued_prefill_tokens=0, queued_workers=0, running_requests=1)
+    onset = RoleLoad(workers=1, queued_prefill_tokens=3_000, queued_workers=1, running_requests=9)
+    plain = queue_inflow_tps(idle, onset, 1.0, 5_000, since_empty=True)
+    counted = queue_inflow_tps(idle, onset, 1.0, 5_000, since_empty=True, prompt_tokens=1000)
+    assert plain == pytest.approx(3_000 + 5_000)
+    assert counted == pytest.approx(3_000 + 8 * 1000 + 5_000)
+    # a standing queue is measured by its growth alone, as before
+    standing = RoleLoad(
+        workers=1, queued_prefill_tokens=4_000, queued_workers=1, running_requests=9
+    )
+    grown = queue_inflow_tps(onset, standing, 1.0, 5_000, since_empty=True, prompt_tokens=1000)
+    assert grown == pytest.approx(1_000 + 5_000)
+
+
 def test_forecast_margin_sizes_for_poisson_noise_above_the_forecast() -> None:
     # 225 requests forecast: two standard deviations are 30 more, and one more worker
     plain = decide(config(), inputs(forecast=Forecast(225, 1024, 128)))

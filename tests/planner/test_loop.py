@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dynamo.planner.config import PlannerConfig
-from dynamo.planner.decide import RoleLoad, Traffic, prefill_worker_tps
+from dynamo.planner.decide import RoleLoad, Traffic, prefill_utilization, prefill_worker_tps
 from dynamo.planner.loop import Planner, engine_profile
 from dynamo.runtime.errors import ConfigError, TransportError
 from dynamo.testing.planner_doubles import RecordingConnector, ScriptedSource
@@ -217,3 +218,31 @@ async def test_a_bursts_onset_is_sized_with_the_batched_clearing_rate() -> None:
     inflow = queued + prefill_worker_tps(cfg, profile, queued)
     assert inflow > queued + prefill_worker_tps(cfg, profile, cfg.isl)
     assert d is not None and any(f"queue grows: {inflow:.0f} tok/s" in r for r in d.reasons)
+
+
+async def test_the_load_check_sizes_prefill_to_the_frontends_arrival_rate() -> None:
+    # the frontends' arrival counts at each load check: a steady 3 req/s, then a x16 burst;
+    # the workers report no queue at all (a batching engine hides the burst's onset)
+    connector = RecordingConnector({"prefill": 1})
+    clock = Clock()
+    loads = Loads({"prefill": RoleLoad(workers=1, queued_prefill_tokens=0, queued_workers=0)})
+    counts = [0.0, 3.0, 6.0, 30.0, 102.0, 2.0, 5.0]  # then a frontend restarts from zero
+    cfg = config(enable_load_scaling=True, mode="prefill", isl=1024)
+    planner = Planner(cfg, connector, ScriptedSource([], counts), loads=loads, clock=clock)
+    decisions = []
+    for i in range(len(counts)):
+        clock.now = float(i)
+        decisions.append(await planner.check_load())
+    # steady seconds and the burst's first (27 in 2 s: within the noise of what one worker
+    # carries): nothing; then 96 requests in the last 2 s, sized at once
+    first = next(i for i, d in enumerate(decisions) if d is not None and d.changed)
+    assert first == 4, [d.summary() if d else None for d in decisions]
+    assert "arrivals 48.0 req/s (96 in 2.0s)" in connector.calls[0][1]
+    profile = engine_profile(cfg)
+    capacity = prefill_worker_tps(cfg, profile, 1024) * prefill_utilization(
+        profile.prefill.ttft(1024), cfg.ttft_ms
+    )
+    assert connector.calls[0][0]["prefill"] == math.ceil(48 * 1024 / capacity) == 4
+    # a count that fell (a frontend restarted) starts the window again: no rate from it
+    assert decisions[5] is not None and not decisions[5].changed
+    assert not any("arrivals" in r for r in decisions[5].reasons)

@@ -94,6 +94,52 @@ async def test_scrapes_the_frontends_found_in_discovery(session: aiohttp.ClientS
         await planner_discovery.close()
 
 
+async def test_arrivals_are_finished_plus_in_flight_requests(
+    session: aiohttp.ClientSession,
+) -> None:
+    store = MemoryStore()
+    metrics = FrontendMetrics()
+    app = web.Application()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain")
+
+    app.router.add_get("/metrics", handler)
+    runner, url = await _server(app)
+    metrics2 = FrontendMetrics()
+    app2 = web.Application()
+
+    async def handler2(request: web.Request) -> web.Response:
+        return web.Response(body=metrics2.render(), content_type="text/plain")
+
+    app2.router.add_get("/metrics", handler2)
+    runner2, url2 = await _server(app2)
+    discovery = MemoryDiscovery(store)
+    await discovery.start()
+    try:
+        scrape = FrontendScrape(discovery, "ns", session)
+        assert await scrape.arrived() is None  # no frontend yet: no count (and no error)
+        serve_requests(metrics, "m", 4, isl=100, osl=10)  # before the frontend is seen
+        await discovery.put(f"{FRONTENDS_ROOT}/ns/1", {"metrics_url": url + "/metrics"})
+        assert await scrape.arrived() == 0  # a frontend's earlier traffic is no burst
+        serve_requests(metrics, "m", 3, isl=100, osl=10)
+        metrics.inflight.labels("m").inc(2)  # two more are being served
+        assert await scrape.arrived() == 5
+        assert parse_totals(metrics.render().decode()).arrived == 9
+        # a second frontend joins with a long history: it adds only what arrives after
+        await discovery.put(f"{FRONTENDS_ROOT}/ns/2", {"metrics_url": url2 + "/metrics"})
+        serve_requests(metrics2, "m", 50, isl=100, osl=10)
+        assert await scrape.arrived() == 5
+        serve_requests(metrics2, "m", 1, isl=100, osl=10)
+        assert await scrape.arrived() == 6
+    finally:
+        await runner.cleanup()
+        await runner2.cleanup()
+        await discovery.close()
+    # Prometheus scrapes less often than a load check: it gives no arrival count
+    assert await PrometheusQuery("http://127.0.0.1:9", session).arrived() is None
+
+
 async def test_no_frontend_is_a_transport_error(session: aiohttp.ClientSession) -> None:
     discovery = MemoryDiscovery(MemoryStore())
     await discovery.start()

@@ -13,7 +13,11 @@ def test_mean_load_per_role_and_stale_workers_drop_out() -> None:
     loads.observe(
         "ns.prefill.kv_metrics",
         LoadMetrics(
-            worker_id=1, active_prefill_tokens=3000, kv_active_blocks=1, kv_total_blocks=10
+            worker_id=1,
+            active_prefill_tokens=3000,
+            kv_active_blocks=1,
+            kv_total_blocks=10,
+            request_active_slots=3,
         ).to_wire(),
     )
     loads.observe(
@@ -27,7 +31,11 @@ def test_mean_load_per_role_and_stale_workers_drop_out() -> None:
     loads.observe("ns.backend.kv-events", {"ignored": True})
     snap = loads.snapshot()
     assert snap["prefill"] == RoleLoad(
-        workers=2, queued_prefill_tokens=2000.0, kv_usage=0.05, queued_workers=2
+        workers=2,
+        queued_prefill_tokens=2000.0,
+        kv_usage=0.05,
+        queued_workers=2,
+        running_requests=1.5,
     )
     assert snap["decode"] == RoleLoad(
         workers=1, queued_prefill_tokens=0.0, kv_usage=0.9, queued_workers=0

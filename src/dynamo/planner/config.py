@@ -117,8 +117,9 @@ class PlannerConfig:
         flag="--load-adjustment-interval",
         env="DYN_LOAD_ADJUSTMENT_INTERVAL",
         help="seconds between load checks inside an interval: a queue or KV usage over its "
-        "up threshold adds workers at once, as many as the queue's growth calls for (they "
-        "never scale down; 0 = only at decisions)",
+        "up threshold, or a frontend arrival rate beyond the live workers, adds workers at "
+        "once, as many as the queue's growth or the arrival rate calls for (they never scale "
+        "down; 0 = only at decisions)",
     )
     prefill_scale_up_queue_tokens: int | None = option(
         None,

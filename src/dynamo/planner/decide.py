@@ -65,6 +65,9 @@ class RoleLoad:
     queued_prefill_tokens: float = 0.0  # mean per worker
     kv_usage: float = 0.0  # mean fraction 0..1
     queued_workers: int | None = None  # workers with prompt tokens queued (None: not known)
+    # mean per worker of the requests its engine runs now; on a prefill worker each is a prompt
+    # in the step being computed, which the queued tokens above no longer count
+    running_requests: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Inputs:
     last_scale_up_s: Mapping[Role, float] = field(default_factory=dict)
     # prompt tokens/s arriving at the prefill role, from its queue's growth (`queue_inflow_tps`)
     prefill_inflow_tps: float | None = None
+    # requests that arrived at the frontends over the last seconds: (count, seconds)
+    arrivals: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -374,6 +379,7 @@ def queue_inflow_tps(
     *,
     since_empty: bool = False,
     batched_tps: Callable[[float], float] | None = None,
+    prompt_tokens: float = 0.0,
 ) -> float | None:
     """Prompt tokens/s arriving at a role whose workers were saturated between two snapshots.
 
@@ -389,7 +395,10 @@ def queue_inflow_tps(
     at once on workers that were idle, and an engine batches them into its steps, faster
     than one prompt at a time. (Not for a standing queue: there the mean over workers with
     different queues, new ones holding a single prompt, would overstate it.) None when the
-    role has no queue now (then nothing can be told from the queue).
+    role has no queue now (then nothing can be told from the queue). With `prompt_tokens`
+    (the mean prompt), a formed queue also counts the prompts its workers run now beyond those
+    they ran before (`running_requests`): an engine that batches moves up to a step's worth of
+    a burst out of its queue into the running step at once, where the queue no longer shows it.
     """
     if before is None or after is None or elapsed_s <= 0 or per_worker_tps <= 0:
         return None
@@ -400,6 +409,10 @@ def queue_inflow_tps(
         return None
     total = after.queued_prefill_tokens * after.workers
     growth = (total - before.queued_prefill_tokens * before.workers) / elapsed_s
+    if formed and prompt_tokens > 0:
+        # the prompts in the step now being computed arrived since the queue was empty too
+        running = after.running_requests * after.workers - before.running_requests * before.workers
+        growth += max(0.0, running) * prompt_tokens / elapsed_s
     busy = min(before.workers, after.workers)
     if after.queued_workers is not None:
         busy = min(busy, max(after.queued_workers, 1))
@@ -461,6 +474,8 @@ def _load(
             reasons,
         )
         _size_to_inflow(config, inputs, isl, wishes, prefill_role, load, up, reasons)
+    if prefill_role in wishes:
+        _size_to_arrivals(config, inputs, isl, wishes, prefill_role, live, reasons)
     load = inputs.load.get("decode")
     if "decode" in wishes and load is not None and load.workers > 0:
         _threshold(
@@ -503,8 +518,64 @@ def _size_to_inflow(
             f"queue grows: {inflow:.0f} tok/s arriving / {per_worker * busy:.0f} per worker at "
             f"{busy:.0%} busy = {need} workers, one more"
         )
+    _decode_follows(config, inputs, isl, wishes, prefill_role, inflow, reasons)
+
+
+def _size_to_arrivals(
+    config: PlannerConfig,
+    inputs: Inputs,
+    isl: float,
+    wishes: dict[Role, _Wish],
+    prefill_role: Role,
+    live: Mapping[Role, int],
+    reasons: list[str],
+) -> None:
+    """The frontends' arrival rate over the last seconds, when even its lower bound (the
+    count less two Poisson standard deviations) is more than the live workers clear at the
+    TTFT target's utilization: ask for the workers the measured rate needs. It sees a burst
+    as it arrives, whether or not the workers' queues show it yet (an engine that batches
+    takes a step's worth of prompts out of its queue at once, and new workers idle beside an
+    old one's backlog hide a burst that goes on); the lower bound keeps a noisy second of a
+    steady load from adding workers."""
+    profile = inputs.profile
+    if inputs.arrivals is None or profile is None:
+        return
+    count, window_s = inputs.arrivals
+    per_worker = prefill_worker_tps(config, profile, isl)
+    busy = prefill_utilization(profile.prefill.ttft(isl), config.ttft_ms)
+    if count <= 0 or window_s <= 0 or per_worker <= 0:
+        return
+    capacity = per_worker * busy
+    low = max(0.0, count - 2 * math.sqrt(count)) / window_s * isl
+    if low <= live[prefill_role] * capacity:
+        return
+    inflow = count / window_s * isl
+    need = math.ceil(inflow / capacity - 1e-9)
+    wish = wishes[prefill_role]
+    if need > wish.up:
+        wish.up = need
+        reasons.append(
+            f"arrivals {count / window_s:.1f} req/s ({count:.0f} in {window_s:.1f}s) = "
+            f"{inflow:.0f} tok/s / {capacity:.0f} per worker at {busy:.0%} busy = {need} "
+            "workers, one more"
+        )
+    _decode_follows(config, inputs, isl, wishes, prefill_role, inflow, reasons)
+
+
+def _decode_follows(
+    config: PlannerConfig,
+    inputs: Inputs,
+    isl: float,
+    wishes: dict[Role, _Wish],
+    prefill_role: Role,
+    inflow: float,
+    reasons: list[str],
+) -> None:
+    """In disagg mode, the decode workers the prompts arriving at `inflow` tok/s will need
+    once prefilled."""
+    profile = inputs.profile
     decode = wishes.get("decode")
-    if decode is None or prefill_role != "prefill":
+    if decode is None or prefill_role != "prefill" or profile is None:
         return
     # the same requests reach decode once prefilled: size it for them now, not after its ITL
     osl = inputs.forecast.osl if inputs.forecast else float(config.osl)

@@ -34,6 +34,10 @@ from dynamo.planner.profile import EngineProfile, load_profile, mocker_profile
 from dynamo.runtime.errors import ConfigError, DynamoError
 
 log = logging.getLogger("dynamo.planner")
+# load checks whose frontend arrival counts make the arrival rate's window (about 2 s at the
+# default 1 s cadence: long enough that a burst stands out of Poisson noise, short enough to
+# see it while it lasts)
+ARRIVAL_SAMPLES = 3
 
 
 class LoadView(Protocol):
@@ -100,6 +104,7 @@ class Planner:
         self.last_decision: Decision | None = None
         self.last_forecast: Forecast | None = None
         self._last_load: tuple[float, dict[Role, RoleLoad]] | None = None
+        self._arrived: deque[tuple[float, float]] = deque(maxlen=ARRIVAL_SAMPLES)
         self._load_check_loaded_profile = False
 
     def _profile_now(self) -> EngineProfile | None:
@@ -132,8 +137,28 @@ class Planner:
             # a burst's onset: workers batch the prompts queued on them, and clear them about
             # as fast as the profile prefills one prompt of the queue's length
             batched_tps=lambda queued: prefill_worker_tps(self.config, profile, queued),
+            prompt_tokens=isl if role == "prefill" else 0.0,
         )
         return load, inflow
+
+    async def _arrivals_now(self, now: float) -> tuple[float, float] | None:
+        """(requests that arrived, seconds) over the last load checks, from the frontends'
+        counts; None until there are two counts, or when the source cannot count."""
+        try:
+            arrived = await self.source.arrived()
+        except DynamoError as exc:
+            log.debug("no arrival count: %s", exc)
+            arrived = None
+        if arrived is None:
+            self._arrived.clear()
+            return None
+        if self._arrived and arrived < self._arrived[-1][1]:
+            self._arrived.clear()  # a frontend restarted or left: start the window again
+        self._arrived.append((now, arrived))
+        first_s, first = self._arrived[0]
+        if now - first_s <= 0:
+            return None
+        return arrived - first, now - first_s
 
     async def _observe(self) -> Traffic | None:
         try:
@@ -230,6 +255,7 @@ class Planner:
             self._load_check_loaded_profile = True  # once: a missing profile warns per decision
             self._profile_now()
         load, inflow = self._load_now(now, self._profile)
+        arrivals = await self._arrivals_now(now)
         decision = decide_load(
             self.config,
             Inputs(
@@ -239,6 +265,7 @@ class Planner:
                 profile=self._profile,
                 forecast=self.last_forecast,
                 prefill_inflow_tps=inflow,
+                arrivals=arrivals,
             ),
         )
         if not decision.changed:

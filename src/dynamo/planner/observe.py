@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "dynamo_frontend"
 REQUESTS = f"{PREFIX}_requests_total"
+INFLIGHT = f"{PREFIX}_inflight_requests"
 # histogram -> Traffic field, and the factor to its unit
 HISTOGRAMS = {
     "input_sequence_tokens": ("isl", 1.0),
@@ -44,6 +45,11 @@ class MetricSource(Protocol):
         """The traffic since the previous call (or `start`)."""
         ...
 
+    async def arrived(self) -> float | None:
+        """Requests that arrived at the frontends so far (finished plus in flight), read
+        now, for the load checks' arrival rate; None when this source cannot tell."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -52,11 +58,18 @@ class Totals:
     """Counter values of one scrape: requests, and (sum, count) per histogram."""
 
     requests: float = 0.0
+    inflight: float = 0.0  # a gauge: requests being served at the scrape
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def arrived(self) -> float:
+        """Requests that arrived so far: the finished ones (a counter) and those in flight."""
+        return self.requests + self.inflight
+
     def add(self, other: Totals) -> None:
         self.requests += other.requests
+        self.inflight += other.inflight
         for name, value in other.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
         for name, value in other.counts.items():
@@ -75,6 +88,9 @@ def parse_totals(text: str, model: str | None = None) -> Totals:
             name = sample.name
             if name == REQUESTS:
                 totals.requests += sample.value
+                continue
+            if name == INFLIGHT:
+                totals.inflight += sample.value
                 continue
             for histogram in HISTOGRAMS:
                 base = f"{PREFIX}_{histogram}"
@@ -125,6 +141,8 @@ class FrontendScrape:
         self._session = session
         self._model = model
         self._last: dict[str, Totals] = {}  # frontend key -> its previous scrape
+        self._arrived_last: dict[str, float] = {}  # frontend key -> its last arrival count
+        self._arrived_sum = 0.0
 
     async def _scrape_all(self) -> dict[str, Totals]:
         frontends = await self._discovery.get_prefix(self._prefix)
@@ -169,6 +187,23 @@ class FrontendScrape:
             grown.add(increase(self._last.get(key), totals))
         self._last = scraped
         return to_traffic(grown)
+
+    async def arrived(self) -> float | None:
+        """Arrivals counted since the first call, over every frontend that answers: each
+        frontend adds what its count grew by since it was last read (a frontend seen for the
+        first time adds nothing, so its earlier traffic does not read as a burst; one that
+        restarted adds its new count)."""
+        try:
+            scraped = await self._scrape_all()
+        except TransportError as exc:
+            log.debug("no arrival count: %s", exc)
+            return None
+        for key, totals in scraped.items():
+            last = self._arrived_last.get(key)
+            if last is not None:
+                self._arrived_sum += _increase(totals.arrived, last)
+            self._arrived_last[key] = totals.arrived
+        return self._arrived_sum
 
     async def close(self) -> None:
         return None
@@ -222,6 +257,10 @@ class PrometheusQuery:
                 await self._query(self._increase(f"{base}_count", window)) or 0.0
             )
         return to_traffic(grown)
+
+    async def arrived(self) -> float | None:
+        """Not read from Prometheus: its scrape interval is longer than a load check."""
+        return None
 
     async def close(self) -> None:
         return None

@@ -46,8 +46,8 @@ class WorkerLoads:
         self._latest[(parts[-2], load.worker_id, load.dp_rank)] = (self._clock(), load)
 
     def snapshot(self) -> dict[Role, RoleLoad]:
-        """Per role: reporting workers, mean queued prefill tokens, mean KV usage, and how
-        many workers hold queued prompt tokens."""
+        """Per role: reporting workers, mean queued prefill tokens, mean KV usage, how many
+        workers hold queued prompt tokens, and mean running requests."""
         now = self._clock()
         for key in [k for k, (at, _) in self._latest.items() if now - at > self._stale_s]:
             del self._latest[key]
@@ -60,6 +60,7 @@ class WorkerLoads:
                 queued_prefill_tokens=sum(m.active_prefill_tokens for m in loads) / len(loads),
                 kv_usage=sum(m.gpu_cache_usage_perc for m in loads) / len(loads),
                 queued_workers=sum(1 for m in loads if m.active_prefill_tokens > 0),
+                running_requests=sum(m.request_active_slots for m in loads) / len(loads),
             )
             for role, loads in grouped.items()
         }

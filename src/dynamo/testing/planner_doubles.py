@@ -33,10 +33,14 @@ class RecordingConnector:
 
 
 class ScriptedSource:
-    """Returns the next `Traffic` (or raises the next error) of its script on each call."""
+    """Returns the next `Traffic` (or raises the next error) of its script on each call;
+    `arrived()` returns the next of `arrivals` (None when there are none left)."""
 
-    def __init__(self, script: list[Traffic | DynamoError]) -> None:
+    def __init__(
+        self, script: list[Traffic | DynamoError], arrivals: list[float] | None = None
+    ) -> None:
         self.script = list(script)
+        self.arrivals = list(arrivals or [])
 
     async def start(self) -> None:
         return None
@@ -46,6 +50,9 @@ class ScriptedSource:
         if isinstance(item, DynamoError):
             raise item
         return item
+
+    async def arrived(self) -> float | None:
+        return self.arrivals.pop(0) if self.arrivals else None
 
     async def close(self) -> None:
         return None
