@@ -228,6 +228,35 @@ async def test_a_trial_that_never_gets_ready_fails_with_its_status_and_is_delete
         assert _trial(api) is None
 
 
+async def test_an_interrupt_while_the_create_is_in_flight_still_deletes_the_trial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM (the profiler raises KeyboardInterrupt; here a BaseException the test's loop
+    survives) after the API server made the trial but before its reply was read: the
+    clean-up deletes it all the same (a CI failure of the SIGTERM test below: the profiler
+    exited and left its trial behind)."""
+
+    class Interrupted(BaseException):
+        pass
+
+    request = parse_request(dgdr(RUN_LIMIT_S))
+    create = KubeClient.create
+
+    async def create_then_interrupt(self: KubeClient, *args: Any, **kwargs: Any) -> Any:
+        await create(self, *args, **kwargs)
+        raise Interrupted
+
+    monkeypatch.setattr(KubeClient, "create", create_then_interrupt)
+    async with fake_kube_api() as api:
+
+        def deploy() -> None:
+            KubeGraph(request, engine("h100_sxm", 1), connection=_connection(api), env=ENV)
+
+        with pytest.raises(Interrupted):
+            await asyncio.wait_for(asyncio.to_thread(deploy), RUN_LIMIT_S)
+        assert _trial(api) is None
+
+
 @pytest.mark.parametrize(
     "command",
     [

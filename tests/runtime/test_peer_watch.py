@@ -128,6 +128,33 @@ async def test_refused_address_is_down_until_unwatched() -> None:
         await watch.close()
 
 
+async def test_an_unwatch_as_the_connect_fails_reports_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The instance is deleted (unwatch) in the same loop turn as the probe's connect is
+    refused, as a draining worker's listener closes: the probe ends and reports nothing. With
+    `asyncio.wait_for` on 3.11 the refusal won over the cancellation, the unwatched peer was
+    reported lost and the caller's streams to that draining worker were cut (a CI failure of
+    tests/runtime/test_lifecycle.py)."""
+    loop = asyncio.get_running_loop()
+    connect: asyncio.Future[Any] = loop.create_future()
+    monkeypatch.setattr(loop, "create_connection", lambda *args, **kwargs: connect)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    watch = PeerWatch(keepalive_s=1, reconnect_max_s=0.1)
+    changes: list[tuple[str, bool]] = []
+    watch.subscribe(lambda a, up: changes.append((a, up)))
+    watch.watch(address)
+    (task,) = watch._tasks.values()
+    await asyncio.sleep(0)  # the probe now waits on its connect
+    connect.set_exception(ConnectionRefusedError(111, "Connect call failed"))
+    watch.unwatch(address)
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+    assert task.done()
+    assert changes == []
+    assert watch.lost_total == 0
+    await watch.close()
+
+
 async def test_non_tcp_addresses_are_not_watched() -> None:
     watch = PeerWatch()
     watch.watch("nats:dynamo_rpc.ns.c.e-1")

@@ -151,6 +151,9 @@ class KubeGraph:
             await api.close()
 
     async def _create(self, api: KubeClient, graph: dict[str, Any], deadline: float) -> None:
+        # Set before the call: a SIGTERM while the create is in flight may come after the API
+        # server made the object, and the clean-up must still delete it (a 404 is nothing).
+        self._created = True
         try:
             await api.create(graph)
         except KubeApiError as exc:
@@ -163,7 +166,6 @@ class KubeGraph:
                     raise DynamoError(f"the old {self.what} is still being deleted") from exc
                 await asyncio.sleep(POLL_S)
             await api.create(graph)
-        self._created = True
         _log(f"created {self.what}")
 
     async def _wait_ready(self, api: KubeClient, deadline: float, timeout_s: float) -> None:
@@ -212,12 +214,13 @@ class KubeGraph:
         if not self._created:
             return
         try:
-            await api.delete(DGD_API_VERSION, DGD_KIND, self.name, self.namespace)
+            existed = await api.delete(DGD_API_VERSION, DGD_KIND, self.name, self.namespace)
         except KubeApiError as exc:
             _log(f"cannot delete {self.what}: {exc}; delete it by hand")
             return
         self._created = False
-        _log(f"deleted {self.what}")
+        if existed:
+            _log(f"deleted {self.what}")
 
     def stop(self) -> None:
         if not self._created:

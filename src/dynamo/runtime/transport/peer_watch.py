@@ -166,13 +166,18 @@ class PeerWatch:
         loop = asyncio.get_running_loop()
         attempt = 0
         keepalive_s = self._keepalive_s
+        me = asyncio.current_task()
         while True:
             try:
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: _WatchConnection(keepalive_s), host, port),
-                    self._connect_timeout_s,
-                )
+                # not wait_for: on 3.11 it can swallow the cancellation of an unwatch that
+                # lands as the connect fails, and this task would report a peer nobody watches
+                async with asyncio.timeout(self._connect_timeout_s):
+                    _, conn = await loop.create_connection(
+                        lambda: _WatchConnection(keepalive_s), host, port
+                    )
             except (OSError, TimeoutError) as exc:
+                if self._tasks.get(address) is not me:  # unwatched meanwhile: not ours to say
+                    return
                 self._set(address, False, f"cannot connect: {exc or 'timeout'}", lost=True)
                 await asyncio.sleep(reconnect_delay(attempt, self._reconnect_max_s))
                 attempt += 1
