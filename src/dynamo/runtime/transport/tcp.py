@@ -368,15 +368,13 @@ class TcpRequestClient:
             raise TransportError("request-plane client is closed")
         host, port = parse_address(address)
         loop = asyncio.get_running_loop()
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
+        try:  # asyncio.timeout: 3.11's wait_for can lose a cancellation as the connect ends
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(
                     lambda: _ClientConnection(address, self._max_frame_bytes, self._high),
                     host,
                     port,
-                ),
-                self._connect_timeout_s,
-            )
+                )
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"cannot connect to {address}: {exc or 'timeout'}") from exc
         return conn
