@@ -14,14 +14,16 @@ message, a completion with a long text prompt and a completion with a token-id p
   legs         the disaggregated prefill and decode legs built from it
   pack_legs    msgpack of both legs' REQUEST frames, as the TCP request plane packs them
   hash         block and sequence hashes of the prompt (block size 16), as the KV router does
+  route_x3     the KV router's hashing of one disaggregated request's prompt: the decode
+               pool's preview, the prefill leg's and the decode leg's routing
 
 Each figure is the best of `--repeats` runs of `--iterations` calls, in CPU microseconds per
 call (`time.process_time`), and the best of `--rounds` fresh processes, so other load on the
-machine inflates it little. The `ids total`
-line sums the on-loop stages of a token-id request that goes through a KV router and both
-disaggregated legs. With `--baseline-src` the same measurement also runs against another
-checkout's `src` (e.g. the main branch), its processes alternating with this tree's, and the
-table shows both side by side.
+machine inflates it little. The `ids total` line sums the on-loop stages of a token-id request
+that goes through KV routers and both disaggregated legs (conditional disaggregation:
+`route_x3`). With `--baseline-src` the same measurement also runs against another checkout's
+`src` (e.g. the main branch), its processes alternating with this tree's, and the table shows
+both side by side.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ STAGES = (
     "legs",
     "pack_legs",
     "hash",
+    "route_x3",
 )
-ON_LOOP_IDS = ("parse_ids", "check_ids", "build", "legs", "pack_legs", "hash")
+ON_LOOP_IDS = ("parse_ids", "check_ids", "build", "legs", "pack_legs", "route_x3")
 
 
 def best_us(fn: Callable[[], object], iterations: int, repeats: int) -> float:
@@ -84,6 +87,14 @@ def measure(tokens: list[int], iterations: int, repeats: int) -> dict[str, dict[
 
     pre = asyncio.run(preprocessor())
     pack = msgpack.Packer(use_bin_type=True).pack
+    try:  # the KV router's hashing of a prompt (`prompt_hashes` since this benchmark)
+        from dynamo.router.kv_policy import prompt_hashes
+    except ImportError:  # an older checkout: hashed anew each time
+
+        def prompt_hashes(token_ids: Any, block_size: int) -> tuple[list[int], list[int]]:
+            local = block_hashes(token_ids, block_size)
+            return local, sequence_hashes(local)
+
     try:  # the REQUEST frame as the TCP client packs it (`pack_request` since this benchmark)
         from dynamo.runtime.transport.framing import pack_request
     except ImportError:  # an older checkout (--baseline-src): one `pack` of the whole frame
@@ -121,6 +132,11 @@ def measure(tokens: list[int], iterations: int, repeats: int) -> dict[str, dict[
                 pack_request(pack, 2, "generate", "req-1", decode),
             )
 
+        def route_x3(ers: Iterator[EngineRequest] = ers) -> None:
+            ids = next(ers)["token_ids"]
+            for _ in range(3):  # the decode pool's preview, the prefill leg, the decode leg
+                prompt_hashes(ids, 16)
+
         stages: dict[str, Callable[[], object]] = {
             "parse_chat": lambda b=chat_body: parse_body(ChatCompletionRequest, b),
             "parse_text": lambda b=text_body: parse_body(CompletionRequest, b),
@@ -131,6 +147,7 @@ def measure(tokens: list[int], iterations: int, repeats: int) -> dict[str, dict[
             "legs": legs,
             "pack_legs": pack_legs,
             "hash": lambda c=checked: sequence_hashes(block_hashes(c, 16)),
+            "route_x3": route_x3,
         }
         row = {name: best_us(fn, iterations, repeats) for name, fn in stages.items()}
         row["pack_legs"] -= row["legs"]  # pack_legs builds the legs too: report msgpack alone
