@@ -95,8 +95,12 @@ def measure(tokens: list[int], iterations: int, repeats: int) -> dict[str, dict[
             local = block_hashes(token_ids, block_size)
             return local, sequence_hashes(local)
 
-    try:  # the REQUEST frame as the TCP client packs it (`pack_request` since this benchmark)
-        from dynamo.runtime.transport.framing import pack_request
+    try:  # the REQUEST frame as the TCP client packs it (`packing` since this benchmark)
+        from dynamo.runtime.transport.packing import pack_message
+
+        def pack_request(pack: Any, sid: int, name: str, rid: str, request: Any) -> bytes:
+            return pack_message(pack, [0, sid, name, rid, request], 4)
+
     except ImportError:  # an older checkout (--baseline-src): one `pack` of the whole frame
 
         def pack_request(pack: Any, sid: int, name: str, rid: str, request: Any) -> bytes:

@@ -39,6 +39,7 @@ from dynamo.runtime.errors import (
     TransportError,
     UnavailableError,
 )
+from dynamo.runtime.transport.packing import pack_message
 
 log = logging.getLogger(__name__)
 
@@ -86,48 +87,6 @@ def error_from_wire(kind: str, message: str) -> DynamoError:
 
 class ProtocolViolation(Exception):
     """A peer sent something that is not a valid frame or message."""
-
-
-# A `token_ids` list at least this long is packed once and its bytes reused while the same list
-# object is sent again (`pack_request`); shorter ones cost less to pack than to look up.
-REUSE_MIN_TOKEN_IDS = 512
-
-
-class _PackedTokenIds:
-    """The msgpack bytes of the last long `token_ids` list a request carried (one per process:
-    the two legs of a disaggregated request go to different workers, so over different
-    connections). It holds the list itself, so its identity cannot pass to another list."""
-
-    ids: list[Any] | None = None
-    packed = b""
-
-
-def _map_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x80 | n,))
-    if n < 1 << 16:
-        return b"\xde" + n.to_bytes(2, "big")
-    return b"\xdf" + n.to_bytes(4, "big")
-
-
-def pack_request(pack: Any, sid: int, name: str, request_id: str, request: Any) -> bytes:
-    """`pack([REQUEST, sid, name, request_id, request])`, byte for byte, but a long
-    `token_ids` list that the previous request sent too (the prefill and the decode leg of one
-    request share it) is not packed again. The frontend never changes a sent prompt in place
-    (a migrated request gets a new list); a caller that did would have to send a copy."""
-    ids = request.get("token_ids") if type(request) is dict else None
-    if type(ids) is not list or len(ids) < REUSE_MIN_TOKEN_IDS:
-        return bytes(pack([REQUEST, sid, name, request_id, request]))
-    cache = _PackedTokenIds
-    if cache.ids is not ids:
-        cache.ids, cache.packed = None, b""  # a failed pack below must not leave a stale pair
-        cache.packed, cache.ids = bytes(pack(ids)), ids
-    parts = [b"\x95", pack(REQUEST), pack(sid), pack(name), pack(request_id)]
-    parts.append(_map_header(len(request)))
-    for key, value in request.items():
-        parts.append(pack(key))
-        parts.append(cache.packed if value is ids else pack(value))
-    return b"".join(parts)
 
 
 class FramedProtocol(asyncio.Protocol):
@@ -220,9 +179,10 @@ class FramedProtocol(asyncio.Protocol):
         self.send_packed(body)
 
     def send_request(self, sid: int, name: str, request_id: str, request: Any) -> None:
-        """Queue a REQUEST (see `pack_request`); raises TransportError like `send`."""
+        """Queue a REQUEST, its prompt packed once for both legs of a disaggregated request
+        (`packing.pack_message`); raises TransportError like `send`."""
         try:
-            body = pack_request(self._pack, sid, name, request_id, request)
+            body = pack_message(self._pack, [REQUEST, sid, name, request_id, request], 4)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TransportError(f"message not encodable as msgpack: {exc}") from exc
         self.send_packed(body)

@@ -1,4 +1,5 @@
-"""REQUEST frames: a long prompt packed once for both legs, the bytes exactly msgpack's."""
+"""Request messages: a long prompt packed once for both legs, the bytes exactly msgpack's,
+over the TCP and the NATS request plane."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from hypothesis import strategies as st
 from dynamo.frontend.disagg import decode_request, prefill_request
 from dynamo.runtime.errors import TransportError
 from dynamo.runtime.transport.base import RequestContext
-from dynamo.runtime.transport.framing import REQUEST, REUSE_MIN_TOKEN_IDS, pack_request
+from dynamo.runtime.transport.framing import REQUEST
+from dynamo.runtime.transport.nats_request import NatsRequestServer
+from dynamo.runtime.transport.nats_request_client import NatsRequestClient
+from dynamo.runtime.transport.nats_wire import address_for
+from dynamo.runtime.transport.packing import REUSE_MIN_TOKEN_IDS, pack_message
 from dynamo.runtime.transport.tcp import TcpRequestClient, TcpRequestServer
+from dynamo.testing.servers import NatsServer
 
 pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def pack_request(pack: Any, sid: int, name: str, rid: str, request: Any) -> bytes:
+    """A TCP REQUEST frame's msgpack, as `FramedProtocol.send_request` makes it."""
+    return pack_message(pack, [REQUEST, sid, name, rid, request], 4)
 
 
 def plain(sid: int, request: Any) -> bytes:
@@ -54,6 +65,17 @@ def test_a_new_list_with_other_ids_is_packed_anew() -> None:
 def test_a_map_of_sixteen_or_more_fields() -> None:
     request: dict[str, Any] = {**engine_request(2048), **{f"extra_{i}": i for i in range(20)}}
     assert pack_request(pack, 1, "generate", "rid-1", request) == plain(1, request)
+
+
+@pytest.mark.parametrize("at", [0, 2, 19])
+def test_the_request_anywhere_in_a_message_of_any_length(at: int) -> None:
+    request = engine_request(1024)
+    message: list[Any] = [f"item {i}" for i in range(20)]
+    message[at] = request
+    for _ in range(2):
+        assert pack_message(pack, message, at) == pack(message)
+    nats_like = ["generate", "rid-1", request, 64, 5.0]  # the NATS request message
+    assert pack_message(pack, nats_like, 2) == pack(nats_like)
 
 
 def test_unpackable_ids_fail_and_leave_nothing_cached() -> None:
@@ -95,6 +117,29 @@ async def server() -> AsyncIterator[TcpRequestServer]:
     await srv.start()
     yield srv
     await srv.stop(0)
+
+
+async def test_both_legs_reach_two_servers_over_nats(nats_server: NatsServer) -> None:
+    servers = [NatsRequestServer(nats_server.url) for _ in range(2)]
+    client = NatsRequestClient(nats_server.url)
+    try:
+        addresses = []
+        for i, srv in enumerate(servers):
+            srv.register(f"echo-packing-{i}", echo_prompt)
+            await srv.start()
+            addresses.append(address_for(srv.subject(f"echo-packing-{i}")))
+        request = engine_request(8192)
+        want = {"n": 8192, "sum": sum(request["token_ids"])}
+        legs = [prefill_request(request), decode_request(request, {"r": 1})]
+        for i, (address, leg) in enumerate(zip(addresses, legs, strict=True)):
+            it = client.stream(address, f"echo-packing-{i}", leg, request_id="rid-1")
+            [got] = [x async for x in it]
+            assert {"n": got["n"], "sum": got["sum"]} == want
+            assert got["keys"] == list(leg)
+    finally:
+        await client.close()
+        for srv in servers:
+            await srv.stop(0)
 
 
 async def test_both_legs_reach_two_servers_over_tcp(server: TcpRequestServer) -> None:
