@@ -211,7 +211,7 @@ def test_a_long_prompt_routed_again_reuses_its_hashes_and_decides_the_same():
     prompt = [(i * 7919) % 50_000 for i in range(4 * kv_policy.REUSE_MIN_TOKENS)]
     want = (block_hashes(prompt, 4), sequence_hashes(block_hashes(prompt, 4)))
     assert kv_policy.prompt_hashes(prompt, 4) == want
-    assert kv_policy._LastPrompt.ids is prompt  # kept for the next routing of this list
+    assert kv_policy._LastPrompt.last[0] is prompt  # kept for the next routing of this list
     local, seqs = kv_policy.prompt_hashes(prompt, 4)
     assert (local, seqs) == want
     local.append(1)  # the caller's copy, not the kept one
@@ -226,7 +226,7 @@ def test_a_long_prompt_routed_again_reuses_its_hashes_and_decides_the_same():
     assert kv_policy.prompt_hashes(prompt, 16)[0] == block_hashes(prompt, 16)
     short = list(range(8))
     kv_policy.prompt_hashes(short, 4)
-    assert kv_policy._LastPrompt.ids is prompt  # short prompts are not kept
+    assert kv_policy._LastPrompt.last[0] is prompt  # short prompts are not kept
 
     # the preview, prefill and decode routings of one disaggregated prompt: same decisions
     # as with a fresh copy each time

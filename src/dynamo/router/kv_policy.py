@@ -39,25 +39,28 @@ class _LastPrompt:
     """Block and sequence hashes of the last long prompt scored (one per process). A
     disaggregated request routes its prompt, the same list each time, up to three times: the
     decode pool's preview, the prefill leg and the decode leg (~0.2 ms of hashing each at 8k
-    tokens). Holding the list keeps its identity from passing to another; the frontend never
-    changes a routed prompt in place (a migrated request gets a new list)."""
+    tokens). One tuple (list, length, block size, hashes), so a thread reads a consistent one;
+    holding the list keeps its identity from passing to another. The frontend never changes a
+    routed prompt in place (a migrated request gets a new list)."""
 
-    ids: Sequence[int] | None = None
-    n = block_size = 0
-    local: tuple[int, ...] = ()
-    seqs: tuple[int, ...] = ()
+    last: tuple[Sequence[int] | None, int, int, tuple[int, ...], tuple[int, ...]] = (
+        None,
+        0,
+        0,
+        (),
+        (),
+    )
 
 
 def prompt_hashes(token_ids: Sequence[int], block_size: int) -> tuple[list[int], list[int]]:
     """(block hashes, sequence hashes) of `token_ids`, reused for the last long prompt."""
-    last = _LastPrompt
-    if token_ids is last.ids and len(token_ids) == last.n and block_size == last.block_size:
-        return list(last.local), list(last.seqs)
+    ids, n, bs, local_kept, seqs_kept = _LastPrompt.last
+    if token_ids is ids and len(token_ids) == n and block_size == bs:
+        return list(local_kept), list(seqs_kept)
     local = block_hashes(token_ids, block_size)
     seqs = sequence_hashes(local)
     if type(token_ids) is list and len(token_ids) >= REUSE_MIN_TOKENS:
-        last.ids, last.n, last.block_size = token_ids, len(token_ids), block_size
-        last.local, last.seqs = tuple(local), tuple(seqs)
+        _LastPrompt.last = (token_ids, len(token_ids), block_size, tuple(local), tuple(seqs))
     return local, seqs
 
 

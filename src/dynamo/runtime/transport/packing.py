@@ -17,11 +17,10 @@ REUSE_MIN_TOKEN_IDS = 512
 class _PackedTokenIds:
     """The msgpack bytes of the last long `token_ids` list a request carried (one per process:
     the two legs of a disaggregated request go to different workers, so over different
-    connections). It holds the list itself, so its identity cannot pass to another list."""
+    connections), as one tuple (list, its length, bytes) so a thread reads a consistent one.
+    It holds the list itself, so its identity cannot pass to another list."""
 
-    ids: list[Any] | None = None
-    n = 0
-    packed = b""
+    last: tuple[list[Any] | None, int, bytes] = (None, 0, b"")
 
 
 def _array_header(n: int) -> bytes:
@@ -49,16 +48,15 @@ def pack_message(pack: Any, message: list[Any], at: int) -> bytes:
     ids = request.get("token_ids") if type(request) is dict else None
     if type(ids) is not list or len(ids) < REUSE_MIN_TOKEN_IDS:
         return bytes(pack(message))
-    cache = _PackedTokenIds
-    if cache.ids is not ids or cache.n != len(ids):
-        cache.ids, cache.packed = None, b""  # a failed pack below must not leave a stale pair
-        cache.packed = bytes(pack(ids))
-        cache.ids, cache.n = ids, len(ids)
+    last_ids, last_n, packed = _PackedTokenIds.last
+    if last_ids is not ids or last_n != len(ids):
+        packed = bytes(pack(ids))
+        _PackedTokenIds.last = (ids, len(ids), packed)
     parts = [_array_header(len(message))]
     parts.extend(pack(item) for item in message[:at])
     parts.append(_map_header(len(request)))
     for key, value in request.items():
         parts.append(pack(key))
-        parts.append(cache.packed if value is ids else pack(value))
+        parts.append(packed if value is ids else pack(value))
     parts.extend(pack(item) for item in message[at + 1 :])
     return b"".join(parts)
