@@ -7,6 +7,7 @@ Times the stages a request passes on the event loop, for a chat request with one
 message, a completion with a long text prompt and a completion with a token-id prompt:
 
   parse_*      parse and validate the JSON body (`protocol.parse_body`)
+  render       the chat template applied to the long message (`chat_prompt_text`)
   check_ids    the token-id prompt checked against the vocabulary (`completion_prompt_ids`)
   encode       tokenizing the text prompt (runs in the encoder threads for long texts: CPU,
                but not the event loop's)
@@ -44,6 +45,7 @@ STAGES = (
     "parse_chat",
     "parse_text",
     "parse_ids",
+    "render",
     "check_ids",
     "encode",
     "build",
@@ -117,6 +119,7 @@ def measure(tokens: list[int], iterations: int, repeats: int) -> dict[str, dict[
         ).encode()
         text_body = json.dumps({"model": "tiny", "prompt": text, "max_tokens": 16}).encode()
         ids_body = json.dumps({"model": "tiny", "prompt": ids, "max_tokens": 16}).encode()
+        chat_req = parse_body(ChatCompletionRequest, chat_body)
         req = parse_body(CompletionRequest, ids_body)
         checked = pre.completion_prompt_ids(req)
         er = pre.engine_request(req, checked, "req-1")
@@ -145,6 +148,7 @@ def measure(tokens: list[int], iterations: int, repeats: int) -> dict[str, dict[
             "parse_chat": lambda b=chat_body: parse_body(ChatCompletionRequest, b),
             "parse_text": lambda b=text_body: parse_body(CompletionRequest, b),
             "parse_ids": lambda b=ids_body: parse_body(CompletionRequest, b),
+            "render": lambda r=chat_req: pre.chat_prompt_text(r),
             "check_ids": lambda r=req: pre.completion_prompt_ids(r),
             "encode": lambda t=text: pre._encode(t, True),
             "build": lambda r=req, c=checked: pre.engine_request(r, c, "req-1"),
