@@ -203,3 +203,41 @@ def test_short_prompt_has_no_blocks():
     p = kv()
     d = p.select(RouteRequest("a", [1, 2]))
     assert (d.overlap_blocks, d.required_blocks) == (0, 1)
+
+
+def test_a_long_prompt_routed_again_reuses_its_hashes_and_decides_the_same():
+    from dynamo.router import kv_policy
+
+    prompt = [(i * 7919) % 50_000 for i in range(4 * kv_policy.REUSE_MIN_TOKENS)]
+    want = (block_hashes(prompt, 4), sequence_hashes(block_hashes(prompt, 4)))
+    assert kv_policy.prompt_hashes(prompt, 4) == want
+    assert kv_policy._LastPrompt.last[0] is prompt  # kept for the next routing of this list
+    local, seqs = kv_policy.prompt_hashes(prompt, 4)
+    assert (local, seqs) == want
+    local.append(1)  # the caller's copy, not the kept one
+    assert kv_policy.prompt_hashes(prompt, 4) == want
+    assert kv_policy.prompt_hashes(prompt, 16) == (
+        block_hashes(prompt, 16),
+        sequence_hashes(block_hashes(prompt, 16)),
+    )
+    other = [*prompt[:-1], 3]  # a new list: its own hashes
+    assert kv_policy.prompt_hashes(other, 16)[0][-1] == block_hashes(other, 16)[-1]
+    prompt.append(5)  # changed in place (the frontend never does): still not stale
+    assert kv_policy.prompt_hashes(prompt, 16)[0] == block_hashes(prompt, 16)
+    short = list(range(8))
+    kv_policy.prompt_hashes(short, 4)
+    assert kv_policy._LastPrompt.last[0] is prompt  # short prompts are not kept
+
+    # the preview, prefill and decode routings of one disaggregated prompt: same decisions
+    # as with a fresh copy each time
+    p, q = kv(), kv()
+    for policy in (p, q):
+        policy.apply_kv_event(stored_event(2, prompt[:1000]))
+    for rid in ("a", "b"):
+        got = [p.preview(RouteRequest(rid, prompt)), p.select(RouteRequest(rid, prompt))]
+        fresh = [
+            q.preview(RouteRequest(rid, list(prompt))),
+            q.select(RouteRequest(rid, list(prompt))),
+        ]
+        assert got == fresh
+        assert got[1].overlap_blocks == 250

@@ -360,11 +360,31 @@ class EmbeddingRequest(BaseModel):
         return list(x)  # type: ignore[arg-type]
 
 
+class _TokenIdsFirst(CompletionRequest):
+    """`CompletionRequest` for the common prompts only, token ids tried first: pydantic's smart
+    union over the four prompt shapes costs half as much again as one `list[int]` for a long
+    token-id prompt (~0.12 ms of 0.38 at 8k ids; benchmarks/frontend_request_cpu.py). It
+    accepts a body only if `CompletionRequest` accepts it with the same values; any other body,
+    bad ones included, is validated again by `CompletionRequest` itself, so errors and batched
+    prompts are exactly as before."""
+
+    prompt: list[int] | str = Field(union_mode="left_to_right")
+
+
+# Fast first tries for models whose common bodies validate faster another way (see above).
+_FIRST_TRY: dict[type[BaseModel], type[BaseModel]] = {CompletionRequest: _TokenIdsFirst}
+
 M = TypeVar("M", bound=BaseModel)
 
 
 def parse_body(model: type[M], body: bytes) -> M:
     """Parse and validate a JSON body; raise `InvalidRequestError` with an OpenAI-style message."""
+    first = _FIRST_TRY.get(model)
+    if first is not None:
+        try:
+            return first.model_validate_json(body)  # type: ignore[return-value]
+        except ValidationError:
+            pass  # `model` decides, and words the error
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -39,6 +39,7 @@ from dynamo.runtime.errors import (
     TransportError,
     UnavailableError,
 )
+from dynamo.runtime.transport.packing import pack_message
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,19 @@ class FramedProtocol(asyncio.Protocol):
             body = self._pack(msg)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TransportError(f"message not encodable as msgpack: {exc}") from exc
+        self.send_packed(body)
+
+    def send_request(self, sid: int, name: str, request_id: str, request: Any) -> None:
+        """Queue a REQUEST, its prompt packed once for both legs of a disaggregated request
+        (`packing.pack_message`); raises TransportError like `send`."""
+        try:
+            body = pack_message(self._pack, [REQUEST, sid, name, request_id, request], 4)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TransportError(f"message not encodable as msgpack: {exc}") from exc
+        self.send_packed(body)
+
+    def send_packed(self, body: bytes) -> None:
+        """Queue one message already packed as msgpack."""
         if len(body) > self.max_frame_bytes:
             raise TransportError(
                 f"frame of {len(body)} bytes exceeds the max frame size {self.max_frame_bytes}"

@@ -118,7 +118,7 @@ class NatsRequestClient:
         subject = subject_of_address(address)
         nc = await self._connection()
         message = [name, request_id, request, self._window, self._keepalive_s]
-        data = encode(message, nc.max_payload, "request")
+        data = encode(message, nc.max_payload, "request", request_at=2)
         inbox = f"{self._prefix}.{next(self._ids)}"
         loop = asyncio.get_running_loop()
         stream = self._streams[inbox] = _Stream(subject, inbox, self._window)

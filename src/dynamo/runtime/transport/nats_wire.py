@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 
 from dynamo.runtime.errors import ConfigError, TransportError
+from dynamo.runtime.transport.packing import pack_message
 
 CANCEL, DATA, ERROR, FINAL, KEEPALIVE, CREDIT = 1, 2, 3, 4, 5, 6
 SUBJECT_PREFIX = "dynamo_rpc"
@@ -70,10 +71,15 @@ def subject_of_address(address: str) -> str:
     return subject
 
 
-def encode(message: list[Any], max_payload: int, what: str) -> bytes:
-    """msgpack of `message`; TransportError if unencodable or over NATS' `max_payload`."""
+def encode(message: list[Any], max_payload: int, what: str, *, request_at: int = -1) -> bytes:
+    """msgpack of `message`; TransportError if unencodable or over NATS' `max_payload`.
+    `request_at`: the index of a request in `message`, whose long prompt is packed once for
+    both legs of a disaggregated request (`packing.pack_message`)."""
     try:
-        data = _packer.pack(message)
+        if request_at >= 0:
+            data = pack_message(_packer.pack, message, request_at)
+        else:
+            data = _packer.pack(message)
     except (TypeError, ValueError, OverflowError) as exc:
         raise TransportError(f"{what} not encodable as msgpack: {exc}") from exc
     if len(data) > max_payload:

@@ -239,7 +239,7 @@ class _ClientConnection(FramedProtocol):
 
     def open(self, name: str, request_id: str, request: dict[str, Any]) -> _Stream:
         sid = next(self._sids)
-        self.send([REQUEST, sid, name, request_id, request])
+        self.send_request(sid, name, request_id, request)
         # Out now rather than at the end of this loop iteration (`send` coalesces): on a busy
         # loop that wait is the rest of the iteration, and every request's TTFT would pay it.
         self._flush()
