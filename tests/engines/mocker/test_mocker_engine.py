@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -441,7 +442,7 @@ async def test_the_step_loop_sleeps_on_its_ranks_timer_and_shutdown_closes_it(
     out = await collect(engine, request("t", list(range(10, 30)), max_tokens=3))
     assert len(tokens_of(out)) == 3
     (rank,) = engine._ranks
-    if PreciseTimer.available():
+    if sys.platform == "linux":
         assert rank.timer._fd is not None  # the steps slept on the rank's timer
     await engine.shutdown()
     assert rank.timer._fd is None
